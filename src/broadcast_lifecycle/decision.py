@@ -1,0 +1,83 @@
+"""The pure decision: given a snapshot, a trigger and a context, what happens. No I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from .errors import InvalidTransition, TransitionRefused
+from .events import Topic, topics_for
+from .guards import BRANCH_TESTS, GUARDS, CommandContext, Guard
+from .lifecycle import ROUTES, Trigger, allowed_from
+from .records import BroadcastSnapshot
+from .states import BroadcastStatus
+
+__all__ = ["Decision", "decide"]
+
+_FILL_SIGN = {Trigger.ACCEPT: 1, Trigger.RELEASE: -1}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of :func:`decide`: a transition to apply and the topics to announce.
+
+    ``superseded`` is set when the requested trigger was replaced by ``expire`` because the
+    broadcast was overdue: the caller applies the expiry, then reports the request as refused.
+    """
+
+    trigger: Trigger
+    from_status: BroadcastStatus
+    to_status: BroadcastStatus
+    fill_delta: int
+    expires_at: datetime | None
+    topics: tuple[Topic, ...]
+    superseded: Trigger | None = None
+
+
+def decide(
+    snapshot: BroadcastSnapshot,
+    trigger: Trigger,
+    ctx: CommandContext,
+    extra_guards: Sequence[Guard] = (),
+) -> Decision:
+    """Decide ``trigger`` on ``snapshot``, or raise why not.
+
+    Raises :class:`InvalidTransition` when the state does not allow the trigger and
+    :class:`TransitionRefused` when a guard (built-in or ``extra_guards``) says no.
+    An overdue broadcast is expired whatever the trigger (see ``Decision.superseded``).
+    """
+    status = snapshot.status
+    expires_at = snapshot.expires_at
+    if (
+        expires_at is not None
+        and trigger is not Trigger.EXPIRE
+        and ctx.now >= expires_at
+        and (Trigger.EXPIRE, status) in ROUTES
+    ):
+        return Decision(
+            Trigger.EXPIRE, status, BroadcastStatus.EXPIRED, 0, expires_at,
+            topics_for(BroadcastStatus.EXPIRED), superseded=trigger,
+        )
+    route = ROUTES.get((trigger, status))
+    if route is None:
+        raise InvalidTransition(snapshot.kind, snapshot.id, status.value, trigger.value,
+                                (s.value for s in allowed_from(trigger)))
+    for name in route.guards:
+        reason = GUARDS[name](snapshot, ctx)
+        if reason is not None:
+            raise TransitionRefused(snapshot.kind, snapshot.id, status.value, trigger.value, reason)
+    for guard in extra_guards:
+        reason = guard(snapshot, ctx)
+        if reason is not None:
+            raise TransitionRefused(snapshot.kind, snapshot.id, status.value, trigger.value, reason)
+    dest = route.branches[-1][2]
+    for branch, expected, candidate in route.branches:
+        if branch is None or BRANCH_TESTS[branch](snapshot, ctx) is expected:
+            dest = candidate
+            break
+    if trigger is Trigger.ACTIVATE:
+        expires_at = ctx.deadline
+    return Decision(
+        trigger, status, dest, _FILL_SIGN.get(trigger, 0) * ctx.slots, expires_at, topics_for(dest)
+    )

@@ -1,0 +1,140 @@
+"""Every error the library raises, under one base class.
+
+Messages are built from attributes, so a host can log the text and still branch on the fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+
+__all__ = [
+    "BroadcastError",
+    "BroadcastNotFound",
+    "ConcurrentUpdate",
+    "CorruptState",
+    "DuplicateBroadcast",
+    "InvalidArgument",
+    "InvalidTransition",
+    "OpenBroadcastExists",
+    "StoreError",
+    "TransitionRefused",
+]
+
+
+class BroadcastError(Exception):
+    """Base class of every error raised by broadcast_lifecycle."""
+
+
+class InvalidArgument(BroadcastError, ValueError):
+    """A command got an argument it cannot use; nothing was changed."""
+
+
+class BroadcastNotFound(BroadcastError, LookupError):
+    """No broadcast of this kind has this id."""
+
+    def __init__(self, kind: str, entity_id: Hashable) -> None:
+        self.kind = kind
+        self.entity_id = entity_id
+        super().__init__(f"no {kind} with id {entity_id!r}")
+
+
+class TransitionRefused(BroadcastError):
+    """A command was not applied: a guard said no, with ``reason``.
+
+    Catch this to handle every refusal; :class:`InvalidTransition` is the subset where the
+    current state does not allow the trigger at all.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        entity_id: Hashable,
+        from_state: str | None,
+        trigger: str,
+        reason: str,
+    ) -> None:
+        self.kind = kind
+        self.entity_id = entity_id
+        self.from_state = from_state
+        self.trigger = trigger
+        self.reason = reason
+        super().__init__(
+            f"{kind} {entity_id!r}: {trigger} refused in state {from_state}: {reason}"
+        )
+
+
+class InvalidTransition(TransitionRefused):
+    """The broadcast's current state does not allow the trigger."""
+
+    def __init__(
+        self,
+        kind: str,
+        entity_id: Hashable,
+        from_state: str,
+        trigger: str,
+        allowed_from: Iterable[str],
+    ) -> None:
+        self.allowed_from = tuple(sorted(allowed_from))
+        allowed = ", ".join(self.allowed_from) or "no state"
+        super().__init__(
+            kind,
+            entity_id,
+            from_state,
+            trigger,
+            f"{trigger} is not allowed from {from_state} (allowed from: {allowed})",
+        )
+
+
+class OpenBroadcastExists(TransitionRefused):
+    """The kind allows one open broadcast per customer and this customer has one."""
+
+    def __init__(self, kind: str, customer_id: str) -> None:
+        self.customer_id = customer_id
+        super().__init__(
+            kind,
+            None,
+            None,
+            "create",
+            f"customer {customer_id!r} already has an open {kind}; "
+            "cancel or finish it before creating another",
+        )
+
+
+class DuplicateBroadcast(BroadcastError):
+    """A broadcast with this kind and id already exists."""
+
+    def __init__(self, kind: str, entity_id: Hashable) -> None:
+        self.kind = kind
+        self.entity_id = entity_id
+        super().__init__(f"a {kind} with id {entity_id!r} already exists")
+
+
+class ConcurrentUpdate(BroadcastError):
+    """Other writers kept changing the broadcast; the command gave up after ``attempts``."""
+
+    def __init__(self, kind: str, entity_id: Hashable, trigger: str, attempts: int) -> None:
+        self.kind = kind
+        self.entity_id = entity_id
+        self.trigger = trigger
+        self.attempts = attempts
+        super().__init__(
+            f"{kind} {entity_id!r}: {trigger} lost the race to concurrent writers "
+            f"{attempts} times; nothing was changed, retry the command"
+        )
+
+
+class CorruptState(BroadcastError):
+    """A stored status value is not a known state."""
+
+    def __init__(self, table: str, entity_id: Hashable, value: object, allowed: Iterable[str]) -> None:
+        self.table = table
+        self.entity_id = entity_id
+        self.value = value
+        super().__init__(
+            f"{table} row {entity_id!r} has status {value!r}, which is not a known state "
+            f"(known: {', '.join(allowed)})"
+        )
+
+
+class StoreError(BroadcastError):
+    """The store failed (database error, lost connection); the cause is chained."""

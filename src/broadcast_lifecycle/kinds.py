@@ -1,0 +1,51 @@
+"""Per-kind settings: names of ids and events, default deadline, policies."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from .errors import InvalidArgument
+from .events import Topic
+
+__all__ = ["DEFAULT_KINDS", "KindConfig"]
+
+
+@dataclass(frozen=True)
+class KindConfig:
+    """How one kind of broadcast (``booking``, ``order``, ...) is named and governed.
+
+    ``id_field`` is the payload key of the id (``bookingId``); events are named
+    ``{event_prefix}_{TOPIC}`` (``BOOKING_EXPIRED``) unless ``event_names`` overrides a topic.
+    """
+
+    name: str
+    id_field: str = ""
+    event_prefix: str = ""
+    default_ttl: timedelta | None = None
+    allow_partial_trip: bool = False
+    one_open_per_customer: bool = False
+    event_names: Mapping[Topic, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise InvalidArgument(f"kind name must be an identifier, got {self.name!r}")
+        if self.default_ttl is not None and self.default_ttl <= timedelta(0):
+            raise InvalidArgument(f"default_ttl of {self.name} must be positive, got {self.default_ttl}")
+        if not self.id_field:
+            object.__setattr__(self, "id_field", f"{self.name}Id")
+        if not self.event_prefix:
+            object.__setattr__(self, "event_prefix", self.name.upper())
+
+    def event_name(self, topic: Topic) -> str:
+        """The wire name of ``topic`` for this kind."""
+        if topic in self.event_names:
+            return self.event_names[topic]
+        if topic is Topic.STATE_CHANGED:
+            return "BROADCAST_STATE_CHANGED"
+        return f"{self.event_prefix}_{topic.name}"
+
+
+DEFAULT_KINDS: tuple[KindConfig, ...] = (KindConfig("booking"), KindConfig("order"))
+"""The kinds a lifecycle knows when none are given."""

@@ -1,0 +1,257 @@
+"""``BroadcastLifecycle``: the facade a host calls. Load, decide, apply atomically, announce."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from .bus import SignalBus
+from .clock import Clock, require_aware, utc_now
+from .decision import decide
+from .errors import ConcurrentUpdate, InvalidArgument, InvalidTransition, TransitionRefused
+from .guards import CommandContext, Guard
+from .kinds import DEFAULT_KINDS, KindConfig
+from .lifecycle import Trigger
+from .records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
+from .states import OPEN
+from .stores.base import BroadcastStore, Change, Committed, NewBroadcast
+from .stores.memory import InMemoryStore
+
+__all__ = ["BroadcastLifecycle"]
+
+logger = logging.getLogger(__name__)
+
+
+class BroadcastLifecycle:
+    """Runs every command on a broadcast as a guarded, persisted, announced transition.
+
+    Each command loads the broadcast, decides with the transition table, writes the result by
+    compare-and-set (retrying a lost race up to ``max_attempts`` times, then raising
+    :class:`ConcurrentUpdate`) and sends the events on ``bus`` once the write has committed.
+    Pass ``tx`` (e.g. a SQLAlchemy ``Session``) to write inside the caller's transaction; the
+    events then leave when that transaction commits, and never if it rolls back.
+    """
+
+    def __init__(
+        self,
+        store: BroadcastStore | None = None,
+        *,
+        bus: SignalBus | None = None,
+        clock: Clock = utc_now,
+        kinds: Iterable[KindConfig] = DEFAULT_KINDS,
+        max_attempts: int = 16,
+    ) -> None:
+        if max_attempts < 1:
+            raise InvalidArgument(f"max_attempts must be at least 1, got {max_attempts}")
+        self.store: BroadcastStore = store if store is not None else InMemoryStore()
+        self.bus = bus if bus is not None else SignalBus()
+        self._clock = clock
+        self._kinds = {k.name: k for k in kinds}
+        self._max_attempts = max_attempts
+        self._guards: dict[Trigger, list[Guard]] = defaultdict(list)
+
+    def add_guard(self, trigger: Trigger, guard: Guard) -> None:
+        """Run ``guard`` after the built-in guards of ``trigger``; a reason it returns refuses."""
+        self._guards[Trigger(trigger)].append(guard)
+
+    def kind(self, name: str) -> KindConfig:
+        """The settings of kind ``name``."""
+        try:
+            return self._kinds[name]
+        except KeyError:
+            raise InvalidArgument(f"unknown kind {name!r}; known kinds: {', '.join(sorted(self._kinds))}") from None
+
+    # -- commands --------------------------------------------------------------------------
+
+    def create(
+        self, kind: str, customer_id: str, slots: int = 1, *, entity_id: EntityId | None = None,
+        expires_at: datetime | None = None, actor: str | None = None,
+        metadata: Mapping[str, Any] | None = None, tx: object = None,
+    ) -> BroadcastSnapshot:
+        """Create a broadcast of ``slots`` slots for ``customer_id`` in state ``created``."""
+        config = self.kind(kind)
+        _require_id("customer_id", customer_id)
+        _require_slots("slots", slots)
+        new = NewBroadcast(
+            config, customer_id, slots, self._now(), entity_id,
+            require_aware("expires_at", expires_at) if expires_at is not None else None,
+            actor, dict(metadata or {}),
+        )
+        return self.store.insert(new, self._announce, tx).snapshot
+
+    def start_broadcast(self, kind: str, entity_id: EntityId, transporters: Sequence[str], *,
+                        actor: str | None = None, tx: object = None) -> BroadcastSnapshot:
+        """Notify ``transporters`` (recorded as recipients): created -> broadcasting."""
+        return self._run(kind, entity_id, Trigger.START_BROADCAST, actor=actor, tx=tx,
+                         recipients=_require_transporters(transporters))
+
+    def notify_more(self, kind: str, entity_id: EntityId, transporters: Sequence[str], *,
+                    tx: object = None) -> BroadcastSnapshot:
+        """Add recipients while the broadcast is open (radius expansion); changes no state."""
+        self.kind(kind)
+        snapshot = self.store.add_recipients(kind, entity_id, _require_transporters(transporters),
+                                             self._now(), OPEN, tx)
+        if snapshot.status not in OPEN:
+            raise InvalidTransition(kind, entity_id, snapshot.status.value, "notify_more", (s.value for s in OPEN))
+        return snapshot
+
+    def activate(self, kind: str, entity_id: EntityId, *, ttl: timedelta | None = None,
+                 deadline: datetime | None = None, actor: str | None = None,
+                 tx: object = None) -> BroadcastSnapshot:
+        """Open for acceptances until ``deadline`` (or now + ``ttl``, or the kind's default ttl)."""
+        if ttl is not None and deadline is not None:
+            raise InvalidArgument("pass ttl= or deadline=, not both")
+        if ttl is not None and ttl <= timedelta(0):
+            raise InvalidArgument(f"ttl must be positive, got {ttl}")
+        fixed = require_aware("deadline", deadline) if deadline is not None else None
+        return self._run(kind, entity_id, Trigger.ACTIVATE, actor=actor, tx=tx, deadline=fixed, ttl=ttl)
+
+    def accept(self, kind: str, entity_id: EntityId, transporter_id: str, slots: int = 1, *,
+               tx: object = None) -> BroadcastSnapshot:
+        """``transporter_id`` takes ``slots`` slots: -> partially_filled or fully_filled."""
+        _require_id("transporter_id", transporter_id)
+        _require_slots("slots", slots)
+        return self._run(kind, entity_id, Trigger.ACCEPT, actor=transporter_id, tx=tx,
+                         transporter_id=transporter_id, slots=slots)
+
+    def release(self, kind: str, entity_id: EntityId, transporter_id: str, slots: int = 1, *,
+                reason: str | None = None, tx: object = None) -> BroadcastSnapshot:
+        """``transporter_id`` gives back ``slots`` slots: -> partially_filled or active."""
+        _require_id("transporter_id", transporter_id)
+        _require_slots("slots", slots)
+        return self._run(kind, entity_id, Trigger.RELEASE, actor=transporter_id, reason=reason, tx=tx,
+                         transporter_id=transporter_id, slots=slots)
+
+    def start_trip(self, kind: str, entity_id: EntityId, *, actor: str | None = None,
+                   tx: object = None) -> BroadcastSnapshot:
+        """The trip begins: fully_filled (or partially_filled, if the kind allows) -> in_progress."""
+        return self._run(kind, entity_id, Trigger.START_TRIP, actor=actor, tx=tx)
+
+    def complete(self, kind: str, entity_id: EntityId, *, actor: str | None = None,
+                 tx: object = None) -> BroadcastSnapshot:
+        """The trip finished: in_progress -> completed."""
+        return self._run(kind, entity_id, Trigger.COMPLETE, actor=actor, tx=tx)
+
+    def cancel(self, kind: str, entity_id: EntityId, *, actor: str | None = None,
+               reason: str | None = None, tx: object = None) -> BroadcastSnapshot:
+        """Cancel a broadcast that has not started its trip."""
+        return self._run(kind, entity_id, Trigger.CANCEL, actor=actor, reason=reason, tx=tx)
+
+    def expire(self, kind: str, entity_id: EntityId, *, tx: object = None) -> BroadcastSnapshot:
+        """Expire a broadcast whose deadline has passed."""
+        return self._run(kind, entity_id, Trigger.EXPIRE, actor="system", tx=tx)
+
+    def expire_due(self, now: datetime | None = None, batch_size: int = 500) -> int:
+        """Expire every overdue broadcast; returns how many this call expired."""
+        if batch_size < 1:
+            raise InvalidArgument(f"batch_size must be at least 1, got {batch_size}")
+        cutoff = require_aware("now", now) if now is not None else self._now()
+        expired = 0
+        while batch := self.store.due(cutoff, batch_size):
+            progressed = 0
+            for kind, entity_id in batch:
+                try:
+                    self.expire(kind, entity_id)
+                except TransitionRefused:
+                    continue  # another writer got there first
+                progressed += 1
+            expired += progressed
+            if progressed == 0 or len(batch) < batch_size:
+                break
+        return expired
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def get(self, kind: str, entity_id: EntityId, *, tx: object = None) -> BroadcastSnapshot:
+        """The broadcast as last committed."""
+        self.kind(kind)
+        return self.store.load(kind, entity_id, tx=tx).snapshot
+
+    def history(self, kind: str, entity_id: EntityId, *, tx: object = None) -> tuple[HistoryEntry, ...]:
+        """The broadcast's transitions, oldest first."""
+        self.kind(kind)
+        return self.store.history(kind, entity_id, tx)
+
+    def recipients(self, kind: str, entity_id: EntityId, *, tx: object = None) -> tuple[RecipientRecord, ...]:
+        """Transporters notified of the broadcast, with the slots they hold."""
+        self.kind(kind)
+        return self.store.recipients(kind, entity_id, tx)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _run(
+        self, kind: str, entity_id: EntityId, trigger: Trigger, *, actor: str | None = None,
+        reason: str | None = None, tx: object = None, transporter_id: str | None = None,
+        slots: int = 1, recipients: tuple[str, ...] = (), deadline: datetime | None = None,
+        ttl: timedelta | None = None,
+    ) -> BroadcastSnapshot:
+        config = self.kind(kind)
+        for _ in range(self._max_attempts):
+            loaded = self.store.load(kind, entity_id, transporter_id, tx)
+            before = loaded.snapshot
+            now = self._now()
+            if trigger is Trigger.ACTIVATE:
+                deadline = _deadline(now, deadline, ttl, before.expires_at, config.default_ttl)
+            ctx = CommandContext(now, slots, transporter_id, loaded.holding, deadline, config.allow_partial_trip)
+            decision = decide(before, trigger, ctx, self._guards.get(trigger, ()))
+            change = Change(config, before, decision, max(now, before.state_changed_at), actor, reason,
+                            {}, transporter_id, recipients)
+            committed = self.store.apply(change, self._announce, tx)
+            if committed is None:
+                continue
+            if decision.superseded is not None and before.expires_at is not None:
+                raise TransitionRefused(kind, entity_id, before.status.value, trigger.value,
+                                        f"expired at {before.expires_at.isoformat()}")
+            return committed.snapshot
+        raise ConcurrentUpdate(kind, entity_id, trigger.value, self._max_attempts)
+
+    def _announce(self, committed: Committed) -> None:
+        """Send a committed write's events; keep the undelivered ones in the outbox for the relay."""
+        delivered: list[str] = []
+        for event in committed.events:
+            delivery = self.bus.send(event)
+            if delivery.ok:
+                delivered.append(event.event_id)
+            else:
+                errors = "; ".join(f.describe() for f in delivery.failures)
+                self.store.record_failure(event.event_id, errors, self._now())
+        if delivered:
+            self.store.mark_delivered(delivered, self._now())
+
+    def _now(self) -> datetime:
+        return require_aware("the clock's time", self._clock())
+
+
+def _deadline(now: datetime, deadline: datetime | None, ttl: timedelta | None,
+              current: datetime | None, default_ttl: timedelta | None) -> datetime | None:
+    if deadline is not None:
+        return deadline
+    if ttl is not None:
+        return now + ttl
+    if current is not None:
+        return current
+    return now + default_ttl if default_ttl is not None else None
+
+
+def _require_slots(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgument(f"{name} must be a whole number of at least 1, got {value!r}")
+
+
+def _require_id(name: str, value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"{name} must be a non-empty string, got {value!r}")
+
+
+def _require_transporters(transporters: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(transporters, str):
+        raise InvalidArgument("transporters must be a list of ids, not a single string")
+    unique = tuple(dict.fromkeys(transporters))
+    if not unique:
+        raise InvalidArgument("transporters must name at least one transporter to notify")
+    for transporter in unique:
+        _require_id("each transporter id", transporter)
+    return unique

@@ -1,0 +1,15 @@
+"""Persistence adapters: the protocol and the stores that ship with the library."""
+
+from .base import AfterCommit, BroadcastStore, Change, Committed, Loaded, NewBroadcast, OutboxEntry
+from .memory import InMemoryStore
+
+__all__ = [
+    "AfterCommit",
+    "BroadcastStore",
+    "Change",
+    "Committed",
+    "InMemoryStore",
+    "Loaded",
+    "NewBroadcast",
+    "OutboxEntry",
+]

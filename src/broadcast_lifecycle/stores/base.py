@@ -1,0 +1,199 @@
+"""The store protocol: what the service needs from persistence, and the values it passes.
+
+A store keeps broadcasts, their recipients, their history and an outbox of events. Its one hard
+duty is :meth:`BroadcastStore.apply`: write a decided transition, its history row and its outbox
+rows atomically, and only if the broadcast is still at the version the decision was made from.
+The contract suite in :mod:`broadcast_lifecycle.testing` checks a store against this protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from ..decision import Decision
+from ..events import BroadcastEvent, Topic, build_events
+from ..kinds import KindConfig
+from ..records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
+from ..states import BroadcastStatus
+
+__all__ = [
+    "AfterCommit",
+    "BroadcastStore",
+    "Change",
+    "Committed",
+    "Loaded",
+    "NewBroadcast",
+    "OutboxEntry",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class NewBroadcast:
+    """A broadcast to insert in the initial state (``entity_id=None`` lets the store pick one)."""
+
+    kind: KindConfig
+    customer_id: str
+    slots_requested: int
+    at: datetime
+    entity_id: EntityId | None = None
+    expires_at: datetime | None = None
+    actor: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def snapshot(self, entity_id: EntityId) -> BroadcastSnapshot:
+        """The broadcast as inserted, once it has an id."""
+        return BroadcastSnapshot(
+            kind=self.kind.name, id=entity_id, customer_id=self.customer_id,
+            status=BroadcastStatus.CREATED, slots_requested=self.slots_requested, slots_filled=0,
+            version=1, state_changed_at=self.at, created_at=self.at, expires_at=self.expires_at,
+        )
+
+    def history_entry(self, entity_id: EntityId) -> HistoryEntry:
+        """The audit row of the creation."""
+        return HistoryEntry(self.kind.name, entity_id, None, BroadcastStatus.CREATED, "create",
+                            self.actor, None, self.at, 1, dict(self.metadata))
+
+    def events(self, after: BroadcastSnapshot) -> tuple[BroadcastEvent, ...]:
+        """The events of the creation."""
+        return build_events(self.kind, after, None, (Topic.STATE_CHANGED,), ())
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A decided transition, to be applied only if the broadcast is still at ``before.version``.
+
+    ``transporter_id`` is whose holding moves by ``decision.fill_delta`` (accept, release);
+    ``recipients`` are transporters to record as notified in the same transaction.
+    """
+
+    kind: KindConfig
+    before: BroadcastSnapshot
+    decision: Decision
+    at: datetime
+    actor: str | None = None
+    reason: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    transporter_id: str | None = None
+    recipients: tuple[str, ...] = ()
+
+    def after(self) -> BroadcastSnapshot:
+        """The broadcast as it will be once the change is applied."""
+        b, d = self.before, self.decision
+        return BroadcastSnapshot(
+            kind=b.kind, id=b.id, customer_id=b.customer_id, status=d.to_status,
+            slots_requested=b.slots_requested, slots_filled=b.slots_filled + d.fill_delta,
+            version=b.version + 1, state_changed_at=self.at, created_at=b.created_at,
+            expires_at=d.expires_at,
+        )
+
+    def history_entry(self) -> HistoryEntry:
+        """The audit row of the change."""
+        d = self.decision
+        return HistoryEntry(self.before.kind, self.before.id, d.from_status, d.to_status,
+                            d.trigger.value, self.actor, self.reason, self.at,
+                            self.before.version + 1, dict(self.metadata))
+
+    @property
+    def needs_recipients(self) -> bool:
+        """True when the events go to every notified transporter (the store must list them)."""
+        return len(self.decision.topics) > 1
+
+    def events(self, after: BroadcastSnapshot, transporters: Sequence[str]) -> tuple[BroadcastEvent, ...]:
+        """The events of the change, addressed to the customer and ``transporters``."""
+        return build_events(self.kind, after, self.decision.from_status, self.decision.topics, transporters)
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A write that is (or, inside a host transaction, will be) committed."""
+
+    snapshot: BroadcastSnapshot
+    events: tuple[BroadcastEvent, ...]
+
+
+AfterCommit = Callable[[Committed], None]
+"""Called by a store once the write is committed; never if it rolls back."""
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A snapshot plus the slots one transporter holds (``None``: that transporter was not notified)."""
+
+    snapshot: BroadcastSnapshot
+    holding: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An event in the outbox, with its delivery state."""
+
+    event: BroadcastEvent
+    created_at: datetime
+    attempts: int = 0
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+
+class BroadcastStore(Protocol):
+    """Persistence for broadcasts. ``tx`` is a store-specific handle on the caller's transaction
+    (a SQLAlchemy ``Session`` for :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore`);
+    with ``tx=None`` the store commits on its own.
+    """
+
+    def insert(self, new: NewBroadcast, after_commit: AfterCommit, tx: object = None) -> Committed:
+        """Insert a broadcast with its history row and events.
+
+        Raises ``DuplicateBroadcast`` for a taken id and ``OpenBroadcastExists`` when the kind
+        allows one open broadcast per customer and the customer has one.
+        """
+        ...
+
+    def load(self, kind: str, entity_id: EntityId, transporter_id: str | None = None,
+             tx: object = None) -> Loaded:
+        """The current snapshot (and ``transporter_id``'s holding); ``BroadcastNotFound`` if absent."""
+        ...
+
+    def apply(self, change: Change, after_commit: AfterCommit, tx: object = None) -> Committed | None:
+        """Apply ``change`` atomically if the broadcast is still at ``change.before.version``.
+
+        Writes the new state, the history row, the recipients' holdings and the outbox rows in one
+        transaction and returns what was committed; returns ``None``, writing nothing, when another
+        writer got there first.
+        """
+        ...
+
+    def add_recipients(self, kind: str, entity_id: EntityId, transporters: Sequence[str], at: datetime,
+                       open_states: frozenset[BroadcastStatus], tx: object = None) -> BroadcastSnapshot:
+        """Record ``transporters`` as notified while the broadcast is in ``open_states``.
+
+        Returns the snapshot it checked; the caller compares its status (nothing is written when
+        the status is not open). Already-notified transporters are left as they are.
+        """
+        ...
+
+    def recipients(self, kind: str, entity_id: EntityId, tx: object = None) -> tuple[RecipientRecord, ...]:
+        """Every transporter notified of the broadcast, in notification order."""
+        ...
+
+    def history(self, kind: str, entity_id: EntityId, tx: object = None) -> tuple[HistoryEntry, ...]:
+        """The broadcast's audit rows in version order."""
+        ...
+
+    def due(self, now: datetime, limit: int) -> Sequence[tuple[str, EntityId]]:
+        """Up to ``limit`` broadcasts whose deadline has passed and that can still expire."""
+        ...
+
+    def pending_events(self, limit: int, created_before: datetime | None = None) -> Sequence[OutboxEntry]:
+        """Undelivered outbox entries, oldest first."""
+        ...
+
+    def mark_delivered(self, event_ids: Sequence[str], at: datetime) -> None:
+        """Mark outbox entries as delivered."""
+        ...
+
+    def record_failure(self, event_id: str, error: str, at: datetime) -> None:
+        """Count a failed delivery attempt and keep its error."""
+        ...

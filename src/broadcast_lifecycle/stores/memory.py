@@ -1,0 +1,159 @@
+"""``InMemoryStore``: the reference store, thread-safe, for tests and single-process use."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from ..errors import BroadcastNotFound, DuplicateBroadcast, InvalidArgument, OpenBroadcastExists
+from ..lifecycle import Trigger, allowed_from
+from ..records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
+from ..states import CLOSED, BroadcastStatus
+from .base import AfterCommit, Change, Committed, Loaded, NewBroadcast, OutboxEntry
+
+__all__ = ["InMemoryStore"]
+
+_Key = tuple[str, EntityId]
+_EXPIRABLE = allowed_from(Trigger.EXPIRE)
+
+
+class InMemoryStore:
+    """Keeps everything in dicts behind one lock; every write is atomic and all-or-nothing.
+
+    It cannot join a host transaction: pass ``tx=None`` (the default).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._broadcasts: dict[_Key, BroadcastSnapshot] = {}
+        self._recipients: dict[_Key, dict[str, RecipientRecord]] = {}
+        self._history: dict[_Key, list[HistoryEntry]] = {}
+        self._outbox: dict[str, OutboxEntry] = {}
+
+    def insert(self, new: NewBroadcast, after_commit: AfterCommit, tx: object = None) -> Committed:
+        """See :meth:`BroadcastStore.insert`."""
+        _no_tx(tx)
+        with self._lock:
+            entity_id = new.entity_id if new.entity_id is not None else next(self._ids)
+            key = (new.kind.name, entity_id)
+            if key in self._broadcasts:
+                raise DuplicateBroadcast(new.kind.name, entity_id)
+            if new.kind.one_open_per_customer and any(
+                s.kind == new.kind.name and s.customer_id == new.customer_id and s.status not in CLOSED
+                for s in self._broadcasts.values()
+            ):
+                raise OpenBroadcastExists(new.kind.name, new.customer_id)
+            snapshot = new.snapshot(entity_id)
+            events = new.events(snapshot)
+            self._broadcasts[key] = snapshot
+            self._recipients[key] = {}
+            self._history[key] = [new.history_entry(entity_id)]
+            self._outbox.update((e.event_id, OutboxEntry(e, new.at)) for e in events)
+        committed = Committed(snapshot, events)
+        after_commit(committed)
+        return committed
+
+    def load(self, kind: str, entity_id: EntityId, transporter_id: str | None = None,
+             tx: object = None) -> Loaded:
+        """See :meth:`BroadcastStore.load`."""
+        _no_tx(tx)
+        with self._lock:
+            snapshot = self._get((kind, entity_id))
+            holder = self._recipients[(kind, entity_id)].get(transporter_id or "")
+        return Loaded(snapshot, holder.slots_held if holder else None)
+
+    def apply(self, change: Change, after_commit: AfterCommit, tx: object = None) -> Committed | None:
+        """See :meth:`BroadcastStore.apply`."""
+        _no_tx(tx)
+        key = (change.before.kind, change.before.id)
+        with self._lock:
+            if self._get(key).version != change.before.version:
+                return None
+            after = change.after()
+            recipients = self._recipients[key]
+            for transporter in change.recipients:
+                recipients.setdefault(transporter, RecipientRecord(transporter, change.at))
+            if change.transporter_id is not None and change.decision.fill_delta:
+                holder = recipients[change.transporter_id]
+                recipients[change.transporter_id] = replace(
+                    holder, slots_held=holder.slots_held + change.decision.fill_delta,
+                    response=change.decision.trigger.value)
+            events = change.events(after, tuple(recipients) if change.needs_recipients else ())
+            self._broadcasts[key] = after
+            self._history[key].append(change.history_entry())
+            self._outbox.update((e.event_id, OutboxEntry(e, change.at)) for e in events)
+        committed = Committed(after, events)
+        after_commit(committed)
+        return committed
+
+    def add_recipients(self, kind: str, entity_id: EntityId, transporters: Sequence[str], at: datetime,
+                       open_states: frozenset[BroadcastStatus], tx: object = None) -> BroadcastSnapshot:
+        """See :meth:`BroadcastStore.add_recipients`."""
+        _no_tx(tx)
+        key = (kind, entity_id)
+        with self._lock:
+            snapshot = self._get(key)
+            if snapshot.status in open_states:
+                recipients = self._recipients[key]
+                for transporter in transporters:
+                    recipients.setdefault(transporter, RecipientRecord(transporter, at))
+        return snapshot
+
+    def recipients(self, kind: str, entity_id: EntityId, tx: object = None) -> tuple[RecipientRecord, ...]:
+        """See :meth:`BroadcastStore.recipients`."""
+        _no_tx(tx)
+        with self._lock:
+            self._get((kind, entity_id))
+            return tuple(self._recipients[(kind, entity_id)].values())
+
+    def history(self, kind: str, entity_id: EntityId, tx: object = None) -> tuple[HistoryEntry, ...]:
+        """See :meth:`BroadcastStore.history`."""
+        _no_tx(tx)
+        with self._lock:
+            self._get((kind, entity_id))
+            return tuple(self._history[(kind, entity_id)])
+
+    def due(self, now: datetime, limit: int) -> Sequence[tuple[str, EntityId]]:
+        """See :meth:`BroadcastStore.due`."""
+        with self._lock:
+            overdue = [
+                key for key, s in self._broadcasts.items()
+                if s.status in _EXPIRABLE and s.expires_at is not None and s.expires_at <= now
+            ]
+        return overdue[:limit]
+
+    def pending_events(self, limit: int, created_before: datetime | None = None) -> Sequence[OutboxEntry]:
+        """See :meth:`BroadcastStore.pending_events`."""
+        with self._lock:
+            pending = [
+                entry for entry in self._outbox.values()
+                if entry.delivered_at is None and (created_before is None or entry.created_at < created_before)
+            ]
+        return pending[:limit]
+
+    def mark_delivered(self, event_ids: Sequence[str], at: datetime) -> None:
+        """See :meth:`BroadcastStore.mark_delivered`; delivered entries are dropped."""
+        with self._lock:
+            for event_id in event_ids:
+                self._outbox.pop(event_id, None)
+
+    def record_failure(self, event_id: str, error: str, at: datetime) -> None:
+        """See :meth:`BroadcastStore.record_failure`."""
+        with self._lock:
+            entry = self._outbox[event_id]
+            self._outbox[event_id] = replace(entry, attempts=entry.attempts + 1, last_error=error)
+
+    def _get(self, key: _Key) -> BroadcastSnapshot:
+        try:
+            return self._broadcasts[key]
+        except KeyError:
+            raise BroadcastNotFound(*key) from None
+
+
+def _no_tx(tx: object) -> None:
+    if tx is not None:
+        raise InvalidArgument("InMemoryStore cannot join a host transaction; pass tx=None")
