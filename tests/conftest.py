@@ -1,0 +1,60 @@
+"""Shared fixtures: a controllable clock, a lifecycle on the in-memory store, a real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from postgres_server import PostgresServer, find_binaries
+
+from broadcast_lifecycle import BroadcastLifecycle, InMemoryStore
+from broadcast_lifecycle.testing import EventRecorder
+
+START = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
+class ManualClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        """Move the clock by ``delta`` (negative jumps back)."""
+        self.now += delta
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A manual clock starting at 2026-01-01 12:00 UTC."""
+    return ManualClock()
+
+
+@pytest.fixture
+def recorder() -> EventRecorder:
+    """A receiver that records events."""
+    return EventRecorder()
+
+
+@pytest.fixture
+def lifecycle(clock: ManualClock, recorder: EventRecorder) -> BroadcastLifecycle:
+    """A lifecycle on an in-memory store, with ``recorder`` connected to every event."""
+    lc = BroadcastLifecycle(InMemoryStore(), clock=clock)
+    lc.bus.connect(recorder)
+    return lc
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the whole session, started in a temp dir."""
+    if find_binaries() is None:
+        pytest.skip(
+            "PostgreSQL server binaries not found: PostgreSQL tests did NOT run. "
+            "Install them with `apt-get install postgresql` or set BROADCAST_LIFECYCLE_PG_BIN."
+        )
+    with PostgresServer() as server:
+        yield server
