@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing_extensions import Self
 from urllib.parse import quote
 
 import psycopg

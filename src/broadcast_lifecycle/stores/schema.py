@@ -1,0 +1,159 @@
+"""The tables: the library's own (history, recipients, outbox), the standalone broadcasts table,
+and :class:`BroadcastMixin`, which adds the lifecycle columns to a host's declarative model.
+
+Add :data:`library_metadata` to Alembic's ``target_metadata`` (a list is accepted) so the
+library's tables are migrated with the host's.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.orm import Mapped, declarative_mixin, declared_attr, mapped_column
+
+from ..states import BroadcastStatus
+
+__all__ = [
+    "STATUS_CHECK",
+    "BroadcastMixin",
+    "broadcasts_table",
+    "history_table",
+    "library_metadata",
+    "outbox_table",
+    "recipients_table",
+    "standalone_metadata",
+]
+
+_STATES = ", ".join(f"'{s.value}'" for s in BroadcastStatus)
+STATUS_CHECK = f"status IN ({_STATES})"
+"""The CHECK on every status column; adding a state means replacing this constraint (additive)."""
+
+_Tz = DateTime(timezone=True)
+
+library_metadata = MetaData()
+"""The library's own tables: history, recipients, outbox."""
+
+history_table = Table(
+    "bl_transition_history",
+    library_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("entity_id", String(64), nullable=False),
+    Column("from_status", String(32)),
+    Column("to_status", String(32), nullable=False),
+    Column("trigger", String(32), nullable=False),
+    Column("actor", String(128)),
+    Column("reason", Text),
+    Column("meta", JSON, nullable=False),
+    Column("at", _Tz, nullable=False),
+    Column("version", Integer, nullable=False),
+    Index("uq_bl_history_entity_version", "kind", "entity_id", "version", unique=True),
+)
+"""One row per transition; (kind, entity_id, version) is unique, so no version is written twice."""
+
+recipients_table = Table(
+    "bl_recipients",
+    library_metadata,
+    Column("kind", String(32), primary_key=True),
+    Column("entity_id", String(64), primary_key=True),
+    Column("transporter_id", String(128), primary_key=True),
+    Column("notified_at", _Tz, nullable=False),
+    Column("slots_held", Integer, nullable=False, server_default=text("0")),
+    Column("response", String(32)),
+    Column("responded_at", _Tz),
+    CheckConstraint("slots_held >= 0", name="ck_bl_recipients_slots_held"),
+)
+"""Who was notified of which broadcast, and how many slots each holds."""
+
+outbox_table = Table(
+    "bl_outbox",
+    library_metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("entity_id", String(64), nullable=False),
+    Column("recipients", JSON, nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", _Tz, nullable=False),
+    Column("delivered_at", _Tz),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", _Tz),
+    Column("last_error", Text),
+    Column("dead_at", _Tz),
+    Index(
+        "ix_bl_outbox_pending",
+        "created_at",
+        sqlite_where=text("delivered_at IS NULL AND dead_at IS NULL"),
+        postgresql_where=text("delivered_at IS NULL AND dead_at IS NULL"),
+    ),
+)
+"""Events written with their transition; the relay delivers what after-commit dispatch did not."""
+
+
+@declarative_mixin
+class BroadcastMixin:
+    """The lifecycle columns for a host model: ``class Booking(Base, BroadcastMixin)``.
+
+    A host that already maps ``customer_id`` keeps its own column (it must hold a string id).
+    """
+
+    @declared_attr
+    def customer_id(cls) -> Mapped[str]:
+        return mapped_column(String(128), nullable=False, index=True)
+
+    status: Mapped[str] = mapped_column(
+        String(32), CheckConstraint(STATUS_CHECK), nullable=False, default=BroadcastStatus.CREATED.value
+    )
+    state_changed_at: Mapped[datetime] = mapped_column(_Tz, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(_Tz, nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    slots_requested: Mapped[int] = mapped_column(Integer, CheckConstraint("slots_requested >= 1"), nullable=False)
+    slots_filled: Mapped[int] = mapped_column(
+        Integer, CheckConstraint("slots_filled >= 0 AND slots_filled <= slots_requested"), nullable=False, default=0
+    )
+    expires_at: Mapped[datetime | None] = mapped_column(_Tz, nullable=True)
+
+
+standalone_metadata = MetaData()
+"""The default broadcasts table, for hosts without their own models (``SQLAlchemyStore.from_url``)."""
+
+
+def _broadcast_columns() -> list[Any]:
+    return [
+        Column("status", String(32), CheckConstraint(STATUS_CHECK), nullable=False),
+        Column("customer_id", String(128), nullable=False),
+        Column("state_changed_at", _Tz, nullable=False),
+        Column("created_at", _Tz, nullable=False),
+        Column("version", Integer, nullable=False),
+        Column("slots_requested", Integer, CheckConstraint("slots_requested >= 1"), nullable=False),
+        Column("slots_filled", Integer, nullable=False),
+        Column("expires_at", _Tz),
+        CheckConstraint("slots_filled >= 0 AND slots_filled <= slots_requested", name="ck_bl_broadcasts_fill"),
+    ]
+
+
+broadcasts_table = Table(
+    "bl_broadcasts",
+    standalone_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    *_broadcast_columns(),
+    Index("ix_bl_broadcasts_customer", "kind", "customer_id"),
+    Index("ix_bl_broadcasts_due", "expires_at", postgresql_where=text("expires_at IS NOT NULL"),
+          sqlite_where=text("expires_at IS NOT NULL")),
+)
+"""All kinds in one table, told apart by ``kind``."""

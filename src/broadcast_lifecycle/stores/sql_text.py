@@ -1,0 +1,132 @@
+"""Pre-rendered SQL for the hot path, with SQLAlchemy's own type processors for values.
+
+Commands run these strings on the DBAPI cursor: no statement compilation or result machinery per
+call, yet values are written exactly as SQLAlchemy would write them, so the host's ORM reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Column, Dialect, Table
+
+__all__ = ["EntitySql", "LibrarySql", "TimeCodec", "render"]
+
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def render(sql: str, dialect: Dialect) -> str:
+    """Turn ``:name`` placeholders into the driver's style (sqlite3 takes them as they are)."""
+    if dialect.name == "sqlite":
+        return sql
+    return _NAMED.sub(r"%(\1)s", sql)
+
+
+def _processor(column: Column[Any], dialect: Dialect, bind: bool) -> Callable[[Any], Any] | None:
+    impl = column.type.dialect_impl(dialect)
+    proc = impl.bind_processor(dialect) if bind else impl.result_processor(dialect, None)
+    return proc
+
+
+class TimeCodec:
+    """Aware UTC datetimes to and from the driver's representation."""
+
+    def __init__(self, column: Column[Any], dialect: Dialect) -> None:
+        self._bind = _processor(column, dialect, bind=True)
+        self._result = _processor(column, dialect, bind=False)
+
+    def bind(self, value: datetime | None) -> Any:
+        """The value to send for ``value``."""
+        if value is None:
+            return None
+        utc = value.astimezone(timezone.utc)
+        return self._bind(utc) if self._bind else utc
+
+    def result(self, value: Any) -> datetime | None:
+        """The aware UTC datetime for a stored value."""
+        if value is None:
+            return None
+        parsed: datetime = self._result(value) if self._result else value
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=timezone.utc)
+        return parsed.astimezone(timezone.utc)
+
+
+class LibrarySql:
+    """Statements on the library's own tables."""
+
+    def __init__(self, dialect: Dialect, history: Table, recipients: Table, outbox: Table) -> None:
+        json_param = "CAST(:{} AS JSON)" if dialect.name == "postgresql" else ":{}"
+        self.time = TimeCodec(history.c.at, dialect)
+        self.hold = render(
+            f"UPDATE {recipients.name} SET slots_held = slots_held + :delta, response = :response, "
+            "responded_at = :at WHERE kind = :kind AND entity_id = :key AND transporter_id = :transporter",
+            dialect,
+        )
+        self.add_recipient = render(
+            f"INSERT INTO {recipients.name} (kind, entity_id, transporter_id, notified_at, slots_held) "
+            "VALUES (:kind, :key, :transporter, :at, 0) ON CONFLICT DO NOTHING",
+            dialect,
+        )
+        self.list_recipients = render(
+            f"SELECT transporter_id FROM {recipients.name} WHERE kind = :kind AND entity_id = :key "
+            "ORDER BY notified_at, transporter_id",
+            dialect,
+        )
+        self.add_history = render(
+            f"INSERT INTO {history.name} (kind, entity_id, from_status, to_status, {_q(dialect, 'trigger')}, "
+            "actor, reason, meta, at, version) VALUES (:kind, :key, :from_status, :to_status, :trigger, "
+            f":actor, :reason, {json_param.format('meta')}, :at, :version)",
+            dialect,
+        )
+        self.add_event = render(
+            f"INSERT INTO {outbox.name} (event_id, name, kind, entity_id, recipients, payload, created_at, "
+            f"attempts) VALUES (:event_id, :name, :kind, :key, {json_param.format('recipients')}, "
+            f"{json_param.format('payload')}, :at, 0)",
+            dialect,
+        )
+
+
+class EntitySql:
+    """Statements on one broadcasts table (a host model's or the standalone one)."""
+
+    def __init__(self, table: Table, dialect: Dialect, kind_column: bool) -> None:
+        pks = list(table.primary_key.columns)
+        if len(pks) != 1:
+            raise ValueError(f"table {table.name} must have a single-column primary key, has {len(pks)}")
+        self.table = table
+        self.pk = pks[0]
+        self.bind_id = _processor(self.pk, dialect, bind=True)
+        self.time = TimeCodec(table.c.state_changed_at, dialect)
+        name = _q(dialect, table.name)
+        where = f"{_q(dialect, self.pk.name)} = :id" + (" AND kind = :kind" if kind_column else "")
+        self.load = render(
+            "SELECT status, customer_id, slots_requested, slots_filled, version, state_changed_at, created_at, "
+            "expires_at, (SELECT slots_held FROM bl_recipients WHERE kind = :kind AND entity_id = :key "
+            f"AND transporter_id = :transporter) FROM {name} WHERE {where}",
+            dialect,
+        )
+        self.update = render(
+            f"UPDATE {name} SET status = :to_status, state_changed_at = :at, version = :new_version, "
+            "slots_filled = slots_filled + :delta, expires_at = :expires_at "
+            f"WHERE {where} AND version = :version",
+            dialect,
+        )
+        self.load_for_update = self.load + (" FOR UPDATE" if dialect.name == "postgresql" else "")
+
+    def id_param(self, entity_id: Any) -> Any:
+        """The primary-key value as the driver wants it."""
+        return self.bind_id(entity_id) if self.bind_id else entity_id
+
+
+def _q(dialect: Dialect, name: str) -> str:
+    return dialect.identifier_preparer.quote(name)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON for the JSON columns."""
+    return json.dumps(value, separators=(",", ":"), default=str)

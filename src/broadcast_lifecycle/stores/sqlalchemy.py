@@ -1,0 +1,385 @@
+"""``SQLAlchemyStore``: broadcasts on SQLite (embedded default) or PostgreSQL, on the host's own
+mapped models or on a standalone table.
+
+Commands run pre-rendered SQL on the DBAPI cursor (see :mod:`.sql_text`); everything else uses
+SQLAlchemy Core. A write is one transaction: the compare-and-set UPDATE, recipients, the history
+row and the outbox rows. With ``tx=<Session>`` it joins the host's transaction and the events leave
+only when that session commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, Table, create_engine, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+
+from ..errors import (
+    BroadcastNotFound,
+    CorruptState,
+    DuplicateBroadcast,
+    InvalidArgument,
+    OpenBroadcastExists,
+    StoreError,
+)
+from ..events import BroadcastEvent
+from ..kinds import DEFAULT_KINDS, KindConfig
+from ..lifecycle import Trigger, allowed_from
+from ..records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
+from ..states import CLOSED, BroadcastStatus
+from .after_commit import defer_until_commit
+from .base import AfterCommit, Change, Committed, Loaded, NewBroadcast, OutboxEntry
+from .schema import (
+    broadcasts_table,
+    history_table,
+    library_metadata,
+    outbox_table,
+    recipients_table,
+    standalone_metadata,
+)
+from .sql_text import EntitySql, LibrarySql, dumps
+from .sqlite_setup import configure_sqlite
+
+__all__ = ["SQLAlchemyStore"]
+
+_STATUSES = [s.value for s in BroadcastStatus]
+_EXPIRABLE = sorted(s.value for s in allowed_from(Trigger.EXPIRE))
+_PENDING = sorted(s.value for s in BroadcastStatus if s not in CLOSED)
+
+
+class _LostRace(Exception):
+    """Internal: the compare-and-set matched no row; roll back and report ``None``."""
+
+
+class SQLAlchemyStore:
+    """A :class:`~broadcast_lifecycle.stores.base.BroadcastStore` on a SQLAlchemy ``Engine``.
+
+    ``models`` maps a kind to the host's mapped class (or ``Table``) that carries
+    :class:`~broadcast_lifecycle.stores.schema.BroadcastMixin`'s columns; kinds not in it live in
+    the standalone ``bl_broadcasts`` table. SQLite engines are configured for WAL and
+    ``BEGIN IMMEDIATE`` (:func:`~broadcast_lifecycle.stores.sqlite_setup.configure_sqlite`).
+    """
+
+    def __init__(self, engine: Engine, models: Mapping[str, Any] | None = None) -> None:
+        if engine.dialect.name not in ("sqlite", "postgresql"):
+            raise InvalidArgument(f"SQLAlchemyStore supports sqlite and postgresql, not {engine.dialect.name}")
+        configure_sqlite(engine)
+        self.engine = engine
+        self._pg = engine.dialect.name == "postgresql"
+        self._lib = LibrarySql(engine.dialect, history_table, recipients_table, outbox_table)
+        self._standalone = EntitySql(broadcasts_table, engine.dialect, kind_column=True)
+        self._tables = {kind: EntitySql(_table_of(model), engine.dialect, kind_column=False)
+                        for kind, model in (models or {}).items()}
+
+    @classmethod
+    def from_url(cls, url: str, models: Mapping[str, Any] | None = None, **engine_options: Any) -> SQLAlchemyStore:
+        """A store on a new engine for ``url`` (e.g. ``sqlite:///broadcasts.db``)."""
+        return cls(create_engine(url, **engine_options), models)
+
+    def create_all(self, kinds: Iterable[KindConfig] = DEFAULT_KINDS) -> None:
+        """Create the library's tables, the standalone table, and the one-open-per-customer indexes
+        of the ``kinds`` that ask for them. Host model tables must exist already (the host creates them).
+        """
+        with self._wrap_errors("create tables"), self.engine.begin() as conn:
+            library_metadata.create_all(conn)
+            standalone_metadata.create_all(conn)
+            for kind in kinds:
+                if kind.one_open_per_customer:
+                    conn.exec_driver_sql(self._open_customer_index_ddl(kind.name))
+
+    def _open_customer_index_ddl(self, kind: str) -> str:
+        sql = self._entity(kind)
+        states = ", ".join(f"'{s}'" for s in _PENDING)
+        scope = f" AND kind = '{kind}'" if sql.table is broadcasts_table else ""
+        return (f"CREATE UNIQUE INDEX IF NOT EXISTS uq_{sql.table.name}_{kind}_open_customer "
+                f"ON {sql.table.name} (customer_id) WHERE status IN ({states}){scope}")
+
+    # -- commands --------------------------------------------------------------------------
+
+    def insert(self, new: NewBroadcast, after_commit: AfterCommit, tx: object = None) -> Committed:
+        """See :meth:`BroadcastStore.insert`."""
+        kind = new.kind.name
+        sql = self._entity(kind)
+        values: dict[str, Any] = {
+            "status": BroadcastStatus.CREATED.value, "customer_id": new.customer_id,
+            "state_changed_at": new.at, "created_at": new.at, "version": 1,
+            "slots_requested": new.slots_requested, "slots_filled": 0, "expires_at": new.expires_at,
+        }
+        if sql.table is broadcasts_table:
+            values["kind"] = kind
+        if new.entity_id is not None:
+            values[sql.pk.name] = new.entity_id
+        with self._core(tx) as conn:
+            try:
+                with conn.begin_nested():
+                    entity_id = conn.execute(insert(sql.table).values(values).returning(sql.pk)).scalar_one()
+            except IntegrityError as exc:
+                if "customer_id" in str(exc.orig) or "open_customer" in str(exc.orig):
+                    raise OpenBroadcastExists(kind, new.customer_id) from exc
+                raise DuplicateBroadcast(kind, new.entity_id) from exc
+            snapshot = new.snapshot(entity_id)
+            events = new.events(snapshot)
+            conn.execute(insert(history_table), [_history_row(new.history_entry(entity_id))])
+            conn.execute(insert(outbox_table), [_outbox_row(e, new.at) for e in events])
+        return self._committed(Committed(snapshot, events), after_commit, tx)
+
+    def load(self, kind: str, entity_id: EntityId, transporter_id: str | None = None,
+             tx: object = None) -> Loaded:
+        """See :meth:`BroadcastStore.load`."""
+        sql = self._entity(kind)
+        params = {"id": sql.id_param(entity_id), "kind": kind, "key": str(entity_id), "transporter": transporter_id or ""}
+        with self._cursor(tx, write=False) as cur:
+            cur.execute(sql.load, params)
+            row = cur.fetchone()
+        if row is None:
+            raise BroadcastNotFound(kind, entity_id)
+        return Loaded(self._snapshot(sql, kind, entity_id, row), row[8])
+
+    def apply(self, change: Change, after_commit: AfterCommit, tx: object = None) -> Committed | None:
+        """See :meth:`BroadcastStore.apply`."""
+        before, decision = change.before, change.decision
+        sql = self._entity(before.kind)
+        lib = self._lib
+        base = {"kind": before.kind, "key": str(before.id), "at": lib.time.bind(change.at)}
+        after = change.after()
+        try:
+            with self._cursor(tx, write=True) as cur:
+                cur.execute(sql.update, {
+                    **base, "id": sql.id_param(before.id), "to_status": decision.to_status.value,
+                    "new_version": after.version, "delta": decision.fill_delta,
+                    "expires_at": sql.time.bind(decision.expires_at), "version": before.version,
+                })
+                if cur.rowcount != 1:
+                    raise _LostRace
+                if change.recipients:
+                    cur.executemany(lib.add_recipient, [{**base, "transporter": t} for t in change.recipients])
+                if change.transporter_id is not None and decision.fill_delta:
+                    cur.execute(lib.hold, {**base, "delta": decision.fill_delta, "response": decision.trigger.value,
+                                           "transporter": change.transporter_id})
+                transporters: Sequence[str] = ()
+                if change.needs_recipients:
+                    cur.execute(lib.list_recipients, base)
+                    transporters = [row[0] for row in cur.fetchall()]
+                events = change.events(after, transporters)
+                entry = change.history_entry()
+                cur.execute(lib.add_history, {
+                    **base, "from_status": decision.from_status.value, "to_status": decision.to_status.value,
+                    "trigger": entry.trigger, "actor": entry.actor, "reason": entry.reason,
+                    "meta": dumps(entry.metadata), "version": after.version,
+                })
+                cur.executemany(lib.add_event, [_event_params(e, base) for e in events])
+        except _LostRace:
+            return None
+        return self._committed(Committed(after, events), after_commit, tx)
+
+    def add_recipients(self, kind: str, entity_id: EntityId, transporters: Sequence[str], at: datetime,
+                       open_states: frozenset[BroadcastStatus], tx: object = None) -> BroadcastSnapshot:
+        """See :meth:`BroadcastStore.add_recipients`. Locks the broadcast row, so a concurrent
+        terminal transition either sees the new recipients or makes this call see it closed."""
+        sql = self._entity(kind)
+        base = {"kind": kind, "key": str(entity_id), "at": self._lib.time.bind(at)}
+        with self._cursor(tx, write=True) as cur:
+            cur.execute(sql.load_for_update, {**base, "id": sql.id_param(entity_id), "transporter": ""})
+            row = cur.fetchone()
+            if row is None:
+                raise BroadcastNotFound(kind, entity_id)
+            snapshot = self._snapshot(sql, kind, entity_id, row)
+            if snapshot.status in open_states:
+                cur.executemany(self._lib.add_recipient, [{**base, "transporter": t} for t in transporters])
+        return snapshot
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def recipients(self, kind: str, entity_id: EntityId, tx: object = None) -> tuple[RecipientRecord, ...]:
+        """See :meth:`BroadcastStore.recipients`."""
+        self.load(kind, entity_id, tx=tx)
+        r = recipients_table.c
+        query = (select(r.transporter_id, r.notified_at, r.slots_held, r.response)
+                 .where(r.kind == kind, r.entity_id == str(entity_id)).order_by(r.notified_at, r.transporter_id))
+        with self._core(tx) as conn:
+            rows = conn.execute(query).all()
+        return tuple(RecipientRecord(row[0], _utc(row[1]), row[2], row[3]) for row in rows)
+
+    def history(self, kind: str, entity_id: EntityId, tx: object = None) -> tuple[HistoryEntry, ...]:
+        """See :meth:`BroadcastStore.history`."""
+        self.load(kind, entity_id, tx=tx)
+        h = history_table.c
+        query = select(history_table).where(h.kind == kind, h.entity_id == str(entity_id)).order_by(h.version)
+        with self._core(tx) as conn:
+            rows = conn.execute(query).mappings().all()
+        return tuple(
+            HistoryEntry(kind, entity_id,
+                         self._status(history_table, entity_id, row["from_status"]) if row["from_status"] else None,
+                         self._status(history_table, entity_id, row["to_status"]), row["trigger"], row["actor"],
+                         row["reason"], _utc(row["at"]), row["version"], dict(row["meta"] or {}))
+            for row in rows
+        )
+
+    def due(self, now: datetime, limit: int) -> Sequence[tuple[str, EntityId]]:
+        """See :meth:`BroadcastStore.due`."""
+        found: list[tuple[str, EntityId]] = []
+        with self._core(None) as conn:
+            for kind, sql in self._sources():
+                t = sql.table.c
+                query = select(t.kind if sql.table is broadcasts_table else _literal(kind), sql.pk).where(
+                    t.status.in_(_EXPIRABLE), t.expires_at <= now).order_by(t.expires_at).limit(limit - len(found))
+                found += [(row[0], row[1]) for row in conn.execute(query)]
+                if len(found) >= limit:
+                    break
+        return found
+
+    def pending_events(self, limit: int, created_before: datetime | None = None) -> Sequence[OutboxEntry]:
+        """See :meth:`BroadcastStore.pending_events`."""
+        o = outbox_table.c
+        query = select(outbox_table).where(o.delivered_at.is_(None), o.dead_at.is_(None))
+        if created_before is not None:
+            query = query.where(o.created_at < created_before)
+        with self._core(None) as conn:
+            rows = conn.execute(query.order_by(o.created_at).limit(limit)).mappings().all()
+        return [OutboxEntry(BroadcastEvent.from_record(row["payload"]), _utc(row["created_at"]), row["attempts"],
+                            row["last_error"], None) for row in rows]
+
+    def mark_delivered(self, event_ids: Sequence[str], at: datetime) -> None:
+        """See :meth:`BroadcastStore.mark_delivered`."""
+        o = outbox_table.c
+        with self._wrap_errors("mark events delivered"), self.engine.begin() as conn:
+            conn.execute(update(outbox_table).where(o.event_id.in_(list(event_ids))).values(delivered_at=at))
+
+    def record_failure(self, event_id: str, error: str, at: datetime) -> None:
+        """See :meth:`BroadcastStore.record_failure`."""
+        o = outbox_table.c
+        with self._wrap_errors("record a delivery failure"), self.engine.begin() as conn:
+            conn.execute(update(outbox_table).where(o.event_id == event_id)
+                         .values(attempts=o.attempts + 1, last_error=error))
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _entity(self, kind: str) -> EntitySql:
+        return self._tables.get(kind, self._standalone)
+
+    def _sources(self) -> list[tuple[str, EntitySql]]:
+        return [("*", self._standalone), *self._tables.items()]
+
+    def _snapshot(self, sql: EntitySql, kind: str, entity_id: EntityId, row: Sequence[Any]) -> BroadcastSnapshot:
+        time = sql.time
+        return BroadcastSnapshot(
+            kind=kind, id=entity_id, customer_id=row[1], status=self._status(sql.table, entity_id, row[0]),
+            slots_requested=row[2], slots_filled=row[3], version=row[4],
+            state_changed_at=time.result(row[5]),  # type: ignore[arg-type]
+            created_at=time.result(row[6]),  # type: ignore[arg-type]
+            expires_at=time.result(row[7]),
+        )
+
+    @staticmethod
+    def _status(table: Table, entity_id: EntityId, value: Any) -> BroadcastStatus:
+        try:
+            return BroadcastStatus(value)
+        except ValueError:
+            raise CorruptState(table.name, entity_id, value, _STATUSES) from None
+
+    def _committed(self, committed: Committed, after_commit: AfterCommit, tx: object) -> Committed:
+        if tx is None:
+            after_commit(committed)
+        else:
+            defer_until_commit(_session(tx), after_commit, committed)
+        return committed
+
+    @contextmanager
+    def _cursor(self, tx: object, write: bool) -> Iterator[Any]:
+        """A DBAPI cursor: in the host's transaction, or in a transaction of our own for writes."""
+        with self._wrap_errors("write" if write else "read"):
+            if tx is not None:
+                yield _session(tx).connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                return
+            fairy = self.engine.raw_connection()
+            raw: Any = fairy.driver_connection
+            try:
+                if self._pg:
+                    raw.autocommit = True
+                cur = raw.cursor()
+                if not write:
+                    yield cur
+                    return
+                cur.execute("BEGIN" if self._pg else "BEGIN IMMEDIATE")
+                try:
+                    yield cur
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+                cur.execute("COMMIT")
+            finally:
+                if self._pg:
+                    raw.autocommit = False
+                fairy.close()
+
+    @contextmanager
+    def _core(self, tx: object) -> Iterator[Any]:
+        with self._wrap_errors("query"):
+            if tx is not None:
+                yield _session(tx).connection()
+            else:
+                with self.engine.begin() as conn:
+                    yield conn
+
+    @contextmanager
+    def _wrap_errors(self, what: str) -> Iterator[None]:
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            yield
+        except DBAPIError as exc:
+            raise StoreError(f"could not {what}: {exc.orig}") from exc
+        except dbapi_error as exc:
+            raise StoreError(f"could not {what}: {exc}") from exc
+
+
+def _session(tx: object) -> Session:
+    if not isinstance(tx, Session):
+        raise InvalidArgument(f"tx must be a sqlalchemy.orm.Session, got {type(tx).__name__}")
+    return tx
+
+
+def _table_of(model: Any) -> Table:
+    table = model if isinstance(model, Table) else getattr(model, "__table__", None)
+    if not isinstance(table, Table):
+        raise InvalidArgument(f"{model!r} is neither a mapped class nor a Table")
+    return table
+
+
+def _literal(kind: str) -> Any:
+    from sqlalchemy import literal
+
+    return literal(kind)
+
+
+def _utc(value: datetime) -> datetime:
+    from datetime import timezone
+
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _history_row(entry: HistoryEntry) -> dict[str, Any]:
+    return {
+        "kind": entry.kind, "entity_id": str(entry.entity_id),
+        "from_status": entry.from_status.value if entry.from_status else None,
+        "to_status": entry.to_status.value, "trigger": entry.trigger, "actor": entry.actor,
+        "reason": entry.reason, "meta": entry.metadata, "at": entry.at, "version": entry.version,
+    }
+
+
+def _outbox_row(event: BroadcastEvent, at: datetime) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id, "name": event.name, "kind": event.kind, "entity_id": str(event.entity_id),
+        "recipients": [list(r) for r in event.recipients], "payload": event.to_record(), "created_at": at,
+        "attempts": 0,
+    }
+
+
+def _event_params(event: BroadcastEvent, base: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        **base, "event_id": event.event_id, "name": event.name,
+        "recipients": dumps([list(r) for r in event.recipients]), "payload": dumps(event.to_record()),
+    }
