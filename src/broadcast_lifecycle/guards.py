@@ -37,6 +37,7 @@ Guard = Callable[[BroadcastSnapshot, CommandContext], "str | None"]
 
 
 def _deadline_in_future(snap: BroadcastSnapshot, ctx: CommandContext) -> str | None:
+    """A deadline in the future is set (ttl=, deadline= or the kind's default ttl)."""
     if ctx.deadline is None:
         return f"no deadline: pass ttl= or deadline=, or configure a default ttl for {snap.kind}"
     if ctx.deadline <= ctx.now:
@@ -45,12 +46,14 @@ def _deadline_in_future(snap: BroadcastSnapshot, ctx: CommandContext) -> str | N
 
 
 def _transporter_notified(snap: BroadcastSnapshot, ctx: CommandContext) -> str | None:
+    """The transporter was notified of the broadcast (it is a recipient)."""
     if ctx.holding is None:
         return f"transporter {ctx.transporter_id} was not notified of this {snap.kind}"
     return None
 
 
 def _slots_available(snap: BroadcastSnapshot, ctx: CommandContext) -> str | None:
+    """The accepted slots fit in the open ones (filled + n <= requested)."""
     if snap.slots_filled + ctx.slots <= snap.slots_requested:
         return None
     if snap.slots_filled >= snap.slots_requested:
@@ -59,6 +62,7 @@ def _slots_available(snap: BroadcastSnapshot, ctx: CommandContext) -> str | None
 
 
 def _holds_slots(snap: BroadcastSnapshot, ctx: CommandContext) -> str | None:
+    """The transporter holds at least the n slots it releases."""
     if ctx.holding is None:
         return f"transporter {ctx.transporter_id} was not notified of this {snap.kind}"
     if ctx.holding < ctx.slots:
@@ -67,6 +71,7 @@ def _holds_slots(snap: BroadcastSnapshot, ctx: CommandContext) -> str | None:
 
 
 def _trip_fill_policy(snap: BroadcastSnapshot, ctx: CommandContext) -> str | None:
+    """Every slot is filled, unless the kind sets allow_partial_trip=True."""
     if snap.status is BroadcastStatus.PARTIALLY_FILLED and not ctx.allow_partial_trip:
         return (
             f"{snap.slots_filled} of {snap.slots_requested} slots filled; "
@@ -76,6 +81,7 @@ def _trip_fill_policy(snap: BroadcastSnapshot, ctx: CommandContext) -> str | Non
 
 
 def _deadline_passed(snap: BroadcastSnapshot, ctx: CommandContext) -> str | None:
+    """The deadline has passed (now >= expires_at)."""
     if snap.expires_at is None:
         return "no deadline is set"
     if ctx.now < snap.expires_at:

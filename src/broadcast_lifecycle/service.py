@@ -24,6 +24,9 @@ __all__ = ["BroadcastLifecycle"]
 
 logger = logging.getLogger(__name__)
 
+SYSTEM_ACTOR = "system"
+"""The actor recorded for transitions the library makes on its own (expiry)."""
+
 
 class BroadcastLifecycle:
     """Runs every command on a broadcast as a guarded, persisted, announced transition.
@@ -78,7 +81,7 @@ class BroadcastLifecycle:
         new = NewBroadcast(
             config, customer_id, slots, self._now(), entity_id,
             require_aware("expires_at", expires_at) if expires_at is not None else None,
-            actor, dict(metadata or {}),
+            actor if actor is not None else customer_id, dict(metadata or {}),
         )
         return self.store.insert(new, self._announce, tx).snapshot
 
@@ -135,14 +138,16 @@ class BroadcastLifecycle:
         """The trip finished: in_progress -> completed."""
         return self._run(kind, entity_id, Trigger.COMPLETE, actor=actor, tx=tx)
 
-    def cancel(self, kind: str, entity_id: EntityId, *, actor: str | None = None,
-               reason: str | None = None, tx: object = None) -> BroadcastSnapshot:
-        """Cancel a broadcast that has not started its trip."""
-        return self._run(kind, entity_id, Trigger.CANCEL, actor=actor, reason=reason, tx=tx)
+    def cancel(self, kind: str, entity_id: EntityId, *, actor: str | None = None, reason: str | None = None,
+               metadata: Mapping[str, Any] | None = None, tx: object = None) -> BroadcastSnapshot:
+        """Cancel a broadcast that has not started its trip; ``reason`` and ``metadata`` go to the history."""
+        return self._run(kind, entity_id, Trigger.CANCEL, actor=actor, reason=reason, metadata=metadata, tx=tx)
 
-    def expire(self, kind: str, entity_id: EntityId, *, tx: object = None) -> BroadcastSnapshot:
-        """Expire a broadcast whose deadline has passed."""
-        return self._run(kind, entity_id, Trigger.EXPIRE, actor="system", tx=tx)
+    def expire(self, kind: str, entity_id: EntityId, *, now: datetime | None = None,
+               tx: object = None) -> BroadcastSnapshot:
+        """Expire a broadcast whose deadline has passed (by ``now``, default the clock's time)."""
+        at = require_aware("now", now) if now is not None else None
+        return self._run(kind, entity_id, Trigger.EXPIRE, actor=SYSTEM_ACTOR, tx=tx, now=at)
 
     def expire_due(self, now: datetime | None = None, batch_size: int = 500) -> int:
         """Expire every overdue broadcast; returns how many this call expired."""
@@ -154,7 +159,7 @@ class BroadcastLifecycle:
             progressed = 0
             for kind, entity_id in batch:
                 try:
-                    self.expire(kind, entity_id)
+                    self.expire(kind, entity_id, now=cutoff)
                 except TransitionRefused:
                     continue  # another writer got there first
                 progressed += 1
@@ -184,21 +189,26 @@ class BroadcastLifecycle:
 
     def _run(
         self, kind: str, entity_id: EntityId, trigger: Trigger, *, actor: str | None = None,
-        reason: str | None = None, tx: object = None, transporter_id: str | None = None,
+        reason: str | None = None, metadata: Mapping[str, Any] | None = None, tx: object = None,
+        transporter_id: str | None = None,
         slots: int = 1, recipients: tuple[str, ...] = (), deadline: datetime | None = None,
-        ttl: timedelta | None = None,
+        ttl: timedelta | None = None, now: datetime | None = None,
     ) -> BroadcastSnapshot:
         config = self.kind(kind)
         for _ in range(self._max_attempts):
             loaded = self.store.load(kind, entity_id, transporter_id, tx)
             before = loaded.snapshot
-            now = self._now()
+            at = now if now is not None else self._now()
             if trigger is Trigger.ACTIVATE:
-                deadline = _deadline(now, deadline, ttl, before.expires_at, config.default_ttl)
-            ctx = CommandContext(now, slots, transporter_id, loaded.holding, deadline, config.allow_partial_trip)
+                deadline = _deadline(at, deadline, ttl, before.expires_at, config.default_ttl)
+            ctx = CommandContext(at, slots, transporter_id, loaded.holding, deadline, config.allow_partial_trip)
             decision = decide(before, trigger, ctx, self._guards.get(trigger, ()))
-            change = Change(config, before, decision, max(now, before.state_changed_at), actor, reason,
-                            {}, transporter_id, recipients)
+            if decision.superseded is None:
+                change = Change(config, before, decision, max(at, before.state_changed_at), actor, reason,
+                                metadata or {}, transporter_id, recipients)
+            else:
+                change = Change(config, before, decision, max(at, before.state_changed_at), SYSTEM_ACTOR,
+                                f"deadline passed before {trigger.value} by {actor or 'unknown'}")
             committed = self.store.apply(change, self._announce, tx)
             if committed is None:
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Literal
 
 from .events import BroadcastEvent, Recipient
 
@@ -30,9 +31,9 @@ class EventRecorder:
         """The names of the events received so far."""
         return [event.name for event in self.events]
 
-    def for_recipient(self, role: str, recipient_id: str) -> list[BroadcastEvent]:
+    def for_recipient(self, role: Literal["customer", "transporter"], recipient_id: str) -> list[BroadcastEvent]:
         """The events addressed to one customer or transporter."""
-        target = Recipient(role, recipient_id)  # type: ignore[arg-type]
+        target = Recipient(role, recipient_id)
         return [event for event in self.events if target in event.recipients]
 
     def clear(self) -> None:

@@ -83,12 +83,42 @@ class LibrarySql:
             f":actor, :reason, {json_param.format('meta')}, :at, :version)",
             dialect,
         )
+        self.mark_delivered = render(
+            f"UPDATE {outbox.name} SET delivered_at = :at WHERE event_id = :event_id", dialect)
+        self.record_failure = render(
+            f"UPDATE {outbox.name} SET attempts = attempts + 1, last_error = :error WHERE event_id = :event_id",
+            dialect)
         self.add_event = render(
             f"INSERT INTO {outbox.name} (event_id, name, kind, entity_id, recipients, payload, created_at, "
             f"attempts) VALUES (:event_id, :name, :kind, :key, {json_param.format('recipients')}, "
             f"{json_param.format('payload')}, :at, 0)",
             dialect,
         )
+
+
+def pg_single_statement(entity: EntitySql, library_tables: tuple[Table, Table, Table], dialect: Dialect) -> str:
+    """One PostgreSQL statement that applies a non-terminal transition: the compare-and-set UPDATE,
+    the recipients, the holder's slots, the history row and the (single) outbox row. Each
+    data-modifying CTE is tied to the UPDATE's row, so a lost race writes nothing.
+    """
+    history, recipients, outbox = library_tables
+    return render(
+        f"WITH upd AS ({entity.update} RETURNING 1), "
+        f"rec AS (INSERT INTO {recipients.name} (kind, entity_id, transporter_id, notified_at, slots_held) "
+        "SELECT :kind, :key, t, :at, 0 FROM upd, unnest(CAST(:transporters AS text[])) AS t "
+        "ON CONFLICT DO NOTHING), "
+        f"hold AS (UPDATE {recipients.name} SET slots_held = slots_held + :delta, response = :response, "
+        "responded_at = :at WHERE kind = :kind AND entity_id = :key AND transporter_id = :transporter "
+        "AND EXISTS (SELECT 1 FROM upd)), "
+        f"hist AS (INSERT INTO {history.name} (kind, entity_id, from_status, to_status, {_q(dialect, 'trigger')}, "
+        "actor, reason, meta, at, version) SELECT :kind, :key, :from_status, :to_status, :trigger, :actor, "
+        ":reason, CAST(:meta AS JSON), :at, :new_version FROM upd), "
+        f"ev AS (INSERT INTO {outbox.name} (event_id, name, kind, entity_id, recipients, payload, created_at, "
+        "attempts) SELECT :event_id, :name, :kind, :key, CAST(:recipients AS JSON), CAST(:payload AS JSON), "
+        ":at, 0 FROM upd) "
+        "SELECT count(*) FROM upd",
+        dialect,
+    )
 
 
 class EntitySql:
@@ -116,6 +146,8 @@ class EntitySql:
             f"WHERE {where} AND version = :version",
             dialect,
         )
+        self.single_apply: str | None = None
+        """PostgreSQL only: the one-statement form of a non-terminal transition (see pg_single_statement)."""
         self.load_for_update = self.load + (" FOR UPDATE" if dialect.name == "postgresql" else "")
 
     def id_param(self, entity_id: Any) -> Any:

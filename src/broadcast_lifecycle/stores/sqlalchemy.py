@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, insert, select, update
+from sqlalchemy import Engine, Table, create_engine, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,7 +41,7 @@ from .schema import (
     recipients_table,
     standalone_metadata,
 )
-from .sql_text import EntitySql, LibrarySql, dumps
+from .sql_text import EntitySql, LibrarySql, dumps, pg_single_statement
 from .sqlite_setup import configure_sqlite
 
 __all__ = ["SQLAlchemyStore"]
@@ -74,6 +74,10 @@ class SQLAlchemyStore:
         self._standalone = EntitySql(broadcasts_table, engine.dialect, kind_column=True)
         self._tables = {kind: EntitySql(_table_of(model), engine.dialect, kind_column=False)
                         for kind, model in (models or {}).items()}
+        if self._pg:
+            for sql in (self._standalone, *self._tables.values()):
+                sql.single_apply = pg_single_statement(
+                    sql, (history_table, recipients_table, outbox_table), engine.dialect)
 
     @classmethod
     def from_url(cls, url: str, models: Mapping[str, Any] | None = None, **engine_options: Any) -> SQLAlchemyStore:
@@ -131,7 +135,8 @@ class SQLAlchemyStore:
              tx: object = None) -> Loaded:
         """See :meth:`BroadcastStore.load`."""
         sql = self._entity(kind)
-        params = {"id": sql.id_param(entity_id), "kind": kind, "key": str(entity_id), "transporter": transporter_id or ""}
+        params = {"id": sql.id_param(entity_id), "kind": kind, "key": str(entity_id),
+                  "transporter": transporter_id or ""}
         with self._cursor(tx, write=False) as cur:
             cur.execute(sql.load, params)
             row = cur.fetchone()
@@ -146,6 +151,8 @@ class SQLAlchemyStore:
         lib = self._lib
         base = {"kind": before.kind, "key": str(before.id), "at": lib.time.bind(change.at)}
         after = change.after()
+        if sql.single_apply is not None and tx is None and not change.needs_recipients:
+            return self._apply_in_one_statement(sql, change, after, base, after_commit)
         try:
             with self._cursor(tx, write=True) as cur:
                 cur.execute(sql.update, {
@@ -175,6 +182,28 @@ class SQLAlchemyStore:
         except _LostRace:
             return None
         return self._committed(Committed(after, events), after_commit, tx)
+
+    def _apply_in_one_statement(self, sql: EntitySql, change: Change, after: BroadcastSnapshot,
+                                base: dict[str, Any], after_commit: AfterCommit) -> Committed | None:
+        """PostgreSQL, non-terminal: one round trip, atomic on its own (autocommit)."""
+        before, decision = change.before, change.decision
+        (event,) = change.events(after, ())
+        entry = change.history_entry()
+        params = {
+            **base, "id": sql.id_param(before.id), "to_status": decision.to_status.value,
+            "new_version": after.version, "delta": decision.fill_delta,
+            "expires_at": sql.time.bind(decision.expires_at), "version": before.version,
+            "transporters": list(change.recipients), "transporter": change.transporter_id or "",
+            "response": decision.trigger.value, "from_status": decision.from_status.value,
+            "trigger": entry.trigger, "actor": entry.actor, "reason": entry.reason, "meta": dumps(entry.metadata),
+            **_event_params(event, base),
+        }
+        with self._cursor(None, write=True, single=True) as cur:
+            cur.execute(sql.single_apply, params)
+            (applied,) = cur.fetchone()
+        if applied != 1:
+            return None
+        return self._committed(Committed(after, (event,)), after_commit, None)
 
     def add_recipients(self, kind: str, entity_id: EntityId, transporters: Sequence[str], at: datetime,
                        open_states: frozenset[BroadcastStatus], tx: object = None) -> BroadcastSnapshot:
@@ -245,16 +274,14 @@ class SQLAlchemyStore:
 
     def mark_delivered(self, event_ids: Sequence[str], at: datetime) -> None:
         """See :meth:`BroadcastStore.mark_delivered`."""
-        o = outbox_table.c
-        with self._wrap_errors("mark events delivered"), self.engine.begin() as conn:
-            conn.execute(update(outbox_table).where(o.event_id.in_(list(event_ids))).values(delivered_at=at))
+        params = [{"event_id": event_id, "at": self._lib.time.bind(at)} for event_id in event_ids]
+        with self._cursor(None, write=True, single=len(params) == 1) as cur:
+            cur.executemany(self._lib.mark_delivered, params)
 
     def record_failure(self, event_id: str, error: str, at: datetime) -> None:
         """See :meth:`BroadcastStore.record_failure`."""
-        o = outbox_table.c
-        with self._wrap_errors("record a delivery failure"), self.engine.begin() as conn:
-            conn.execute(update(outbox_table).where(o.event_id == event_id)
-                         .values(attempts=o.attempts + 1, last_error=error))
+        with self._cursor(None, write=True, single=True) as cur:
+            cur.execute(self._lib.record_failure, {"event_id": event_id, "error": error})
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -289,8 +316,12 @@ class SQLAlchemyStore:
         return committed
 
     @contextmanager
-    def _cursor(self, tx: object, write: bool) -> Iterator[Any]:
-        """A DBAPI cursor: in the host's transaction, or in a transaction of our own for writes."""
+    def _cursor(self, tx: object, write: bool, single: bool = False) -> Iterator[Any]:
+        """A DBAPI cursor: in the host's transaction, or in a transaction of our own for writes.
+
+        ``single`` marks one self-contained write statement: PostgreSQL runs it in autocommit,
+        which is atomic and saves the BEGIN and COMMIT round trips.
+        """
         with self._wrap_errors("write" if write else "read"):
             if tx is not None:
                 yield _session(tx).connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
@@ -301,7 +332,7 @@ class SQLAlchemyStore:
                 if self._pg:
                     raw.autocommit = True
                 cur = raw.cursor()
-                if not write:
+                if not write or (single and self._pg):
                     yield cur
                     return
                 cur.execute("BEGIN" if self._pg else "BEGIN IMMEDIATE")
