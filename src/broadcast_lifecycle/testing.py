@@ -1,4 +1,5 @@
-"""Helpers for the host's tests: a receiver that records every event it gets."""
+"""Helpers for the host's tests: a receiver that records every event it gets, and the store
+contract (:class:`StoreContract`, importable from here) for authors of custom stores."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Literal
 
 from .events import BroadcastEvent, Recipient
 
-__all__ = ["EventRecorder"]
+__all__ = ["EventRecorder", "StoreContract"]
 
 
 class EventRecorder:
@@ -40,3 +41,12 @@ class EventRecorder:
         """Forget what was received."""
         with self._lock:
             self._events.clear()
+
+
+def __getattr__(name: str) -> object:
+    # The contract imports the service; load it only when asked for, to keep this module light.
+    if name == "StoreContract":
+        from .contract import StoreContract
+
+        return StoreContract
+    raise AttributeError(name)

@@ -23,7 +23,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.orm import Mapped, declarative_mixin, declared_attr, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from ..states import BroadcastStatus
 
@@ -104,7 +104,6 @@ outbox_table = Table(
 """Events written with their transition; the relay delivers what after-commit dispatch did not."""
 
 
-@declarative_mixin
 class BroadcastMixin:
     """The lifecycle columns for a host model: ``class Booking(Base, BroadcastMixin)``.
 

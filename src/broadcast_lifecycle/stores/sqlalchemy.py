@@ -122,9 +122,12 @@ class SQLAlchemyStore:
                 with conn.begin_nested():
                     entity_id = conn.execute(insert(sql.table).values(values).returning(sql.pk)).scalar_one()
             except IntegrityError as exc:
-                if "customer_id" in str(exc.orig) or "open_customer" in str(exc.orig):
+                message = str(exc.orig)
+                if "customer_id" in message or "open_customer" in message:
                     raise OpenBroadcastExists(kind, new.customer_id) from exc
-                raise DuplicateBroadcast(kind, new.entity_id) from exc
+                if "UNIQUE" in message or "duplicate key" in message:
+                    raise DuplicateBroadcast(kind, new.entity_id) from exc
+                raise StoreError(f"could not insert {kind}: {message}") from exc
             snapshot = new.snapshot(entity_id)
             events = new.events(snapshot)
             conn.execute(insert(history_table), [_history_row(new.history_entry(entity_id))])

@@ -1,0 +1,230 @@
+"""The store contract: the behaviour every :class:`~broadcast_lifecycle.stores.base.BroadcastStore`
+must show, as a test class. Subclass it in your tests and implement :meth:`StoreContract.make_store`
+(a fresh, empty store per call); pytest collects the ``test_*`` methods.
+
+    class TestMyStore(StoreContract):
+        def make_store(self) -> BroadcastStore:
+            return MyStore(...)
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+from .errors import BroadcastNotFound, DuplicateBroadcast, OpenBroadcastExists, TransitionRefused
+from .kinds import KindConfig
+from .records import EntityId
+from .service import BroadcastLifecycle
+from .states import OPEN, BroadcastStatus
+from .stores.base import BroadcastStore, Change, Committed
+from .testing import EventRecorder
+
+__all__ = ["StoreContract"]
+
+_T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+_KINDS = (KindConfig("booking"), KindConfig("order", one_open_per_customer=True))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = _T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class StoreContract:
+    """Behaviour a store must show; run it against each store you ship."""
+
+    explicit_ids: tuple[EntityId, ...] = (424242,)
+    """Ids the store accepts when the host picks them (empty: the store always picks ids)."""
+
+    def make_store(self) -> BroadcastStore:
+        """A fresh, empty store (tables created) for one test."""
+        raise NotImplementedError
+
+    def _lifecycle(self) -> tuple[BroadcastLifecycle, EventRecorder, _Clock]:
+        clock = _Clock()
+        lc = BroadcastLifecycle(self.make_store(), clock=clock, kinds=_KINDS)
+        recorder = EventRecorder()
+        lc.bus.connect(recorder)
+        return lc, recorder, clock
+
+    def _active(self, lc: BroadcastLifecycle, slots: int = 2, customer: str = "c1") -> EntityId:
+        entity_id = lc.create("booking", customer, slots).id
+        lc.start_broadcast("booking", entity_id, ["t1", "t2", "t3"])
+        lc.activate("booking", entity_id, ttl=timedelta(minutes=5))
+        return entity_id
+
+    def test_insert_then_load_round_trips(self) -> None:
+        """A created broadcast loads back with every field, in UTC, at version 1."""
+        lc, _, clock = self._lifecycle()
+        snap = lc.create("booking", "c1", 3, expires_at=_T0 + timedelta(hours=1))
+        loaded = lc.get("booking", snap.id)
+        assert loaded == snap
+        assert (loaded.status, loaded.version, loaded.slots_requested, loaded.slots_filled) == (
+            BroadcastStatus.CREATED, 1, 3, 0)
+        assert loaded.state_changed_at == clock.now and loaded.state_changed_at.tzinfo is not None
+        assert loaded.expires_at == _T0 + timedelta(hours=1)
+
+    def test_unknown_id_is_not_found(self) -> None:
+        """Loading, listing history or recipients of an unknown id raises BroadcastNotFound."""
+        lc, _, _ = self._lifecycle()
+        for call in (lc.get, lc.history, lc.recipients):
+            try:
+                call("booking", 987654)
+            except BroadcastNotFound as exc:
+                assert exc.entity_id == 987654
+            else:
+                raise AssertionError(f"{call.__name__} did not raise BroadcastNotFound")
+
+    def test_explicit_ids_of_every_type(self) -> None:
+        """Ids the host picks are kept; a taken id raises DuplicateBroadcast."""
+        lc, _, _ = self._lifecycle()
+        for entity_id in self.explicit_ids:
+            assert lc.create("booking", "c1", entity_id=entity_id).id == entity_id
+            assert lc.get("booking", entity_id).id == entity_id
+            try:
+                lc.create("booking", "c2", entity_id=entity_id)
+            except DuplicateBroadcast:
+                pass
+            else:
+                raise AssertionError("a taken id was accepted")
+
+    def test_transition_writes_state_history_and_recipients(self) -> None:
+        """Each transition bumps the version, stamps the time and adds one history row."""
+        lc, _, clock = self._lifecycle()
+        entity_id = self._active(lc)
+        clock.now += timedelta(seconds=5)
+        snap = lc.accept("booking", entity_id, "t2")
+        assert (snap.status, snap.slots_filled, snap.version) == (BroadcastStatus.PARTIALLY_FILLED, 1, 4)
+        assert snap.state_changed_at == clock.now == lc.get("booking", entity_id).state_changed_at
+        history = lc.history("booking", entity_id)
+        assert [h.version for h in history] == [1, 2, 3, 4]
+        assert [(h.from_status, h.to_status, h.trigger, h.actor) for h in history[-1:]] == [
+            (BroadcastStatus.ACTIVE, BroadcastStatus.PARTIALLY_FILLED, "accept", "t2")]
+        holdings = {r.transporter_id: r.slots_held for r in lc.recipients("booking", entity_id)}
+        assert holdings == {"t1": 0, "t2": 1, "t3": 0}
+
+    def test_stale_version_writes_nothing(self) -> None:
+        """apply() with a stale version returns None and changes nothing."""
+        lc, _, _ = self._lifecycle()
+        entity_id = self._active(lc)
+        store = lc.store
+        stale = store.load("booking", entity_id, "t1").snapshot
+        lc.accept("booking", entity_id, "t2")
+        from .decision import decide
+        from .guards import CommandContext
+        from .lifecycle import Trigger
+
+        decision = decide(stale, Trigger.ACCEPT, CommandContext(_T0, 1, "t1", 0))
+        calls: list[Committed] = []
+        change = Change(lc.kind("booking"), stale, decision, _T0, "t1", transporter_id="t1")
+        assert store.apply(change, calls.append) is None
+        assert calls == []
+        assert lc.get("booking", entity_id).version == stale.version + 1
+        assert len(lc.history("booking", entity_id)) == stale.version + 1
+        assert {r.transporter_id: r.slots_held for r in lc.recipients("booking", entity_id)}["t1"] == 0
+
+    def test_terminal_events_reach_every_recipient(self) -> None:
+        """A cancel announces BOOKING_CANCELLED to the customer and every notified transporter."""
+        lc, recorder, _ = self._lifecycle()
+        entity_id = self._active(lc)
+        lc.notify_more("booking", entity_id, ["t4"])
+        lc.cancel("booking", entity_id, actor="c1", reason="changed plans")
+        (cancelled,) = [e for e in recorder.events if e.name == "BOOKING_CANCELLED"]
+        assert {r.id for r in cancelled.recipients} == {"c1", "t1", "t2", "t3", "t4"}
+        assert lc.history("booking", entity_id)[-1].reason == "changed plans"
+
+    def test_notify_more_refused_when_closed(self) -> None:
+        """notify_more on a closed broadcast adds nobody."""
+        lc, _, _ = self._lifecycle()
+        entity_id = self._active(lc, slots=1)
+        lc.accept("booking", entity_id, "t1")
+        try:
+            lc.notify_more("booking", entity_id, ["t9"])
+        except TransitionRefused:
+            pass
+        else:
+            raise AssertionError("notify_more on a fully filled broadcast was accepted")
+        assert "t9" not in {r.transporter_id for r in lc.recipients("booking", entity_id)}
+        assert OPEN.isdisjoint({lc.get("booking", entity_id).status})
+
+    def test_due_lists_only_overdue_expirable(self) -> None:
+        """due() lists overdue open broadcasts only, and expire_due expires exactly those."""
+        lc, _, clock = self._lifecycle()
+        overdue = self._active(lc)
+        clock.now += timedelta(minutes=3)
+        later = self._active(lc)
+        filled = self._active(lc, slots=1)
+        lc.accept("booking", filled, "t1")
+        clock.now += timedelta(minutes=3)
+        assert {entity_id for _, entity_id in lc.store.due(clock.now, 100)} == {overdue}
+        assert lc.expire_due() == 1
+        assert lc.get("booking", overdue).status is BroadcastStatus.EXPIRED
+        assert lc.get("booking", later).status is BroadcastStatus.ACTIVE
+        assert lc.get("booking", filled).status is BroadcastStatus.FULLY_FILLED
+
+    def test_outbox_keeps_undelivered_events(self) -> None:
+        """Events a receiver failed on stay pending with the error; delivered ones do not."""
+        lc, _, _ = self._lifecycle()
+
+        def fail_on_cancel(event: object) -> None:
+            if getattr(event, "name", "") == "BOOKING_CANCELLED":
+                raise RuntimeError("socket down")
+
+        lc.bus.connect(fail_on_cancel)
+        entity_id = self._active(lc)
+        lc.cancel("booking", entity_id)
+        pending = lc.store.pending_events(10)
+        assert [p.event.name for p in pending] == ["BOOKING_CANCELLED"]
+        assert pending[0].attempts == 1 and "socket down" in (pending[0].last_error or "")
+        assert pending[0].event.entity_id == entity_id
+        lc.store.mark_delivered([pending[0].event.event_id], _T0)
+        assert lc.store.pending_events(10) == []
+
+    def test_one_open_broadcast_per_customer(self) -> None:
+        """With the policy on, a second open broadcast for a customer is refused until the first closes."""
+        lc, _, _ = self._lifecycle()
+        first = lc.create("order", "c7")
+        try:
+            lc.create("order", "c7")
+        except OpenBroadcastExists as exc:
+            assert exc.customer_id == "c7"
+        else:
+            raise AssertionError("a second open order was created")
+        lc.create("order", "c8")
+        lc.create("booking", "c7")
+        lc.cancel("order", first.id)
+        assert lc.create("order", "c7").status is BroadcastStatus.CREATED
+
+    def test_concurrent_accepts_never_overfill(self) -> None:
+        """Eight threads racing for three slots: exactly three win and the count is three."""
+        lc, recorder, _ = self._lifecycle()
+        entity_id = lc.create("booking", "c1", 3).id
+        transporters = [f"t{i}" for i in range(8)]
+        lc.start_broadcast("booking", entity_id, transporters)
+        lc.activate("booking", entity_id, ttl=timedelta(minutes=5))
+        barrier = threading.Barrier(len(transporters))
+        wins: list[str] = []
+        refusals: list[TransitionRefused] = []
+
+        def accept(transporter: str) -> None:
+            barrier.wait()
+            try:
+                lc.accept("booking", entity_id, transporter)
+                wins.append(transporter)
+            except TransitionRefused as exc:
+                refusals.append(exc)
+
+        threads = [threading.Thread(target=accept, args=(t,)) for t in transporters]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert (len(wins), len(refusals)) == (3, 5)
+        snap = lc.get("booking", entity_id)
+        assert (snap.slots_filled, snap.status) == (3, BroadcastStatus.FULLY_FILLED)
+        assert recorder.names().count("BOOKING_FULLY_FILLED") == 1
+        assert sum(r.slots_held for r in lc.recipients("booking", entity_id)) == 3
