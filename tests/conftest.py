@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from postgres_server import PostgresServer, find_binaries
@@ -58,3 +59,15 @@ def postgres_server() -> Iterator[PostgresServer]:
         )
     with PostgresServer() as server:
         yield server
+
+
+_database_counter = iter(range(1, 1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a real SQLite file, then a database on the suite's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'broadcasts.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database(f"test_{next(_database_counter)}")

@@ -1,0 +1,182 @@
+"""SQLAlchemyStore on real SQLite and PostgreSQL: host models, id types, corrupt rows, host transactions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from conftest import ManualClock
+from sqlalchemy import Engine, String, Uuid, create_engine, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from broadcast_lifecycle import (
+    BroadcastLifecycle,
+    BroadcastStatus,
+    CorruptState,
+    StoreError,
+)
+from broadcast_lifecycle.stores.schema import BroadcastMixin
+from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
+from broadcast_lifecycle.testing import EventRecorder
+
+
+class Base(DeclarativeBase):
+    """The host application's declarative base."""
+
+
+class Booking(Base, BroadcastMixin):
+    """A host model with an integer key and a column of its own."""
+
+    __tablename__ = "bookings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pickup: Mapped[str] = mapped_column(String(100), default="depot")
+
+
+class Order(Base, BroadcastMixin):
+    """A host model with a UUID key."""
+
+    __tablename__ = "orders"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+
+
+class Shipment(Base, BroadcastMixin):
+    """A host model with a string key."""
+
+    __tablename__ = "shipments"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+
+
+class AuditNote(Base):
+    """A host table written in the same transaction as a transition."""
+
+    __tablename__ = "audit_notes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    note: Mapped[str] = mapped_column(String(200))
+
+
+def _setup(url: str) -> tuple[Engine, BroadcastLifecycle, EventRecorder, ManualClock]:
+    engine = create_engine(url)
+    store = SQLAlchemyStore(engine, models={"booking": Booking, "order": Order, "shipment": Shipment})
+    Base.metadata.create_all(engine)
+    store.create_all()
+    clock = ManualClock()
+    from broadcast_lifecycle import DEFAULT_KINDS, KindConfig
+
+    lc = BroadcastLifecycle(store, clock=clock, kinds=(*DEFAULT_KINDS, KindConfig("shipment")))
+    recorder = EventRecorder()
+    lc.bus.connect(recorder)
+    return engine, lc, recorder, clock
+
+
+@pytest.mark.parametrize(("kind", "entity_id"), [
+    ("booking", 7), ("order", uuid.UUID("5f0c6a3e-4b8f-4c1e-9d7a-2b1e0c9f8a77")), ("shipment", "SHP-0001"),
+])
+def test_host_models_with_every_key_type(database_url: str, kind: str, entity_id: Any) -> None:
+    """int, UUID and str keys all carry a broadcast through its lifecycle, with history and events."""
+    engine, lc, recorder, clock = _setup(database_url)
+    lc.create(kind, "c1", 2, entity_id=entity_id)
+    lc.start_broadcast(kind, entity_id, ["t1", "t2"])
+    lc.activate(kind, entity_id, ttl=timedelta(minutes=10))
+    lc.accept(kind, entity_id, "t1")
+    clock.advance(timedelta(seconds=1))
+    snap = lc.accept(kind, entity_id, "t2")
+    assert (snap.id, snap.status, snap.version) == (entity_id, BroadcastStatus.FULLY_FILLED, 5)
+    assert [h.version for h in lc.history(kind, entity_id)] == [1, 2, 3, 4, 5]
+    assert recorder.names()[-1] == f"{kind.upper()}_FULLY_FILLED"
+    payload = recorder.events[-1].payload()
+    assert payload[f"{kind}Id"] == (str(entity_id) if isinstance(entity_id, uuid.UUID) else entity_id)
+    with Session(engine) as session:
+        row = session.get({"booking": Booking, "order": Order, "shipment": Shipment}[kind], entity_id)
+        assert row is not None
+        assert (row.status, row.slots_filled, row.version) == ("fully_filled", 2, 5)
+        assert row.state_changed_at.replace(tzinfo=clock.now.tzinfo) == clock.now
+
+
+def test_store_picks_ids_and_host_columns_get_defaults(database_url: str) -> None:
+    """Without an explicit id the database assigns one; the host's own columns take their defaults."""
+    engine, lc, _, _ = _setup(database_url)
+    first, second = lc.create("booking", "c1"), lc.create("booking", "c2")
+    assert isinstance(first.id, int) and second.id != first.id
+    with Session(engine) as session:
+        booking = session.get(Booking, first.id)
+        assert booking is not None and booking.pickup == "depot"
+
+
+def test_corrupt_status_names_table_id_and_value(database_url: str) -> None:
+    """A status that is not a known state is reported as CorruptState, not a crash."""
+    engine, lc, _, _ = _setup(database_url)
+    snap = lc.create("booking", "c1")
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA ignore_check_constraints = ON")
+        else:
+            conn.exec_driver_sql("ALTER TABLE bookings DROP CONSTRAINT bookings_status_check")
+        conn.execute(text("UPDATE bookings SET status = 'teleported' WHERE id = :id"), {"id": snap.id})
+    with pytest.raises(CorruptState) as info:
+        lc.accept("booking", snap.id, "t1")
+    assert (info.value.table, info.value.entity_id, info.value.value) == ("bookings", snap.id, "teleported")
+    assert "teleported" in str(info.value) and "partially_filled" in str(info.value)
+
+
+def test_check_constraint_rejects_unknown_status(database_url: str) -> None:
+    """The database itself refuses a status outside the known states."""
+    engine, lc, _, _ = _setup(database_url)
+    snap = lc.create("booking", "c1")
+    with pytest.raises(Exception, match=r"(?i)check"), engine.begin() as conn:
+        conn.execute(text("UPDATE bookings SET status = 'bogus' WHERE id = :id"), {"id": snap.id})
+
+
+def test_database_errors_are_wrapped(database_url: str) -> None:
+    """A failing database comes out as StoreError with the driver's error chained."""
+    engine, lc, _, _ = _setup(database_url)
+    snap = lc.create("booking", "c1")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE bl_transition_history")
+    with pytest.raises(StoreError) as info:
+        lc.start_broadcast("booking", snap.id, ["t1"])
+    assert info.value.__cause__ is not None
+    assert lc.get("booking", snap.id).status is BroadcastStatus.CREATED
+
+
+def test_host_transaction_commit_emits_after_commit(database_url: str) -> None:
+    """Inside a host session, the transition and the host's rows commit together; events leave after."""
+    engine, lc, recorder, _ = _setup(database_url)
+    snap = lc.create("booking", "c1")
+    lc.start_broadcast("booking", snap.id, ["t1"])
+    before = len(recorder.events)
+    with Session(engine) as session:
+        session.add(AuditNote(note="customer called to cancel"))
+        lc.cancel("booking", snap.id, actor="c1", tx=session)
+        assert len(recorder.events) == before, "events left before the host committed"
+        assert lc.get("booking", snap.id, tx=session).status is BroadcastStatus.CANCELLED
+        session.commit()
+    assert recorder.names()[before:] == ["BROADCAST_STATE_CHANGED", "BOOKING_CANCELLED"]
+    assert lc.get("booking", snap.id).status is BroadcastStatus.CANCELLED
+    assert lc.store.pending_events(10) == []
+    with Session(engine) as session:
+        assert session.query(AuditNote).count() == 1
+
+
+def test_host_transaction_rollback_leaves_nothing(database_url: str) -> None:
+    """A host session that rolls back leaves neither its rows nor the transition, and emits nothing."""
+    engine, lc, recorder, _ = _setup(database_url)
+    snap = lc.create("booking", "c1")
+    lc.start_broadcast("booking", snap.id, ["t1"])
+    before = len(recorder.events)
+    with Session(engine) as session:
+        session.add(AuditNote(note="will vanish"))
+        lc.cancel("booking", snap.id, tx=session)
+        session.rollback()
+    assert len(recorder.events) == before
+    after = lc.get("booking", snap.id)
+    assert (after.status, after.version) == (BroadcastStatus.BROADCASTING, 2)
+    assert len(lc.history("booking", snap.id)) == 2
+    assert lc.store.pending_events(10) == []
+    with Session(engine) as session:
+        assert session.query(AuditNote).count() == 0
+        # the session is reusable, and a later commit does not replay the rolled-back events
+        session.add(AuditNote(note="kept"))
+        session.commit()
+    assert len(recorder.events) == before
