@@ -89,7 +89,7 @@ def test_four_processes_race_for_five_slots(postgres_server: object) -> None:
     groups = [ACCEPTORS[i::4] for i in range(4)]
     queues: list[multiprocessing.Queue[int | None]] = [ctx.Queue() for _ in groups]
     workers = [ctx.Process(target=accept_worker, args=(url, names, jobs, results, barrier))
-               for names, jobs in zip(groups, queues)]
+               for names, jobs in zip(groups, queues, strict=True)]
     for worker in workers:
         worker.start()
     try:
