@@ -1,0 +1,43 @@
+"""``make bench``: run the benchmark sections in one process and print their figures.
+
+``python benchmarks/run.py`` runs every section; ``python benchmarks/run.py core`` only those whose
+title contains "core". Add a section by appending ``(title, callable)`` to :data:`SECTIONS`.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import bench_core
+
+import broadcast_lifecycle
+
+Section = tuple[str, Callable[[], None]]
+
+SECTIONS: list[Section] = [
+    ("core: decide() vs dict lookup vs transitions; memory per broadcast", bench_core.main),
+]
+"""Every section, in the order they run."""
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    """Run the sections whose title contains one of ``argv`` (all of them when empty)."""
+    chosen = [(title, run) for title, run in SECTIONS if not argv or any(word in title for word in argv)]
+    if not chosen:
+        print(f"no section matches {' '.join(argv)!r}; sections: {[title for title, _ in SECTIONS]}")
+        return 2
+    print(f"broadcast_lifecycle {broadcast_lifecycle.__version__} on Python {platform.python_version()} "
+          f"({platform.python_implementation()}, {platform.machine()})")
+    for title, run in chosen:
+        print(f"\n== {title}")
+        started = time.perf_counter()
+        run()
+        print(f"   [{time.perf_counter() - started:.1f} s]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
