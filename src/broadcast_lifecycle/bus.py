@@ -69,6 +69,10 @@ class SignalBus:
             signal.connect(receiver, sender=sender, weak=False)
         return lambda: signal.disconnect(receiver, sender=sender)
 
+    def has_receivers(self) -> bool:
+        """True when any receiver is connected."""
+        return any(signal.receivers for signal in self._namespace.values())
+
     def send(self, event: BroadcastEvent) -> Delivery:
         """Deliver ``event`` to each matching receiver, isolating their failures."""
         failures: list[ReceiverFailure] = []

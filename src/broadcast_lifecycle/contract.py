@@ -151,8 +151,8 @@ class StoreContract:
         assert "t9" not in {r.transporter_id for r in lc.recipients("booking", entity_id)}
         assert OPEN.isdisjoint({lc.get("booking", entity_id).status})
 
-    def test_due_lists_only_overdue_expirable(self) -> None:
-        """due() lists overdue open broadcasts only, and expire_due expires exactly those."""
+    def test_expire_due_takes_only_overdue_open(self) -> None:
+        """expire_due expires exactly the overdue open broadcasts, once, with their events."""
         lc, _, clock = self._lifecycle()
         overdue = self._active(lc)
         clock.now += timedelta(minutes=3)
@@ -160,8 +160,8 @@ class StoreContract:
         filled = self._active(lc, slots=1)
         lc.accept("booking", filled, "t1")
         clock.now += timedelta(minutes=3)
-        assert {entity_id for _, entity_id in lc.store.due(clock.now, 100)} == {overdue}
         assert lc.expire_due() == 1
+        assert lc.expire_due() == 0
         assert lc.get("booking", overdue).status is BroadcastStatus.EXPIRED
         assert lc.get("booking", later).status is BroadcastStatus.ACTIVE
         assert lc.get("booking", filled).status is BroadcastStatus.FULLY_FILLED

@@ -91,40 +91,6 @@ class BroadcastEvent:
             "slotsRequested": self.slots_requested,
         }
 
-    def to_record(self) -> dict[str, Any]:
-        """Everything needed to rebuild the event (see :meth:`from_record`), JSON-ready."""
-        return {
-            **self.payload(),
-            "name": self.name,
-            "topic": self.topic.value,
-            "kind": self.kind,
-            "idField": self.id_field,
-            "entityId": str(self.entity_id) if isinstance(self.entity_id, UUID) else self.entity_id,
-            "idType": type(self.entity_id).__name__,
-            "recipients": [list(r) for r in self.recipients],
-        }
-
-    @classmethod
-    def from_record(cls, data: dict[str, Any]) -> BroadcastEvent:
-        """Rebuild an event from :meth:`to_record` output (e.g. an outbox row)."""
-        entity_id: EntityId = UUID(data["entityId"]) if data["idType"] == "UUID" else data["entityId"]
-        previous = data["previousStatus"]
-        return cls(
-            event_id=data["eventId"],
-            name=data["name"],
-            topic=Topic(data["topic"]),
-            kind=data["kind"],
-            id_field=data["idField"],
-            entity_id=entity_id,
-            recipients=tuple(Recipient(role, rid) for role, rid in data["recipients"]),
-            status=BroadcastStatus(data["status"]),
-            previous_status=BroadcastStatus(previous) if previous else None,
-            state_changed_at=datetime.fromisoformat(data["stateChangedAt"]),
-            version=data["version"],
-            slots_filled=data["slotsFilled"],
-            slots_requested=data["slotsRequested"],
-        )
-
 
 def build_events(
     kind: KindConfig,

@@ -15,6 +15,7 @@ from .errors import ConcurrentUpdate, InvalidArgument, InvalidTransition, Transi
 from .guards import CommandContext, Guard
 from .kinds import DEFAULT_KINDS, KindConfig
 from .lifecycle import Trigger
+from .outbox import OutboxRelay, RetryPolicy, deliver
 from .records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
 from .states import OPEN
 from .stores.base import BroadcastStore, Change, Committed, NewBroadcast
@@ -46,6 +47,7 @@ class BroadcastLifecycle:
         clock: Clock = utc_now,
         kinds: Iterable[KindConfig] = DEFAULT_KINDS,
         max_attempts: int = 16,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if max_attempts < 1:
             raise InvalidArgument(f"max_attempts must be at least 1, got {max_attempts}")
@@ -54,6 +56,7 @@ class BroadcastLifecycle:
         self._clock = clock
         self._kinds = {k.name: k for k in kinds}
         self._max_attempts = max_attempts
+        self.retry = retry or RetryPolicy()
         self._guards: dict[Trigger, list[Guard]] = defaultdict(list)
 
     def add_guard(self, trigger: Trigger, guard: Guard) -> None:
@@ -149,23 +152,25 @@ class BroadcastLifecycle:
         at = require_aware("now", now) if now is not None else None
         return self._run(kind, entity_id, Trigger.EXPIRE, actor=SYSTEM_ACTOR, tx=tx, now=at)
 
-    def expire_due(self, now: datetime | None = None, batch_size: int = 500) -> int:
-        """Expire every overdue broadcast; returns how many this call expired."""
+    def expire_due(self, now: datetime | None = None, batch_size: int = 1000) -> int:
+        """Expire every overdue broadcast, set-wise, batch by batch; returns how many this call expired.
+
+        Safe to run in several processes at once. Events of the expired broadcasts are dispatched
+        after each batch commits when this process has receivers; otherwise the relay delivers them.
+        """
         if batch_size < 1:
             raise InvalidArgument(f"batch_size must be at least 1, got {batch_size}")
         cutoff = require_aware("now", now) if now is not None else self._now()
         expired = 0
-        while batch := self.store.due(cutoff, batch_size):
-            progressed = 0
-            for kind, entity_id in batch:
-                try:
-                    self.expire(kind, entity_id, now=cutoff)
-                except TransitionRefused:
-                    continue  # another writer got there first
-                progressed += 1
-            expired += progressed
-            if progressed == 0 or len(batch) < batch_size:
-                break
+        for kind in self._kinds.values():
+            while True:
+                batch = self.store.expire_overdue(kind, cutoff, batch_size, SYSTEM_ACTOR)
+                expired += batch.count
+                if batch.count and self.bus.has_receivers():
+                    deliver(self.store, self.bus, ((event, 0) for event in batch.load_events()), self.retry,
+                            self._now)
+                if batch.count < batch_size:
+                    break
         return expired
 
     # -- queries ---------------------------------------------------------------------------
@@ -218,18 +223,15 @@ class BroadcastLifecycle:
             return committed.snapshot
         raise ConcurrentUpdate(kind, entity_id, trigger.value, self._max_attempts)
 
+    def relay(self, *, grace: timedelta = timedelta(seconds=10), lease: timedelta = timedelta(minutes=2),
+              batch_size: int = 200) -> OutboxRelay:
+        """An outbox relay on this lifecycle's store, bus, clock and retry policy."""
+        return OutboxRelay(self.store, self.bus, self._now, policy=self.retry, grace=grace, lease=lease,
+                           batch_size=batch_size)
+
     def _announce(self, committed: Committed) -> None:
-        """Send a committed write's events; keep the undelivered ones in the outbox for the relay."""
-        delivered: list[str] = []
-        for event in committed.events:
-            delivery = self.bus.send(event)
-            if delivery.ok:
-                delivered.append(event.event_id)
-            else:
-                errors = "; ".join(f.describe() for f in delivery.failures)
-                self.store.record_failure(event.event_id, errors, self._now())
-        if delivered:
-            self.store.mark_delivered(delivered, self._now())
+        """Send a committed write's events; the outbox keeps what was not delivered, for the relay."""
+        deliver(self.store, self.bus, ((event, 0) for event in committed.events), self.retry, self._now)
 
     def _now(self) -> datetime:
         return require_aware("the clock's time", self._clock())

@@ -4,9 +4,12 @@ contract (:class:`StoreContract`, importable from here) for authors of custom st
 from __future__ import annotations
 
 import threading
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .events import BroadcastEvent, Recipient
+
+if TYPE_CHECKING:
+    from .contract import StoreContract
 
 __all__ = ["EventRecorder", "StoreContract"]
 

@@ -24,6 +24,7 @@ __all__ = [
     "BroadcastStore",
     "Change",
     "Committed",
+    "ExpiredBatch",
     "Loaded",
     "NewBroadcast",
     "OutboxEntry",
@@ -114,6 +115,14 @@ class Committed:
     events: tuple[BroadcastEvent, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ExpiredBatch:
+    """Broadcasts one sweep step expired (committed); their events are built only when asked for."""
+
+    count: int
+    load_events: Callable[[], Sequence[BroadcastEvent]]
+
+
 AfterCommit = Callable[[Committed], None]
 """Called by a store once the write is committed; never if it rolls back."""
 
@@ -128,13 +137,18 @@ class Loaded:
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
-    """An event in the outbox, with its delivery state."""
+    """An event in the outbox, with its delivery state.
+
+    ``next_attempt_at`` is when a relay may take it next (a retry's backoff, or a relay's lease);
+    ``dead_at`` is set once it ran out of attempts: an operator looks at those.
+    """
 
     event: BroadcastEvent
     created_at: datetime
     attempts: int = 0
     last_error: str | None = None
-    delivered_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    dead_at: datetime | None = None
 
 
 class BroadcastStore(Protocol):
@@ -182,18 +196,34 @@ class BroadcastStore(Protocol):
         """The broadcast's audit rows in version order."""
         ...
 
-    def due(self, now: datetime, limit: int) -> Sequence[tuple[str, EntityId]]:
-        """Up to ``limit`` broadcasts whose deadline has passed and that can still expire."""
+    def expire_overdue(self, kind: KindConfig, now: datetime, limit: int, actor: str) -> ExpiredBatch:
+        """Expire up to ``limit`` overdue broadcasts of ``kind`` in one transaction, set-wise: status,
+        ``state_changed_at = now``, version, history rows and outbox rows (state-changed to the
+        customer, ``{KIND}_EXPIRED`` to everyone notified). Concurrent sweepers never expire a
+        broadcast twice. Broadcasts stamped after ``now`` (a clock that went back) wait.
+        """
         ...
 
     def pending_events(self, limit: int, created_before: datetime | None = None) -> Sequence[OutboxEntry]:
-        """Undelivered outbox entries, oldest first."""
+        """Undelivered, live outbox entries, oldest first (for inspection; relays use claim_events)."""
+        ...
+
+    def claim_events(self, now: datetime, limit: int, created_before: datetime,
+                     lease_until: datetime) -> Sequence[OutboxEntry]:
+        """Take up to ``limit`` undelivered, live entries created before ``created_before`` whose next
+        attempt is due, and push their ``next_attempt_at`` to ``lease_until`` in the same atomic step,
+        so that concurrent relays never take the same entry while the lease lasts.
+        """
         ...
 
     def mark_delivered(self, event_ids: Sequence[str], at: datetime) -> None:
         """Mark outbox entries as delivered."""
         ...
 
-    def record_failure(self, event_id: str, error: str, at: datetime) -> None:
-        """Count a failed delivery attempt and keep its error."""
+    def record_failure(self, event_id: str, error: str, at: datetime, retry_at: datetime | None) -> None:
+        """Count a failed attempt and keep its error; retry at ``retry_at``, or park it as dead if ``None``."""
+        ...
+
+    def dead_events(self, limit: int) -> Sequence[OutboxEntry]:
+        """Entries parked as dead, newest first."""
         ...

@@ -8,11 +8,15 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
+from ..decision import decide
 from ..errors import BroadcastNotFound, DuplicateBroadcast, InvalidArgument, OpenBroadcastExists
+from ..events import BroadcastEvent
+from ..guards import CommandContext
+from ..kinds import KindConfig
 from ..lifecycle import Trigger, allowed_from
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
 from ..states import CLOSED, BroadcastStatus
-from .base import AfterCommit, Change, Committed, Loaded, NewBroadcast, OutboxEntry
+from .base import AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast, OutboxEntry
 
 __all__ = ["InMemoryStore"]
 
@@ -117,23 +121,49 @@ class InMemoryStore:
             self._get((kind, entity_id))
             return tuple(self._history[(kind, entity_id)])
 
-    def due(self, now: datetime, limit: int) -> Sequence[tuple[str, EntityId]]:
-        """See :meth:`BroadcastStore.due`."""
+    def expire_overdue(self, kind: KindConfig, now: datetime, limit: int, actor: str) -> ExpiredBatch:
+        """See :meth:`BroadcastStore.expire_overdue`."""
+        events: list[BroadcastEvent] = []
+        count = 0
         with self._lock:
-            overdue = [
-                key for key, s in self._broadcasts.items()
-                if s.status in _EXPIRABLE and s.expires_at is not None and s.expires_at <= now
-            ]
-        return overdue[:limit]
+            for key, before in list(self._broadcasts.items()):
+                if count == limit:
+                    break
+                if (key[0] != kind.name or before.status not in _EXPIRABLE or before.expires_at is None
+                        or before.expires_at > now or before.state_changed_at > now):
+                    continue
+                decision = decide(before, Trigger.EXPIRE, CommandContext(now))
+                change = Change(kind, before, decision, now, actor)
+                after = change.after()
+                batch = change.events(after, tuple(self._recipients[key]))
+                self._broadcasts[key] = after
+                self._history[key].append(change.history_entry())
+                self._outbox.update((e.event_id, OutboxEntry(e, now)) for e in batch)
+                events += batch
+                count += 1
+        return ExpiredBatch(count, lambda: events)
 
     def pending_events(self, limit: int, created_before: datetime | None = None) -> Sequence[OutboxEntry]:
         """See :meth:`BroadcastStore.pending_events`."""
         with self._lock:
             pending = [
                 entry for entry in self._outbox.values()
-                if entry.delivered_at is None and (created_before is None or entry.created_at < created_before)
+                if entry.dead_at is None and (created_before is None or entry.created_at < created_before)
             ]
         return pending[:limit]
+
+    def claim_events(self, now: datetime, limit: int, created_before: datetime,
+                     lease_until: datetime) -> Sequence[OutboxEntry]:
+        """See :meth:`BroadcastStore.claim_events`."""
+        with self._lock:
+            due = [
+                entry for entry in self._outbox.values()
+                if entry.dead_at is None and entry.created_at < created_before
+                and (entry.next_attempt_at is None or entry.next_attempt_at <= now)
+            ][:limit]
+            for entry in due:
+                self._outbox[entry.event.event_id] = replace(entry, next_attempt_at=lease_until)
+        return due
 
     def mark_delivered(self, event_ids: Sequence[str], at: datetime) -> None:
         """See :meth:`BroadcastStore.mark_delivered`; delivered entries are dropped."""
@@ -141,11 +171,20 @@ class InMemoryStore:
             for event_id in event_ids:
                 self._outbox.pop(event_id, None)
 
-    def record_failure(self, event_id: str, error: str, at: datetime) -> None:
+    def record_failure(self, event_id: str, error: str, at: datetime, retry_at: datetime | None) -> None:
         """See :meth:`BroadcastStore.record_failure`."""
         with self._lock:
-            entry = self._outbox[event_id]
-            self._outbox[event_id] = replace(entry, attempts=entry.attempts + 1, last_error=error)
+            entry = self._outbox.get(event_id)
+            if entry is not None:
+                self._outbox[event_id] = replace(entry, attempts=entry.attempts + 1, last_error=error,
+                                                 next_attempt_at=retry_at, dead_at=None if retry_at else at)
+
+    def dead_events(self, limit: int) -> Sequence[OutboxEntry]:
+        """See :meth:`BroadcastStore.dead_events`."""
+        with self._lock:
+            dead = sorted((e for e in self._outbox.values() if e.dead_at is not None),
+                          key=lambda e: e.dead_at or e.created_at, reverse=True)
+        return dead[:limit]
 
     def _get(self, key: _Key) -> BroadcastSnapshot:
         try:

@@ -14,9 +14,21 @@ from typing import Any
 
 from sqlalchemy import Column, Dialect, Table
 
-__all__ = ["EntitySql", "LibrarySql", "TimeCodec", "render"]
+from ..events import BroadcastEvent
+
+__all__ = ["EntitySql", "LibrarySql", "TimeCodec", "dumps", "event_params", "pg_single_statement", "render"]
 
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
+
+
+OUTBOX_COLUMNS = (
+    "event_id, name, topic, kind, id_field, entity_id, status, previous_status, state_changed_at, version, "
+    "slots_filled, slots_requested, recipients, created_at, attempts"
+)
+OUTBOX_VALUES = (
+    ":ev_id, :ev_name, :ev_topic, :kind, :ev_id_field, :key, :ev_status, :ev_previous, :ev_changed_at, "
+    ":ev_version, :ev_filled, :ev_requested, {recipients}, :at, 0"
+)
 
 
 def render(sql: str, dialect: Dialect) -> str:
@@ -89,9 +101,8 @@ class LibrarySql:
             f"UPDATE {outbox.name} SET attempts = attempts + 1, last_error = :error WHERE event_id = :event_id",
             dialect)
         self.add_event = render(
-            f"INSERT INTO {outbox.name} (event_id, name, kind, entity_id, recipients, payload, created_at, "
-            f"attempts) VALUES (:event_id, :name, :kind, :key, {json_param.format('recipients')}, "
-            f"{json_param.format('payload')}, :at, 0)",
+            f"INSERT INTO {outbox.name} ({OUTBOX_COLUMNS}) "
+            f"VALUES ({OUTBOX_VALUES.format(recipients=json_param.format('ev_recipients'))})",
             dialect,
         )
 
@@ -113,12 +124,22 @@ def pg_single_statement(entity: EntitySql, library_tables: tuple[Table, Table, T
         f"hist AS (INSERT INTO {history.name} (kind, entity_id, from_status, to_status, {_q(dialect, 'trigger')}, "
         "actor, reason, meta, at, version) SELECT :kind, :key, :from_status, :to_status, :trigger, :actor, "
         ":reason, CAST(:meta AS JSON), :at, :new_version FROM upd), "
-        f"ev AS (INSERT INTO {outbox.name} (event_id, name, kind, entity_id, recipients, payload, created_at, "
-        "attempts) SELECT :event_id, :name, :kind, :key, CAST(:recipients AS JSON), CAST(:payload AS JSON), "
-        ":at, 0 FROM upd) "
+        f"ev AS (INSERT INTO {outbox.name} ({OUTBOX_COLUMNS}) "
+        f"SELECT {OUTBOX_VALUES.format(recipients='CAST(:ev_recipients AS JSON)')} FROM upd) "
         "SELECT count(*) FROM upd",
         dialect,
     )
+
+
+def event_params(event: BroadcastEvent, time: TimeCodec) -> dict[str, Any]:
+    """The ``:ev_*`` parameters of one outbox row."""
+    return {
+        "ev_id": event.event_id, "ev_name": event.name, "ev_topic": event.topic.value, "ev_id_field": event.id_field,
+        "ev_status": event.status.value, "ev_previous": event.previous_status.value if event.previous_status else None,
+        "ev_changed_at": time.bind(event.state_changed_at), "ev_version": event.version,
+        "ev_filled": event.slots_filled, "ev_requested": event.slots_requested,
+        "ev_recipients": dumps([list(r) for r in event.recipients]),
+    }
 
 
 class EntitySql:

@@ -9,12 +9,13 @@ only when that session commits.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, insert, select
+from sqlalchemy import Engine, Table, create_engine, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,13 +27,13 @@ from ..errors import (
     OpenBroadcastExists,
     StoreError,
 )
-from ..events import BroadcastEvent
+from ..events import BroadcastEvent, Recipient, Topic
 from ..kinds import DEFAULT_KINDS, KindConfig
 from ..lifecycle import Trigger, allowed_from
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
 from ..states import CLOSED, BroadcastStatus
 from .after_commit import defer_until_commit
-from .base import AfterCommit, Change, Committed, Loaded, NewBroadcast, OutboxEntry
+from .base import AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast, OutboxEntry
 from .schema import (
     broadcasts_table,
     history_table,
@@ -41,7 +42,8 @@ from .schema import (
     recipients_table,
     standalone_metadata,
 )
-from .sql_text import EntitySql, LibrarySql, dumps, pg_single_statement
+from .sql_sweep import SweepSql
+from .sql_text import EntitySql, LibrarySql, dumps, event_params, pg_single_statement
 from .sqlite_setup import configure_sqlite
 
 __all__ = ["SQLAlchemyStore"]
@@ -74,6 +76,7 @@ class SQLAlchemyStore:
         self._standalone = EntitySql(broadcasts_table, engine.dialect, kind_column=True)
         self._tables = {kind: EntitySql(_table_of(model), engine.dialect, kind_column=False)
                         for kind, model in (models or {}).items()}
+        self._sweeps: dict[str, SweepSql] = {}
         if self._pg:
             for sql in (self._standalone, *self._tables.values()):
                 sql.single_apply = pg_single_statement(
@@ -181,7 +184,7 @@ class SQLAlchemyStore:
                     "trigger": entry.trigger, "actor": entry.actor, "reason": entry.reason,
                     "meta": dumps(entry.metadata), "version": after.version,
                 })
-                cur.executemany(lib.add_event, [_event_params(e, base) for e in events])
+                cur.executemany(lib.add_event, [{**base, **event_params(e, lib.time)} for e in events])
         except _LostRace:
             return None
         return self._committed(Committed(after, events), after_commit, tx)
@@ -199,7 +202,7 @@ class SQLAlchemyStore:
             "transporters": list(change.recipients), "transporter": change.transporter_id or "",
             "response": decision.trigger.value, "from_status": decision.from_status.value,
             "trigger": entry.trigger, "actor": entry.actor, "reason": entry.reason, "meta": dumps(entry.metadata),
-            **_event_params(event, base),
+            **event_params(event, self._lib.time),
         }
         with self._cursor(None, write=True, single=True) as cur:
             cur.execute(sql.single_apply, params)
@@ -251,18 +254,25 @@ class SQLAlchemyStore:
             for row in rows
         )
 
-    def due(self, now: datetime, limit: int) -> Sequence[tuple[str, EntityId]]:
-        """See :meth:`BroadcastStore.due`."""
-        found: list[tuple[str, EntityId]] = []
-        with self._core(None) as conn:
-            for kind, sql in self._sources():
-                t = sql.table.c
-                query = select(t.kind if sql.table is broadcasts_table else _literal(kind), sql.pk).where(
-                    t.status.in_(_EXPIRABLE), t.expires_at <= now).order_by(t.expires_at).limit(limit - len(found))
-                found += [(row[0], row[1]) for row in conn.execute(query)]
-                if len(found) >= limit:
-                    break
-        return found
+    def expire_overdue(self, kind: KindConfig, now: datetime, limit: int, actor: str) -> ExpiredBatch:
+        """See :meth:`BroadcastStore.expire_overdue`."""
+        sql = self._entity(kind.name)
+        sweep = self._sweeps.get(sql.table.name)
+        if sweep is None:
+            sweep = self._sweeps[sql.table.name] = SweepSql(sql, self.engine.dialect, history_table,
+                                                            recipients_table, outbox_table)
+        params = {
+            "kind": kind.name, "now": sql.time.bind(now), "limit": limit, "actor": actor,
+            "reason": "deadline passed", "id_field": kind.id_field,
+            "changed_name": kind.event_name(Topic.STATE_CHANGED), "expired_name": kind.event_name(Topic.EXPIRED),
+        }
+        with self._cursor(None, write=True, single=True) as cur:
+            rows = sweep.run(cur, params)
+
+        def load_events() -> list[BroadcastEvent]:
+            return [self._event(kind.name, kind.id_field, *row) for row in rows]
+
+        return ExpiredBatch(len(rows) // 2, load_events)
 
     def pending_events(self, limit: int, created_before: datetime | None = None) -> Sequence[OutboxEntry]:
         """See :meth:`BroadcastStore.pending_events`."""
@@ -272,8 +282,21 @@ class SQLAlchemyStore:
             query = query.where(o.created_at < created_before)
         with self._core(None) as conn:
             rows = conn.execute(query.order_by(o.created_at).limit(limit)).mappings().all()
-        return [OutboxEntry(BroadcastEvent.from_record(row["payload"]), _utc(row["created_at"]), row["attempts"],
-                            row["last_error"], None) for row in rows]
+        return [self._entry(row) for row in rows]
+
+    def claim_events(self, now: datetime, limit: int, created_before: datetime,
+                     lease_until: datetime) -> Sequence[OutboxEntry]:
+        """See :meth:`BroadcastStore.claim_events`. PostgreSQL skips rows another relay has locked."""
+        o = outbox_table.c
+        due = (select(o.event_id)
+               .where(o.delivered_at.is_(None), o.dead_at.is_(None), o.created_at < created_before,
+                      or_(o.next_attempt_at.is_(None), o.next_attempt_at <= now))
+               .order_by(o.created_at).limit(limit).with_for_update(skip_locked=True))
+        claim = (update(outbox_table).where(o.event_id.in_(due.scalar_subquery()))
+                 .values(next_attempt_at=lease_until).returning(outbox_table))
+        with self._core(None) as conn:
+            rows = conn.execute(claim).mappings().all()
+        return sorted((self._entry(row) for row in rows), key=lambda e: e.created_at)
 
     def mark_delivered(self, event_ids: Sequence[str], at: datetime) -> None:
         """See :meth:`BroadcastStore.mark_delivered`."""
@@ -281,18 +304,53 @@ class SQLAlchemyStore:
         with self._cursor(None, write=True, single=len(params) == 1) as cur:
             cur.executemany(self._lib.mark_delivered, params)
 
-    def record_failure(self, event_id: str, error: str, at: datetime) -> None:
+    def record_failure(self, event_id: str, error: str, at: datetime, retry_at: datetime | None) -> None:
         """See :meth:`BroadcastStore.record_failure`."""
-        with self._cursor(None, write=True, single=True) as cur:
-            cur.execute(self._lib.record_failure, {"event_id": event_id, "error": error})
+        o = outbox_table.c
+        values: dict[str, Any] = {"attempts": o.attempts + 1, "last_error": error[:4000], "next_attempt_at": retry_at}
+        if retry_at is None:
+            values["dead_at"] = at
+        with self._core(None) as conn:
+            conn.execute(update(outbox_table).where(o.event_id == event_id).values(values))
+
+    def dead_events(self, limit: int) -> Sequence[OutboxEntry]:
+        """See :meth:`BroadcastStore.dead_events`."""
+        o = outbox_table.c
+        query = select(outbox_table).where(o.dead_at.is_not(None)).order_by(o.dead_at.desc()).limit(limit)
+        with self._core(None) as conn:
+            rows = conn.execute(query).mappings().all()
+        return [self._entry(row) for row in rows]
+
+    def _entry(self, row: Mapping[str, Any]) -> OutboxEntry:
+        event = self._event(row["kind"], row["id_field"], row["event_id"], row["name"], row["topic"],
+                            row["entity_id"], row["status"], row["previous_status"], row["state_changed_at"],
+                            row["version"], row["slots_filled"], row["slots_requested"], row["recipients"])
+        return OutboxEntry(event, _utc(row["created_at"]), row["attempts"], row["last_error"],
+                           _utc(row["next_attempt_at"]) if row["next_attempt_at"] else None,
+                           _utc(row["dead_at"]) if row["dead_at"] else None)
 
     # -- plumbing --------------------------------------------------------------------------
 
+    def _event(self, kind: str, id_field: str, event_id: str, name: str, topic: str, key: str, status: str,
+               previous: str | None, changed_at: Any, version: int, filled: int, requested: int,
+               recipients: Any) -> BroadcastEvent:
+        """An event rebuilt from an outbox row (as Core or the raw driver returned it)."""
+        sql = self._entity(kind)
+        id_type = sql.pk.type.python_type
+        if isinstance(recipients, str):
+            recipients = json.loads(recipients)
+        return BroadcastEvent(
+            event_id=event_id, name=name, topic=Topic(topic), kind=kind, id_field=id_field,
+            entity_id=key if id_type is str else id_type(key),
+            recipients=tuple(Recipient(role, rid) for role, rid in recipients),
+            status=BroadcastStatus(status), previous_status=BroadcastStatus(previous) if previous else None,
+            state_changed_at=_utc(changed_at) if isinstance(changed_at, datetime)
+            else sql.time.result(changed_at),  # type: ignore[arg-type]
+            version=version, slots_filled=filled, slots_requested=requested,
+        )
+
     def _entity(self, kind: str) -> EntitySql:
         return self._tables.get(kind, self._standalone)
-
-    def _sources(self) -> list[tuple[str, EntitySql]]:
-        return [("*", self._standalone), *self._tables.items()]
 
     def _snapshot(self, sql: EntitySql, kind: str, entity_id: EntityId, row: Sequence[Any]) -> BroadcastSnapshot:
         time = sql.time
@@ -383,15 +441,7 @@ def _table_of(model: Any) -> Table:
     return table
 
 
-def _literal(kind: str) -> Any:
-    from sqlalchemy import literal
-
-    return literal(kind)
-
-
 def _utc(value: datetime) -> datetime:
-    from datetime import timezone
-
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
@@ -406,14 +456,10 @@ def _history_row(entry: HistoryEntry) -> dict[str, Any]:
 
 def _outbox_row(event: BroadcastEvent, at: datetime) -> dict[str, Any]:
     return {
-        "event_id": event.event_id, "name": event.name, "kind": event.kind, "entity_id": str(event.entity_id),
-        "recipients": [list(r) for r in event.recipients], "payload": event.to_record(), "created_at": at,
-        "attempts": 0,
-    }
-
-
-def _event_params(event: BroadcastEvent, base: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        **base, "event_id": event.event_id, "name": event.name,
-        "recipients": dumps([list(r) for r in event.recipients]), "payload": dumps(event.to_record()),
+        "event_id": event.event_id, "name": event.name, "topic": event.topic.value, "kind": event.kind,
+        "id_field": event.id_field, "entity_id": str(event.entity_id), "status": event.status.value,
+        "previous_status": event.previous_status.value if event.previous_status else None,
+        "state_changed_at": event.state_changed_at, "version": event.version, "slots_filled": event.slots_filled,
+        "slots_requested": event.slots_requested, "recipients": [list(r) for r in event.recipients],
+        "created_at": at, "attempts": 0,
     }
