@@ -12,7 +12,13 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta, timezone
 
-from .errors import BroadcastNotFound, DuplicateBroadcast, OpenBroadcastExists, TransitionRefused
+from .errors import (
+    BroadcastNotFound,
+    DuplicateBroadcast,
+    IdempotencyKeyReused,
+    OpenBroadcastExists,
+    TransitionRefused,
+)
 from .kinds import KindConfig
 from .records import EntityId
 from .service import BroadcastLifecycle
@@ -228,3 +234,53 @@ class StoreContract:
         assert (snap.slots_filled, snap.status) == (3, BroadcastStatus.FULLY_FILLED)
         assert recorder.names().count("BOOKING_FULLY_FILLED") == 1
         assert sum(r.slots_held for r in lc.recipients("booking", entity_id)) == 3
+
+    def test_idempotent_retry_returns_first_outcome(self) -> None:
+        """A repeated command with the same key returns the first outcome: no second transition or event."""
+        lc, recorder, clock = self._lifecycle()
+        entity_id = self._active(lc, slots=3)
+        first = lc.accept("booking", entity_id, "t1", idempotency_key="accept-t1-1")
+        events = len(recorder.events)
+        clock.now += timedelta(seconds=30)
+        again = lc.accept("booking", entity_id, "t1", idempotency_key="accept-t1-1")
+        assert again == first
+        assert lc.get("booking", entity_id).slots_filled == 1
+        assert len(recorder.events) == events
+        assert [h.trigger for h in lc.history("booking", entity_id)].count("accept") == 1
+        created = lc.create("booking", "c9", idempotency_key="create-c9")
+        assert lc.create("booking", "c9", idempotency_key="create-c9") == created
+
+    def test_idempotency_key_reused_for_another_command(self) -> None:
+        """A key first used for one command is refused for a different one, changing nothing."""
+        lc, _, _ = self._lifecycle()
+        entity_id = self._active(lc, slots=3)
+        lc.accept("booking", entity_id, "t1", idempotency_key="k-1")
+        version = lc.get("booking", entity_id).version
+        try:
+            lc.cancel("booking", entity_id, idempotency_key="k-1")
+        except IdempotencyKeyReused as exc:
+            assert exc.key == "k-1" and "accept" in str(exc)
+        else:
+            raise AssertionError("a reused key was accepted for another command")
+        assert lc.get("booking", entity_id).version == version
+
+    def test_concurrent_duplicates_apply_once(self) -> None:
+        """Eight threads sending the same keyed accept at once produce one transition and one outcome."""
+        lc, recorder, _ = self._lifecycle()
+        entity_id = self._active(lc, slots=3)
+        barrier = threading.Barrier(8)
+        outcomes: list[object] = []
+
+        def accept() -> None:
+            barrier.wait()
+            outcomes.append(lc.accept("booking", entity_id, "t2", idempotency_key="dup"))
+
+        threads = [threading.Thread(target=accept) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(outcomes) == 8 and len(set(map(repr, outcomes))) == 1
+        assert lc.get("booking", entity_id).slots_filled == 1
+        assert recorder.names().count("BROADCAST_STATE_CHANGED") == 4
+

@@ -13,6 +13,7 @@ __all__ = [
     "ConcurrentUpdate",
     "CorruptState",
     "DuplicateBroadcast",
+    "IdempotencyKeyReused",
     "InvalidArgument",
     "InvalidTransition",
     "OpenBroadcastExists",
@@ -107,6 +108,14 @@ class DuplicateBroadcast(BroadcastError):
         self.kind = kind
         self.entity_id = entity_id
         super().__init__(f"a {kind} with id {entity_id!r} already exists")
+
+
+class IdempotencyKeyReused(BroadcastError):
+    """An idempotency key came back with a different command than the one it first recorded."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        self.key = key
+        super().__init__(f"idempotency key {key!r} {detail}; use a new key for a new command")
 
 
 class ConcurrentUpdate(BroadcastError):

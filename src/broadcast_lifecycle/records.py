@@ -9,7 +9,7 @@ from uuid import UUID
 
 from .states import BroadcastStatus
 
-__all__ = ["BroadcastSnapshot", "EntityId", "HistoryEntry", "RecipientRecord"]
+__all__ = ["BroadcastSnapshot", "EntityId", "HistoryEntry", "IdempotentOutcome", "RecipientRecord"]
 
 EntityId = int | str | UUID
 """A broadcast's primary key: an integer, a string or a UUID."""
@@ -34,6 +34,37 @@ class BroadcastSnapshot:
     def slots_open(self) -> int:
         """Slots still free for transporters."""
         return self.slots_requested - self.slots_filled
+
+
+    def to_json(self) -> dict[str, Any]:
+        """The snapshot as JSON-ready values (the id is stored apart; see :meth:`from_json`)."""
+        return {
+            "customerId": self.customer_id, "status": self.status.value, "slotsRequested": self.slots_requested,
+            "slotsFilled": self.slots_filled, "version": self.version,
+            "stateChangedAt": self.state_changed_at.isoformat(), "createdAt": self.created_at.isoformat(),
+            "expiresAt": self.expires_at.isoformat() if self.expires_at else None,
+        }
+
+    @classmethod
+    def from_json(cls, kind: str, entity_id: EntityId, data: dict[str, Any]) -> BroadcastSnapshot:
+        """Rebuild a snapshot from :meth:`to_json` output."""
+        expires = data["expiresAt"]
+        return cls(
+            kind=kind, id=entity_id, customer_id=data["customerId"], status=BroadcastStatus(data["status"]),
+            slots_requested=data["slotsRequested"], slots_filled=data["slotsFilled"], version=data["version"],
+            state_changed_at=datetime.fromisoformat(data["stateChangedAt"]),
+            created_at=datetime.fromisoformat(data["createdAt"]),
+            expires_at=datetime.fromisoformat(expires) if expires else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentOutcome:
+    """The first outcome of a command sent with an idempotency key."""
+
+    key: str
+    trigger: str
+    snapshot: BroadcastSnapshot
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,13 @@ from typing import Any
 from .bus import SignalBus
 from .clock import Clock, require_aware, utc_now
 from .decision import decide
-from .errors import ConcurrentUpdate, InvalidArgument, InvalidTransition, TransitionRefused
+from .errors import (
+    ConcurrentUpdate,
+    IdempotencyKeyReused,
+    InvalidArgument,
+    InvalidTransition,
+    TransitionRefused,
+)
 from .guards import CommandContext, Guard
 from .kinds import DEFAULT_KINDS, KindConfig
 from .lifecycle import Trigger
@@ -75,24 +81,35 @@ class BroadcastLifecycle:
     def create(
         self, kind: str, customer_id: str, slots: int = 1, *, entity_id: EntityId | None = None,
         expires_at: datetime | None = None, actor: str | None = None,
-        metadata: Mapping[str, Any] | None = None, tx: object = None,
+        metadata: Mapping[str, Any] | None = None, tx: object = None, idempotency_key: str | None = None,
     ) -> BroadcastSnapshot:
-        """Create a broadcast of ``slots`` slots for ``customer_id`` in state ``created``."""
+        """Create a broadcast of ``slots`` slots for ``customer_id`` in state ``created``.
+
+        Repeating a create with the same ``idempotency_key`` returns the first one's snapshot.
+        """
         config = self.kind(kind)
         _require_id("customer_id", customer_id)
         _require_slots("slots", slots)
         new = NewBroadcast(
             config, customer_id, slots, self._now(), entity_id,
             require_aware("expires_at", expires_at) if expires_at is not None else None,
-            actor if actor is not None else customer_id, dict(metadata or {}),
+            actor if actor is not None else customer_id, dict(metadata or {}), idempotency_key,
         )
-        return self.store.insert(new, self._announce, tx).snapshot
+        if idempotency_key is not None and (first := self._recall(idempotency_key, kind, None, "create", tx)):
+            return first
+        try:
+            return self.store.insert(new, self._announce, tx).snapshot
+        except IdempotencyKeyReused:
+            if idempotency_key is not None and (first := self._recall(idempotency_key, kind, None, "create", tx)):
+                return first
+            raise
 
     def start_broadcast(self, kind: str, entity_id: EntityId, transporters: Sequence[str], *,
-                        actor: str | None = None, tx: object = None) -> BroadcastSnapshot:
+                        actor: str | None = None, tx: object = None,
+                        idempotency_key: str | None = None) -> BroadcastSnapshot:
         """Notify ``transporters`` (recorded as recipients): created -> broadcasting."""
         return self._run(kind, entity_id, Trigger.START_BROADCAST, actor=actor, tx=tx,
-                         recipients=_require_transporters(transporters))
+                         recipients=_require_transporters(transporters), idempotency_key=idempotency_key)
 
     def notify_more(self, kind: str, entity_id: EntityId, transporters: Sequence[str], *,
                     tx: object = None) -> BroadcastSnapshot:
@@ -106,45 +123,53 @@ class BroadcastLifecycle:
 
     def activate(self, kind: str, entity_id: EntityId, *, ttl: timedelta | None = None,
                  deadline: datetime | None = None, actor: str | None = None,
-                 tx: object = None) -> BroadcastSnapshot:
+                 tx: object = None,
+                 idempotency_key: str | None = None) -> BroadcastSnapshot:
         """Open for acceptances until ``deadline`` (or now + ``ttl``, or the kind's default ttl)."""
         if ttl is not None and deadline is not None:
             raise InvalidArgument("pass ttl= or deadline=, not both")
         if ttl is not None and ttl <= timedelta(0):
             raise InvalidArgument(f"ttl must be positive, got {ttl}")
         fixed = require_aware("deadline", deadline) if deadline is not None else None
-        return self._run(kind, entity_id, Trigger.ACTIVATE, actor=actor, tx=tx, deadline=fixed, ttl=ttl)
+        return self._run(kind, entity_id, Trigger.ACTIVATE, actor=actor, tx=tx, deadline=fixed, ttl=ttl,
+                         idempotency_key=idempotency_key)
 
     def accept(self, kind: str, entity_id: EntityId, transporter_id: str, slots: int = 1, *,
-               tx: object = None) -> BroadcastSnapshot:
+               tx: object = None,
+               idempotency_key: str | None = None) -> BroadcastSnapshot:
         """``transporter_id`` takes ``slots`` slots: -> partially_filled or fully_filled."""
         _require_id("transporter_id", transporter_id)
         _require_slots("slots", slots)
         return self._run(kind, entity_id, Trigger.ACCEPT, actor=transporter_id, tx=tx,
-                         transporter_id=transporter_id, slots=slots)
+                         transporter_id=transporter_id, slots=slots, idempotency_key=idempotency_key)
 
     def release(self, kind: str, entity_id: EntityId, transporter_id: str, slots: int = 1, *,
-                reason: str | None = None, tx: object = None) -> BroadcastSnapshot:
+                reason: str | None = None, tx: object = None,
+                idempotency_key: str | None = None) -> BroadcastSnapshot:
         """``transporter_id`` gives back ``slots`` slots: -> partially_filled or active."""
         _require_id("transporter_id", transporter_id)
         _require_slots("slots", slots)
         return self._run(kind, entity_id, Trigger.RELEASE, actor=transporter_id, reason=reason, tx=tx,
-                         transporter_id=transporter_id, slots=slots)
+                         transporter_id=transporter_id, slots=slots, idempotency_key=idempotency_key)
 
     def start_trip(self, kind: str, entity_id: EntityId, *, actor: str | None = None,
-                   tx: object = None) -> BroadcastSnapshot:
+                   tx: object = None,
+                   idempotency_key: str | None = None) -> BroadcastSnapshot:
         """The trip begins: fully_filled (or partially_filled, if the kind allows) -> in_progress."""
-        return self._run(kind, entity_id, Trigger.START_TRIP, actor=actor, tx=tx)
+        return self._run(kind, entity_id, Trigger.START_TRIP, actor=actor, tx=tx, idempotency_key=idempotency_key)
 
     def complete(self, kind: str, entity_id: EntityId, *, actor: str | None = None,
-                 tx: object = None) -> BroadcastSnapshot:
+                 tx: object = None,
+                 idempotency_key: str | None = None) -> BroadcastSnapshot:
         """The trip finished: in_progress -> completed."""
-        return self._run(kind, entity_id, Trigger.COMPLETE, actor=actor, tx=tx)
+        return self._run(kind, entity_id, Trigger.COMPLETE, actor=actor, tx=tx, idempotency_key=idempotency_key)
 
     def cancel(self, kind: str, entity_id: EntityId, *, actor: str | None = None, reason: str | None = None,
-               metadata: Mapping[str, Any] | None = None, tx: object = None) -> BroadcastSnapshot:
+               metadata: Mapping[str, Any] | None = None, tx: object = None,
+               idempotency_key: str | None = None) -> BroadcastSnapshot:
         """Cancel a broadcast that has not started its trip; ``reason`` and ``metadata`` go to the history."""
-        return self._run(kind, entity_id, Trigger.CANCEL, actor=actor, reason=reason, metadata=metadata, tx=tx)
+        return self._run(kind, entity_id, Trigger.CANCEL, actor=actor, reason=reason, metadata=metadata, tx=tx,
+                         idempotency_key=idempotency_key)
 
     def expire(self, kind: str, entity_id: EntityId, *, now: datetime | None = None,
                tx: object = None) -> BroadcastSnapshot:
@@ -197,10 +222,13 @@ class BroadcastLifecycle:
         reason: str | None = None, metadata: Mapping[str, Any] | None = None, tx: object = None,
         transporter_id: str | None = None,
         slots: int = 1, recipients: tuple[str, ...] = (), deadline: datetime | None = None,
-        ttl: timedelta | None = None, now: datetime | None = None,
+        ttl: timedelta | None = None, now: datetime | None = None, idempotency_key: str | None = None,
     ) -> BroadcastSnapshot:
         config = self.kind(kind)
         for _ in range(self._max_attempts):
+            if idempotency_key is not None and (
+                    first := self._recall(idempotency_key, kind, entity_id, trigger.value, tx)):
+                return first
             loaded = self.store.load(kind, entity_id, transporter_id, tx)
             before = loaded.snapshot
             at = now if now is not None else self._now()
@@ -210,11 +238,16 @@ class BroadcastLifecycle:
             decision = decide(before, trigger, ctx, self._guards.get(trigger, ()))
             if decision.superseded is None:
                 change = Change(config, before, decision, max(at, before.state_changed_at), actor, reason,
-                                metadata or {}, transporter_id, recipients)
+                                metadata or {}, transporter_id, recipients, idempotency_key)
             else:
                 change = Change(config, before, decision, max(at, before.state_changed_at), SYSTEM_ACTOR,
                                 f"deadline passed before {trigger.value} by {actor or 'unknown'}")
-            committed = self.store.apply(change, self._announce, tx)
+            try:
+                committed = self.store.apply(change, self._announce, tx)
+            except IdempotencyKeyReused:
+                if idempotency_key is None:
+                    raise
+                continue  # a concurrent duplicate recorded it first: recall it on the next pass
             if committed is None:
                 continue
             if decision.superseded is not None and before.expires_at is not None:
@@ -228,6 +261,17 @@ class BroadcastLifecycle:
         """An outbox relay on this lifecycle's store, bus, clock and retry policy."""
         return OutboxRelay(self.store, self.bus, self._now, policy=self.retry, grace=grace, lease=lease,
                            batch_size=batch_size)
+
+    def _recall(self, key: str, kind: str, entity_id: EntityId | None, trigger: str,
+                tx: object) -> BroadcastSnapshot | None:
+        """The first outcome recorded under ``key``, if it was this same command."""
+        first = self.store.recall(key, tx)
+        if first is None:
+            return None
+        snap = first.snapshot
+        if (snap.kind, first.trigger) != (kind, trigger) or (entity_id is not None and snap.id != entity_id):
+            raise IdempotencyKeyReused(key, f"was first used for {first.trigger} on {snap.kind} {snap.id!r}")
+        return snap
 
     def _announce(self, committed: Committed) -> None:
         """Send a committed write's events; the outbox keeps what was not delivered, for the relay."""

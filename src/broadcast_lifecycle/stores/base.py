@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from ..decision import Decision
 from ..events import BroadcastEvent, Topic, build_events
 from ..kinds import KindConfig
-from ..records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
+from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import BroadcastStatus
 
 __all__ = [
@@ -43,6 +43,7 @@ class NewBroadcast:
     expires_at: datetime | None = None
     actor: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
 
     def snapshot(self, entity_id: EntityId) -> BroadcastSnapshot:
         """The broadcast as inserted, once it has an id."""
@@ -79,6 +80,7 @@ class Change:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     transporter_id: str | None = None
     recipients: tuple[str, ...] = ()
+    idempotency_key: str | None = None
 
     def after(self) -> BroadcastSnapshot:
         """The broadcast as it will be once the change is applied."""
@@ -165,6 +167,10 @@ class BroadcastStore(Protocol):
         """
         ...
 
+    def recall(self, key: str, tx: object = None) -> IdempotentOutcome | None:
+        """The first outcome recorded under idempotency ``key`` (written by insert/apply), if any."""
+        ...
+
     def load(self, kind: str, entity_id: EntityId, transporter_id: str | None = None,
              tx: object = None) -> Loaded:
         """The current snapshot (and ``transporter_id``'s holding); ``BroadcastNotFound`` if absent."""
@@ -173,9 +179,10 @@ class BroadcastStore(Protocol):
     def apply(self, change: Change, after_commit: AfterCommit, tx: object = None) -> Committed | None:
         """Apply ``change`` atomically if the broadcast is still at ``change.before.version``.
 
-        Writes the new state, the history row, the recipients' holdings and the outbox rows in one
-        transaction and returns what was committed; returns ``None``, writing nothing, when another
-        writer got there first.
+        Writes the new state, the history row, the recipients' holdings, the outbox rows and the
+        idempotency key (if any) in one transaction and returns what was committed; returns ``None``,
+        writing nothing, when another writer got there first. A key already recorded raises
+        ``IdempotencyKeyReused``.
         """
         ...
 

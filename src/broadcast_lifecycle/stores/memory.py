@@ -9,12 +9,18 @@ from dataclasses import replace
 from datetime import datetime
 
 from ..decision import decide
-from ..errors import BroadcastNotFound, DuplicateBroadcast, InvalidArgument, OpenBroadcastExists
+from ..errors import (
+    BroadcastNotFound,
+    DuplicateBroadcast,
+    IdempotencyKeyReused,
+    InvalidArgument,
+    OpenBroadcastExists,
+)
 from ..events import BroadcastEvent
 from ..guards import CommandContext
 from ..kinds import KindConfig
 from ..lifecycle import Trigger, allowed_from
-from ..records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
+from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import CLOSED, BroadcastStatus
 from .base import AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast, OutboxEntry
 
@@ -37,6 +43,13 @@ class InMemoryStore:
         self._recipients: dict[_Key, dict[str, RecipientRecord]] = {}
         self._history: dict[_Key, list[HistoryEntry]] = {}
         self._outbox: dict[str, OutboxEntry] = {}
+        self._keys: dict[str, IdempotentOutcome] = {}
+
+    def recall(self, key: str, tx: object = None) -> IdempotentOutcome | None:
+        """See :meth:`BroadcastStore.recall`."""
+        _no_tx(tx)
+        with self._lock:
+            return self._keys.get(key)
 
     def insert(self, new: NewBroadcast, after_commit: AfterCommit, tx: object = None) -> Committed:
         """See :meth:`BroadcastStore.insert`."""
@@ -44,6 +57,8 @@ class InMemoryStore:
         with self._lock:
             entity_id = new.entity_id if new.entity_id is not None else next(self._ids)
             key = (new.kind.name, entity_id)
+            if new.idempotency_key in self._keys:
+                raise IdempotencyKeyReused(new.idempotency_key, "is already recorded")
             if key in self._broadcasts:
                 raise DuplicateBroadcast(new.kind.name, entity_id)
             if new.kind.one_open_per_customer and any(
@@ -56,6 +71,8 @@ class InMemoryStore:
             self._broadcasts[key] = snapshot
             self._recipients[key] = {}
             self._history[key] = [new.history_entry(entity_id)]
+            if new.idempotency_key is not None:
+                self._keys[new.idempotency_key] = IdempotentOutcome(new.idempotency_key, "create", snapshot)
             self._outbox.update((e.event_id, OutboxEntry(e, new.at)) for e in events)
         committed = Committed(snapshot, events)
         after_commit(committed)
@@ -77,6 +94,8 @@ class InMemoryStore:
         with self._lock:
             if self._get(key).version != change.before.version:
                 return None
+            if change.idempotency_key in self._keys:
+                raise IdempotencyKeyReused(change.idempotency_key, "is already recorded")
             after = change.after()
             recipients = self._recipients[key]
             for transporter in change.recipients:
@@ -90,6 +109,9 @@ class InMemoryStore:
             self._broadcasts[key] = after
             self._history[key].append(change.history_entry())
             self._outbox.update((e.event_id, OutboxEntry(e, change.at)) for e in events)
+            if change.idempotency_key is not None:
+                self._keys[change.idempotency_key] = IdempotentOutcome(
+                    change.idempotency_key, change.decision.trigger.value, after)
         committed = Committed(after, events)
         after_commit(committed)
         return committed

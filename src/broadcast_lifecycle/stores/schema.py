@@ -32,6 +32,7 @@ __all__ = [
     "BroadcastMixin",
     "broadcasts_table",
     "history_table",
+    "idempotency_table",
     "library_metadata",
     "outbox_table",
     "recipients_table",
@@ -109,6 +110,19 @@ outbox_table = Table(
     ),
 )
 """Events written with their transition; the relay delivers what after-commit dispatch did not."""
+
+
+idempotency_table = Table(
+    "bl_idempotency",
+    library_metadata,
+    Column("key", String(200), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("entity_id", String(64), nullable=False),
+    Column("trigger", String(32), nullable=False),
+    Column("outcome", JSON, nullable=False),
+    Column("created_at", _Tz, nullable=False),
+)
+"""Idempotency keys and the first outcome of the command that used each."""
 
 
 class BroadcastMixin:

@@ -95,6 +95,11 @@ class LibrarySql:
             f":actor, :reason, {json_param.format('meta')}, :at, :version)",
             dialect,
         )
+        self.add_key = render(
+            "INSERT INTO bl_idempotency (key, kind, entity_id, " + _q(dialect, "trigger") + ", outcome, created_at) "
+            f"VALUES (:idem_key, :kind, :key, :trigger, {json_param.format('idem_outcome')}, :at)",
+            dialect,
+        )
         self.mark_delivered = render(
             f"UPDATE {outbox.name} SET delivered_at = :at WHERE event_id = :event_id", dialect)
         self.record_failure = render(
@@ -125,7 +130,10 @@ def pg_single_statement(entity: EntitySql, library_tables: tuple[Table, Table, T
         "actor, reason, meta, at, version) SELECT :kind, :key, :from_status, :to_status, :trigger, :actor, "
         ":reason, CAST(:meta AS JSON), :at, :new_version FROM upd), "
         f"ev AS (INSERT INTO {outbox.name} ({OUTBOX_COLUMNS}) "
-        f"SELECT {OUTBOX_VALUES.format(recipients='CAST(:ev_recipients AS JSON)')} FROM upd) "
+        f"SELECT {OUTBOX_VALUES.format(recipients='CAST(:ev_recipients AS JSON)')} FROM upd), "
+        f"idem AS (INSERT INTO bl_idempotency (key, kind, entity_id, {_q(dialect, 'trigger')}, outcome, created_at) "
+        "SELECT CAST(:idem_key AS VARCHAR), :kind, :key, :trigger, CAST(:idem_outcome AS JSON), :at FROM upd "
+        "WHERE CAST(:idem_key AS VARCHAR) IS NOT NULL) "
         "SELECT count(*) FROM upd",
         dialect,
     )

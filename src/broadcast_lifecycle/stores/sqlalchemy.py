@@ -23,6 +23,7 @@ from ..errors import (
     BroadcastNotFound,
     CorruptState,
     DuplicateBroadcast,
+    IdempotencyKeyReused,
     InvalidArgument,
     OpenBroadcastExists,
     StoreError,
@@ -30,13 +31,14 @@ from ..errors import (
 from ..events import BroadcastEvent, Recipient, Topic
 from ..kinds import DEFAULT_KINDS, KindConfig
 from ..lifecycle import Trigger, allowed_from
-from ..records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
+from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import CLOSED, BroadcastStatus
 from .after_commit import defer_until_commit
 from .base import AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast, OutboxEntry
 from .schema import (
     broadcasts_table,
     history_table,
+    idempotency_table,
     library_metadata,
     outbox_table,
     recipients_table,
@@ -134,8 +136,28 @@ class SQLAlchemyStore:
             snapshot = new.snapshot(entity_id)
             events = new.events(snapshot)
             conn.execute(insert(history_table), [_history_row(new.history_entry(entity_id))])
+            if new.idempotency_key is not None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(idempotency_table).values(
+                            key=new.idempotency_key, kind=kind, entity_id=str(entity_id), trigger="create",
+                            outcome=snapshot.to_json(), created_at=new.at))
+                except IntegrityError as exc:
+                    raise IdempotencyKeyReused(new.idempotency_key, "is already recorded") from exc
             conn.execute(insert(outbox_table), [_outbox_row(e, new.at) for e in events])
         return self._committed(Committed(snapshot, events), after_commit, tx)
+
+    def recall(self, key: str, tx: object = None) -> IdempotentOutcome | None:
+        """See :meth:`BroadcastStore.recall`."""
+        i = idempotency_table.c
+        with self._core(tx) as conn:
+            row = conn.execute(select(idempotency_table).where(i.key == key)).mappings().first()
+        if row is None:
+            return None
+        id_type = self._entity(row["kind"]).pk.type.python_type
+        entity_id = row["entity_id"] if id_type is str else id_type(row["entity_id"])
+        snapshot = BroadcastSnapshot.from_json(row["kind"], entity_id, row["outcome"])
+        return IdempotentOutcome(key, row["trigger"], snapshot)
 
     def load(self, kind: str, entity_id: EntityId, transporter_id: str | None = None,
              tx: object = None) -> Loaded:
@@ -185,6 +207,9 @@ class SQLAlchemyStore:
                     "meta": dumps(entry.metadata), "version": after.version,
                 })
                 cur.executemany(lib.add_event, [{**base, **event_params(e, lib.time)} for e in events])
+                if change.idempotency_key is not None:
+                    cur.execute(lib.add_key, {**base, "idem_key": change.idempotency_key, "trigger": entry.trigger,
+                                              "idem_outcome": dumps(after.to_json())})
         except _LostRace:
             return None
         return self._committed(Committed(after, events), after_commit, tx)
@@ -202,6 +227,7 @@ class SQLAlchemyStore:
             "transporters": list(change.recipients), "transporter": change.transporter_id or "",
             "response": decision.trigger.value, "from_status": decision.from_status.value,
             "trigger": entry.trigger, "actor": entry.actor, "reason": entry.reason, "meta": dumps(entry.metadata),
+            "idem_key": change.idempotency_key, "idem_outcome": dumps(after.to_json()),
             **event_params(event, self._lib.time),
         }
         with self._cursor(None, write=True, single=True) as cur:
@@ -422,10 +448,11 @@ class SQLAlchemyStore:
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         try:
             yield
-        except DBAPIError as exc:
-            raise StoreError(f"could not {what}: {exc.orig}") from exc
-        except dbapi_error as exc:
-            raise StoreError(f"could not {what}: {exc}") from exc
+        except (DBAPIError, dbapi_error) as exc:
+            cause = exc.orig if isinstance(exc, DBAPIError) else exc
+            if "bl_idempotency" in str(cause):
+                raise IdempotencyKeyReused("(this command's key)", "is already recorded") from exc
+            raise StoreError(f"could not {what}: {cause}") from exc
 
 
 def _session(tx: object) -> Session:
