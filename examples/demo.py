@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import Literal
 
 from broadcast_lifecycle import BroadcastLifecycle, TransitionRefused
 from broadcast_lifecycle.testing import EventRecorder
@@ -103,7 +104,7 @@ def main() -> None:
 
     print()
     print("== events received, per user, in order ==")
-    users = [("customer", c) for c in CUSTOMERS.values()]
+    users: list[tuple[Literal["customer", "transporter"], str]] = [("customer", c) for c in CUSTOMERS.values()]
     users += [("transporter", t) for t in sorted({t for ts in TRANSPORTERS.values() for t in ts})]
     for role, user in users:
         print(f"{role} {user}")

@@ -17,12 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing_extensions import Self
 from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from typing_extensions import Self
 
 ENV_BIN = "BROADCAST_LIFECYCLE_PG_BIN"
 OS_USER = "postgres"

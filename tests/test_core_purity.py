@@ -36,7 +36,11 @@ import json, sys
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {"blinker", "sqlalchemy", "broadcast_lifecycle"})))
 """
 
-_PLAIN_IMPORT = "import importlib\nfor name in {modules!r}:\n    importlib.import_module('broadcast_lifecycle.' + name)\n"
+_PLAIN_IMPORT = """
+import importlib
+for name in {modules!r}:
+    importlib.import_module("broadcast_lifecycle." + name)
+"""
 
 # Registers the package without running its ``__init__``, then imports the core modules: this
 # isolates what the core modules themselves import from what the package re-exports.
@@ -77,7 +81,7 @@ def test_core_modules_import_no_io_dependencies() -> None:
 
 
 def test_importing_the_core_through_the_package_stays_pure() -> None:
-    """``import broadcast_lifecycle.<core module>`` in a fresh process loads no blinker, SQLAlchemy, store, bus or service."""
+    """Importing the core modules through the package loads no blinker, SQLAlchemy, store, bus or service."""
     loaded = _loaded_after(_PLAIN_IMPORT.format(modules=CORE_MODULES))
     assert {f"broadcast_lifecycle.{name}" for name in CORE_MODULES} <= set(loaded)
     assert _forbidden(loaded) == []

@@ -38,7 +38,7 @@ CUSTOMER = Recipient("customer", "c1")
 
 
 def open_booking(
-    lc: BroadcastLifecycle, slots: int = 3, transporters: tuple[str, ...] = ("t1", "t2", "t3"),
+    lc: BroadcastLifecycle, slots: int = 3, *, transporters: tuple[str, ...] = ("t1", "t2", "t3"),
     ttl: timedelta = HOUR, customer: str = "c1", kind: str = "booking",
 ) -> BroadcastSnapshot:
     """Create, broadcast to ``transporters`` and activate a broadcast; returns it active."""
@@ -88,7 +88,7 @@ def test_full_lifecycle_records_history_and_events(
     clock.advance(timedelta(minutes=1))
     lifecycle.accept("booking", b.id, "t1")
     done = lifecycle.accept("booking", b.id, "t2")
-    assert (done.status, done.slots_filled, done.version) == (S.FULLY_FILLED, 2, 6)
+    assert (done.status, done.slots_filled, done.version) == (S.FULLY_FILLED, 2, 5)
     lifecycle.start_trip("booking", b.id, actor="ops")
     final = lifecycle.complete("booking", b.id)
     history = lifecycle.history("booking", b.id)
@@ -313,10 +313,10 @@ BAD_COMMANDS: list[tuple[str, Callable[[BroadcastLifecycle, object], object]]] =
 
 
 @pytest.mark.parametrize("stage", ["created", "broadcasting", "partially_filled"])
-@pytest.mark.parametrize(("name", "call"), BAD_COMMANDS, ids=[name for name, _ in BAD_COMMANDS])
+@pytest.mark.parametrize("call", [call for _, call in BAD_COMMANDS], ids=[name for name, _ in BAD_COMMANDS])
 def test_bad_arguments_change_nothing(
     lifecycle: BroadcastLifecycle, recorder: EventRecorder, clock: ManualClock,
-    name: str, call: Callable[[BroadcastLifecycle, object], object], stage: str,
+    call: Callable[[BroadcastLifecycle, object], object], stage: str,
 ) -> None:
     """Every bad argument raises InvalidArgument before anything changes, even on an overdue broadcast."""
     b = lifecycle.create("booking", "c1", 3, expires_at=START + HOUR)
@@ -383,6 +383,7 @@ def test_accept_after_deadline_is_refused_and_expires(
     assert (after.status, after.slots_filled, after.version) == (S.EXPIRED, 1, b.version + 2)
     last = lifecycle.history("booking", b.id)[-1]
     assert (last.from_status, last.to_status, last.trigger) == (S.PARTIALLY_FILLED, S.EXPIRED, "expire")
+    assert (last.actor, last.reason) == ("system", "deadline passed before accept by t2")
     assert recorder.names() == ["BROADCAST_STATE_CHANGED", "BOOKING_EXPIRED"]
     assert recipients_of(recorder.events[0]) == {CUSTOMER}
     assert recipients_of(recorder.events[1]) == everyone("t1", "t2", "t3")
@@ -450,6 +451,49 @@ def test_expire_due_with_explicit_now(lifecycle: BroadcastLifecycle, clock: Manu
     assert lifecycle.expire_due(now=START + 2 * HOUR) == 1
     assert lifecycle.get("booking", due.id).status is S.EXPIRED
     assert lifecycle.get("booking", not_due.id).status is S.ACTIVE
+
+
+def test_sweep_after_clock_went_back_never_moves_time_back(
+    lifecycle: BroadcastLifecycle, recorder: EventRecorder, clock: ManualClock
+) -> None:
+    """A broadcast stamped after the sweep's time waits for a later sweep; a command expires it at once."""
+    waiting = lifecycle.create("booking", "c1", entity_id="late")
+    clock.advance(-HOUR)  # the clock goes back to 11:00; "late" stays stamped 12:00
+    lifecycle.start_broadcast("booking", "late", ["t1"])
+    lifecycle.activate("booking", "late", ttl=timedelta(minutes=30))  # deadline 11:30, stamped 12:00
+    other = open_booking(lifecycle, ttl=timedelta(minutes=30), transporters=("t2",))
+    clock.advance(timedelta(minutes=40))  # 11:40: both are past their deadline
+    assert lifecycle.get("booking", "late").state_changed_at == START == waiting.state_changed_at
+    assert lifecycle.expire_due() == 1
+    assert lifecycle.get("booking", other.id).status is S.EXPIRED
+    assert lifecycle.get("booking", "late").status is S.ACTIVE  # documented: stamped after now, it waits
+    error = refused(lambda: lifecycle.cancel("booking", "late"))
+    assert error.reason == f"expired at {(START - timedelta(minutes=30)).isoformat()}"
+    expired = lifecycle.get("booking", "late")
+    assert (expired.status, expired.state_changed_at) == (S.EXPIRED, START)
+    times = [h.at for h in lifecycle.history("booking", "late")]
+    assert times == sorted(times)
+
+
+def test_create_refuses_a_past_deadline(lifecycle: BroadcastLifecycle, recorder: EventRecorder) -> None:
+    """create() with expires_at not in the future is a bad argument and creates nothing."""
+    with pytest.raises(InvalidArgument, match="expires_at must be in the future"):
+        lifecycle.create("booking", "c1", expires_at=START)
+    assert recorder.events == []
+
+
+def test_sweep_never_stamps_before_the_last_change(lifecycle: BroadcastLifecycle, clock: ManualClock) -> None:
+    """expire_due(now=...) earlier than a broadcast's last change leaves it for a later sweep."""
+    b = lifecycle.create("booking", "c1")
+    lifecycle.start_broadcast("booking", b.id, ["t1"])
+    clock.advance(-timedelta(days=1))  # the clock went back: activation is stamped START, not a day earlier
+    lifecycle.activate("booking", b.id, ttl=HOUR)
+    clock.advance(timedelta(days=1))
+    assert lifecycle.expire_due(START - timedelta(minutes=1)) == 0
+    assert lifecycle.get("booking", b.id).status is S.ACTIVE
+    assert lifecycle.expire_due() == 1
+    after = lifecycle.get("booking", b.id)
+    assert (after.status, after.state_changed_at) == (S.EXPIRED, START)
 
 
 def test_clock_going_backwards_never_moves_state_changed_at_back(

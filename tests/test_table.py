@@ -70,7 +70,7 @@ def test_exactly_one_initial_state() -> None:
 
 def test_terminal_states_are_absorbing() -> None:
     """No row of the table, and no route, leaves completed, cancelled or expired."""
-    assert TERMINAL == {S.COMPLETED, S.CANCELLED, S.EXPIRED}
+    assert {S.COMPLETED, S.CANCELLED, S.EXPIRED} == TERMINAL
     for rule in RULES:
         assert not set(rule.sources) & TERMINAL, rule
     assert not [key for key in ROUTES if key[1] in TERMINAL]
@@ -195,7 +195,7 @@ def test_routes_cover_exactly_the_machine_transitions() -> None:
     assert {(r.trigger, s) for r in RULES for s in r.sources} == expected
 
 
-@pytest.mark.parametrize(("trigger", "status"), sorted(ROUTES, key=str), ids=lambda v: str(v))
+@pytest.mark.parametrize(("trigger", "status"), sorted(ROUTES, key=str), ids=str)
 def test_route_lands_where_the_machine_lands(trigger: Trigger, status: S) -> None:
     """For every branch outcome, decide() picks the state a real model on the machine moves to."""
     route: Route = ROUTES[(trigger, status)]
@@ -221,7 +221,7 @@ def test_route_lands_where_the_machine_lands(trigger: Trigger, status: S) -> Non
 _NEVER_FAILS = {(Trigger.START_TRIP, S.FULLY_FILLED, "trip_fill_policy")}
 
 
-@pytest.mark.parametrize(("trigger", "status"), sorted(ROUTES, key=str), ids=lambda v: str(v))
+@pytest.mark.parametrize(("trigger", "status"), sorted(ROUTES, key=str), ids=str)
 def test_each_failing_guard_stops_machine_and_decide(trigger: Trigger, status: S) -> None:
     """When exactly one guard is false the machine stays put and decide() refuses with that guard's reason."""
     grid = _grid(trigger, status)
@@ -245,7 +245,7 @@ def test_each_failing_guard_stops_machine_and_decide(trigger: Trigger, status: S
 
 @pytest.mark.parametrize("trigger", TABLE_TRIGGERS, ids=str)
 def test_triggers_not_in_table_raise_on_both(trigger: Trigger) -> None:
-    """Where the machine raises MachineError for a trigger, decide() raises InvalidTransition naming the allowed states."""
+    """Where the machine raises MachineError, decide() raises InvalidTransition naming the allowed states."""
     for status in S:
         if (trigger, status) in ROUTES:
             continue

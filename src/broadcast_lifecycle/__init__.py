@@ -1,6 +1,12 @@
-"""broadcast_lifecycle: a guarded, persisted, observable lifecycle for marketplace broadcasts."""
+"""broadcast_lifecycle: a guarded, persisted, observable lifecycle for marketplace broadcasts.
 
-from .bus import Delivery, Receiver, ReceiverFailure, SignalBus
+The core (states, table, guards, ``decide``, events, errors) is imported eagerly; the parts with
+I/O dependencies (bus, service, stores) load on first use, so ``import broadcast_lifecycle.states``
+pulls in neither blinker nor SQLAlchemy.
+"""
+
+from typing import TYPE_CHECKING, Any
+
 from .clock import Clock, utc_now
 from .decision import Decision, decide
 from .errors import (
@@ -9,6 +15,7 @@ from .errors import (
     ConcurrentUpdate,
     CorruptState,
     DuplicateBroadcast,
+    IdempotencyKeyReused,
     InvalidArgument,
     InvalidTransition,
     OpenBroadcastExists,
@@ -20,9 +27,32 @@ from .guards import CommandContext, Guard
 from .kinds import DEFAULT_KINDS, KindConfig
 from .lifecycle import Trigger
 from .records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
-from .service import BroadcastLifecycle
 from .states import CLOSED, OPEN, TERMINAL, BroadcastStatus
-from .stores import BroadcastStore, InMemoryStore
+
+if TYPE_CHECKING:
+    from .bus import Delivery, Receiver, ReceiverFailure, SignalBus
+    from .service import BroadcastLifecycle
+    from .stores import BroadcastStore, InMemoryStore
+
+_LAZY = {
+    "Delivery": ".bus",
+    "Receiver": ".bus",
+    "ReceiverFailure": ".bus",
+    "SignalBus": ".bus",
+    "BroadcastLifecycle": ".service",
+    "BroadcastStore": ".stores",
+    "InMemoryStore": ".stores",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __version__ = "0.1.0"
 
@@ -48,6 +78,7 @@ __all__ = [
     "EntityId",
     "Guard",
     "HistoryEntry",
+    "IdempotencyKeyReused",
     "InMemoryStore",
     "InvalidArgument",
     "InvalidTransition",

@@ -67,6 +67,8 @@ class BroadcastLifecycle:
 
     def add_guard(self, trigger: Trigger, guard: Guard) -> None:
         """Run ``guard`` after the built-in guards of ``trigger``; a reason it returns refuses."""
+        if Trigger(trigger) is Trigger.CREATE:
+            raise InvalidArgument("create has no snapshot to guard; validate before calling create()")
         self._guards[Trigger(trigger)].append(guard)
 
     def kind(self, name: str) -> KindConfig:
@@ -90,8 +92,11 @@ class BroadcastLifecycle:
         config = self.kind(kind)
         _require_id("customer_id", customer_id)
         _require_slots("slots", slots)
+        now = self._now()
+        if expires_at is not None and require_aware("expires_at", expires_at) <= now:
+            raise InvalidArgument(f"expires_at must be in the future, got {expires_at.isoformat()} (now {now})")
         new = NewBroadcast(
-            config, customer_id, slots, self._now(), entity_id,
+            config, customer_id, slots, now, entity_id,
             require_aware("expires_at", expires_at) if expires_at is not None else None,
             actor if actor is not None else customer_id, dict(metadata or {}), idempotency_key,
         )
@@ -113,10 +118,18 @@ class BroadcastLifecycle:
 
     def notify_more(self, kind: str, entity_id: EntityId, transporters: Sequence[str], *,
                     tx: object = None) -> BroadcastSnapshot:
-        """Add recipients while the broadcast is open (radius expansion); changes no state."""
+        """Add recipients while the broadcast is open (radius expansion); changes no state.
+
+        On an overdue broadcast it expires it instead and raises ``TransitionRefused("expired at ...")``.
+        """
         self.kind(kind)
-        snapshot = self.store.add_recipients(kind, entity_id, _require_transporters(transporters),
-                                             self._now(), OPEN, tx)
+        added = _require_transporters(transporters)
+        current = self.get(kind, entity_id, tx=tx)
+        if current.expires_at is not None and current.status in OPEN and current.expires_at <= self._now():
+            self._run(kind, entity_id, Trigger.EXPIRE, actor=SYSTEM_ACTOR, tx=tx)
+            raise TransitionRefused(kind, entity_id, current.status.value, "notify_more",
+                                    f"expired at {current.expires_at.isoformat()}")
+        snapshot = self.store.add_recipients(kind, entity_id, added, self._now(), OPEN, tx)
         if snapshot.status not in OPEN:
             raise InvalidTransition(kind, entity_id, snapshot.status.value, "notify_more", (s.value for s in OPEN))
         return snapshot
