@@ -200,11 +200,12 @@ class BroadcastLifecycle:
             raise InvalidArgument(f"batch_size must be at least 1, got {batch_size}")
         cutoff = require_aware("now", now) if now is not None else self._now()
         expired = 0
+        listening = self.bus.has_receivers()
         for kind in self._kinds.values():
             while True:
-                batch = self.store.expire_overdue(kind, cutoff, batch_size, SYSTEM_ACTOR)
+                batch = self.store.expire_overdue(kind, cutoff, batch_size, SYSTEM_ACTOR, listening)
                 expired += batch.count
-                if batch.count and self.bus.has_receivers():
+                if batch.count and listening:
                     deliver(self.store, self.bus, ((event, 0) for event in batch.load_events()), self.retry,
                             self._now)
                 if batch.count < batch_size:

@@ -119,7 +119,8 @@ class Committed:
 
 @dataclass(frozen=True, slots=True)
 class ExpiredBatch:
-    """Broadcasts one sweep step expired (committed); their events are built only when asked for."""
+    """Broadcasts one sweep step expired (committed); their events are built only when asked for
+    (empty when the sweep ran ``with_events=False``)."""
 
     count: int
     load_events: Callable[[], Sequence[BroadcastEvent]]
@@ -203,11 +204,14 @@ class BroadcastStore(Protocol):
         """The broadcast's audit rows in version order."""
         ...
 
-    def expire_overdue(self, kind: KindConfig, now: datetime, limit: int, actor: str) -> ExpiredBatch:
+    def expire_overdue(self, kind: KindConfig, now: datetime, limit: int, actor: str,
+                       with_events: bool = True) -> ExpiredBatch:
         """Expire up to ``limit`` overdue broadcasts of ``kind`` in one transaction, set-wise: status,
         ``state_changed_at = now``, version, history rows and outbox rows (state-changed to the
         customer, ``{KIND}_EXPIRED`` to everyone notified). Concurrent sweepers never expire a
         broadcast twice. Broadcasts stamped after ``now`` (a clock that went back) wait.
+        ``with_events=False`` lets a store skip reading the events back (nobody will dispatch them;
+        they stay in the outbox for the relay).
         """
         ...
 

@@ -143,7 +143,8 @@ class InMemoryStore:
             self._get((kind, entity_id))
             return tuple(self._history[(kind, entity_id)])
 
-    def expire_overdue(self, kind: KindConfig, now: datetime, limit: int, actor: str) -> ExpiredBatch:
+    def expire_overdue(self, kind: KindConfig, now: datetime, limit: int, actor: str,
+                       with_events: bool = True) -> ExpiredBatch:
         """See :meth:`BroadcastStore.expire_overdue`."""
         events: list[BroadcastEvent] = []
         count = 0

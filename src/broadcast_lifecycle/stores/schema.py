@@ -25,12 +25,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
+from ..lifecycle import Trigger, allowed_from
 from ..states import BroadcastStatus
 
 __all__ = [
     "STATUS_CHECK",
+    "EXPIRABLE_SQL",
     "BroadcastMixin",
     "broadcasts_table",
+    "due_index_ddl",
     "history_table",
     "idempotency_table",
     "library_metadata",
@@ -42,6 +45,15 @@ __all__ = [
 _STATES = ", ".join(f"'{s.value}'" for s in BroadcastStatus)
 STATUS_CHECK = f"status IN ({_STATES})"
 """The CHECK on every status column; adding a state means replacing this constraint (additive)."""
+
+EXPIRABLE_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(allowed_from(Trigger.EXPIRE))))
+"""The states a deadline can expire, as SQL: the sweeper's filter and its partial index share it."""
+
+
+def due_index_ddl(table: str, kind_column: bool = False) -> str:
+    """DDL for the partial index the sweeper reads: overdue candidates only, by deadline."""
+    columns = "kind, expires_at" if kind_column else "expires_at"
+    return f"CREATE INDEX IF NOT EXISTS ix_{table}_due ON {table} ({columns}) WHERE {EXPIRABLE_SQL}"
 
 _Tz = DateTime(timezone=True)
 
@@ -77,6 +89,7 @@ recipients_table = Table(
     Column("response", String(32)),
     Column("responded_at", _Tz),
     CheckConstraint("slots_held >= 0", name="ck_bl_recipients_slots_held"),
+    sqlite_with_rowid=False,
 )
 """Who was notified of which broadcast, and how many slots each holds."""
 
@@ -173,7 +186,7 @@ broadcasts_table = Table(
     Column("kind", String(32), nullable=False),
     *_broadcast_columns(),
     Index("ix_bl_broadcasts_customer", "kind", "customer_id"),
-    Index("ix_bl_broadcasts_due", "expires_at", postgresql_where=text("expires_at IS NOT NULL"),
-          sqlite_where=text("expires_at IS NOT NULL")),
+    Index("ix_bl_broadcasts_due", "kind", "expires_at", postgresql_where=text(EXPIRABLE_SQL),
+          sqlite_where=text(EXPIRABLE_SQL)),
 )
 """All kinds in one table, told apart by ``kind``."""

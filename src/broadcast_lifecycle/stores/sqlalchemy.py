@@ -37,6 +37,7 @@ from .after_commit import defer_until_commit
 from .base import AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast, OutboxEntry
 from .schema import (
     broadcasts_table,
+    due_index_ddl,
     history_table,
     idempotency_table,
     library_metadata,
@@ -96,6 +97,8 @@ class SQLAlchemyStore:
         with self._wrap_errors("create tables"), self.engine.begin() as conn:
             library_metadata.create_all(conn)
             standalone_metadata.create_all(conn)
+            for sql in self._tables.values():
+                conn.exec_driver_sql(due_index_ddl(sql.table.name))
             for kind in kinds:
                 if kind.one_open_per_customer:
                     conn.exec_driver_sql(self._open_customer_index_ddl(kind.name))
@@ -280,7 +283,8 @@ class SQLAlchemyStore:
             for row in rows
         )
 
-    def expire_overdue(self, kind: KindConfig, now: datetime, limit: int, actor: str) -> ExpiredBatch:
+    def expire_overdue(self, kind: KindConfig, now: datetime, limit: int, actor: str,
+                       with_events: bool = True) -> ExpiredBatch:
         """See :meth:`BroadcastStore.expire_overdue`."""
         sql = self._entity(kind.name)
         sweep = self._sweeps.get(sql.table.name)
@@ -288,17 +292,18 @@ class SQLAlchemyStore:
             sweep = self._sweeps[sql.table.name] = SweepSql(sql, self.engine.dialect, history_table,
                                                             recipients_table, outbox_table)
         params = {
-            "kind": kind.name, "now": sql.time.bind(now), "limit": limit, "actor": actor,
+            "kind": kind.name, "now": sql.time.bind(now), "now_ms": int(now.timestamp() * 1000), "limit": limit,
+            "actor": actor,
             "reason": "deadline passed", "id_field": kind.id_field,
             "changed_name": kind.event_name(Topic.STATE_CHANGED), "expired_name": kind.event_name(Topic.EXPIRED),
         }
         with self._cursor(None, write=True, single=True) as cur:
-            rows = sweep.run(cur, params)
+            count, rows = sweep.run(cur, params, with_events)
 
         def load_events() -> list[BroadcastEvent]:
             return [self._event(kind.name, kind.id_field, *row) for row in rows]
 
-        return ExpiredBatch(len(rows) // 2, load_events)
+        return ExpiredBatch(count, load_events)
 
     def pending_events(self, limit: int, created_before: datetime | None = None) -> Sequence[OutboxEntry]:
         """See :meth:`BroadcastStore.pending_events`."""
