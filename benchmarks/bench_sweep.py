@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -56,7 +56,7 @@ def _sweep(store: SQLAlchemyStore, batch_size: int) -> float:
     return elapsed
 
 
-def _run(label: str, make_url: callable[[str], str], target: float) -> None:  # type: ignore[valid-type]
+def _run(label: str, make_url: Callable[[str], str], target: float) -> None:
     for batch_size in BATCH_SIZES:
         store = SQLAlchemyStore.from_url(make_url(f"sweep_{batch_size}"))
         store.create_all()
