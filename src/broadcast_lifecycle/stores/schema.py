@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from ..lifecycle import Trigger, allowed_from
-from ..states import BroadcastStatus
+from ..states import CLOSED, BroadcastStatus
 
 __all__ = [
     "STATUS_CHECK",
@@ -34,6 +34,7 @@ __all__ = [
     "BroadcastMixin",
     "broadcasts_table",
     "due_index_ddl",
+    "open_customer_index_ddl",
     "history_table",
     "idempotency_table",
     "library_metadata",
@@ -54,6 +55,15 @@ def due_index_ddl(table: str, kind_column: bool = False) -> str:
     """DDL for the partial index the sweeper reads: overdue candidates only, by deadline."""
     columns = "kind, expires_at" if kind_column else "expires_at"
     return f"CREATE INDEX IF NOT EXISTS ix_{table}_due ON {table} ({columns}) WHERE {EXPIRABLE_SQL}"
+
+
+def open_customer_index_ddl(table: str, kind: str, scoped: bool = False) -> str:
+    """DDL for the one-open-broadcast-per-customer policy: a partial unique index over the states
+    that are not closed yet (``scoped`` adds ``kind = ...`` for the shared standalone table)."""
+    states = ", ".join(f"'{s.value}'" for s in BroadcastStatus if s not in CLOSED)
+    scope = f" AND kind = '{kind}'" if scoped else ""
+    return (f"CREATE UNIQUE INDEX IF NOT EXISTS uq_{table}_{kind}_open_customer "
+            f"ON {table} (customer_id) WHERE status IN ({states}){scope}")
 
 _Tz = DateTime(timezone=True)
 

@@ -9,15 +9,12 @@ only when that session commits.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, insert, or_, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, Table, create_engine, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from ..errors import (
     BroadcastNotFound,
@@ -28,23 +25,24 @@ from ..errors import (
     OpenBroadcastExists,
     StoreError,
 )
-from ..events import BroadcastEvent, Recipient, Topic
+from ..events import BroadcastEvent, Topic
 from ..kinds import DEFAULT_KINDS, KindConfig
-from ..lifecycle import Trigger, allowed_from
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
-from ..states import CLOSED, BroadcastStatus
-from .after_commit import defer_until_commit
-from .base import AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast, OutboxEntry
+from ..states import BroadcastStatus
+from .base import AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast
 from .schema import (
     broadcasts_table,
     due_index_ddl,
     history_table,
     idempotency_table,
     library_metadata,
+    open_customer_index_ddl,
     outbox_table,
     recipients_table,
     standalone_metadata,
 )
+from .sql_outbox import SqlOutbox
+from .sql_plumbing import utc
 from .sql_sweep import SweepSql
 from .sql_text import EntitySql, LibrarySql, dumps, event_params, pg_single_statement
 from .sqlite_setup import configure_sqlite
@@ -52,15 +50,13 @@ from .sqlite_setup import configure_sqlite
 __all__ = ["SQLAlchemyStore"]
 
 _STATUSES = [s.value for s in BroadcastStatus]
-_EXPIRABLE = sorted(s.value for s in allowed_from(Trigger.EXPIRE))
-_PENDING = sorted(s.value for s in BroadcastStatus if s not in CLOSED)
 
 
 class _LostRace(Exception):
     """Internal: the compare-and-set matched no row; roll back and report ``None``."""
 
 
-class SQLAlchemyStore:
+class SQLAlchemyStore(SqlOutbox):
     """A :class:`~broadcast_lifecycle.stores.base.BroadcastStore` on a SQLAlchemy ``Engine``.
 
     ``models`` maps a kind to the host's mapped class (or ``Table``) that carries
@@ -101,14 +97,9 @@ class SQLAlchemyStore:
                 conn.exec_driver_sql(due_index_ddl(sql.table.name))
             for kind in kinds:
                 if kind.one_open_per_customer:
-                    conn.exec_driver_sql(self._open_customer_index_ddl(kind.name))
-
-    def _open_customer_index_ddl(self, kind: str) -> str:
-        sql = self._entity(kind)
-        states = ", ".join(f"'{s}'" for s in _PENDING)
-        scope = f" AND kind = '{kind}'" if sql.table is broadcasts_table else ""
-        return (f"CREATE UNIQUE INDEX IF NOT EXISTS uq_{sql.table.name}_{kind}_open_customer "
-                f"ON {sql.table.name} (customer_id) WHERE status IN ({states}){scope}")
+                    sql = self._entity(kind.name)
+                    conn.exec_driver_sql(open_customer_index_ddl(sql.table.name, kind.name,
+                                                                 scoped=sql.table is broadcasts_table))
 
     # -- commands --------------------------------------------------------------------------
 
@@ -266,7 +257,7 @@ class SQLAlchemyStore:
                  .where(r.kind == kind, r.entity_id == str(entity_id)).order_by(r.notified_at, r.transporter_id))
         with self._core(tx) as conn:
             rows = conn.execute(query).all()
-        return tuple(RecipientRecord(row[0], _utc(row[1]), row[2], row[3]) for row in rows)
+        return tuple(RecipientRecord(row[0], utc(row[1]), row[2], row[3]) for row in rows)
 
     def history(self, kind: str, entity_id: EntityId, tx: object = None) -> tuple[HistoryEntry, ...]:
         """See :meth:`BroadcastStore.history`."""
@@ -279,7 +270,7 @@ class SQLAlchemyStore:
             HistoryEntry(kind, entity_id,
                          self._status(history_table, entity_id, row["from_status"]) if row["from_status"] else None,
                          self._status(history_table, entity_id, row["to_status"]), row["trigger"], row["actor"],
-                         row["reason"], _utc(row["at"]), row["version"], dict(row["meta"] or {}))
+                         row["reason"], utc(row["at"]), row["version"], dict(row["meta"] or {}))
             for row in rows
         )
 
@@ -305,80 +296,7 @@ class SQLAlchemyStore:
 
         return ExpiredBatch(count, load_events)
 
-    def pending_events(self, limit: int, created_before: datetime | None = None) -> Sequence[OutboxEntry]:
-        """See :meth:`BroadcastStore.pending_events`."""
-        o = outbox_table.c
-        query = select(outbox_table).where(o.delivered_at.is_(None), o.dead_at.is_(None))
-        if created_before is not None:
-            query = query.where(o.created_at < created_before)
-        with self._core(None) as conn:
-            rows = conn.execute(query.order_by(o.created_at).limit(limit)).mappings().all()
-        return [self._entry(row) for row in rows]
-
-    def claim_events(self, now: datetime, limit: int, created_before: datetime,
-                     lease_until: datetime) -> Sequence[OutboxEntry]:
-        """See :meth:`BroadcastStore.claim_events`. PostgreSQL skips rows another relay has locked."""
-        o = outbox_table.c
-        due = (select(o.event_id)
-               .where(o.delivered_at.is_(None), o.dead_at.is_(None), o.created_at < created_before,
-                      or_(o.next_attempt_at.is_(None), o.next_attempt_at <= now))
-               .order_by(o.created_at).limit(limit).with_for_update(skip_locked=True))
-        claim = (update(outbox_table).where(o.event_id.in_(due.scalar_subquery()))
-                 .values(next_attempt_at=lease_until).returning(outbox_table))
-        with self._core(None) as conn:
-            rows = conn.execute(claim).mappings().all()
-        return sorted((self._entry(row) for row in rows), key=lambda e: e.created_at)
-
-    def mark_delivered(self, event_ids: Sequence[str], at: datetime) -> None:
-        """See :meth:`BroadcastStore.mark_delivered`."""
-        params = [{"event_id": event_id, "at": self._lib.time.bind(at)} for event_id in event_ids]
-        with self._cursor(None, write=True, single=len(params) == 1) as cur:
-            cur.executemany(self._lib.mark_delivered, params)
-
-    def record_failure(self, event_id: str, error: str, at: datetime, retry_at: datetime | None) -> None:
-        """See :meth:`BroadcastStore.record_failure`."""
-        o = outbox_table.c
-        values: dict[str, Any] = {"attempts": o.attempts + 1, "last_error": error[:4000], "next_attempt_at": retry_at}
-        if retry_at is None:
-            values["dead_at"] = at
-        with self._core(None) as conn:
-            conn.execute(update(outbox_table).where(o.event_id == event_id).values(values))
-
-    def dead_events(self, limit: int) -> Sequence[OutboxEntry]:
-        """See :meth:`BroadcastStore.dead_events`."""
-        o = outbox_table.c
-        query = select(outbox_table).where(o.dead_at.is_not(None)).order_by(o.dead_at.desc()).limit(limit)
-        with self._core(None) as conn:
-            rows = conn.execute(query).mappings().all()
-        return [self._entry(row) for row in rows]
-
-    def _entry(self, row: Mapping[str, Any]) -> OutboxEntry:
-        event = self._event(row["kind"], row["id_field"], row["event_id"], row["name"], row["topic"],
-                            row["entity_id"], row["status"], row["previous_status"], row["state_changed_at"],
-                            row["version"], row["slots_filled"], row["slots_requested"], row["recipients"])
-        return OutboxEntry(event, _utc(row["created_at"]), row["attempts"], row["last_error"],
-                           _utc(row["next_attempt_at"]) if row["next_attempt_at"] else None,
-                           _utc(row["dead_at"]) if row["dead_at"] else None)
-
     # -- plumbing --------------------------------------------------------------------------
-
-    def _event(self, kind: str, id_field: str, event_id: str, name: str, topic: str, key: str, status: str,
-               previous: str | None, changed_at: Any, version: int, filled: int, requested: int,
-               recipients: Any) -> BroadcastEvent:
-        """An event rebuilt from an outbox row (as Core or the raw driver returned it)."""
-        sql = self._entity(kind)
-        id_type = sql.pk.type.python_type
-        if isinstance(recipients, str):
-            recipients = json.loads(recipients)
-        return BroadcastEvent(
-            event_id=event_id, name=name, topic=Topic(topic), kind=kind, id_field=id_field,
-            entity_id=key if id_type is str else id_type(key),
-            recipients=tuple(Recipient(role, rid) for role, rid in recipients),
-            status=BroadcastStatus(status), previous_status=BroadcastStatus(previous) if previous else None,
-            state_changed_at=_utc(changed_at) if isinstance(changed_at, datetime)
-            else sql.time.result(changed_at),  # type: ignore[arg-type]
-            version=version, slots_filled=filled, slots_requested=requested,
-        )
 
     def _entity(self, kind: str) -> EntitySql:
         return self._tables.get(kind, self._standalone)
@@ -400,81 +318,12 @@ class SQLAlchemyStore:
         except ValueError:
             raise CorruptState(table.name, entity_id, value, _STATUSES) from None
 
-    def _committed(self, committed: Committed, after_commit: AfterCommit, tx: object) -> Committed:
-        if tx is None:
-            after_commit(committed)
-        else:
-            defer_until_commit(_session(tx), after_commit, committed)
-        return committed
-
-    @contextmanager
-    def _cursor(self, tx: object, write: bool, single: bool = False) -> Iterator[Any]:
-        """A DBAPI cursor: in the host's transaction, or in a transaction of our own for writes.
-
-        ``single`` marks one self-contained write statement: PostgreSQL runs it in autocommit,
-        which is atomic and saves the BEGIN and COMMIT round trips.
-        """
-        with self._wrap_errors("write" if write else "read"):
-            if tx is not None:
-                yield _session(tx).connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-                return
-            fairy = self.engine.raw_connection()
-            raw: Any = fairy.driver_connection
-            try:
-                if self._pg:
-                    raw.autocommit = True
-                cur = raw.cursor()
-                if not write or (single and self._pg):
-                    yield cur
-                    return
-                cur.execute("BEGIN" if self._pg else "BEGIN IMMEDIATE")
-                try:
-                    yield cur
-                except BaseException:
-                    cur.execute("ROLLBACK")
-                    raise
-                cur.execute("COMMIT")
-            finally:
-                if self._pg:
-                    raw.autocommit = False
-                fairy.close()
-
-    @contextmanager
-    def _core(self, tx: object) -> Iterator[Any]:
-        with self._wrap_errors("query"):
-            if tx is not None:
-                yield _session(tx).connection()
-            else:
-                with self.engine.begin() as conn:
-                    yield conn
-
-    @contextmanager
-    def _wrap_errors(self, what: str) -> Iterator[None]:
-        dbapi_error = self.engine.dialect.loaded_dbapi.Error
-        try:
-            yield
-        except (DBAPIError, dbapi_error) as exc:
-            cause = exc.orig if isinstance(exc, DBAPIError) else exc
-            if "bl_idempotency" in str(cause):
-                raise IdempotencyKeyReused("(this command's key)", "is already recorded") from exc
-            raise StoreError(f"could not {what}: {cause}") from exc
-
-
-def _session(tx: object) -> Session:
-    if not isinstance(tx, Session):
-        raise InvalidArgument(f"tx must be a sqlalchemy.orm.Session, got {type(tx).__name__}")
-    return tx
-
 
 def _table_of(model: Any) -> Table:
     table = model if isinstance(model, Table) else getattr(model, "__table__", None)
     if not isinstance(table, Table):
         raise InvalidArgument(f"{model!r} is neither a mapped class nor a Table")
     return table
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def _history_row(entry: HistoryEntry) -> dict[str, Any]:
