@@ -113,7 +113,7 @@ def test_corrupt_status_names_table_id_and_value(database_url: str) -> None:
         if engine.dialect.name == "sqlite":
             conn.exec_driver_sql("PRAGMA ignore_check_constraints = ON")
         else:
-            conn.exec_driver_sql("ALTER TABLE bookings DROP CONSTRAINT bookings_status_check")
+            conn.exec_driver_sql("ALTER TABLE bookings DROP CONSTRAINT ck_bookings_status")
         conn.execute(text("UPDATE bookings SET status = 'teleported' WHERE id = :id"), {"id": snap.id})
     with pytest.raises(CorruptState) as info:
         lc.accept("booking", snap.id, "t1")

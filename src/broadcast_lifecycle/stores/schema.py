@@ -148,26 +148,48 @@ idempotency_table = Table(
 """Idempotency keys and the first outcome of the command that used each."""
 
 
+def _table_name(cls: object) -> str:
+    """The mapped class's table name, for naming its constraints (declared_attr passes the class)."""
+    name = getattr(cls, "__tablename__", None)
+    if not isinstance(name, str):
+        raise TypeError(f"{getattr(cls, '__name__', cls)} uses BroadcastMixin without a string __tablename__")
+    return name
+
+
 class BroadcastMixin:
     """The lifecycle columns for a host model: ``class Booking(Base, BroadcastMixin)``.
 
-    A host that already maps ``customer_id`` keeps its own column (it must hold a string id).
+    A host that already maps ``customer_id`` keeps its own column (it must hold a string id). The
+    CHECK constraints are named ``ck_<table>_status``, ``ck_<table>_slots_requested`` and
+    ``ck_<table>_slots_filled`` so a migration can replace them (adding a state) and Alembic's batch
+    mode on SQLite keeps them.
     """
 
     @declared_attr
     def customer_id(cls) -> Mapped[str]:
         return mapped_column(String(128), nullable=False, index=True)
 
-    status: Mapped[str] = mapped_column(
-        String(32), CheckConstraint(STATUS_CHECK), nullable=False, default=BroadcastStatus.CREATED.value
-    )
+    @declared_attr
+    def status(cls) -> Mapped[str]:
+        return mapped_column(String(32), CheckConstraint(STATUS_CHECK, name=f"ck_{_table_name(cls)}_status"),
+                             nullable=False, default=BroadcastStatus.CREATED.value)
+
     state_changed_at: Mapped[datetime] = mapped_column(_Tz, nullable=False)
     created_at: Mapped[datetime] = mapped_column(_Tz, nullable=False)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
-    slots_requested: Mapped[int] = mapped_column(Integer, CheckConstraint("slots_requested >= 1"), nullable=False)
-    slots_filled: Mapped[int] = mapped_column(
-        Integer, CheckConstraint("slots_filled >= 0 AND slots_filled <= slots_requested"), nullable=False, default=0
-    )
+
+    @declared_attr
+    def slots_requested(cls) -> Mapped[int]:
+        return mapped_column(Integer, CheckConstraint("slots_requested >= 1",
+                                                      name=f"ck_{_table_name(cls)}_slots_requested"),
+                             nullable=False)
+
+    @declared_attr
+    def slots_filled(cls) -> Mapped[int]:
+        return mapped_column(Integer, CheckConstraint("slots_filled >= 0 AND slots_filled <= slots_requested",
+                                                      name=f"ck_{_table_name(cls)}_slots_filled"),
+                             nullable=False, default=0)
+
     expires_at: Mapped[datetime | None] = mapped_column(_Tz, nullable=True)
 
 
@@ -177,15 +199,16 @@ standalone_metadata = MetaData()
 
 def _broadcast_columns() -> list[Any]:
     return [
-        Column("status", String(32), CheckConstraint(STATUS_CHECK), nullable=False),
+        Column("status", String(32), CheckConstraint(STATUS_CHECK, name="ck_bl_broadcasts_status"), nullable=False),
         Column("customer_id", String(128), nullable=False),
         Column("state_changed_at", _Tz, nullable=False),
         Column("created_at", _Tz, nullable=False),
         Column("version", Integer, nullable=False),
-        Column("slots_requested", Integer, CheckConstraint("slots_requested >= 1"), nullable=False),
+        Column("slots_requested", Integer,
+               CheckConstraint("slots_requested >= 1", name="ck_bl_broadcasts_slots_requested"), nullable=False),
         Column("slots_filled", Integer, nullable=False),
         Column("expires_at", _Tz),
-        CheckConstraint("slots_filled >= 0 AND slots_filled <= slots_requested", name="ck_bl_broadcasts_fill"),
+        CheckConstraint("slots_filled >= 0 AND slots_filled <= slots_requested", name="ck_bl_broadcasts_slots_filled"),
     ]
 
 

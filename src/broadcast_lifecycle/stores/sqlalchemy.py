@@ -87,12 +87,15 @@ class SQLAlchemyStore(SqlOutbox):
         return cls(create_engine(url, **engine_options), models)
 
     def create_all(self, kinds: Iterable[KindConfig] = DEFAULT_KINDS) -> None:
-        """Create the library's tables, the standalone table, and the one-open-per-customer indexes
-        of the ``kinds`` that ask for them. Host model tables must exist already (the host creates them).
+        """Create the library's tables, the standalone table (if a kind is not on a host model), the
+        sweeper's partial index on host tables and the one-open-per-customer indexes of the ``kinds``
+        that ask for them. Host model tables must exist already (the host creates them).
         """
         with self._wrap_errors("create tables"), self.engine.begin() as conn:
+            kinds = tuple(kinds)
             library_metadata.create_all(conn)
-            standalone_metadata.create_all(conn)
+            if any(kind.name not in self._tables for kind in kinds):
+                standalone_metadata.create_all(conn)
             for sql in self._tables.values():
                 conn.exec_driver_sql(due_index_ddl(sql.table.name))
             for kind in kinds:
