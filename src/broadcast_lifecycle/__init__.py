@@ -30,11 +30,12 @@ from .records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
 from .states import CLOSED, OPEN, TERMINAL, BroadcastStatus
 
 if TYPE_CHECKING:
-    from .bus import Delivery, Receiver, ReceiverFailure, SignalBus
+    from .bus import Deduplicator, Delivery, Receiver, ReceiverFailure, SignalBus
     from .service import BroadcastLifecycle
     from .stores import BroadcastStore, InMemoryStore
 
 _LAZY = {
+    "Deduplicator": ".bus",
     "Delivery": ".bus",
     "Receiver": ".bus",
     "ReceiverFailure": ".bus",
@@ -73,6 +74,7 @@ __all__ = [
     "ConcurrentUpdate",
     "CorruptState",
     "Decision",
+    "Deduplicator",
     "Delivery",
     "DuplicateBroadcast",
     "EntityId",

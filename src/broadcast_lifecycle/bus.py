@@ -16,7 +16,7 @@ from blinker import ANY, Namespace
 
 from .events import BroadcastEvent
 
-__all__ = ["Delivery", "Receiver", "ReceiverFailure", "SignalBus"]
+__all__ = ["Deduplicator", "Delivery", "Receiver", "ReceiverFailure", "SignalBus"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,3 +90,78 @@ class SignalBus:
                     logger.exception("receiver %s failed on %s %s", label, event.name, event.event_id)
                     failures.append(ReceiverFailure(label, exc))
         return Delivery(event, count, tuple(failures))
+
+
+class Deduplicator:
+    """Wraps a receiver so that it handles each ``event_id`` once, however often it is delivered.
+
+    Delivery is at least once (a relay may deliver an event again after a crash or a failed
+    receiver); wrap a receiver whose effect must not repeat. By default the ids seen are kept in
+    memory, in a thread-safe LRU of ``capacity`` ids: that de-duplicates within one process. For
+    de-duplication across processes and restarts pass ``claim``, a persistent check-and-set that
+    returns True only the first time it sees an id (Redis ``SET key 1 NX EX ...``, an INSERT into a
+    table with a unique key), and ``release`` to undo a claim when the receiver fails, so that the
+    retry reaches it. Without ``release``, an event whose receiver failed after the claim is never
+    handled by this receiver again.
+
+    An id is claimed before the receiver runs, so two concurrent deliveries of one event never
+    both reach it; when the receiver raises, the claim is released and the error propagates (the
+    outbox then retries the event).
+    """
+
+    def __init__(self, receiver: Receiver, *, capacity: int = 100_000,
+                 claim: Callable[[str], bool] | None = None,
+                 release: Callable[[str], None] | None = None) -> None:
+        from .errors import InvalidArgument
+
+        if capacity < 1:
+            raise InvalidArgument(f"capacity must be at least 1, got {capacity}")
+        if release is not None and claim is None:
+            raise InvalidArgument("release is only meaningful with claim")
+        self.receiver = receiver
+        self.capacity = capacity
+        self._claim = claim
+        self._release = release
+        self._seen: dict[str, None] = {}  # insertion-ordered: the oldest id comes first
+        self._lock = threading.Lock()
+        self.dropped = 0
+        """How many deliveries were dropped as repeats."""
+
+    def __call__(self, event: BroadcastEvent) -> None:
+        """Pass ``event`` to the receiver unless its ``event_id`` was seen before."""
+        if not self.claim(event.event_id):
+            with self._lock:
+                self.dropped += 1
+            logger.debug("dropped repeated event %s %s", event.name, event.event_id)
+            return
+        try:
+            self.receiver(event)
+        except BaseException:
+            self.forget(event.event_id)
+            raise
+
+    def __repr__(self) -> str:
+        return f"Deduplicator({getattr(self.receiver, '__qualname__', repr(self.receiver))})"
+
+    def claim(self, event_id: str) -> bool:
+        """True the first time ``event_id`` is claimed (and records it), False afterwards."""
+        if self._claim is not None:
+            return self._claim(event_id)
+        with self._lock:
+            if event_id in self._seen:
+                del self._seen[event_id]  # re-insert: the most recently seen ids are kept longest
+                self._seen[event_id] = None
+                return False
+            self._seen[event_id] = None
+            if len(self._seen) > self.capacity:
+                del self._seen[next(iter(self._seen))]
+            return True
+
+    def forget(self, event_id: str) -> None:
+        """Undo the claim of ``event_id`` (its next delivery reaches the receiver again)."""
+        if self._claim is not None:
+            if self._release is not None:
+                self._release(event_id)
+            return
+        with self._lock:
+            self._seen.pop(event_id, None)

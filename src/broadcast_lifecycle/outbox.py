@@ -43,7 +43,10 @@ class RetryPolicy:
         """When to try again after ``attempts`` failed attempts; ``None`` once they are used up."""
         if attempts >= self.max_attempts:
             return None
-        delay = min(self.first_delay * self.factor ** (attempts - 1), self.max_delay)
+        try:
+            delay = min(self.first_delay * self.factor ** (attempts - 1), self.max_delay)
+        except OverflowError:  # a long policy: the growth passed what timedelta can hold, long after the cap
+            delay = self.max_delay
         return now + delay
 
 
@@ -104,6 +107,10 @@ class OutboxRelay:
                  lease: timedelta = timedelta(minutes=2), batch_size: int = 200) -> None:
         if batch_size < 1:
             raise InvalidArgument(f"batch_size must be at least 1, got {batch_size}")
+        if lease <= timedelta(0):
+            raise InvalidArgument(f"lease must be positive (it keeps other relays off a claimed event), got {lease}")
+        if grace < timedelta(0):
+            raise InvalidArgument(f"grace must not be negative, got {grace}")
         self.store = store
         self.bus = bus
         self.policy = policy or RetryPolicy()
