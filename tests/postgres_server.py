@@ -7,6 +7,7 @@ Unix socket in that directory, tuned for speed rather than durability.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import pwd
 import re
@@ -157,7 +158,8 @@ class PostgresServer:
             )
             if res.returncode == 0:
                 return
-            time.sleep(0.05)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=0.05)  # paces the poll, and ends it at once if postgres dies
         raise PostgresServerError(
             f"postgres not ready after {self.start_timeout}s\n{self.log_tail()}")
 
