@@ -103,6 +103,12 @@ def test_broken_table_terminal_with_exit_is_reported() -> None:
     assert any("terminal state expired" in p and "active" in p for p in problems), problems
 
 
+def test_broken_table_branches_with_different_guards_are_reported() -> None:
+    """Branches of one trigger from one state must share their guards; a table that differs is reported."""
+    odd = Rule(Trigger.ACCEPT, (S.ACTIVE,), S.FULLY_FILLED, guards=("slots_available",), when="fills_all")
+    assert table_problems((*RULES, odd)) == ["accept from active has branches with different guards"]
+
+
 def test_broken_table_unreachable_state_is_reported() -> None:
     """Dropping the only row into in_progress reports in_progress (and completed) as unreachable."""
     broken = tuple(rule for rule in RULES if rule.trigger is not Trigger.START_TRIP)

@@ -189,10 +189,15 @@ def table_problems(rules: Iterable[Rule] = RULES, initial: S = INITIAL) -> list[
     """
     rules = tuple(rules)
     edges: dict[S, set[S]] = {state: set() for state in S}
+    guards: dict[tuple[Trigger, S], tuple[str, ...]] = {}
+    problems: list[str] = []
     for rule in rules:
         for source in rule.sources:
             edges[source].add(rule.dest)
-    problems = [
+            # Branches of one trigger share their guards: the decision checks them before it picks one.
+            if guards.setdefault((rule.trigger, source), rule.guards) != rule.guards:
+                problems.append(f"{rule.trigger} from {source} has branches with different guards")
+    problems += [
         f"terminal state {state} has a transition out (to {', '.join(sorted(edges[state]))})"
         for state in S
         if state.is_terminal and edges[state]
