@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import bench_core
+import bench_sql
 import bench_sweep
 
 import broadcast_lifecycle
@@ -21,6 +22,7 @@ Section = tuple[str, Callable[[], None]]
 SECTIONS: list[Section] = [
     ("core: decide() vs dict lookup vs transitions; memory per broadcast", bench_core.main),
     ("sweep: 50,000 overdue among 100,000 on SQLite and PostgreSQL", bench_sweep.main),
+    ("sql: us per transition vs raw sqlite3 and psycopg; PostgreSQL hot row (16 threads, 5 slots)", bench_sql.main),
 ]
 """Every section, in the order they run."""
 
