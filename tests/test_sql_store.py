@@ -16,6 +16,8 @@ from broadcast_lifecycle import (
     BroadcastStatus,
     CorruptState,
     StoreError,
+    TransitionRefused,
+    Trigger,
 )
 from broadcast_lifecycle.stores.schema import BroadcastMixin
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
@@ -181,3 +183,41 @@ def test_host_transaction_rollback_leaves_nothing(database_url: str) -> None:
         session.add(AuditNote(note="kept"))
         session.commit()
     assert len(recorder.events) == before
+
+
+def test_accept_paths_write_the_same_records(database_url: str) -> None:
+    """An accept taken in place (PostgreSQL) and one through load-decide-write leave identical records."""
+    _, lc, recorder, clock = _setup(database_url)
+    slow = BroadcastLifecycle(lc.store, clock=clock)
+    slow.add_guard(Trigger.ACCEPT, lambda snapshot, ctx: None)  # any host guard forces the general path
+    slow.bus.connect(recorder)
+    records = []
+    for lifecycle in (lc, slow):
+        entity_id = lifecycle.create("booking", "c1", 3).id
+        lifecycle.start_broadcast("booking", entity_id, ["t1", "t2"])
+        lifecycle.activate("booking", entity_id, ttl=timedelta(minutes=10))
+        recorder.clear()
+        clock.advance(timedelta(seconds=1))
+        first = lifecycle.accept("booking", entity_id, "t1")
+        second = lifecycle.accept("booking", entity_id, "t1")
+        history = [(h.from_status, h.to_status, h.trigger, h.actor, h.version, h.at == clock.now)
+                   for h in lifecycle.history("booking", entity_id)[-2:]]
+        events = [{k: v for k, v in e.payload().items() if k not in ("eventId", "bookingId", "stateChangedAt")}
+                  | {"to": e.recipients, "at_now": e.state_changed_at == clock.now} for e in recorder.events]
+        holdings = {r.transporter_id: (r.slots_held, r.response) for r in lifecycle.recipients("booking", entity_id)}
+        records.append((first.status, second.slots_filled, second.version, history, events, holdings))
+    assert records[0] == records[1]
+    assert records[0][3][0][:2] == (BroadcastStatus.ACTIVE, BroadcastStatus.PARTIALLY_FILLED)
+
+
+def test_overdue_accept_still_expires_on_the_spot(database_url: str) -> None:
+    """An accept after the deadline is refused with 'expired at' and expires the broadcast, whatever the path."""
+    _, lc, recorder, clock = _setup(database_url)
+    entity_id = lc.create("booking", "c1", 3).id
+    lc.start_broadcast("booking", entity_id, ["t1"])
+    lc.activate("booking", entity_id, ttl=timedelta(minutes=10))
+    clock.advance(timedelta(minutes=11))
+    with pytest.raises(TransitionRefused, match="expired at"):
+        lc.accept("booking", entity_id, "t1")
+    assert lc.get("booking", entity_id).status is BroadcastStatus.EXPIRED
+    assert recorder.names()[-1] == "BOOKING_EXPIRED"

@@ -24,7 +24,7 @@ from .lifecycle import Trigger
 from .outbox import OutboxRelay, RetryPolicy, deliver
 from .records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
 from .states import OPEN
-from .stores.base import BroadcastStore, Change, Committed, NewBroadcast
+from .stores.base import AcceptsInPlace, BroadcastStore, Change, Committed, NewBroadcast
 from .stores.memory import InMemoryStore
 
 __all__ = ["BroadcastLifecycle"]
@@ -239,6 +239,12 @@ class BroadcastLifecycle:
         ttl: timedelta | None = None, now: datetime | None = None, idempotency_key: str | None = None,
     ) -> BroadcastSnapshot:
         config = self.kind(kind)
+        if (trigger is Trigger.ACCEPT and transporter_id is not None and tx is None and idempotency_key is None
+                and not self._guards.get(trigger) and isinstance(self.store, AcceptsInPlace)):
+            # The hot path: guards in the write itself, no read and no lost race (see AcceptsInPlace).
+            done = self.store.accept_in_place(config, entity_id, transporter_id, slots, self._now(), self._announce)
+            if done is not None:
+                return done.snapshot
         for _ in range(self._max_attempts):
             if idempotency_key is not None and (
                     first := self._recall(idempotency_key, kind, entity_id, trigger.value, tx)):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..decision import Decision
 from ..events import BroadcastEvent, Topic, build_events
@@ -20,6 +20,7 @@ from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutco
 from ..states import BroadcastStatus
 
 __all__ = [
+    "AcceptsInPlace",
     "AfterCommit",
     "BroadcastStore",
     "Change",
@@ -152,6 +153,22 @@ class OutboxEntry:
     last_error: str | None = None
     next_attempt_at: datetime | None = None
     dead_at: datetime | None = None
+
+
+@runtime_checkable
+class AcceptsInPlace(Protocol):
+    """An optional store capability: accept without reading first, guards checked in the write.
+
+    ``accept_in_place`` applies an accept that leaves slots open (the broadcast is active or
+    partially filled, not overdue, the transporter was notified, and slots stay open afterwards)
+    atomically, with its history and outbox rows, and returns what it committed. It returns
+    ``None``, writing nothing, in every other case; the lifecycle then takes the general path.
+    """
+
+    def accept_in_place(self, kind: KindConfig, entity_id: EntityId, transporter_id: str, slots: int,
+                        at: datetime, after_commit: AfterCommit) -> Committed | None:
+        """Apply the accept in place, or return ``None`` to decline."""
+        ...
 
 
 class BroadcastStore(Protocol):

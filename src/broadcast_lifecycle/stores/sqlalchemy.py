@@ -9,6 +9,7 @@ only when that session commits.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -25,7 +26,7 @@ from ..errors import (
     OpenBroadcastExists,
     StoreError,
 )
-from ..events import BroadcastEvent, Topic
+from ..events import BroadcastEvent, Recipient, Topic
 from ..kinds import DEFAULT_KINDS, KindConfig
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import BroadcastStatus
@@ -44,7 +45,7 @@ from .schema import (
 from .sql_outbox import SqlOutbox
 from .sql_plumbing import utc
 from .sql_sweep import SweepSql
-from .sql_text import EntitySql, LibrarySql, dumps, event_params, pg_single_statement
+from .sql_text import EntitySql, LibrarySql, dumps, event_params, pg_accept_in_place, pg_single_statement
 from .sqlite_setup import configure_sqlite
 
 __all__ = ["SQLAlchemyStore"]
@@ -78,8 +79,9 @@ class SQLAlchemyStore(SqlOutbox):
         self._sweeps: dict[str, SweepSql] = {}
         if self._pg:
             for sql in (self._standalone, *self._tables.values()):
-                sql.single_apply = pg_single_statement(
-                    sql, (history_table, recipients_table, outbox_table), engine.dialect)
+                library = (history_table, recipients_table, outbox_table)
+                sql.single_apply = pg_single_statement(sql, library, engine.dialect)
+                sql.accept_in_place = pg_accept_in_place(sql, library, engine.dialect)
 
     @classmethod
     def from_url(cls, url: str, models: Mapping[str, Any] | None = None, **engine_options: Any) -> SQLAlchemyStore:
@@ -232,6 +234,32 @@ class SQLAlchemyStore(SqlOutbox):
             (applied,) = cur.fetchone()
         if applied != 1:
             return None
+        return self._committed(Committed(after, (event,)), after_commit, None)
+
+    def accept_in_place(self, kind: KindConfig, entity_id: EntityId, transporter_id: str, slots: int,
+                        at: datetime, after_commit: AfterCommit) -> Committed | None:
+        """See :class:`~broadcast_lifecycle.stores.base.AcceptsInPlace`: PostgreSQL only (``None`` elsewhere)."""
+        sql = self._entity(kind.name)
+        if sql.accept_in_place is None:
+            return None
+        key = str(entity_id)
+        event_id = str(uuid.uuid4())
+        name = kind.event_name(Topic.STATE_CHANGED)
+        params = {"id": sql.id_param(entity_id), "kind": kind.name, "key": key, "delta": slots, "at": at,
+                  "transporter": transporter_id, "ev_id": event_id, "ev_name": name, "ev_id_field": kind.id_field}
+        with self._cursor(None, write=True, single=True) as cur:
+            cur.execute(sql.accept_in_place, params)
+            row = cur.fetchone()
+        if row is None:
+            return None
+        customer_id, requested, filled, version, changed_at, created_at, expires_at = row
+        after = BroadcastSnapshot(kind.name, entity_id, customer_id, BroadcastStatus.PARTIALLY_FILLED, requested,
+                                  filled, version, utc(changed_at), utc(created_at),
+                                  utc(expires_at) if expires_at else None)
+        previous = BroadcastStatus.ACTIVE if filled == slots else BroadcastStatus.PARTIALLY_FILLED
+        event = BroadcastEvent(event_id, name, Topic.STATE_CHANGED, kind.name, kind.id_field, entity_id,
+                               (Recipient("customer", customer_id),), after.status, previous, after.state_changed_at,
+                               version, filled, requested)
         return self._committed(Committed(after, (event,)), after_commit, None)
 
     def add_recipients(self, kind: str, entity_id: EntityId, transporters: Sequence[str], at: datetime,
