@@ -186,7 +186,7 @@ def test_host_transaction_rollback_leaves_nothing(database_url: str) -> None:
 
 
 def test_accept_paths_write_the_same_records(database_url: str) -> None:
-    """An accept taken in place (PostgreSQL) and one through load-decide-write leave identical records."""
+    """Accepts and releases taken in place (PostgreSQL) and through load-decide-write leave identical records."""
     _, lc, recorder, clock = _setup(database_url)
     slow = BroadcastLifecycle(lc.store, clock=clock)
     slow.add_guard(Trigger.ACCEPT, lambda snapshot, ctx: None)  # any host guard forces the general path
@@ -199,15 +199,25 @@ def test_accept_paths_write_the_same_records(database_url: str) -> None:
         recorder.clear()
         clock.advance(timedelta(seconds=1))
         first = lifecycle.accept("booking", entity_id, "t1")
-        second = lifecycle.accept("booking", entity_id, "t1")
+        lifecycle.accept("booking", entity_id, "t2", slots=2)
+        lifecycle.release("booking", entity_id, "t2")
+        lifecycle.release("booking", entity_id, "t2")
+        second = lifecycle.release("booking", entity_id, "t1")
         history = [(h.from_status, h.to_status, h.trigger, h.actor, h.version, h.at == clock.now)
-                   for h in lifecycle.history("booking", entity_id)[-2:]]
+                   for h in lifecycle.history("booking", entity_id)[-5:]]
         events = [{k: v for k, v in e.payload().items() if k not in ("eventId", "bookingId", "stateChangedAt")}
                   | {"to": e.recipients, "at_now": e.state_changed_at == clock.now} for e in recorder.events]
         holdings = {r.transporter_id: (r.slots_held, r.response) for r in lifecycle.recipients("booking", entity_id)}
         records.append((first.status, second.slots_filled, second.version, history, events, holdings))
     assert records[0] == records[1]
-    assert records[0][3][0][:2] == (BroadcastStatus.ACTIVE, BroadcastStatus.PARTIALLY_FILLED)
+    assert [h[:2] for h in records[0][3]] == [
+        (BroadcastStatus.ACTIVE, BroadcastStatus.PARTIALLY_FILLED),
+        (BroadcastStatus.PARTIALLY_FILLED, BroadcastStatus.FULLY_FILLED),
+        (BroadcastStatus.FULLY_FILLED, BroadcastStatus.PARTIALLY_FILLED),
+        (BroadcastStatus.PARTIALLY_FILLED, BroadcastStatus.PARTIALLY_FILLED),
+        (BroadcastStatus.PARTIALLY_FILLED, BroadcastStatus.ACTIVE),
+    ]
+    assert records[0][1:3] == (0, 8)
 
 
 def test_overdue_accept_still_expires_on_the_spot(database_url: str) -> None:

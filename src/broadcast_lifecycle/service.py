@@ -24,12 +24,14 @@ from .lifecycle import Trigger
 from .outbox import OutboxRelay, RetryPolicy, deliver
 from .records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
 from .states import OPEN
-from .stores.base import AcceptsInPlace, BroadcastStore, Change, Committed, NewBroadcast
+from .stores.base import BroadcastStore, Change, ChangesInPlace, Committed, NewBroadcast
 from .stores.memory import InMemoryStore
 
 __all__ = ["BroadcastLifecycle"]
 
 logger = logging.getLogger(__name__)
+
+_IN_PLACE = frozenset({Trigger.ACCEPT, Trigger.RELEASE})
 
 SYSTEM_ACTOR = "system"
 """The actor recorded for transitions the library makes on its own (expiry)."""
@@ -239,10 +241,11 @@ class BroadcastLifecycle:
         ttl: timedelta | None = None, now: datetime | None = None, idempotency_key: str | None = None,
     ) -> BroadcastSnapshot:
         config = self.kind(kind)
-        if (trigger is Trigger.ACCEPT and transporter_id is not None and tx is None and idempotency_key is None
-                and not self._guards.get(trigger) and isinstance(self.store, AcceptsInPlace)):
-            # The hot path: guards in the write itself, no read and no lost race (see AcceptsInPlace).
-            done = self.store.accept_in_place(config, entity_id, transporter_id, slots, self._now(), self._announce)
+        if (trigger in _IN_PLACE and transporter_id is not None and tx is None and idempotency_key is None
+                and reason is None and not self._guards.get(trigger) and isinstance(self.store, ChangesInPlace)):
+            # The hot path: guards in the write itself, no read and no lost race (see ChangesInPlace).
+            done = self.store.change_in_place(config, trigger, entity_id, transporter_id, slots, self._now(),
+                                              self._announce)
             if done is not None:
                 return done.snapshot
         for _ in range(self._max_attempts):

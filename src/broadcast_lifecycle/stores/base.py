@@ -16,11 +16,12 @@ from typing import Any, Protocol, runtime_checkable
 from ..decision import Decision
 from ..events import BroadcastEvent, Topic, build_events
 from ..kinds import KindConfig
+from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import BroadcastStatus
 
 __all__ = [
-    "AcceptsInPlace",
+    "ChangesInPlace",
     "AfterCommit",
     "BroadcastStore",
     "Change",
@@ -156,18 +157,20 @@ class OutboxEntry:
 
 
 @runtime_checkable
-class AcceptsInPlace(Protocol):
-    """An optional store capability: accept without reading first, guards checked in the write.
+class ChangesInPlace(Protocol):
+    """An optional store capability: accept or release without reading first, the guards checked
+    in the write itself (so concurrent writers queue instead of losing a compare-and-set).
 
-    ``accept_in_place`` applies an accept that leaves slots open (the broadcast is active or
-    partially filled, not overdue, the transporter was notified, and slots stay open afterwards)
-    atomically, with its history and outbox rows, and returns what it committed. It returns
-    ``None``, writing nothing, in every other case; the lifecycle then takes the general path.
+    ``change_in_place`` applies an accept that leaves slots open, or a release, when every built-in
+    guard holds (the state allows it, the broadcast is not overdue, the transporter was notified and
+    holds enough slots for a release), atomically with its history and outbox rows, and returns
+    what it committed. It returns ``None``, writing nothing, in every other case; the lifecycle then
+    takes the general path, which decides with the core and words any refusal.
     """
 
-    def accept_in_place(self, kind: KindConfig, entity_id: EntityId, transporter_id: str, slots: int,
-                        at: datetime, after_commit: AfterCommit) -> Committed | None:
-        """Apply the accept in place, or return ``None`` to decline."""
+    def change_in_place(self, kind: KindConfig, trigger: Trigger, entity_id: EntityId, transporter_id: str,
+                        slots: int, at: datetime, after_commit: AfterCommit) -> Committed | None:
+        """Apply the accept or release in place, or return ``None`` to decline."""
         ...
 
 

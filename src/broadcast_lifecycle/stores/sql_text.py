@@ -22,7 +22,7 @@ __all__ = [
     "TimeCodec",
     "dumps",
     "event_params",
-    "pg_accept_in_place",
+    "pg_change_in_place",
     "pg_single_statement",
     "render",
 ]
@@ -159,35 +159,58 @@ def event_params(event: BroadcastEvent, time: TimeCodec) -> dict[str, Any]:
     }
 
 
-def pg_accept_in_place(entity: EntitySql, library_tables: tuple[Table, Table, Table], dialect: Dialect) -> str:
-    """One PostgreSQL statement for an accept that leaves slots open, guarded in its own WHERE.
+_IN_PLACE = {
+    # trigger: (state guard, fill guard, new status (from the old row), previous status (from the new
+    # row, in the CTEs that read upd), holder guard); :delta is +n for accept, -n for release
+    "accept": (
+        "status IN ('active', 'partially_filled') AND (expires_at IS NULL OR expires_at > :at)",
+        "slots_filled + :delta < slots_requested",
+        "'partially_filled'",
+        "CASE WHEN slots_filled = :delta THEN 'active' ELSE 'partially_filled' END",
+        "",
+    ),
+    "release": (
+        "(status = 'fully_filled' OR (status = 'partially_filled' AND (expires_at IS NULL OR expires_at > :at)))",
+        "slots_filled + :delta >= 0",
+        "CASE WHEN slots_filled + :delta = 0 THEN 'active' ELSE 'partially_filled' END",
+        "CASE WHEN slots_filled - :delta = slots_requested THEN 'fully_filled' ELSE 'partially_filled' END",
+        " AND r.slots_held + :delta >= 0",
+    ),
+}
 
-    No read first and no version compare: concurrent accepts queue on the row lock and each
+
+def pg_change_in_place(entity: EntitySql, trigger: str, library_tables: tuple[Table, Table, Table],
+                       dialect: Dialect) -> str:
+    """One PostgreSQL statement for an accept that leaves slots open, or any release, guarded in its
+    own WHERE.
+
+    No read first and no version compare: concurrent writers queue on the row lock and each
     re-checks the guards on the row as the previous one left it, so a hot broadcast has no retry
-    storm. It matches no row when any guard fails or when the accept would fill the broadcast;
-    the caller then takes the general path, where the core decides (and words the refusal) and the
-    terminal event reads its recipients under the lock.
+    storm. It matches no row when a guard fails (or an accept would fill the broadcast); the caller
+    then takes the general path, where the core decides and words the refusal, and a terminal event
+    reads its recipients under the lock. The RETURNING row is the new state; the previous status
+    follows from it (``:delta`` is signed: + for accept, - for release).
     """
     history, recipients, outbox = library_tables
+    state_guard, fill_guard, new_status, previous, holder_guard = _IN_PLACE[trigger]
     name = _q(dialect, entity.table.name)
     where = f"{_q(dialect, entity.pk.name)} = :id" + (" AND kind = :kind" if "kind" in entity.table.c else "")
-    previous = "CASE WHEN slots_filled = :delta THEN 'active' ELSE 'partially_filled' END"
     return render(
-        f"WITH upd AS (UPDATE {name} SET slots_filled = slots_filled + :delta, status = 'partially_filled', "
+        f"WITH upd AS (UPDATE {name} SET slots_filled = slots_filled + :delta, status = {new_status}, "
         "version = version + 1, state_changed_at = GREATEST(state_changed_at, :at) "
-        f"WHERE {where} AND status IN ('active', 'partially_filled') AND slots_filled + :delta < slots_requested "
-        "AND (expires_at IS NULL OR expires_at > :at) "
+        f"WHERE {where} AND {state_guard} AND {fill_guard} "
         f"AND EXISTS (SELECT 1 FROM {recipients.name} r WHERE r.kind = :kind AND r.entity_id = :key "
-        "AND r.transporter_id = :transporter) "
-        "RETURNING customer_id, slots_requested, slots_filled, version, state_changed_at, created_at, expires_at), "
-        f"hold AS (UPDATE {recipients.name} SET slots_held = slots_held + :delta, response = 'accept', "
+        f"AND r.transporter_id = :transporter{holder_guard}) "
+        "RETURNING customer_id, slots_requested, slots_filled, version, state_changed_at, created_at, expires_at, "
+        "status), "
+        f"hold AS (UPDATE {recipients.name} SET slots_held = slots_held + :delta, response = :trigger, "
         "responded_at = :at WHERE kind = :kind AND entity_id = :key AND transporter_id = :transporter "
         "AND EXISTS (SELECT 1 FROM upd)), "
         f"hist AS (INSERT INTO {history.name} (kind, entity_id, from_status, to_status, {_q(dialect, 'trigger')}, "
-        f"actor, reason, meta, at, version) SELECT :kind, :key, {previous}, 'partially_filled', 'accept', "
+        f"actor, reason, meta, at, version) SELECT :kind, :key, {previous}, status, :trigger, "
         "CAST(:transporter AS VARCHAR), NULL, CAST('{}' AS JSON), state_changed_at, version FROM upd), "
         f"ev AS (INSERT INTO {outbox.name} ({OUTBOX_COLUMNS}) SELECT :ev_id, :ev_name, 'state_changed', :kind, "
-        f":ev_id_field, :key, 'partially_filled', {previous}, state_changed_at, version, slots_filled, "
+        f":ev_id_field, :key, status, {previous}, state_changed_at, version, slots_filled, "
         "slots_requested, json_build_array(json_build_array('customer', customer_id)), :at, 0 FROM upd) "
         "SELECT * FROM upd",
         dialect,
@@ -221,8 +244,8 @@ class EntitySql:
         )
         self.single_apply: str | None = None
         """PostgreSQL only: the one-statement form of a non-terminal transition (see pg_single_statement)."""
-        self.accept_in_place: str | None = None
-        """PostgreSQL only: a guarded accept that leaves slots open (see pg_accept_in_place)."""
+        self.in_place: dict[str, str] = {}
+        """PostgreSQL only: guarded one-statement accept and release, by trigger (see pg_change_in_place)."""
         self.load_for_update = self.load + (" FOR UPDATE" if dialect.name == "postgresql" else "")
 
     def id_param(self, entity_id: Any) -> Any:

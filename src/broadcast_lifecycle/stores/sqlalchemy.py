@@ -28,6 +28,7 @@ from ..errors import (
 )
 from ..events import BroadcastEvent, Recipient, Topic
 from ..kinds import DEFAULT_KINDS, KindConfig
+from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import BroadcastStatus
 from .base import AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast
@@ -45,7 +46,7 @@ from .schema import (
 from .sql_outbox import SqlOutbox
 from .sql_plumbing import utc
 from .sql_sweep import SweepSql
-from .sql_text import EntitySql, LibrarySql, dumps, event_params, pg_accept_in_place, pg_single_statement
+from .sql_text import EntitySql, LibrarySql, dumps, event_params, pg_change_in_place, pg_single_statement
 from .sqlite_setup import configure_sqlite
 
 __all__ = ["SQLAlchemyStore"]
@@ -81,7 +82,8 @@ class SQLAlchemyStore(SqlOutbox):
             for sql in (self._standalone, *self._tables.values()):
                 library = (history_table, recipients_table, outbox_table)
                 sql.single_apply = pg_single_statement(sql, library, engine.dialect)
-                sql.accept_in_place = pg_accept_in_place(sql, library, engine.dialect)
+                sql.in_place = {trigger.value: pg_change_in_place(sql, trigger.value, library, engine.dialect)
+                                for trigger in (Trigger.ACCEPT, Trigger.RELEASE)}
 
     @classmethod
     def from_url(cls, url: str, models: Mapping[str, Any] | None = None, **engine_options: Any) -> SQLAlchemyStore:
@@ -236,27 +238,31 @@ class SQLAlchemyStore(SqlOutbox):
             return None
         return self._committed(Committed(after, (event,)), after_commit, None)
 
-    def accept_in_place(self, kind: KindConfig, entity_id: EntityId, transporter_id: str, slots: int,
-                        at: datetime, after_commit: AfterCommit) -> Committed | None:
-        """See :class:`~broadcast_lifecycle.stores.base.AcceptsInPlace`: PostgreSQL only (``None`` elsewhere)."""
+    def change_in_place(self, kind: KindConfig, trigger: Trigger, entity_id: EntityId, transporter_id: str,
+                        slots: int, at: datetime, after_commit: AfterCommit) -> Committed | None:
+        """See :class:`~broadcast_lifecycle.stores.base.ChangesInPlace`: PostgreSQL only (``None`` elsewhere)."""
         sql = self._entity(kind.name)
-        if sql.accept_in_place is None:
+        statement = sql.in_place.get(trigger.value)
+        if statement is None:
             return None
-        key = str(entity_id)
+        delta = slots if trigger is Trigger.ACCEPT else -slots
         event_id = str(uuid.uuid4())
         name = kind.event_name(Topic.STATE_CHANGED)
-        params = {"id": sql.id_param(entity_id), "kind": kind.name, "key": key, "delta": slots, "at": at,
-                  "transporter": transporter_id, "ev_id": event_id, "ev_name": name, "ev_id_field": kind.id_field}
+        params = {"id": sql.id_param(entity_id), "kind": kind.name, "key": str(entity_id), "delta": delta, "at": at,
+                  "transporter": transporter_id, "trigger": trigger.value, "ev_id": event_id, "ev_name": name,
+                  "ev_id_field": kind.id_field}
         with self._cursor(None, write=True, single=True) as cur:
-            cur.execute(sql.accept_in_place, params)
+            cur.execute(statement, params)
             row = cur.fetchone()
         if row is None:
             return None
-        customer_id, requested, filled, version, changed_at, created_at, expires_at = row
-        after = BroadcastSnapshot(kind.name, entity_id, customer_id, BroadcastStatus.PARTIALLY_FILLED, requested,
-                                  filled, version, utc(changed_at), utc(created_at),
-                                  utc(expires_at) if expires_at else None)
-        previous = BroadcastStatus.ACTIVE if filled == slots else BroadcastStatus.PARTIALLY_FILLED
+        customer_id, requested, filled, version, changed_at, created_at, expires_at, status = row
+        after = BroadcastSnapshot(kind.name, entity_id, customer_id, BroadcastStatus(status), requested, filled,
+                                  version, utc(changed_at), utc(created_at), utc(expires_at) if expires_at else None)
+        if trigger is Trigger.ACCEPT:
+            previous = BroadcastStatus.ACTIVE if filled == slots else BroadcastStatus.PARTIALLY_FILLED
+        else:
+            previous = BroadcastStatus.FULLY_FILLED if filled + slots == requested else BroadcastStatus.PARTIALLY_FILLED
         event = BroadcastEvent(event_id, name, Topic.STATE_CHANGED, kind.name, kind.id_field, entity_id,
                                (Recipient("customer", customer_id),), after.status, previous, after.state_changed_at,
                                version, filled, requested)
