@@ -60,6 +60,7 @@ class BroadcastLifecycle:
         if max_attempts < 1:
             raise InvalidArgument(f"max_attempts must be at least 1, got {max_attempts}")
         self.store: BroadcastStore = store if store is not None else InMemoryStore()
+        self._in_place = self.store if isinstance(self.store, ChangesInPlace) else None
         self.bus = bus if bus is not None else SignalBus()
         self._clock = clock
         self._kinds = {k.name: k for k in kinds}
@@ -242,9 +243,9 @@ class BroadcastLifecycle:
     ) -> BroadcastSnapshot:
         config = self.kind(kind)
         if (trigger in _IN_PLACE and transporter_id is not None and tx is None and idempotency_key is None
-                and reason is None and not self._guards.get(trigger) and isinstance(self.store, ChangesInPlace)):
+                and reason is None and not self._guards.get(trigger) and self._in_place is not None):
             # The hot path: guards in the write itself, no read and no lost race (see ChangesInPlace).
-            done = self.store.change_in_place(config, trigger, entity_id, transporter_id, slots, self._now(),
+            done = self._in_place.change_in_place(config, trigger, entity_id, transporter_id, slots, self._now(),
                                               self._announce)
             if done is not None:
                 return done.snapshot
