@@ -161,7 +161,8 @@ class ChangesInPlace(Protocol):
     """An optional store capability: accept or release without reading first, the guards checked
     in the write itself (so concurrent writers queue instead of losing a compare-and-set).
 
-    ``change_in_place`` applies an accept that leaves slots open, or a release, when every built-in
+    ``change_in_place`` applies an accept (including the one that fills the broadcast) or a release
+    when every built-in
     guard holds (the state allows it, the broadcast is not overdue, the transporter was notified and
     holds enough slots for a release), atomically with its history and outbox rows, and returns
     what it committed. It returns ``None``, writing nothing, in every other case; the lifecycle then

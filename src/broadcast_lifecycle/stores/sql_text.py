@@ -169,6 +169,13 @@ _IN_PLACE = {
         "CASE WHEN slots_filled = :delta THEN 'active' ELSE 'partially_filled' END",
         "",
     ),
+    "fill": (  # the accept that takes the last slots: run in a transaction that then reads the recipients
+        "status IN ('active', 'partially_filled') AND (expires_at IS NULL OR expires_at > :at)",
+        "slots_filled + :delta = slots_requested",
+        "'fully_filled'",
+        "CASE WHEN slots_filled = :delta THEN 'active' ELSE 'partially_filled' END",
+        "",
+    ),
     "release": (
         "(status = 'fully_filled' OR (status = 'partially_filled' AND (expires_at IS NULL OR expires_at > :at)))",
         "slots_filled + :delta >= 0",
