@@ -16,7 +16,11 @@ from ..errors import IdempotencyKeyReused, InvalidArgument, StoreError
 from .after_commit import defer_until_commit
 from .base import AfterCommit, Committed
 
-__all__ = ["SqlPlumbing", "session_of", "utc"]
+__all__ = ["LostRace", "SqlPlumbing", "session_of", "utc"]
+
+
+class LostRace(Exception):
+    """Internal: a conditional write matched no row; roll back and report ``None``."""
 
 
 class SqlPlumbing:

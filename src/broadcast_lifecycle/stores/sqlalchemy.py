@@ -9,9 +9,7 @@ only when that session commits.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -27,9 +25,8 @@ from ..errors import (
     OpenBroadcastExists,
     StoreError,
 )
-from ..events import BroadcastEvent, Recipient, Topic
+from ..events import BroadcastEvent, Topic
 from ..kinds import DEFAULT_KINDS, KindConfig
-from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import BroadcastStatus
 from .base import AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast
@@ -44,8 +41,9 @@ from .schema import (
     recipients_table,
     standalone_metadata,
 )
+from .sql_in_place import SqlInPlace
 from .sql_outbox import SqlOutbox
-from .sql_plumbing import utc
+from .sql_plumbing import LostRace, utc
 from .sql_sweep import SweepSql
 from .sql_text import EntitySql, LibrarySql, dumps, event_params, pg_change_in_place, pg_single_statement
 from .sqlite_setup import configure_sqlite
@@ -55,11 +53,7 @@ __all__ = ["SQLAlchemyStore"]
 _STATUSES = [s.value for s in BroadcastStatus]
 
 
-class _LostRace(Exception):
-    """Internal: the compare-and-set matched no row; roll back and report ``None``."""
-
-
-class SQLAlchemyStore(SqlOutbox):
+class SQLAlchemyStore(SqlOutbox, SqlInPlace):
     """A :class:`~broadcast_lifecycle.stores.base.BroadcastStore` on a SQLAlchemy ``Engine``.
 
     ``models`` maps a kind to the host's mapped class (or ``Table``) that carries
@@ -191,7 +185,7 @@ class SQLAlchemyStore(SqlOutbox):
                     "expires_at": sql.time.bind(decision.expires_at), "version": before.version,
                 })
                 if cur.rowcount != 1:
-                    raise _LostRace
+                    raise LostRace
                 if change.recipients:
                     cur.executemany(lib.add_recipient, [{**base, "transporter": t} for t in change.recipients])
                 if change.transporter_id is not None and decision.fill_delta:
@@ -212,7 +206,7 @@ class SQLAlchemyStore(SqlOutbox):
                 if change.idempotency_key is not None:
                     cur.execute(lib.add_key, {**base, "idem_key": change.idempotency_key, "trigger": entry.trigger,
                                               "idem_outcome": dumps(after.to_json())})
-        except _LostRace:
+        except LostRace:
             return None
         return self._committed(Committed(after, events), after_commit, tx)
 
@@ -238,68 +232,6 @@ class SQLAlchemyStore(SqlOutbox):
         if applied != 1:
             return None
         return self._committed(Committed(after, (event,)), after_commit, None)
-
-    def change_in_place(self, kind: KindConfig, trigger: Trigger, entity_id: EntityId, transporter_id: str,
-                        slots: int, at: datetime, after_commit: AfterCommit) -> Committed | None:
-        """See :class:`~broadcast_lifecycle.stores.base.ChangesInPlace`: PostgreSQL only (``None`` elsewhere)."""
-        sql = self._entity(kind.name)
-        statement = sql.in_place.get(trigger.value)
-        if statement is None:
-            return None
-        delta = slots if trigger is Trigger.ACCEPT else -slots
-        event_id = str(uuid.uuid4())
-        params = {"id": sql.id_param(entity_id), "kind": kind.name, "key": str(entity_id), "delta": delta, "at": at,
-                  "transporter": transporter_id, "trigger": trigger.value, "ev_id": event_id,
-                  "ev_name": kind.event_name(Topic.STATE_CHANGED),
-                  "ev_id_field": kind.id_field, "entity_id": entity_id}
-        with self._cursor(None, write=True, single=True) as cur:
-            cur.execute(statement, params)
-            row = cur.fetchone()
-        if row is None:
-            if trigger is not Trigger.ACCEPT:
-                return None
-            return self._fill_in_place(sql, kind, params, slots, after_commit)
-        event, after = self._in_place_result(kind, entity_id, trigger, slots, event_id, row)
-        return self._committed(Committed(after, (event,)), after_commit, None)
-
-    def _fill_in_place(self, sql: EntitySql, kind: KindConfig, params: dict[str, Any], slots: int,
-                       after_commit: AfterCommit) -> Committed | None:
-        """The accept that fills the broadcast: the guarded UPDATE takes the row lock, then the
-        recipients are read (so a concurrent notify_more is seen or refused) for the terminal event."""
-        params = {**params, "ev_id": str(uuid.uuid4())}
-        try:
-            with self._cursor(None, write=True) as cur:
-                cur.execute(sql.in_place["fill"], params)
-                row = cur.fetchone()
-                if row is None:
-                    raise _LostRace
-                entity_id = params["entity_id"]
-                changed, after = self._in_place_result(kind, entity_id, Trigger.ACCEPT, slots, params["ev_id"], row)
-                cur.execute(self._lib.list_recipients, params)
-                everyone = (Recipient("customer", after.customer_id),
-                            *(Recipient("transporter", t) for (t,) in cur.fetchall()))
-                filled = replace(changed, event_id=str(uuid.uuid4()), name=kind.event_name(Topic.FULLY_FILLED),
-                                 topic=Topic.FULLY_FILLED, recipients=everyone)
-                cur.execute(self._lib.add_event, {**params, **event_params(filled, self._lib.time)})
-        except _LostRace:
-            return None
-        return self._committed(Committed(after, (changed, filled)), after_commit, None)
-
-    @staticmethod
-    def _in_place_result(kind: KindConfig, entity_id: EntityId, trigger: Trigger, slots: int, event_id: str,
-                         row: Sequence[Any]) -> tuple[BroadcastEvent, BroadcastSnapshot]:
-        """The state-changed event and the new snapshot from an in-place statement's RETURNING row."""
-        customer_id, requested, filled, version, changed_at, created_at, expires_at, status = row
-        after = BroadcastSnapshot(kind.name, entity_id, customer_id, BroadcastStatus(status), requested, filled,
-                                  version, utc(changed_at), utc(created_at), utc(expires_at) if expires_at else None)
-        if trigger is Trigger.ACCEPT:
-            previous = BroadcastStatus.ACTIVE if filled == slots else BroadcastStatus.PARTIALLY_FILLED
-        else:
-            previous = BroadcastStatus.FULLY_FILLED if filled + slots == requested else BroadcastStatus.PARTIALLY_FILLED
-        event = BroadcastEvent(event_id, kind.event_name(Topic.STATE_CHANGED), Topic.STATE_CHANGED, kind.name,
-                               kind.id_field, entity_id, (Recipient("customer", customer_id),), after.status, previous,
-                               after.state_changed_at, version, filled, requested)
-        return event, after
 
     def add_recipients(self, kind: str, entity_id: EntityId, transporters: Sequence[str], at: datetime,
                        open_states: frozenset[BroadcastStatus], tx: object = None) -> BroadcastSnapshot:
