@@ -13,7 +13,7 @@ from .lifecycle import ROUTES, Trigger, allowed_from
 from .records import BroadcastSnapshot
 from .states import BroadcastStatus
 
-__all__ = ["Decision", "decide"]
+__all__ = ["Decision", "decide", "is_overdue"]
 
 _FILL_SIGN = {Trigger.ACCEPT: 1, Trigger.RELEASE: -1}
 
@@ -35,6 +35,12 @@ class Decision:
     superseded: Trigger | None = None
 
 
+def is_overdue(snapshot: BroadcastSnapshot, now: datetime) -> bool:
+    """True when the deadline has passed and the state is one a deadline can expire."""
+    return (snapshot.expires_at is not None and now >= snapshot.expires_at
+            and (Trigger.EXPIRE, snapshot.status) in ROUTES)
+
+
 def decide(
     snapshot: BroadcastSnapshot,
     trigger: Trigger,
@@ -49,12 +55,7 @@ def decide(
     """
     status = snapshot.status
     expires_at = snapshot.expires_at
-    if (
-        expires_at is not None
-        and trigger is not Trigger.EXPIRE
-        and ctx.now >= expires_at
-        and (Trigger.EXPIRE, status) in ROUTES
-    ):
+    if trigger is not Trigger.EXPIRE and is_overdue(snapshot, ctx.now):
         return Decision(
             Trigger.EXPIRE, status, BroadcastStatus.EXPIRED, 0, expires_at,
             topics_for(BroadcastStatus.EXPIRED), superseded=trigger,

@@ -10,7 +10,7 @@ from typing import Any
 
 from .bus import SignalBus
 from .clock import Clock, require_aware, utc_now
-from .decision import decide
+from .decision import decide, is_overdue
 from .errors import (
     ConcurrentUpdate,
     IdempotencyKeyReused,
@@ -96,11 +96,11 @@ class BroadcastLifecycle:
         _require_id("customer_id", customer_id)
         _require_slots("slots", slots)
         now = self._now()
-        if expires_at is not None and require_aware("expires_at", expires_at) <= now:
-            raise InvalidArgument(f"expires_at must be in the future, got {expires_at.isoformat()} (now {now})")
+        deadline = require_aware("expires_at", expires_at) if expires_at is not None else None
+        if deadline is not None and deadline <= now:
+            raise InvalidArgument(f"expires_at must be in the future, got {deadline.isoformat()} (now {now})")
         new = NewBroadcast(
-            config, customer_id, slots, now, entity_id,
-            require_aware("expires_at", expires_at) if expires_at is not None else None,
+            config, customer_id, slots, now, entity_id, deadline,
             actor if actor is not None else customer_id, dict(metadata or {}), idempotency_key,
         )
         if idempotency_key is not None and (first := self._recall(idempotency_key, kind, None, "create", tx)):
@@ -128,11 +128,12 @@ class BroadcastLifecycle:
         self.kind(kind)
         added = _require_transporters(transporters)
         current = self.get(kind, entity_id, tx=tx)
-        if current.expires_at is not None and current.status in OPEN and current.expires_at <= self._now():
+        now = self._now()
+        if current.status in OPEN and current.expires_at is not None and is_overdue(current, now):
             self._run(kind, entity_id, Trigger.EXPIRE, actor=SYSTEM_ACTOR, tx=tx)
             raise TransitionRefused(kind, entity_id, current.status.value, "notify_more",
                                     f"expired at {current.expires_at.isoformat()}")
-        snapshot = self.store.add_recipients(kind, entity_id, added, self._now(), OPEN, tx)
+        snapshot = self.store.add_recipients(kind, entity_id, added, now, OPEN, tx)
         if snapshot.status not in OPEN:
             raise InvalidTransition(kind, entity_id, snapshot.status.value, "notify_more", (s.value for s in OPEN))
         return snapshot

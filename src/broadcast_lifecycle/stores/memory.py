@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from ..decision import decide
+from ..decision import decide, is_overdue
 from ..errors import (
     BroadcastNotFound,
     DuplicateBroadcast,
@@ -19,7 +19,7 @@ from ..errors import (
 from ..events import BroadcastEvent
 from ..guards import CommandContext
 from ..kinds import KindConfig
-from ..lifecycle import Trigger, allowed_from
+from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import CLOSED, BroadcastStatus
 from .base import AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast, OutboxEntry
@@ -27,7 +27,6 @@ from .base import AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroad
 __all__ = ["InMemoryStore"]
 
 _Key = tuple[str, EntityId]
-_EXPIRABLE = allowed_from(Trigger.EXPIRE)
 
 
 class InMemoryStore:
@@ -152,8 +151,7 @@ class InMemoryStore:
             for key, before in list(self._broadcasts.items()):
                 if count == limit:
                     break
-                if (key[0] != kind.name or before.status not in _EXPIRABLE or before.expires_at is None
-                        or before.expires_at > now or before.state_changed_at > now):
+                if key[0] != kind.name or not is_overdue(before, now) or before.state_changed_at > now:
                     continue
                 decision = decide(before, Trigger.EXPIRE, CommandContext(now))
                 change = Change(kind, before, decision, now, actor)

@@ -16,18 +16,13 @@ from ..records import BroadcastSnapshot, EntityId
 from ..states import BroadcastStatus
 from .base import AfterCommit, Committed
 from .sql_plumbing import LostRace, SqlPlumbing, utc
-from .sql_text import EntitySql, LibrarySql, event_params
+from .sql_text import EntitySql, event_params
 
 __all__ = ["SqlInPlace"]
 
 
 class SqlInPlace(SqlPlumbing):
     """In-place accept and release of :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore`."""
-
-    _lib: LibrarySql
-
-    def _entity(self, kind: str) -> EntitySql:
-        raise NotImplementedError
 
     def change_in_place(self, kind: KindConfig, trigger: Trigger, entity_id: EntityId, transporter_id: str,
                         slots: int, at: datetime, after_commit: AfterCommit) -> Committed | None:

@@ -14,18 +14,12 @@ from ..states import BroadcastStatus
 from .base import OutboxEntry
 from .schema import outbox_table
 from .sql_plumbing import SqlPlumbing, utc
-from .sql_text import EntitySql, LibrarySql
 
 __all__ = ["SqlOutbox"]
 
 
 class SqlOutbox(SqlPlumbing):
     """Outbox operations of :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore`."""
-
-    _lib: LibrarySql
-
-    def _entity(self, kind: str) -> EntitySql:
-        raise NotImplementedError
 
     def pending_events(self, limit: int, created_before: datetime | None = None) -> Sequence[OutboxEntry]:
         """See :meth:`BroadcastStore.pending_events`."""

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from ..errors import IdempotencyKeyReused, InvalidArgument, StoreError
 from .after_commit import defer_until_commit
 from .base import AfterCommit, Committed
+from .sql_text import EntitySql, LibrarySql
 
 __all__ = ["LostRace", "SqlPlumbing", "session_of", "utc"]
 
@@ -28,6 +29,11 @@ class SqlPlumbing:
 
     engine: Engine
     _pg: bool
+    _lib: LibrarySql
+
+    def _entity(self, kind: str) -> EntitySql:
+        """The statements for ``kind``'s table (the store provides it)."""
+        raise NotImplementedError
 
     def _committed(self, committed: Committed, after_commit: AfterCommit, tx: object) -> Committed:
         if tx is None:

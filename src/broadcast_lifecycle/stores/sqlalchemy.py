@@ -223,7 +223,8 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
             "transporters": list(change.recipients), "transporter": change.transporter_id or "",
             "response": decision.trigger.value, "from_status": decision.from_status.value,
             "trigger": entry.trigger, "actor": entry.actor, "reason": entry.reason, "meta": dumps(entry.metadata),
-            "idem_key": change.idempotency_key, "idem_outcome": dumps(after.to_json()),
+            "idem_key": change.idempotency_key,
+            "idem_outcome": dumps(after.to_json()) if change.idempotency_key is not None else None,
             **event_params(event, self._lib.time),
         }
         with self._cursor(None, write=True, single=True) as cur:
@@ -263,11 +264,12 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
 
     def history(self, kind: str, entity_id: EntityId, tx: object = None) -> tuple[HistoryEntry, ...]:
         """See :meth:`BroadcastStore.history`."""
-        self.load(kind, entity_id, tx=tx)
         h = history_table.c
         query = select(history_table).where(h.kind == kind, h.entity_id == str(entity_id)).order_by(h.version)
         with self._core(tx) as conn:
             rows = conn.execute(query).mappings().all()
+        if not rows:
+            self.load(kind, entity_id, tx=tx)  # raises BroadcastNotFound for an unknown id
         return tuple(
             HistoryEntry(kind, entity_id,
                          self._status(history_table, entity_id, row["from_status"]) if row["from_status"] else None,
