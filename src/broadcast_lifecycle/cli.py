@@ -101,24 +101,11 @@ def _status(lc: BroadcastLifecycle, args: argparse.Namespace) -> int:
 
 def _outbox_counts(lc: BroadcastLifecycle) -> tuple[int, int, datetime | None]:
     """Pending and dead outbox entries, and when the oldest pending one was written."""
-    from .stores.sqlalchemy import SQLAlchemyStore
+    from .stores.sql_outbox import SqlOutbox
 
     store = lc.store
-    if isinstance(store, SQLAlchemyStore):
-        from sqlalchemy import func, select
-
-        from .stores.schema import outbox_table
-        from .stores.sql_plumbing import utc
-
-        o = outbox_table.c
-        live = o.delivered_at.is_(None)
-        with store.engine.connect() as conn:
-            pending, oldest = conn.execute(
-                select(func.count(), func.min(o.created_at)).select_from(outbox_table)
-                .where(live, o.dead_at.is_(None))).one()
-            dead = conn.execute(select(func.count()).select_from(outbox_table)
-                                .where(live, o.dead_at.is_not(None))).scalar_one()
-        return pending, dead, utc(oldest) if oldest is not None else None
+    if isinstance(store, SqlOutbox):
+        return store.outbox_counts()
     entries = store.pending_events(1_000_000_000)
     return (len(entries), len(store.dead_events(1_000_000_000)),
             min((e.created_at for e in entries), default=None))

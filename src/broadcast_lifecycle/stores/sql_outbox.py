@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from ..events import BroadcastEvent, Recipient, Topic
 from ..states import BroadcastStatus
@@ -93,3 +93,16 @@ class SqlOutbox(SqlPlumbing):
             else sql.time.result(changed_at),  # type: ignore[arg-type]
             version=version, slots_filled=filled, slots_requested=requested,
         )
+
+    def outbox_counts(self) -> tuple[int, int, datetime | None]:
+        """Pending and dead entries, and when the oldest pending one was written (for operators)."""
+        o = outbox_table.c
+        undelivered = o.delivered_at.is_(None)
+        with self._core(None) as conn:
+            pending, oldest = conn.execute(
+                select(func.count(), func.min(o.created_at)).select_from(outbox_table)
+                .where(undelivered, o.dead_at.is_(None))).one()
+            dead = conn.execute(select(func.count()).select_from(outbox_table)
+                                .where(undelivered, o.dead_at.is_not(None))).scalar_one()
+        return pending, dead, utc(oldest) if oldest is not None else None
+
