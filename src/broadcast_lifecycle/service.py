@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ from .lifecycle import Trigger
 from .outbox import OutboxRelay, RetryPolicy, deliver
 from .records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
 from .states import OPEN
-from .stores.base import BroadcastStore, Change, ChangesInPlace, Committed, NewBroadcast
+from .stores.base import BroadcastStore, Change, ChangesInPlace, Committed, DecidesUnderLock, Loaded, NewBroadcast
 from .stores.memory import InMemoryStore
 
 __all__ = ["BroadcastLifecycle"]
@@ -60,7 +61,10 @@ class BroadcastLifecycle:
         if max_attempts < 1:
             raise InvalidArgument(f"max_attempts must be at least 1, got {max_attempts}")
         self.store: BroadcastStore = store if store is not None else InMemoryStore()
-        self._in_place = self.store if isinstance(self.store, ChangesInPlace) else None
+        self._under_lock = (self.store if isinstance(self.store, DecidesUnderLock) and self.store.decides_under_lock()
+                            else None)
+        # Changing in place is how a store without a decision lock avoids lost races; one with it has none.
+        self._in_place = self.store if isinstance(self.store, ChangesInPlace) and self._under_lock is None else None
         self.bus = bus if bus is not None else SignalBus()
         self._clock = clock
         self._kinds = {k.name: k for k in kinds}
@@ -250,36 +254,54 @@ class BroadcastLifecycle:
                                               self._announce)
             if done is not None:
                 return done.snapshot
+        command = _Command(config, trigger, actor, reason, metadata or {}, transporter_id, slots, recipients,
+                           deadline, ttl, now, idempotency_key)
+        planned: list[Change] = []
+
+        def plan(loaded: Loaded) -> Change:
+            planned.append(self._plan(command, loaded))
+            return planned[-1]
+
         for _ in range(self._max_attempts):
             if idempotency_key is not None and (
                     first := self._recall(idempotency_key, kind, entity_id, trigger.value, tx)):
                 return first
-            loaded = self.store.load(kind, entity_id, transporter_id, tx)
-            before = loaded.snapshot
-            at = now if now is not None else self._now()
-            if trigger is Trigger.ACTIVATE:
-                deadline = _deadline(at, deadline, ttl, before.expires_at, config.default_ttl)
-            ctx = CommandContext(at, slots, transporter_id, loaded.holding, deadline, config.allow_partial_trip)
-            decision = decide(before, trigger, ctx, self._guards.get(trigger, ()))
-            if decision.superseded is None:
-                change = Change(config, before, decision, max(at, before.state_changed_at), actor, reason,
-                                metadata or {}, transporter_id, recipients, idempotency_key)
-            else:
-                change = Change(config, before, decision, max(at, before.state_changed_at), SYSTEM_ACTOR,
-                                f"deadline passed before {trigger.value} by {actor or 'unknown'}")
             try:
-                committed = self.store.apply(change, self._announce, tx)
+                if self._under_lock is not None:
+                    committed = self._under_lock.decide_and_apply(kind, entity_id, transporter_id, plan,
+                                                                  self._announce, tx)
+                else:
+                    plan(self.store.load(kind, entity_id, transporter_id, tx))
+                    committed = self.store.apply(planned[-1], self._announce, tx)
             except IdempotencyKeyReused:
                 if idempotency_key is None:
                     raise
                 continue  # a concurrent duplicate recorded it first: recall it on the next pass
             if committed is None:
                 continue
-            if decision.superseded is not None and before.expires_at is not None:
-                raise TransitionRefused(kind, entity_id, before.status.value, trigger.value,
-                                        f"expired at {before.expires_at.isoformat()}")
+            change = planned[-1]
+            if change.decision.superseded is not None and change.before.expires_at is not None:
+                raise TransitionRefused(kind, entity_id, change.before.status.value, trigger.value,
+                                        f"expired at {change.before.expires_at.isoformat()}")
             return committed.snapshot
         raise ConcurrentUpdate(kind, entity_id, trigger.value, self._max_attempts)
+
+    def _plan(self, command: _Command, loaded: Loaded) -> Change:
+        """Decide ``command`` on the broadcast as loaded: the change to apply, or the refusal raised."""
+        before = loaded.snapshot
+        config, trigger, deadline = command.config, command.trigger, command.deadline
+        at = command.now if command.now is not None else self._now()
+        if trigger is Trigger.ACTIVATE:
+            deadline = _deadline(at, deadline, command.ttl, before.expires_at, config.default_ttl)
+        ctx = CommandContext(at, command.slots, command.transporter_id, loaded.holding, deadline,
+                             config.allow_partial_trip)
+        decision = decide(before, trigger, ctx, self._guards.get(trigger, ()))
+        stamp = max(at, before.state_changed_at)
+        if decision.superseded is not None:
+            return Change(config, before, decision, stamp, SYSTEM_ACTOR,
+                          f"deadline passed before {trigger.value} by {command.actor or 'unknown'}")
+        return Change(config, before, decision, stamp, command.actor, command.reason, command.metadata,
+                      command.transporter_id, command.recipients, command.idempotency_key)
 
     def relay(self, *, grace: timedelta = timedelta(seconds=10), lease: timedelta = timedelta(minutes=2),
               batch_size: int = 200) -> OutboxRelay:
@@ -300,10 +322,30 @@ class BroadcastLifecycle:
 
     def _announce(self, committed: Committed) -> None:
         """Send a committed write's events; the outbox keeps what was not delivered, for the relay."""
+        if not self.bus.has_receivers():
+            return  # nobody here listens: the events stay pending for a relay where receivers are
         deliver(self.store, self.bus, ((event, 0) for event in committed.events), self.retry, self._now)
 
     def _now(self) -> datetime:
         return require_aware("the clock's time", self._clock())
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    """A command's arguments, as :meth:`BroadcastLifecycle._plan` needs them on each attempt."""
+
+    config: KindConfig
+    trigger: Trigger
+    actor: str | None
+    reason: str | None
+    metadata: Mapping[str, Any]
+    transporter_id: str | None
+    slots: int
+    recipients: tuple[str, ...]
+    deadline: datetime | None
+    ttl: timedelta | None
+    now: datetime | None
+    idempotency_key: str | None
 
 
 def _deadline(now: datetime, deadline: datetime | None, ttl: timedelta | None,

@@ -21,8 +21,9 @@ from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutco
 from ..states import BroadcastStatus
 
 __all__ = [
-    "ChangesInPlace",
     "AfterCommit",
+    "ChangesInPlace",
+    "DecidesUnderLock",
     "BroadcastStore",
     "Change",
     "Committed",
@@ -30,6 +31,7 @@ __all__ = [
     "Loaded",
     "NewBroadcast",
     "OutboxEntry",
+    "Plan",
 ]
 
 
@@ -172,6 +174,34 @@ class ChangesInPlace(Protocol):
     def change_in_place(self, kind: KindConfig, trigger: Trigger, entity_id: EntityId, transporter_id: str,
                         slots: int, at: datetime, after_commit: AfterCommit) -> Committed | None:
         """Apply the accept or release in place, or return ``None`` to decline."""
+        ...
+
+
+Plan = Callable[[Loaded], Change]
+"""Decides a command on the broadcast as loaded (raising its refusal) and returns the change to apply."""
+
+
+@runtime_checkable
+class DecidesUnderLock(Protocol):
+    """An optional store capability: load, decide and write in one transaction that holds the
+    broadcast's write lock from its first statement (SQLite's ``BEGIN IMMEDIATE``), so the decision
+    can never be overtaken and a command costs one transaction instead of a read and a write.
+
+    ``decides_under_lock()`` says whether this store instance can (a store may support it on one
+    database and not on another). ``decide_and_apply`` loads the broadcast (``BroadcastNotFound``
+    if absent), calls ``plan`` with it and writes the change ``plan`` returns exactly as
+    :meth:`BroadcastStore.apply` would, all in one transaction. Whatever ``plan`` raises rolls the
+    transaction back and reaches the caller.
+    """
+
+    def decides_under_lock(self) -> bool:
+        """True when :meth:`decide_and_apply` may be used on this store."""
+        ...
+
+    def decide_and_apply(self, kind: str, entity_id: EntityId, transporter_id: str | None, plan: Plan,
+                         after_commit: AfterCommit, tx: object = None) -> Committed | None:
+        """Load, ``plan``, write and commit under the write lock; ``None`` only if the write found the
+        broadcast changed after all (a writer that bypasses the lock), as for ``apply``."""
         ...
 
 

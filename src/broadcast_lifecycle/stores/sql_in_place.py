@@ -65,7 +65,7 @@ class SqlInPlace(SqlPlumbing):
                             *(Recipient("transporter", t) for (t,) in cur.fetchall()))
                 filled = replace(changed, event_id=str(uuid.uuid4()), name=kind.event_name(Topic.FULLY_FILLED),
                                  topic=Topic.FULLY_FILLED, recipients=everyone)
-                cur.execute(self._lib.add_event, {**params, **event_params(filled, self._lib.time)})
+                cur.execute(self._lib.add_event, {**params, **event_params(filled, params["at"])})
         except LostRace:
             return None
         return self._committed(Committed(after, (changed, filled)), after_commit, None)

@@ -12,10 +12,11 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from ..errors import IdempotencyKeyReused, InvalidArgument, StoreError
+from ..errors import BroadcastError, IdempotencyKeyReused, InvalidArgument, StoreError
 from .after_commit import defer_until_commit
 from .base import AfterCommit, Committed
 from .sql_text import EntitySql, LibrarySql
+from .sqlite_setup import ThreadConnections
 
 __all__ = ["LostRace", "SqlPlumbing", "session_of", "utc"]
 
@@ -30,6 +31,8 @@ class SqlPlumbing:
     engine: Engine
     _pg: bool
     _lib: LibrarySql
+    _threads: ThreadConnections | None
+    """SQLite on a file: each thread's own connection, used instead of the pool (see ThreadConnections)."""
 
     def _entity(self, kind: str) -> EntitySql:
         """The statements for ``kind``'s table (the store provides it)."""
@@ -42,37 +45,13 @@ class SqlPlumbing:
             defer_until_commit(session_of(tx), after_commit, committed)
         return committed
 
-    @contextmanager
-    def _cursor(self, tx: object, write: bool, single: bool = False) -> Iterator[Any]:
+    def _cursor(self, tx: object, write: bool, single: bool = False) -> _Cursor:
         """A DBAPI cursor: in the host's transaction, or in a transaction of our own for writes.
 
         ``single`` marks one self-contained write statement: PostgreSQL runs it in autocommit,
         which is atomic and saves the BEGIN and COMMIT round trips.
         """
-        with self._wrap_errors("write" if write else "read"):
-            if tx is not None:
-                yield session_of(tx).connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-                return
-            fairy = self.engine.raw_connection()
-            raw: Any = fairy.driver_connection
-            try:
-                if self._pg:
-                    raw.autocommit = True
-                cur = raw.cursor()
-                if not write or (single and self._pg):
-                    yield cur
-                    return
-                cur.execute("BEGIN" if self._pg else "BEGIN IMMEDIATE")
-                try:
-                    yield cur
-                except BaseException:
-                    cur.execute("ROLLBACK")
-                    raise
-                cur.execute("COMMIT")
-            finally:
-                if self._pg:
-                    raw.autocommit = False
-                fairy.close()
+        return _Cursor(self, tx, write, single and self._pg)
 
     @contextmanager
     def _core(self, tx: object) -> Iterator[Any]:
@@ -85,14 +64,85 @@ class SqlPlumbing:
 
     @contextmanager
     def _wrap_errors(self, what: str) -> Iterator[None]:
-        dbapi_error = self.engine.dialect.loaded_dbapi.Error
         try:
             yield
-        except (DBAPIError, dbapi_error) as exc:
-            cause = exc.orig if isinstance(exc, DBAPIError) else exc
-            if "bl_idempotency" in str(cause):
-                raise IdempotencyKeyReused("(this command's key)", "is already recorded") from exc
-            raise StoreError(f"could not {what}: {cause}") from exc
+        except Exception as exc:
+            wrapped = self._wrapped(exc, what)
+            if wrapped is None:
+                raise
+            raise wrapped from exc
+
+    def _wrapped(self, exc: BaseException, what: str) -> BroadcastError | None:
+        """The library's error for a database error (``None`` for anything else)."""
+        if not isinstance(exc, (DBAPIError, self.engine.dialect.loaded_dbapi.Error)):
+            return None
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
+        if "bl_idempotency" in str(cause):
+            return IdempotencyKeyReused("(this command's key)", "is already recorded")
+        return StoreError(f"could not {what}: {cause}")
+
+
+class _Cursor:
+    """The context manager behind :meth:`SqlPlumbing._cursor` (a class: it runs on every command)."""
+
+    __slots__ = ("_cur", "_fairy", "_own", "_parts", "_single", "_tx", "_write")
+
+    def __init__(self, parts: SqlPlumbing, tx: object, write: bool, single: bool) -> None:
+        self._parts, self._tx, self._write, self._single = parts, tx, write, single
+        self._fairy: Any = None
+        self._own = False  # this cursor began the transaction, so it commits or rolls back
+
+    def __enter__(self) -> Any:
+        parts = self._parts
+        try:
+            if self._tx is not None:
+                return session_of(self._tx).connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            raw: Any
+            if parts._threads is not None:
+                raw = parts._threads.get()
+            else:
+                self._fairy = parts.engine.raw_connection()
+                raw = self._fairy.driver_connection
+            if parts._pg:
+                raw.autocommit = True
+            cur = raw.cursor()
+            if self._write and not self._single:
+                cur.execute("BEGIN" if parts._pg else "BEGIN IMMEDIATE")
+                self._own = True
+            self._cur = cur
+            return cur
+        except BaseException as exc:
+            self._release()
+            wrapped = parts._wrapped(exc, "write" if self._write else "read")
+            if wrapped is None:
+                raise
+            raise wrapped from exc
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        parts = self._parts
+        try:
+            if self._own:
+                self._cur.execute("COMMIT" if exc is None else "ROLLBACK")
+        except BaseException as failure:
+            exc = exc or failure
+            if parts._threads is not None:
+                parts._threads.discard()  # its transaction state is unknown: start afresh
+        finally:
+            self._release()
+        if exc is not None:
+            wrapped = parts._wrapped(exc, "write" if self._write else "read")
+            if wrapped is not None:
+                raise wrapped from exc
+            if exc_type is None:
+                raise exc
+
+    def _release(self) -> None:
+        fairy = self._fairy
+        if fairy is not None:
+            self._fairy = None
+            if self._parts._pg:
+                fairy.driver_connection.autocommit = False
+            fairy.close()
 
 
 def session_of(tx: object) -> Session:

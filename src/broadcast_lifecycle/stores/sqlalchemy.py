@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import QueuePool
 
 from ..errors import (
     BroadcastNotFound,
@@ -29,7 +30,7 @@ from ..events import BroadcastEvent, Topic
 from ..kinds import DEFAULT_KINDS, KindConfig
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import BroadcastStatus
-from .base import AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast
+from .base import AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast, Plan
 from .schema import (
     broadcasts_table,
     due_index_ddl,
@@ -46,11 +47,12 @@ from .sql_outbox import SqlOutbox
 from .sql_plumbing import LostRace, utc
 from .sql_sweep import SweepSql
 from .sql_text import EntitySql, LibrarySql, dumps, event_params, pg_change_in_place, pg_single_statement
-from .sqlite_setup import configure_sqlite
+from .sqlite_setup import ThreadConnections, configure_sqlite
 
 __all__ = ["SQLAlchemyStore"]
 
 _STATUSES = [s.value for s in BroadcastStatus]
+_STATUS_OF = {s.value: s for s in BroadcastStatus}
 
 
 class SQLAlchemyStore(SqlOutbox, SqlInPlace):
@@ -67,7 +69,11 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
             raise InvalidArgument(f"SQLAlchemyStore supports sqlite and postgresql, not {engine.dialect.name}")
         configure_sqlite(engine)
         self.engine = engine
+        self._owns_engine = False
         self._pg = engine.dialect.name == "postgresql"
+        # Per-thread connections only where the pool keeps connections anyway (a file database);
+        # a NullPool or an in-memory database's pool has its reasons.
+        self._threads = ThreadConnections(engine) if not self._pg and isinstance(engine.pool, QueuePool) else None
         self._lib = LibrarySql(engine.dialect, history_table, recipients_table, outbox_table)
         self._standalone = EntitySql(broadcasts_table, engine.dialect, kind_column=True)
         self._tables = {kind: EntitySql(_table_of(model), engine.dialect, kind_column=False)
@@ -83,7 +89,17 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
     @classmethod
     def from_url(cls, url: str, models: Mapping[str, Any] | None = None, **engine_options: Any) -> SQLAlchemyStore:
         """A store on a new engine for ``url`` (e.g. ``sqlite:///broadcasts.db``)."""
-        return cls(create_engine(url, **engine_options), models)
+        store = cls(create_engine(url, **engine_options), models)
+        store._owns_engine = True
+        return store
+
+    def close(self) -> None:
+        """Close the store's connections: SQLite's per-thread ones and, for a store made by
+        :meth:`from_url`, the engine's pool. The store opens connections again if used."""
+        if self._threads is not None:
+            self._threads.close()
+        if self._owns_engine:
+            self.engine.dispose()
 
     def create_all(self, kinds: Iterable[KindConfig] = DEFAULT_KINDS) -> None:
         """Create the library's tables, the standalone table (if a kind is not on a host model), the
@@ -170,50 +186,81 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
 
     def apply(self, change: Change, after_commit: AfterCommit, tx: object = None) -> Committed | None:
         """See :meth:`BroadcastStore.apply`."""
-        before, decision = change.before, change.decision
-        sql = self._entity(before.kind)
-        lib = self._lib
-        base = {"kind": before.kind, "key": str(before.id), "at": lib.time.bind(change.at)}
-        after = change.after()
+        sql = self._entity(change.before.kind)
         if sql.single_apply is not None and tx is None and not change.needs_recipients:
-            return self._apply_in_one_statement(sql, change, after, base, after_commit)
+            return self._apply_in_one_statement(sql, change, after_commit)
         try:
             with self._cursor(tx, write=True) as cur:
-                cur.execute(sql.update, {
-                    **base, "id": sql.id_param(before.id), "to_status": decision.to_status.value,
-                    "new_version": after.version, "delta": decision.fill_delta,
-                    "expires_at": sql.time.bind(decision.expires_at), "version": before.version,
-                })
-                if cur.rowcount != 1:
-                    raise LostRace
-                if change.recipients:
-                    cur.executemany(lib.add_recipient, [{**base, "transporter": t} for t in change.recipients])
-                if change.transporter_id is not None and decision.fill_delta:
-                    cur.execute(lib.hold, {**base, "delta": decision.fill_delta, "response": decision.trigger.value,
-                                           "transporter": change.transporter_id})
-                transporters: Sequence[str] = ()
-                if change.needs_recipients:
-                    cur.execute(lib.list_recipients, base)
-                    transporters = [row[0] for row in cur.fetchall()]
-                events = change.events(after, transporters)
-                entry = change.history_entry()
-                cur.execute(lib.add_history, {
-                    **base, "from_status": decision.from_status.value, "to_status": decision.to_status.value,
-                    "trigger": entry.trigger, "actor": entry.actor, "reason": entry.reason,
-                    "meta": dumps(entry.metadata), "version": after.version,
-                })
-                cur.executemany(lib.add_event, [{**base, **event_params(e, lib.time)} for e in events])
-                if change.idempotency_key is not None:
-                    cur.execute(lib.add_key, {**base, "idem_key": change.idempotency_key, "trigger": entry.trigger,
-                                              "idem_outcome": dumps(after.to_json())})
+                committed = self._write(cur, sql, change)
         except LostRace:
             return None
-        return self._committed(Committed(after, events), after_commit, tx)
+        return self._committed(committed, after_commit, tx)
 
-    def _apply_in_one_statement(self, sql: EntitySql, change: Change, after: BroadcastSnapshot,
-                                base: dict[str, Any], after_commit: AfterCommit) -> Committed | None:
+    def decides_under_lock(self) -> bool:
+        """See :class:`~broadcast_lifecycle.stores.base.DecidesUnderLock`: SQLite, whose write
+        transactions take the database's write lock up front, so reading inside one costs nothing extra."""
+        return not self._pg
+
+    def decide_and_apply(self, kind: str, entity_id: EntityId, transporter_id: str | None, plan: Plan,
+                         after_commit: AfterCommit, tx: object = None) -> Committed | None:
+        """See :class:`~broadcast_lifecycle.stores.base.DecidesUnderLock`."""
+        sql = self._entity(kind)
+        try:
+            with self._cursor(tx, write=True) as cur:
+                cur.execute(sql.load, {"id": sql.id_param(entity_id), "kind": kind, "key": str(entity_id),
+                                       "transporter": transporter_id or ""})
+                row = cur.fetchone()
+                if row is None:
+                    raise BroadcastNotFound(kind, entity_id)
+                committed = self._write(cur, sql, plan(Loaded(self._snapshot(sql, kind, entity_id, row), row[8])))
+        except LostRace:
+            return None
+        return self._committed(committed, after_commit, tx)
+
+    def _write(self, cur: Any, sql: EntitySql, change: Change) -> Committed:
+        """The statements of ``change`` on an open write transaction; ``LostRace`` if the
+        compare-and-set matched no row."""
+        before, decision = change.before, change.decision
+        lib = self._lib
+        kind, key, at = before.kind, str(before.id), lib.time.bind(change.at)
+        trigger = decision.trigger.value
+        after = change.after()
+        cur.execute(sql.update, {
+            "kind": kind, "at": at, "id": sql.id_param(before.id), "to_status": decision.to_status.value,
+            "new_version": after.version, "delta": decision.fill_delta,
+            "expires_at": sql.time.bind(decision.expires_at), "version": before.version,
+        })
+        if cur.rowcount != 1:
+            raise LostRace
+        if change.recipients:
+            cur.executemany(lib.add_recipient, [{"kind": kind, "key": key, "at": at, "transporter": t}
+                                                for t in change.recipients])
+        if change.transporter_id is not None and decision.fill_delta:
+            cur.execute(lib.hold, {"kind": kind, "key": key, "at": at, "delta": decision.fill_delta,
+                                   "response": trigger, "transporter": change.transporter_id})
+        transporters: Sequence[str] = ()
+        if change.needs_recipients:
+            cur.execute(lib.list_recipients, {"kind": kind, "key": key})
+            transporters = [row[0] for row in cur.fetchall()]
+        events = change.events(after, transporters)
+        cur.execute(lib.add_history, {
+            "kind": kind, "key": key, "at": at, "from_status": decision.from_status.value,
+            "to_status": decision.to_status.value, "trigger": trigger, "actor": change.actor,
+            "reason": change.reason, "meta": dumps(change.metadata) if change.metadata else "{}",
+            "version": after.version,
+        })
+        for event in events:
+            cur.execute(lib.add_event, {"kind": kind, "key": key, "at": at, **event_params(event, at)})
+        if change.idempotency_key is not None:
+            cur.execute(lib.add_key, {"kind": kind, "key": key, "at": at, "idem_key": change.idempotency_key,
+                                      "trigger": trigger, "idem_outcome": dumps(after.to_json())})
+        return Committed(after, events)
+
+    def _apply_in_one_statement(self, sql: EntitySql, change: Change, after_commit: AfterCommit) -> Committed | None:
         """PostgreSQL, non-terminal: one round trip, atomic on its own (autocommit)."""
         before, decision = change.before, change.decision
+        after = change.after()
+        base = {"kind": before.kind, "key": str(before.id), "at": self._lib.time.bind(change.at)}
         (event,) = change.events(after, ())
         entry = change.history_entry()
         params = {
@@ -225,7 +272,7 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
             "trigger": entry.trigger, "actor": entry.actor, "reason": entry.reason, "meta": dumps(entry.metadata),
             "idem_key": change.idempotency_key,
             "idem_outcome": dumps(after.to_json()) if change.idempotency_key is not None else None,
-            **event_params(event, self._lib.time),
+            **event_params(event, base["at"]),
         }
         with self._cursor(None, write=True, single=True) as cur:
             cur.execute(sql.single_apply, params)
@@ -317,10 +364,10 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
 
     @staticmethod
     def _status(table: Table, entity_id: EntityId, value: Any) -> BroadcastStatus:
-        try:
-            return BroadcastStatus(value)
-        except ValueError:
-            raise CorruptState(table.name, entity_id, value, _STATUSES) from None
+        status = _STATUS_OF.get(value)
+        if status is None:
+            raise CorruptState(table.name, entity_id, value, _STATUSES)
+        return status
 
 
 def _table_of(model: Any) -> Table:

@@ -8,11 +8,15 @@ busy timeout rather than fail.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+import weakref
 from typing import Any
 
 from sqlalchemy import Engine, event
 
-__all__ = ["configure_sqlite"]
+__all__ = ["ThreadConnections", "configure_sqlite"]
 
 _CONFIGURED = "broadcast_lifecycle_sqlite_configured"
 
@@ -45,3 +49,65 @@ def configure_sqlite(engine: Engine, *, synchronous: str = "NORMAL", busy_timeou
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class ThreadConnections:
+    """One SQLite connection per thread for the SQL store's own statements.
+
+    Checking a connection out of SQLAlchemy's pool and back in costs about as much as the Python
+    of a whole transition (a queue, a condition, events, the reset). A SQLite connection is cheap,
+    and one that sits between transactions holds no lock and no snapshot, so each thread keeps its
+    own, as Django does: created by the engine (so its ``connect`` hooks configure it) and then
+    detached from the pool. It is closed when its thread ends, by :meth:`close`, or by
+    :meth:`discard` after a failure left its state unknown. A child process after ``fork`` opens
+    its own instead of using the parent's.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._local = threading.local()
+        self._held: weakref.WeakSet[_Held] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        """This thread's DBAPI connection (opened on first use)."""
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None and held.pid == os.getpid():
+            return held.connection
+        fairy = self._engine.raw_connection()
+        connection = fairy.driver_connection
+        fairy.detach()
+        held = self._local.held = _Held(connection, os.getpid())
+        with self._lock:
+            self._held.add(held)
+        return held.connection
+
+    def discard(self) -> None:
+        """Close this thread's connection (the next :meth:`get` opens a new one)."""
+        held: _Held | None = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is not None and held.pid == os.getpid():
+            held.close()
+
+    def close(self) -> None:
+        """Close every thread's connection (they are opened again on use)."""
+        with self._lock:
+            held = list(self._held)
+            self._held.clear()
+        for each in held:
+            if each.pid == os.getpid():
+                each.close()
+
+
+class _Held:
+    """A thread's connection; weakly tracked, so it goes when its thread's locals go."""
+
+    __slots__ = ("__weakref__", "connection", "pid")
+
+    def __init__(self, connection: Any, pid: int) -> None:
+        self.connection = connection
+        self.pid = pid
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing a broken connection: nothing more to undo
+            self.connection.close()
