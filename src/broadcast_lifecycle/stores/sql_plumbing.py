@@ -48,10 +48,10 @@ class SqlPlumbing:
     def _cursor(self, tx: object, write: bool, single: bool = False) -> _Cursor:
         """A DBAPI cursor: in the host's transaction, or in a transaction of our own for writes.
 
-        ``single`` marks one self-contained write statement: PostgreSQL runs it in autocommit,
-        which is atomic and saves the BEGIN and COMMIT round trips.
+        ``single`` marks one self-contained write statement: it runs in autocommit, which is
+        atomic and saves the BEGIN and COMMIT (on PostgreSQL, two round trips).
         """
-        return _Cursor(self, tx, write, single and self._pg)
+        return _Cursor(self, tx, write, single)
 
     @contextmanager
     def _core(self, tx: object) -> Iterator[Any]:

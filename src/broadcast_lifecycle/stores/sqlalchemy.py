@@ -339,7 +339,7 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
             "reason": "deadline passed", "id_field": kind.id_field,
             "changed_name": kind.event_name(Topic.STATE_CHANGED), "expired_name": kind.event_name(Topic.EXPIRED),
         }
-        with self._cursor(None, write=True, single=True) as cur:
+        with self._cursor(None, write=True, single=self._pg) as cur:  # SQLite's sweep is several statements
             count, rows = sweep.run(cur, params, with_events)
 
         def load_events() -> list[BroadcastEvent]:

@@ -72,7 +72,7 @@ class ThreadConnections:
     def get(self) -> Any:
         """This thread's DBAPI connection (opened on first use)."""
         held: _Held | None = getattr(self._local, "held", None)
-        if held is not None and held.pid == os.getpid():
+        if held is not None and held.pid == os.getpid() and not held.closed:
             return held.connection
         fairy = self._engine.raw_connection()
         connection = fairy.driver_connection
@@ -102,12 +102,14 @@ class ThreadConnections:
 class _Held:
     """A thread's connection; weakly tracked, so it goes when its thread's locals go."""
 
-    __slots__ = ("__weakref__", "connection", "pid")
+    __slots__ = ("__weakref__", "closed", "connection", "pid")
 
     def __init__(self, connection: Any, pid: int) -> None:
         self.connection = connection
         self.pid = pid
+        self.closed = False
 
     def close(self) -> None:
+        self.closed = True
         with contextlib.suppress(Exception):  # closing a broken connection: nothing more to undo
             self.connection.close()
