@@ -251,9 +251,12 @@ class BroadcastLifecycle:
                 and reason is None and not self._guards.get(trigger) and self._in_place is not None):
             # The hot path: guards in the write itself, no read and no lost race (see ChangesInPlace).
             done = self._in_place.change_in_place(config, trigger, entity_id, transporter_id, slots, self._now(),
-                                              self._announce)
-            if done is not None:
+                                                  self._announce)
+            if isinstance(done, Committed):
                 return done.snapshot
+            found = done  # declined: decide on the row as the store found it, without reading it again
+        else:
+            found = None
         command = _Command(config, trigger, actor, reason, metadata or {}, transporter_id, slots, recipients,
                            deadline, ttl, now, idempotency_key)
         planned: list[Change] = []
@@ -271,7 +274,8 @@ class BroadcastLifecycle:
                     committed = self._under_lock.decide_and_apply(kind, entity_id, transporter_id, plan,
                                                                   self._announce, tx)
                 else:
-                    plan(self.store.load(kind, entity_id, transporter_id, tx))
+                    plan(found or self.store.load(kind, entity_id, transporter_id, tx))
+                    found = None
                     committed = self.store.apply(planned[-1], self._announce, tx)
             except IdempotencyKeyReused:
                 if idempotency_key is None:

@@ -3,22 +3,28 @@ SQLAlchemy Core connections, after-commit hand-off, and error wrapping."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from ..errors import BroadcastError, IdempotencyKeyReused, InvalidArgument, StoreError
+from ..errors import BroadcastError, CorruptState, IdempotencyKeyReused, InvalidArgument, StoreError
+from ..records import BroadcastSnapshot, EntityId
+from ..states import BroadcastStatus
 from .after_commit import defer_until_commit
 from .base import AfterCommit, Committed
 from .sql_text import EntitySql, LibrarySql
 from .sqlite_setup import ThreadConnections
 
 __all__ = ["LostRace", "SqlPlumbing", "session_of", "utc"]
+
+
+_STATUSES = [s.value for s in BroadcastStatus]
+_STATUS_OF = {s.value: s for s in BroadcastStatus}
 
 
 class LostRace(Exception):
@@ -37,6 +43,25 @@ class SqlPlumbing:
     def _entity(self, kind: str) -> EntitySql:
         """The statements for ``kind``'s table (the store provides it)."""
         raise NotImplementedError
+
+    @staticmethod
+    def _status(table: Table, entity_id: EntityId, value: Any) -> BroadcastStatus:
+        """The state stored in ``table``; ``CorruptState`` if it is not one."""
+        status = _STATUS_OF.get(value)
+        if status is None:
+            raise CorruptState(table.name, entity_id, value, _STATUSES)
+        return status
+
+    def _snapshot(self, sql: EntitySql, kind: str, entity_id: EntityId, row: Sequence[Any]) -> BroadcastSnapshot:
+        """The snapshot in a row read by ``EntitySql.load``."""
+        time = sql.time
+        return BroadcastSnapshot(
+            kind=kind, id=entity_id, customer_id=row[1], status=self._status(sql.table, entity_id, row[0]),
+            slots_requested=row[2], slots_filled=row[3], version=row[4],
+            state_changed_at=time.result(row[5]),  # type: ignore[arg-type]
+            created_at=time.result(row[6]),  # type: ignore[arg-type]
+            expires_at=time.result(row[7]),
+        )
 
     def _committed(self, committed: Committed, after_commit: AfterCommit, tx: object) -> Committed:
         if tx is None:

@@ -24,6 +24,7 @@ __all__ = [
     "dumps",
     "event_params",
     "pg_change_in_place",
+    "pg_fill_event",
     "pg_single_statement",
     "render",
 ]
@@ -205,15 +206,14 @@ _IN_PLACE = {
 
 def pg_change_in_place(entity: EntitySql, trigger: str, library_tables: tuple[Table, Table, Table],
                        dialect: Dialect) -> str:
-    """One PostgreSQL statement for an accept that leaves slots open, or any release, guarded in its
-    own WHERE.
+    """One PostgreSQL statement for an accept (``fill``: the one that takes the last slots) or a
+    release, guarded in its own WHERE.
 
     No read first and no version compare: concurrent writers queue on the row lock and each
     re-checks the guards on the row as the previous one left it, so a hot broadcast has no retry
-    storm. It matches no row when a guard fails (or an accept would fill the broadcast); the caller
-    then takes the general path, where the core decides and words the refusal, and a terminal event
-    reads its recipients under the lock. The RETURNING row is the new state; the previous status
-    follows from it (``:delta`` is signed: + for accept, - for release).
+    storm. The RETURNING row is the new state (the previous status follows from it; ``:delta`` is
+    signed: + for accept, - for release); no row means a guard failed, and the caller reads the row
+    in the same round trip (see ``SqlInPlace``) to decide the refusal.
     """
     history, recipients, outbox = library_tables
     state_guard, fill_guard, new_status, previous, holder_guard = _IN_PLACE[trigger]
@@ -225,8 +225,7 @@ def pg_change_in_place(entity: EntitySql, trigger: str, library_tables: tuple[Ta
         f"WHERE {where} AND {state_guard} AND {fill_guard} "
         f"AND EXISTS (SELECT 1 FROM {recipients.name} r WHERE r.kind = :kind AND r.entity_id = :key "
         f"AND r.transporter_id = :transporter{holder_guard}) "
-        "RETURNING customer_id, slots_requested, slots_filled, version, state_changed_at, created_at, expires_at, "
-        "status), "
+        f"RETURNING {_ROW}), "
         f"hold AS (UPDATE {recipients.name} SET slots_held = slots_held + :delta, response = :trigger, "
         "responded_at = :at WHERE kind = :kind AND entity_id = :key AND transporter_id = :transporter "
         "AND EXISTS (SELECT 1 FROM upd)), "
@@ -237,6 +236,33 @@ def pg_change_in_place(entity: EntitySql, trigger: str, library_tables: tuple[Ta
         f":ev_id_field, :key, status, {previous}, state_changed_at, version, slots_filled, "
         "slots_requested, json_build_array(json_build_array('customer', customer_id)), :at, 0 FROM upd) "
         "SELECT * FROM upd",
+        dialect,
+    )
+
+
+_ROW = "customer_id, slots_requested, slots_filled, version, state_changed_at, created_at, expires_at, status"
+"""The columns an applied in-place statement returns."""
+
+
+def pg_fill_event(entity: EntitySql, library_tables: tuple[Table, Table, Table], dialect: Dialect) -> str:
+    """The ``fully_filled`` outbox row of an in-place fill, as the statement after the fill's UPDATE
+    in the same transaction: its fresh snapshot sees every recipient a concurrent ``notify_more``
+    committed before the UPDATE got the row lock. It writes nothing unless the UPDATE applied (its
+    state-changed event ``:ev_id`` is in the outbox) and returns the recipients it addressed.
+    """
+    _, recipients, outbox = library_tables
+    name = _q(dialect, entity.table.name)
+    where = f"{_q(dialect, entity.pk.name)} = :id" + (" AND kind = :kind" if "kind" in entity.table.c else "")
+    everyone = ("(SELECT json_agg(x ORDER BY o, n, tid) FROM (SELECT 0 AS o, NULL::timestamptz AS n, ''::text AS tid, "
+                "json_build_array('customer', b.customer_id) AS x UNION ALL SELECT 1, r.notified_at, r.transporter_id, "
+                f"json_build_array('transporter', r.transporter_id) FROM {recipients.name} r "
+                "WHERE r.kind = :kind AND r.entity_id = :key) s)")
+    return render(
+        f"INSERT INTO {outbox.name} ({OUTBOX_COLUMNS}) SELECT :filled_id, :filled_name, 'fully_filled', "
+        "CAST(:kind AS VARCHAR), :ev_id_field, CAST(:key AS VARCHAR), b.status, "
+        "CASE WHEN b.slots_filled = :delta THEN 'active' ELSE 'partially_filled' END, "
+        f"b.state_changed_at, b.version, b.slots_filled, b.slots_requested, {everyone}, :at, 0 FROM {name} b "
+        f"WHERE {where} AND EXISTS (SELECT 1 FROM {outbox.name} WHERE event_id = :ev_id) RETURNING recipients",
         dialect,
     )
 
@@ -269,7 +295,8 @@ class EntitySql:
         self.single_apply: str | None = None
         """PostgreSQL only: the one-statement form of a non-terminal transition (see pg_single_statement)."""
         self.in_place: dict[str, str] = {}
-        """PostgreSQL only: guarded one-statement accept and release, by trigger (see pg_change_in_place)."""
+        """PostgreSQL only: guarded one-statement accept and release, by trigger (see pg_change_in_place),
+        and ``filled_event``, the fill's second statement (see pg_fill_event)."""
         self.load_for_update = self.load + (" FOR UPDATE" if dialect.name == "postgresql" else "")
 
     def id_param(self, entity_id: Any) -> Any:

@@ -19,7 +19,6 @@ from sqlalchemy.pool import QueuePool
 
 from ..errors import (
     BroadcastNotFound,
-    CorruptState,
     DuplicateBroadcast,
     IdempotencyKeyReused,
     InvalidArgument,
@@ -46,13 +45,19 @@ from .sql_in_place import SqlInPlace
 from .sql_outbox import SqlOutbox
 from .sql_plumbing import LostRace, utc
 from .sql_sweep import SweepSql
-from .sql_text import EntitySql, LibrarySql, dumps, event_params, pg_change_in_place, pg_single_statement
+from .sql_text import (
+    EntitySql,
+    LibrarySql,
+    dumps,
+    event_params,
+    pg_change_in_place,
+    pg_fill_event,
+    pg_single_statement,
+)
 from .sqlite_setup import ThreadConnections, configure_sqlite
 
 __all__ = ["SQLAlchemyStore"]
 
-_STATUSES = [s.value for s in BroadcastStatus]
-_STATUS_OF = {s.value: s for s in BroadcastStatus}
 
 
 class SQLAlchemyStore(SqlOutbox, SqlInPlace):
@@ -85,6 +90,7 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
                 sql.single_apply = pg_single_statement(sql, library, engine.dialect)
                 sql.in_place = {variant: pg_change_in_place(sql, variant, library, engine.dialect)
                                 for variant in ("accept", "fill", "release")}
+                sql.in_place["filled_event"] = pg_fill_event(sql, library, engine.dialect)
 
     @classmethod
     def from_url(cls, url: str, models: Mapping[str, Any] | None = None, **engine_options: Any) -> SQLAlchemyStore:
@@ -352,22 +358,6 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
     def _entity(self, kind: str) -> EntitySql:
         return self._tables.get(kind, self._standalone)
 
-    def _snapshot(self, sql: EntitySql, kind: str, entity_id: EntityId, row: Sequence[Any]) -> BroadcastSnapshot:
-        time = sql.time
-        return BroadcastSnapshot(
-            kind=kind, id=entity_id, customer_id=row[1], status=self._status(sql.table, entity_id, row[0]),
-            slots_requested=row[2], slots_filled=row[3], version=row[4],
-            state_changed_at=time.result(row[5]),  # type: ignore[arg-type]
-            created_at=time.result(row[6]),  # type: ignore[arg-type]
-            expires_at=time.result(row[7]),
-        )
-
-    @staticmethod
-    def _status(table: Table, entity_id: EntityId, value: Any) -> BroadcastStatus:
-        status = _STATUS_OF.get(value)
-        if status is None:
-            raise CorruptState(table.name, entity_id, value, _STATUSES)
-        return status
 
 
 def _table_of(model: Any) -> Table:

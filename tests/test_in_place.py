@@ -1,0 +1,133 @@
+"""Accept and release in place (PostgreSQL): refusals decided on the row read back, and the filling
+accept's terminal event reaching a transporter notified while it waited for the row lock."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from conftest import ManualClock
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from broadcast_lifecycle import (
+    BroadcastLifecycle,
+    BroadcastNotFound,
+    BroadcastStatus,
+    InvalidTransition,
+    Topic,
+    TransitionRefused,
+    Trigger,
+)
+from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
+from broadcast_lifecycle.testing import EventRecorder
+
+Command = Callable[[BroadcastLifecycle, int], object]
+
+_REFUSALS: list[tuple[str, Command, type[Exception], str]] = [
+    ("accept when full", lambda lc, i: lc.accept("booking", i, "t3"), InvalidTransition,
+     "not allowed from fully_filled"),
+    ("accept by a stranger", lambda lc, i: lc.accept("booking", i, "t9"), TransitionRefused,
+     "transporter t9 was not notified"),
+    ("release more than held", lambda lc, i: lc.release("booking", i, "t1", slots=2), TransitionRefused, "holds 1"),
+    ("release by a stranger", lambda lc, i: lc.release("booking", i, "t9"), TransitionRefused, "t9"),
+    ("accept unknown id", lambda lc, i: lc.accept("booking", i + 1000, "t1"), BroadcastNotFound, "no booking with id"),
+]
+
+
+def _lifecycles(url: str) -> tuple[BroadcastLifecycle, BroadcastLifecycle, EventRecorder, ManualClock]:
+    """The default lifecycle (in place where the store can) and one forced onto the general path."""
+    store = SQLAlchemyStore.from_url(url)
+    store.create_all()
+    clock = ManualClock()
+    fast, slow = BroadcastLifecycle(store, clock=clock), BroadcastLifecycle(store, clock=clock)
+    for trigger in (Trigger.ACCEPT, Trigger.RELEASE):
+        slow.add_guard(trigger, lambda snapshot, ctx: None)  # any host guard forces the general path
+    recorder = EventRecorder()
+    fast.bus.connect(recorder)
+    slow.bus.connect(recorder)
+    return fast, slow, recorder, clock
+
+
+@pytest.mark.parametrize(("case", "command", "error", "reason"), _REFUSALS, ids=[r[0] for r in _REFUSALS])
+def test_refusals_in_place_match_the_general_path_and_write_nothing(
+        database_url: str, case: str, command: Command, error: type[Exception], reason: str) -> None:
+    """A guard failing in the write is refused with the core's words, and changes nothing."""
+    fast, slow, recorder, _ = _lifecycles(database_url)
+    messages = []
+    for entity_id, lifecycle in ((900_001, fast), (900_002, slow)):
+        lifecycle.create("booking", f"c{entity_id}", 2, entity_id=entity_id)
+        lifecycle.start_broadcast("booking", entity_id, ["t1", "t2", "t3"])
+        lifecycle.activate("booking", entity_id, ttl=timedelta(hours=1))
+        lifecycle.accept("booking", entity_id, "t1")
+        if case == "accept when full":
+            lifecycle.accept("booking", entity_id, "t2")
+        before = (lifecycle.get("booking", entity_id), lifecycle.history("booking", entity_id),
+                  lifecycle.recipients("booking", entity_id), len(recorder.events))
+        with pytest.raises(error, match=reason) as info:
+            command(lifecycle, entity_id)
+        messages.append(re.sub(r"\b90\d{4}\b", "<id>", str(info.value)))
+        assert (lifecycle.get("booking", entity_id), lifecycle.history("booking", entity_id),
+                lifecycle.recipients("booking", entity_id), len(recorder.events)) == before
+    assert messages[0] == messages[1]
+
+
+def test_accept_in_the_wrong_state_is_an_invalid_transition(database_url: str) -> None:
+    """Before activation an accept is not allowed at all: InvalidTransition names the allowed states."""
+    fast, _, _, _ = _lifecycles(database_url)
+    entity_id = fast.create("booking", "c1", 2).id
+    fast.start_broadcast("booking", entity_id, ["t1"])
+    with pytest.raises(InvalidTransition, match="broadcasting") as info:
+        fast.accept("booking", entity_id, "t1")
+    assert info.value.from_state == "broadcasting"
+
+
+def _wait_for_lock_waiter(url: str, deadline_s: float = 30.0) -> None:
+    """Until another backend waits on a row lock (polled; a barrier in the database's own terms)."""
+    store = SQLAlchemyStore.from_url(url)
+    give_up = time.monotonic() + deadline_s
+    try:
+        while time.monotonic() < give_up:
+            with store.engine.connect() as conn:
+                waiting = conn.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()")).scalar_one()
+            if waiting:
+                return
+        raise AssertionError("the filling accept never queued on the row lock")
+    finally:
+        store.close()
+
+
+def test_filling_accept_tells_a_transporter_notified_while_it_waited(postgres_server: object) -> None:
+    """notify_more holds the row lock (host transaction) while the filling accept queues on it; once
+    notify_more commits, the accept fills and its fully_filled event reaches the new transporter too."""
+    from postgres_server import PostgresServer
+
+    assert isinstance(postgres_server, PostgresServer)
+    url = postgres_server.create_database("in_place_fill_race")
+    fast, _, recorder, clock = _lifecycles(url)
+    entity_id = fast.create("booking", "c1", 2).id
+    fast.start_broadcast("booking", entity_id, ["t1", "t2"])
+    fast.activate("booking", entity_id, ttl=timedelta(hours=1))
+    fast.accept("booking", entity_id, "t1")
+    clock.advance(timedelta(seconds=1))  # recipients are listed by when they were notified
+    store = fast.store
+    assert isinstance(store, SQLAlchemyStore)
+    outcome: list[object] = []
+    with Session(store.engine) as session:
+        fast.notify_more("booking", entity_id, ["t-late"], tx=session)  # locks the row until commit
+        accepting = threading.Thread(target=lambda: outcome.append(fast.accept("booking", entity_id, "t2")))
+        accepting.start()
+        _wait_for_lock_waiter(url)
+        session.commit()
+    accepting.join()
+    (filled,) = [e for e in recorder.events if e.topic is Topic.FULLY_FILLED]
+    assert [r.id for r in filled.recipients] == ["c1", "t1", "t2", "t-late"]
+    assert getattr(outcome[0], "status", None) is BroadcastStatus.FULLY_FILLED
+    stored = [e for e in store.pending_events(50) if e.event.topic is Topic.FULLY_FILLED]
+    assert stored == [] or [r.id for r in stored[0].event.recipients] == ["c1", "t1", "t2", "t-late"]
