@@ -330,7 +330,7 @@ def sqlite_section() -> None:
             "raw+mark": raw.step(mark=True),
         }, SQLITE_BATCH)
         _line("library, no receivers (no mark-delivered write)", results["library"])
-        _line("library, 1 no-op receiver (+ mark-delivered transaction)", results["library+receiver"])
+        _line("library, 1 no-op receiver (+ mark-delivered statement)", results["library+receiver"])
         _line("raw sqlite3, the same statements in one transaction", results["raw"])
         _line("raw sqlite3 + the after-commit mark-delivered UPDATE", results["raw+mark"])
         _verdict("library / raw (both without the mark)", results["library"][0] / results["raw"][0], 1.5)
@@ -550,7 +550,7 @@ def hot_row_section(server: PostgresServer, url: str, dbname: str) -> None:
         return True
 
     seconds, winners, errors = _hot_rounds(notified_broadcast, accept)
-    _hot_report("library accept (in place; the filling one reads, then compare-and-set)", seconds, winners, errors)
+    _hot_report("library accept (in place; refusals read back; fill pipelined)", seconds, winners, errors)
     print(f"      lost compare-and-set races: {lost[0] / (HOT_ROUNDS + HOT_WARMUP):.1f} per round "
           "(each costs a re-read and another attempt)")
     store.apply = apply  # type: ignore[method-assign]

@@ -43,7 +43,10 @@ class BroadcastLifecycle:
 
     Each command loads the broadcast, decides with the transition table, writes the result by
     compare-and-set (retrying a lost race up to ``max_attempts`` times, then raising
-    :class:`ConcurrentUpdate`) and sends the events on ``bus`` once the write has committed.
+    :class:`ConcurrentUpdate`) and sends the events on ``bus`` once the write has committed. A store
+    that can decide under its write lock (``DecidesUnderLock``, e.g. SQLite) does all of that in one
+    transaction; one that changes in place (``ChangesInPlace``, e.g. PostgreSQL) takes accepts and
+    releases with the guards in the write.
     Pass ``tx`` (e.g. a SQLAlchemy ``Session``) to write inside the caller's transaction; the
     events then leave when that transaction commits, and never if it rolls back.
     """
