@@ -72,8 +72,10 @@ class ThreadConnections:
     def get(self) -> Any:
         """This thread's DBAPI connection (opened on first use)."""
         held: _Held | None = getattr(self._local, "held", None)
-        if held is not None and held.pid == os.getpid() and not held.closed:
-            return held.connection
+        if held is not None and not held.closed:
+            if held.pid == os.getpid():
+                return held.connection
+            _INHERITED.append(held)  # the parent's, after fork: never use or close it here
         fairy = self._engine.raw_connection()
         connection = fairy.driver_connection
         fairy.detach()
@@ -97,6 +99,10 @@ class ThreadConnections:
         for each in held:
             if each.pid == os.getpid():
                 each.close()
+
+
+_INHERITED: list[_Held] = []
+"""Connections a forked child inherited: kept open, because closing one may act on the parent's files."""
 
 
 class _Held:
