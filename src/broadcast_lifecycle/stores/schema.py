@@ -31,6 +31,7 @@ from ..states import CLOSED, BroadcastStatus
 __all__ = [
     "STATUS_CHECK",
     "EXPIRABLE_SQL",
+    "EXPIRABLE_SQL_IN_LIST",
     "BroadcastMixin",
     "broadcasts_table",
     "due_index_ddl",
@@ -43,12 +44,28 @@ __all__ = [
     "standalone_metadata",
 ]
 
-_STATES = ", ".join(f"'{s.value}'" for s in BroadcastStatus)
-STATUS_CHECK = f"status IN ({_STATES})"
+
+def _status_is_one_of(states: list[str]) -> str:
+    """SQL for "status is one of ``states``", as equalities joined by OR rather than ``status IN (...)``.
+
+    SQLite evaluates a CHECK constraint, and a partial index's WHERE, for every row it writes, and
+    there it builds an IN list of more than two values into a lookup table anew for each row: about
+    1 us per list per row (an UPDATE of the status evaluates the due index's WHERE twice, for the old
+    row and the new). Equalities cost next to nothing. PostgreSQL does not mind the spelling.
+    """
+    return "({})".format(" OR ".join(f"status = '{state}'" for state in states))
+
+
+STATUS_CHECK = _status_is_one_of([s.value for s in BroadcastStatus])
 """The CHECK on every status column; adding a state means replacing this constraint (additive)."""
 
-EXPIRABLE_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(allowed_from(Trigger.EXPIRE))))
+_EXPIRABLE = sorted(allowed_from(Trigger.EXPIRE))
+EXPIRABLE_SQL = _status_is_one_of([s.value for s in _EXPIRABLE])
 """The states a deadline can expire, as SQL: the sweeper's filter and its partial index share it."""
+
+EXPIRABLE_SQL_IN_LIST = "status IN ({})".format(", ".join(f"'{s.value}'" for s in _EXPIRABLE))
+"""The same filter as due indexes created before :data:`EXPIRABLE_SQL` spelled it; the sweeper's
+query carries both, since SQLite uses a partial index only for a query that repeats its WHERE."""
 
 
 def due_index_ddl(table: str, kind_column: bool = False) -> str:
