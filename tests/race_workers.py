@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from datetime import datetime
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 
@@ -31,3 +33,29 @@ def accept_worker(url: str, names: list[str], jobs: Queue[int | None], results: 
             thread.start()
         for thread in threads:
             thread.join()
+
+
+def terminal_worker(url: str, command: str, start: datetime, after_deadline: datetime,
+                    jobs: Queue[tuple[int, bool] | None], results: Queue[tuple[str, str]], barrier: Barrier) -> None:
+    """For each ``(broadcast id, takes part)`` from ``jobs``, run ``command`` at the barrier: ``accept``,
+    ``cancel``, ``expire`` or ``expire_due`` (the last two told it is past the deadline)."""
+    lc = BroadcastLifecycle(SQLAlchemyStore.from_url(url, pool_size=2), clock=lambda: start)
+    commands: dict[str, Callable[[int], bool]] = {
+        "accept": lambda entity_id: bool(lc.accept("booking", entity_id, "t1")),
+        "cancel": lambda entity_id: bool(lc.cancel("booking", entity_id, reason="customer changed plans")),
+        "expire": lambda entity_id: bool(lc.expire("booking", entity_id, now=after_deadline)),
+        "expire_due": lambda entity_id: lc.expire_due(after_deadline) == 1,
+    }
+    lc.store.pending_events(1)  # connect before the first barrier
+    while (job := jobs.get()) is not None:
+        entity_id, takes_part = job
+        barrier.wait()
+        if not takes_part:
+            results.put((command, "sat out"))
+            continue
+        try:
+            results.put((command, "won" if commands[command](entity_id) else "lost"))
+        except TransitionRefused:
+            results.put((command, "refused"))
+        except Exception as exc:
+            results.put((command, f"error: {type(exc).__name__}: {exc}"))

@@ -179,3 +179,60 @@ def test_accept_expire_and_cancel_race_one_terminal_wins(database_url: str) -> N
         assert len(customer_changes) == 1
         recorder.clear()
     assert store.pending_events(10) == [], "every event was delivered after its commit"
+
+
+@pytest.mark.postgres
+def test_accept_expire_and_cancel_race_across_processes(postgres_server: object) -> None:
+    """The same race with each command in a process of its own on PostgreSQL, 200 rounds: one terminal
+    transition wins each round, and the outbox holds exactly one terminal event for each recipient."""
+    from postgres_server import PostgresServer
+    from race_workers import terminal_worker
+
+    assert isinstance(postgres_server, PostgresServer)
+    url = postgres_server.create_database("terminal_race_processes")
+    store = SQLAlchemyStore.from_url(url)
+    store.create_all()
+    lc = BroadcastLifecycle(store, clock=ManualClock(START))  # no receivers: every event stays in the outbox
+    ctx = multiprocessing.get_context("spawn")
+    names = ["accept", "cancel", "expire", "expire_due"]
+    barrier = ctx.Barrier(len(names))
+    results: multiprocessing.Queue[tuple[str, str]] = ctx.Queue()
+    queues: list[multiprocessing.Queue[tuple[int, bool] | None]] = [ctx.Queue() for _ in names]
+    workers = [ctx.Process(target=terminal_worker, args=(url, name, START, AFTER_DEADLINE, jobs, results, barrier))
+               for name, jobs in zip(names, queues, strict=True)]
+    for worker in workers:
+        worker.start()
+    winners: dict[int, str] = {}
+    try:
+        for round_no in range(ROUNDS):
+            entity_id = lc.create("booking", f"c{round_no}", 2).id
+            assert isinstance(entity_id, int)
+            lc.start_broadcast("booking", entity_id, ["t1", "t2"])
+            lc.activate("booking", entity_id, deadline=DEADLINE)
+            for name, jobs in zip(names, queues, strict=True):
+                jobs.put((entity_id, name != "expire_due" or round_no % 2 == 0))  # the sweep: every other round
+            outcomes = dict(results.get(timeout=60) for _ in names)
+            assert not [o for o in outcomes.values() if o.startswith("error")], outcomes
+            won = [name for name in TERMINAL if outcomes[name] == "won"]
+            assert len(won) == 1, outcomes
+            winners[entity_id] = won[0]
+            final = lc.get("booking", entity_id).status
+            assert final is (BroadcastStatus.CANCELLED if won[0] == "cancel" else BroadcastStatus.EXPIRED)
+    finally:
+        for jobs in queues:
+            jobs.put(None)
+        for worker in workers:
+            worker.join(timeout=30)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    terminal: dict[tuple[int, Recipient], int] = {}
+    for entry in store.pending_events(100_000):
+        event = entry.event
+        if event.topic in (Topic.CANCELLED, Topic.EXPIRED):
+            for recipient in event.recipients:
+                key = (int(event.entity_id), recipient)
+                terminal[key] = terminal.get(key, 0) + 1
+    for round_no, entity_id in enumerate(winners):
+        for recipient in (Recipient("customer", f"c{round_no}"), Recipient("transporter", "t1"),
+                          Recipient("transporter", "t2")):
+            assert terminal.get((entity_id, recipient)) == 1, (entity_id, recipient, winners[entity_id])
+    assert len(set(winners.values())) > 1, "one command won every round: the race never raced"
