@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Dialect, Table
 
 from .schema import EXPIRABLE_SQL, EXPIRABLE_SQL_IN_LIST
-from .sql_text import OUTBOX_COLUMNS, EntitySql, render
+from .sql_text import OUTBOX_COLUMNS, EntitySql, pg_everyone_json, render
 
 __all__ = ["SweepSql"]
 
@@ -51,10 +51,7 @@ class SweepSql:
                          ":kind, :id_field, key, 'expired', old_status, :now, version, slots_filled, "
                          "slots_requested, {recipients}, :now, 0 FROM {due} d")
         if self._pg:
-            everyone = ("(SELECT json_agg(x ORDER BY o, n, tid) FROM (SELECT 0 AS o, NULL::timestamptz AS n, "
-                        "''::text AS tid, json_build_array('customer', d.customer_id) AS x UNION ALL "
-                        "SELECT 1, r.notified_at, r.transporter_id, json_build_array('transporter', r.transporter_id) "
-                        f"FROM {recipients.name} r WHERE r.kind = :kind AND r.entity_id = d.key) s)")
+            everyone = pg_everyone_json(recipients, "d.customer_id", "d.key")
             changed = outbox_insert.format(event_id="gen_random_uuid()::text", name=":changed_name",
                                            topic="'state_changed'", due="due",
                                            recipients="json_build_array(json_build_array('customer', customer_id))")

@@ -24,6 +24,7 @@ __all__ = [
     "dumps",
     "event_params",
     "pg_change_in_place",
+    "pg_everyone_json",
     "pg_fill_event",
     "pg_single_statement",
     "render",
@@ -244,6 +245,15 @@ _ROW = "customer_id, slots_requested, slots_filled, version, state_changed_at, c
 """The columns an applied in-place statement returns."""
 
 
+def pg_everyone_json(recipients: Table, customer: str, key: str) -> str:
+    """PostgreSQL: a terminal event's recipients as a JSON array, the customer first, then every
+    notified transporter by notification time and id (``customer`` and ``key`` are SQL expressions)."""
+    return ("(SELECT json_agg(x ORDER BY o, n, tid) FROM (SELECT 0 AS o, NULL::timestamptz AS n, ''::text AS tid, "
+            f"json_build_array('customer', {customer}) AS x UNION ALL SELECT 1, r.notified_at, r.transporter_id, "
+            f"json_build_array('transporter', r.transporter_id) FROM {recipients.name} r "
+            f"WHERE r.kind = :kind AND r.entity_id = {key}) s)")
+
+
 def pg_fill_event(entity: EntitySql, library_tables: tuple[Table, Table, Table], dialect: Dialect) -> str:
     """The ``fully_filled`` outbox row of an in-place fill, as the statement after the fill's UPDATE
     in the same transaction: its fresh snapshot sees every recipient a concurrent ``notify_more``
@@ -253,10 +263,7 @@ def pg_fill_event(entity: EntitySql, library_tables: tuple[Table, Table, Table],
     _, recipients, outbox = library_tables
     name = _q(dialect, entity.table.name)
     where = f"{_q(dialect, entity.pk.name)} = :id" + (" AND kind = :kind" if "kind" in entity.table.c else "")
-    everyone = ("(SELECT json_agg(x ORDER BY o, n, tid) FROM (SELECT 0 AS o, NULL::timestamptz AS n, ''::text AS tid, "
-                "json_build_array('customer', b.customer_id) AS x UNION ALL SELECT 1, r.notified_at, r.transporter_id, "
-                f"json_build_array('transporter', r.transporter_id) FROM {recipients.name} r "
-                "WHERE r.kind = :kind AND r.entity_id = :key) s)")
+    everyone = pg_everyone_json(recipients, "b.customer_id", ":key")
     return render(
         f"INSERT INTO {outbox.name} ({OUTBOX_COLUMNS}) SELECT :filled_id, :filled_name, 'fully_filled', "
         "CAST(:kind AS VARCHAR), :ev_id_field, CAST(:key AS VARCHAR), b.status, "
