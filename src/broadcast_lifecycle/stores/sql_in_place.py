@@ -29,6 +29,7 @@ def _pipeline(connection: Any) -> contextlib.AbstractContextManager[Any]:
     pipeline = getattr(connection, "pipeline", None)
     return pipeline() if pipeline is not None else contextlib.nullcontext()
 
+
 _ACCEPTING = frozenset({BroadcastStatus.ACTIVE, BroadcastStatus.PARTIALLY_FILLED})
 
 
