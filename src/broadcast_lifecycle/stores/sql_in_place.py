@@ -11,7 +11,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from ..errors import BroadcastNotFound
 from ..events import BroadcastEvent, Recipient, Topic
 from ..kinds import KindConfig
 from ..lifecycle import Trigger
@@ -57,7 +56,7 @@ class SqlInPlace(SqlPlumbing):
         if row is not None:
             event, after = self._in_place_result(kind, entity_id, trigger, slots, params["ev_id"], row)
             return self._committed(Committed(after, (event,)), after_commit, None)
-        loaded = self._found(sql, kind, entity_id, found)
+        loaded = self._loaded(sql, kind.name, entity_id, found)
         snap = loaded.snapshot
         if (trigger is Trigger.ACCEPT and snap.status in _ACCEPTING
                 and snap.slots_filled + slots == snap.slots_requested):
@@ -91,7 +90,7 @@ class SqlInPlace(SqlPlumbing):
             written = event_cursor.fetchone()
             found = back.fetchone()
         if row is None:
-            return self._found(sql, kind, entity_id, found)
+            return self._loaded(sql, kind.name, entity_id, found)
         changed, after = self._in_place_result(kind, entity_id, Trigger.ACCEPT, slots, params["ev_id"], row)
         assert written is not None, "the fill applied, so its fully_filled event was written"
         (addressed,) = written
@@ -100,12 +99,6 @@ class SqlInPlace(SqlPlumbing):
         filled = replace(changed, event_id=params["filled_id"], name=params["filled_name"], topic=Topic.FULLY_FILLED,
                          recipients=tuple(Recipient(role, rid) for role, rid in addressed))
         return self._committed(Committed(after, (changed, filled)), after_commit, None)
-
-    def _found(self, sql: EntitySql, kind: KindConfig, entity_id: EntityId, row: Sequence[Any] | None) -> Loaded:
-        """The broadcast as read back after a declined in-place statement."""
-        if row is None:
-            raise BroadcastNotFound(kind.name, entity_id)
-        return Loaded(self._snapshot(sql, kind.name, entity_id, row), row[8])
 
     @staticmethod
     def _in_place_result(kind: KindConfig, entity_id: EntityId, trigger: Trigger, slots: int, event_id: str,

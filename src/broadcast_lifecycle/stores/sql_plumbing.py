@@ -12,11 +12,11 @@ from sqlalchemy import Engine, Table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from ..errors import BroadcastError, CorruptState, IdempotencyKeyReused, InvalidArgument, StoreError
+from ..errors import BroadcastError, BroadcastNotFound, CorruptState, IdempotencyKeyReused, InvalidArgument, StoreError
 from ..records import BroadcastSnapshot, EntityId
 from ..states import BroadcastStatus
 from .after_commit import defer_until_commit
-from .base import AfterCommit, Committed
+from .base import AfterCommit, Committed, Loaded
 from .sql_text import EntitySql, LibrarySql
 from .sqlite_setup import ThreadConnections
 
@@ -62,6 +62,20 @@ class SqlPlumbing:
             created_at=time.result(row[6]),  # type: ignore[arg-type]
             expires_at=time.result(row[7]),
         )
+
+    def _read_loaded(self, cur: Any, sql: EntitySql, kind: str, entity_id: EntityId, transporter_id: str | None,
+                     statement: str | None = None) -> Loaded:
+        """Run ``sql.load`` (or ``statement``, a variant of it such as ``load_for_update``) on ``cur``."""
+        cur.execute(statement or sql.load, {"id": sql.id_param(entity_id), "kind": kind, "key": str(entity_id),
+                                            "transporter": transporter_id or ""})
+        return self._loaded(sql, kind, entity_id, cur.fetchone())
+
+    def _loaded(self, sql: EntitySql, kind: str, entity_id: EntityId, row: Sequence[Any] | None) -> Loaded:
+        """The broadcast and the transporter's holding in a row read by ``EntitySql.load``;
+        ``BroadcastNotFound`` when there was no row."""
+        if row is None:
+            raise BroadcastNotFound(kind, entity_id)
+        return Loaded(self._snapshot(sql, kind, entity_id, row), row[8])
 
     def _committed(self, committed: Committed, after_commit: AfterCommit, tx: object) -> Committed:
         if tx is None:

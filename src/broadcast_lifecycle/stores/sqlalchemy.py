@@ -18,7 +18,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import QueuePool
 
 from ..errors import (
-    BroadcastNotFound,
     DuplicateBroadcast,
     IdempotencyKeyReused,
     InvalidArgument,
@@ -57,7 +56,6 @@ from .sql_text import (
 from .sqlite_setup import ThreadConnections, configure_sqlite
 
 __all__ = ["SQLAlchemyStore"]
-
 
 
 class SQLAlchemyStore(SqlOutbox, SqlInPlace):
@@ -181,14 +179,8 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
              tx: object = None) -> Loaded:
         """See :meth:`BroadcastStore.load`."""
         sql = self._entity(kind)
-        params = {"id": sql.id_param(entity_id), "kind": kind, "key": str(entity_id),
-                  "transporter": transporter_id or ""}
         with self._cursor(tx, write=False) as cur:
-            cur.execute(sql.load, params)
-            row = cur.fetchone()
-        if row is None:
-            raise BroadcastNotFound(kind, entity_id)
-        return Loaded(self._snapshot(sql, kind, entity_id, row), row[8])
+            return self._read_loaded(cur, sql, kind, entity_id, transporter_id)
 
     def apply(self, change: Change, after_commit: AfterCommit, tx: object = None) -> Committed | None:
         """See :meth:`BroadcastStore.apply`."""
@@ -213,12 +205,8 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
         sql = self._entity(kind)
         try:
             with self._cursor(tx, write=True) as cur:
-                cur.execute(sql.load, {"id": sql.id_param(entity_id), "kind": kind, "key": str(entity_id),
-                                       "transporter": transporter_id or ""})
-                row = cur.fetchone()
-                if row is None:
-                    raise BroadcastNotFound(kind, entity_id)
-                committed = self._write(cur, sql, plan(Loaded(self._snapshot(sql, kind, entity_id, row), row[8])))
+                loaded = self._read_loaded(cur, sql, kind, entity_id, transporter_id)
+                committed = self._write(cur, sql, plan(loaded))
         except LostRace:
             return None
         return self._committed(committed, after_commit, tx)
@@ -294,11 +282,7 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
         sql = self._entity(kind)
         base = {"kind": kind, "key": str(entity_id), "at": self._lib.time.bind(at)}
         with self._cursor(tx, write=True) as cur:
-            cur.execute(sql.load_for_update, {**base, "id": sql.id_param(entity_id), "transporter": ""})
-            row = cur.fetchone()
-            if row is None:
-                raise BroadcastNotFound(kind, entity_id)
-            snapshot = self._snapshot(sql, kind, entity_id, row)
+            snapshot = self._read_loaded(cur, sql, kind, entity_id, None, sql.load_for_update).snapshot
             if snapshot.status in open_states:
                 cur.executemany(self._lib.add_recipient, [{**base, "transporter": t} for t in transporters])
         return snapshot
@@ -357,7 +341,6 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
 
     def _entity(self, kind: str) -> EntitySql:
         return self._tables.get(kind, self._standalone)
-
 
 
 def _table_of(model: Any) -> Table:
