@@ -550,7 +550,7 @@ def hot_row_section(server: PostgresServer, url: str, dbname: str) -> None:
         return True
 
     seconds, winners, errors = _hot_rounds(notified_broadcast, accept)
-    _hot_report("library accept (in place; refusals read back; fill pipelined)", seconds, winners, errors)
+    _hot_report("library accept (one statement; refusals read back)", seconds, winners, errors)
     print(f"      lost compare-and-set races: {lost[0] / (HOT_ROUNDS + HOT_WARMUP):.1f} per round "
           "(each costs a re-read and another attempt)")
     store.apply = apply  # type: ignore[method-assign]

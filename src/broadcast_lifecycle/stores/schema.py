@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
     CheckConstraint,
     Column,
@@ -21,12 +22,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    event,
     text,
 )
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from ..lifecycle import Trigger, allowed_from
 from ..states import CLOSED, BroadcastStatus
+from .sql_text import EVERYONE_FUNCTION, pg_everyone_function_ddl
 
 __all__ = [
     "STATUS_CHECK",
@@ -36,6 +39,7 @@ __all__ = [
     "broadcasts_table",
     "due_index_ddl",
     "open_customer_index_ddl",
+    "postgresql_functions_ddl",
     "history_table",
     "idempotency_table",
     "library_metadata",
@@ -163,6 +167,20 @@ idempotency_table = Table(
     Column("created_at", _Tz, nullable=False),
 )
 """Idempotency keys and the first outcome of the command that used each."""
+
+
+def postgresql_functions_ddl() -> list[str]:
+    """PostgreSQL: the functions the library's statements call, as ``CREATE OR REPLACE`` statements
+    (safe to run again). ``library_metadata.create_all`` runs them; in an Alembic revision run each
+    with ``op.execute``. Without them the store still works, with the accept that fills a broadcast
+    on the general path (one more round trip and a possible retry); it logs a warning once."""
+    return [pg_everyone_function_ddl(recipients_table)]
+
+
+for _ddl in postgresql_functions_ddl():
+    event.listen(library_metadata, "after_create", DDL(_ddl).execute_if(dialect="postgresql"))
+event.listen(library_metadata, "before_drop",
+             DDL(f"DROP FUNCTION IF EXISTS {EVERYONE_FUNCTION}(text, text, text)").execute_if(dialect="postgresql"))
 
 
 def _table_name(cls: object) -> str:

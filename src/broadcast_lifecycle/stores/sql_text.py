@@ -18,14 +18,15 @@ from sqlalchemy.dialects import sqlite
 from ..events import BroadcastEvent
 
 __all__ = [
+    "EVERYONE_FUNCTION",
     "EntitySql",
     "LibrarySql",
     "TimeCodec",
     "dumps",
     "event_params",
     "pg_change_in_place",
+    "pg_everyone_function_ddl",
     "pg_everyone_json",
-    "pg_fill_event",
     "pg_single_statement",
     "render",
 ]
@@ -179,19 +180,19 @@ def event_params(event: BroadcastEvent, changed_at: Any) -> dict[str, Any]:
 
 
 _IN_PLACE = {
-    # trigger: (state guard, fill guard, new status (from the old row), previous status (from the new
+    # variant: (state guard, fill guard, new status (from the old row), previous status (from the new
     # row, in the CTEs that read upd), holder guard); :delta is +n for accept, -n for release
-    "accept": (
+    "accept": (  # partial or filling; the filling one also writes fully_filled (see pg_change_in_place)
         "status IN ('active', 'partially_filled') AND (expires_at IS NULL OR expires_at > :at)",
-        "slots_filled + :delta < slots_requested",
-        "'partially_filled'",
+        "slots_filled + :delta <= slots_requested",
+        "CASE WHEN slots_filled + :delta = slots_requested THEN 'fully_filled' ELSE 'partially_filled' END",
         "CASE WHEN slots_filled = :delta THEN 'active' ELSE 'partially_filled' END",
         "",
     ),
-    "fill": (  # the accept that takes the last slots: run in a transaction that then reads the recipients
+    "accept_partial": (  # without the everyone function: the filling accept goes the general way
         "status IN ('active', 'partially_filled') AND (expires_at IS NULL OR expires_at > :at)",
-        "slots_filled + :delta = slots_requested",
-        "'fully_filled'",
+        "slots_filled + :delta < slots_requested",
+        "'partially_filled'",
         "CASE WHEN slots_filled = :delta THEN 'active' ELSE 'partially_filled' END",
         "",
     ),
@@ -205,21 +206,38 @@ _IN_PLACE = {
 }
 
 
-def pg_change_in_place(entity: EntitySql, trigger: str, library_tables: tuple[Table, Table, Table],
+def pg_change_in_place(entity: EntitySql, variant: str, library_tables: tuple[Table, Table, Table],
                        dialect: Dialect) -> str:
-    """One PostgreSQL statement for an accept (``fill``: the one that takes the last slots) or a
-    release, guarded in its own WHERE.
+    """One PostgreSQL statement for an accept or a release, guarded in its own WHERE (``variant``
+    is a key of ``_IN_PLACE``).
 
     No read first and no version compare: concurrent writers queue on the row lock and each
     re-checks the guards on the row as the previous one left it, so a hot broadcast has no retry
-    storm. The RETURNING row is the new state (the previous status follows from it; ``:delta`` is
-    signed: + for accept, - for release); no row means a guard failed, and the caller reads the row
-    in the same round trip (see ``SqlInPlace``) to decide the refusal.
+    storm. It returns the new state (the previous status follows from it; ``:delta`` is signed: +
+    for accept, - for release) and, last, the recipients of the ``fully_filled`` event when this
+    accept filled the broadcast; no row means a guard failed and the caller reads the row to decide
+    the refusal (see ``SqlInPlace``).
+
+    The ``fully_filled`` recipients come from :data:`~broadcast_lifecycle.stores.schema.EVERYONE_FUNCTION`,
+    a VOLATILE function, which PostgreSQL runs on a snapshot of its own taken when it is called: after
+    the UPDATE holds the row lock. So it sees the recipients that a ``notify_more`` (which holds the
+    same lock) committed while this statement waited, where the statement's own snapshot, taken
+    before the wait, would not.
     """
     history, recipients, outbox = library_tables
-    state_guard, fill_guard, new_status, previous, holder_guard = _IN_PLACE[trigger]
+    state_guard, fill_guard, new_status, previous, holder_guard = _IN_PLACE[variant]
     name = _q(dialect, entity.table.name)
     where = f"{_q(dialect, entity.pk.name)} = :id" + (" AND kind = :kind" if "kind" in entity.table.c else "")
+    filled = "NULL"
+    filled_cte = ""
+    if variant == "accept":
+        filled = "(SELECT recipients FROM filled)"
+        filled_cte = (
+            f", filled AS (INSERT INTO {outbox.name} ({OUTBOX_COLUMNS}) SELECT :filled_id, :filled_name, "
+            f"'fully_filled', :kind, :ev_id_field, :key, status, {previous}, state_changed_at, version, "
+            f"slots_filled, slots_requested, {EVERYONE_FUNCTION}(:kind, :key, customer_id), :at, 0 FROM upd "
+            "WHERE status = 'fully_filled' RETURNING recipients)"
+        )
     return render(
         f"WITH upd AS (UPDATE {name} SET slots_filled = slots_filled + :delta, status = {new_status}, "
         "version = version + 1, state_changed_at = GREATEST(state_changed_at, :at) "
@@ -235,43 +253,38 @@ def pg_change_in_place(entity: EntitySql, trigger: str, library_tables: tuple[Ta
         "CAST(:transporter AS VARCHAR), NULL, CAST('{}' AS JSON), state_changed_at, version FROM upd), "
         f"ev AS (INSERT INTO {outbox.name} ({OUTBOX_COLUMNS}) SELECT :ev_id, :ev_name, 'state_changed', :kind, "
         f":ev_id_field, :key, status, {previous}, state_changed_at, version, slots_filled, "
-        "slots_requested, json_build_array(json_build_array('customer', customer_id)), :at, 0 FROM upd) "
-        "SELECT * FROM upd",
+        "slots_requested, json_build_array(json_build_array('customer', customer_id)), :at, 0 FROM upd)"
+        f"{filled_cte} SELECT {_ROW}, {filled} FROM upd",
         dialect,
     )
 
 
 _ROW = "customer_id, slots_requested, slots_filled, version, state_changed_at, created_at, expires_at, status"
-"""The columns an applied in-place statement returns."""
+"""The columns an applied in-place statement returns (then the ``fully_filled`` recipients, or NULL)."""
 
 
-def pg_everyone_json(recipients: Table, customer: str, key: str) -> str:
+EVERYONE_FUNCTION = "bl_everyone_json"
+"""PostgreSQL: the function ``(kind, key, customer)`` returning :func:`pg_everyone_json` on a fresh
+snapshot (see :func:`pg_change_in_place`); :func:`pg_everyone_function_ddl` creates it."""
+
+
+def pg_everyone_json(recipients: Table, customer: str, key: str, kind: str = ":kind") -> str:
     """PostgreSQL: a terminal event's recipients as a JSON array, the customer first, then every
-    notified transporter by notification time and id (``customer`` and ``key`` are SQL expressions)."""
+    notified transporter by notification time and id (``customer``, ``key`` and ``kind`` are SQL
+    expressions)."""
     return ("(SELECT json_agg(x ORDER BY o, n, tid) FROM (SELECT 0 AS o, NULL::timestamptz AS n, ''::text AS tid, "
             f"json_build_array('customer', {customer}) AS x UNION ALL SELECT 1, r.notified_at, r.transporter_id, "
             f"json_build_array('transporter', r.transporter_id) FROM {recipients.name} r "
-            f"WHERE r.kind = :kind AND r.entity_id = {key}) s)")
+            f"WHERE r.kind = {kind} AND r.entity_id = {key}) s)")
 
 
-def pg_fill_event(entity: EntitySql, library_tables: tuple[Table, Table, Table], dialect: Dialect) -> str:
-    """The ``fully_filled`` outbox row of an in-place fill, as the statement after the fill's UPDATE
-    in the same transaction: its fresh snapshot sees every recipient a concurrent ``notify_more``
-    committed before the UPDATE got the row lock. It writes nothing unless the UPDATE applied (its
-    state-changed event ``:ev_id`` is in the outbox) and returns the recipients it addressed.
-    """
-    _, recipients, outbox = library_tables
-    name = _q(dialect, entity.table.name)
-    where = f"{_q(dialect, entity.pk.name)} = :id" + (" AND kind = :kind" if "kind" in entity.table.c else "")
-    everyone = pg_everyone_json(recipients, "b.customer_id", ":key")
-    return render(
-        f"INSERT INTO {outbox.name} ({OUTBOX_COLUMNS}) SELECT :filled_id, :filled_name, 'fully_filled', "
-        "CAST(:kind AS VARCHAR), :ev_id_field, CAST(:key AS VARCHAR), b.status, "
-        "CASE WHEN b.slots_filled = :delta THEN 'active' ELSE 'partially_filled' END, "
-        f"b.state_changed_at, b.version, b.slots_filled, b.slots_requested, {everyone}, :at, 0 FROM {name} b "
-        f"WHERE {where} AND EXISTS (SELECT 1 FROM {outbox.name} WHERE event_id = :ev_id) RETURNING recipients",
-        dialect,
-    )
+def pg_everyone_function_ddl(recipients: Table) -> str:
+    """``CREATE OR REPLACE FUNCTION`` for :data:`EVERYONE_FUNCTION`. VOLATILE is the point: such a
+    function takes a new snapshot for its query, so it sees what committed while its caller waited
+    for a lock. (A body with a sub-select is never inlined into the calling statement.)"""
+    body = pg_everyone_json(recipients, "$3", "$2", kind="$1")
+    return (f"CREATE OR REPLACE FUNCTION {EVERYONE_FUNCTION}(text, text, text) RETURNS json "
+            f"LANGUAGE sql VOLATILE AS $body$ SELECT {body} $body$")
 
 
 class EntitySql:
@@ -302,8 +315,7 @@ class EntitySql:
         self.single_apply: str | None = None
         """PostgreSQL only: the one-statement form of a non-terminal transition (see pg_single_statement)."""
         self.in_place: dict[str, str] = {}
-        """PostgreSQL only: guarded one-statement accept and release, by trigger (see pg_change_in_place),
-        and ``filled_event``, the fill's second statement (see pg_fill_event)."""
+        """PostgreSQL only: guarded one-statement accept and release, by variant (see pg_change_in_place)."""
         self.load_for_update = self.load + (" FOR UPDATE" if dialect.name == "postgresql" else "")
 
     def id_param(self, entity_id: Any) -> Any:

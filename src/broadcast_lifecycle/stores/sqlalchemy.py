@@ -50,7 +50,6 @@ from .sql_text import (
     dumps,
     event_params,
     pg_change_in_place,
-    pg_fill_event,
     pg_single_statement,
 )
 from .sqlite_setup import ThreadConnections, configure_sqlite
@@ -87,8 +86,7 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
                 library = (history_table, recipients_table, outbox_table)
                 sql.single_apply = pg_single_statement(sql, library, engine.dialect)
                 sql.in_place = {variant: pg_change_in_place(sql, variant, library, engine.dialect)
-                                for variant in ("accept", "fill", "release")}
-                sql.in_place["filled_event"] = pg_fill_event(sql, library, engine.dialect)
+                                for variant in ("accept", "accept_partial", "release")}
 
     @classmethod
     def from_url(cls, url: str, models: Mapping[str, Any] | None = None, **engine_options: Any) -> SQLAlchemyStore:
