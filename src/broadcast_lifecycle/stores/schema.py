@@ -11,10 +11,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    DDL,
     JSON,
     CheckConstraint,
     Column,
+    Connection,
     DateTime,
     Index,
     Integer,
@@ -177,10 +177,17 @@ def postgresql_functions_ddl() -> list[str]:
     return [pg_everyone_function_ddl(recipients_table)]
 
 
-for _ddl in postgresql_functions_ddl():
-    event.listen(library_metadata, "after_create", DDL(_ddl).execute_if(dialect="postgresql"))
-event.listen(library_metadata, "before_drop",
-             DDL(f"DROP FUNCTION IF EXISTS {EVERYONE_FUNCTION}(text, text, text)").execute_if(dialect="postgresql"))
+@event.listens_for(library_metadata, "after_create")
+def _create_functions(_metadata: MetaData, connection: Connection, **_: Any) -> None:
+    if connection.dialect.name == "postgresql":
+        for ddl in postgresql_functions_ddl():
+            connection.exec_driver_sql(ddl)
+
+
+@event.listens_for(library_metadata, "before_drop")
+def _drop_functions(_metadata: MetaData, connection: Connection, **_: Any) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"DROP FUNCTION IF EXISTS {EVERYONE_FUNCTION}(text, text, text)")
 
 
 def _table_name(cls: object) -> str:
