@@ -103,21 +103,28 @@ def _wait_for_lock_waiter(url: str, deadline_s: float = 30.0) -> None:
         store.close()
 
 
-def test_filling_accept_tells_a_transporter_notified_while_it_waited(postgres_server: object) -> None:
+@pytest.mark.parametrize("function", ["with the everyone function", "without it"])
+def test_filling_accept_tells_a_transporter_notified_while_it_waited(
+        postgres_server: object, function: str, caplog: pytest.LogCaptureFixture) -> None:
     """notify_more holds the row lock (host transaction) while the filling accept queues on it; once
-    notify_more commits, the accept fills and its fully_filled event reaches the new transporter too."""
+    notify_more commits, the accept fills and its fully_filled event reaches the new transporter too.
+    In one statement the recipients come from a VOLATILE function; a database without it (a host
+    that did not run the revision) fills on the general path, and says so."""
     from postgres_server import PostgresServer
 
     assert isinstance(postgres_server, PostgresServer)
-    url = postgres_server.create_database("in_place_fill_race")
+    url = postgres_server.create_database(f"in_place_fill_race_{len(function)}")
     fast, _, recorder, clock = _lifecycles(url)
+    store = fast.store
+    assert isinstance(store, SQLAlchemyStore)
+    if function == "without it":
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP FUNCTION bl_everyone_json(text, text, text)")
     entity_id = fast.create("booking", "c1", 2).id
     fast.start_broadcast("booking", entity_id, ["t1", "t2"])
     fast.activate("booking", entity_id, ttl=timedelta(hours=1))
     fast.accept("booking", entity_id, "t1")
     clock.advance(timedelta(seconds=1))  # recipients are listed by when they were notified
-    store = fast.store
-    assert isinstance(store, SQLAlchemyStore)
     outcome: list[object] = []
     with Session(store.engine) as session:
         fast.notify_more("booking", entity_id, ["t-late"], tx=session)  # locks the row until commit
@@ -131,3 +138,5 @@ def test_filling_accept_tells_a_transporter_notified_while_it_waited(postgres_se
     assert getattr(outcome[0], "status", None) is BroadcastStatus.FULLY_FILLED
     stored = [e for e in store.pending_events(50) if e.event.topic is Topic.FULLY_FILLED]
     assert stored == [] or [r.id for r in stored[0].event.recipients] == ["c1", "t1", "t2", "t-late"]
+    missing = [r.getMessage() for r in caplog.records if "bl_everyone_json is missing" in r.getMessage()]
+    assert len(missing) == (1 if function == "without it" else 0)

@@ -18,7 +18,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from broadcast_lifecycle import BroadcastLifecycle, BroadcastStatus
-from broadcast_lifecycle.stores.schema import EXPIRABLE_SQL, BroadcastMixin, library_metadata
+from broadcast_lifecycle.stores.schema import (
+    EXPIRABLE_SQL,
+    BroadcastMixin,
+    library_metadata,
+    postgresql_functions_ddl,
+)
 from broadcast_lifecycle.stores.sql_plumbing import utc
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
 from broadcast_lifecycle.testing import EventRecorder
@@ -268,6 +273,27 @@ def test_migrated_schema_matches_the_models(migrated: Ids, alembic_config: Confi
     command.check(alembic_config)
 
 
+def _everyone_function_source(engine: sa.Engine) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(
+            "SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure('bl_everyone_json(text, text, text)')")).scalar()
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_migrated_postgresql_has_the_library_functions(migrated: Ids, alembic_config: Config,
+                                                       engine: sa.Engine) -> None:
+    """On PostgreSQL the revision creates the function the one-statement fill calls, as the library
+    defines it today (`alembic check` does not compare functions), and the downgrade drops it."""
+    migrated_source = _everyone_function_source(engine)
+    with engine.begin() as conn:
+        for ddl in postgresql_functions_ddl():
+            conn.exec_driver_sql(ddl)
+    assert migrated_source is not None
+    assert migrated_source == _everyone_function_source(engine)
+    command.downgrade(alembic_config, LEGACY)
+    assert _everyone_function_source(engine) is None
+
+
 def test_offline_mode_renders_postgresql_sql() -> None:
     """`alembic upgrade --sql` writes the PostgreSQL script: CHECK replaced, tables created, history seeded."""
     out = io.StringIO()
@@ -278,5 +304,6 @@ def test_offline_mode_renders_postgresql_sql() -> None:
     assert "ALTER TABLE bookings DROP CONSTRAINT ck_bookings_status" in script
     assert "CREATE TABLE bl_transition_history" in script
     assert "INSERT INTO bl_transition_history" in script
+    assert "CREATE OR REPLACE FUNCTION bl_everyone_json" in script
     assert "COMMIT" in script
 

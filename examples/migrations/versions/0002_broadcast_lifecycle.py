@@ -32,6 +32,16 @@ LEGACY_STATUS_CHECK = "status IN ('active', 'completed', 'cancelled')"
 EXPIRABLE = "(status = 'active' OR status = 'broadcasting' OR status = 'created' OR status = 'partially_filled')"
 """The sweeper's filter, verbatim: SQLite uses a partial index only for a query that repeats its WHERE."""
 
+EVERYONE_FUNCTION = (
+    "CREATE OR REPLACE FUNCTION bl_everyone_json(text, text, text) RETURNS json LANGUAGE sql VOLATILE AS $body$ "
+    "SELECT (SELECT json_agg(x ORDER BY o, n, tid) FROM (SELECT 0 AS o, NULL::timestamptz AS n, ''::text AS tid, "
+    "json_build_array('customer', $3) AS x UNION ALL SELECT 1, r.notified_at, r.transporter_id, "
+    "json_build_array('transporter', r.transporter_id) FROM bl_recipients r WHERE r.kind = $1 AND r.entity_id = $2) s) "
+    "$body$"
+)
+"""PostgreSQL: a terminal event's recipients on a fresh snapshot, which the one-statement filling
+accept calls (``postgresql_functions_ddl()`` as of this revision)."""
+
 BROADCASTS = {"bookings": ("booking", "1"), "orders": ("order", "trucks_requested")}
 """Table -> (kind, SQL for an existing row's slots_requested)."""
 
@@ -73,6 +83,8 @@ def upgrade() -> None:
                         postgresql_where=sa.text(EXPIRABLE))
 
     _create_library_tables()
+    if op.get_context().dialect.name == "postgresql":
+        op.execute(EVERYONE_FUNCTION)
 
     for table, (kind, _) in BROADCASTS.items():
         op.execute(
@@ -85,6 +97,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Back to the legacy schema, keeping every row: states the old CHECK does not know become the
     nearest old one (expired -> cancelled, the open and in-progress states -> active)."""
+    if op.get_context().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS bl_everyone_json(text, text, text)")
     for table in ("bl_idempotency", "bl_outbox", "bl_recipients", "bl_transition_history"):
         op.drop_table(table)
     for table in BROADCASTS:
