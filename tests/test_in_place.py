@@ -140,3 +140,30 @@ def test_filling_accept_tells_a_transporter_notified_while_it_waited(
     assert stored == [] or [r.id for r in stored[0].event.recipients] == ["c1", "t1", "t2", "t-late"]
     missing = [r.getMessage() for r in caplog.records if "bl_everyone_json is missing" in r.getMessage()]
     assert len(missing) == (1 if function == "without it" else 0)
+
+
+def test_events_sent_from_an_in_place_accept_are_the_events_stored(postgres_server: object) -> None:
+    """What receivers get from an in-place accept, release and fill (built from the statement's
+    RETURNING row) is what the outbox holds for the relay (written by the statement's SQL)."""
+    from postgres_server import PostgresServer
+
+    assert isinstance(postgres_server, PostgresServer)
+    fast, _, recorder, clock = _lifecycles(postgres_server.create_database("in_place_stored_events"))
+    entity_id = fast.create("booking", "c1", 3).id
+    fast.start_broadcast("booking", entity_id, ["t1", "t2"])
+    fast.activate("booking", entity_id, ttl=timedelta(hours=1))
+    clock.advance(timedelta(seconds=1))
+
+    def refuse(_: object) -> None:
+        raise RuntimeError("keep it pending")
+
+    fast.bus.connect(refuse)  # a failed delivery leaves the event in the outbox
+    recorder_seen = len(recorder.events)
+    fast.accept("booking", entity_id, "t1")
+    fast.accept("booking", entity_id, "t2", slots=2)
+    fast.release("booking", entity_id, "t1")
+    sent = recorder.events[recorder_seen:]
+    assert [e.topic for e in sent] == [Topic.STATE_CHANGED, Topic.STATE_CHANGED, Topic.FULLY_FILLED,
+                                       Topic.STATE_CHANGED]
+    stored = {entry.event.event_id: entry.event for entry in fast.store.pending_events(100)}
+    assert [stored.get(e.event_id) for e in sent] == sent
