@@ -274,9 +274,10 @@ def test_migrated_schema_matches_the_models(migrated: Ids, alembic_config: Confi
 
 
 def _everyone_function_source(engine: sa.Engine) -> str | None:
+    """The whole definition (body, volatility, types), or None when the function is missing."""
     with engine.connect() as conn:
         return conn.execute(sa.text(
-            "SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure('bl_everyone_json(text, text, text)')")).scalar()
+            "SELECT pg_get_functiondef(to_regprocedure('bl_everyone_json(text, text, text)'))")).scalar()
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)

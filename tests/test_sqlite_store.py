@@ -69,6 +69,17 @@ def test_sqlite_store_decides_under_its_write_lock(tmp_path: Path) -> None:
                      "UPDATE bl_outbox"]  # the receiver's event is marked delivered by one statement after it
 
 
+def test_sqlite_store_declines_to_change_in_place(tmp_path: Path) -> None:
+    """ChangesInPlace is PostgreSQL's: on SQLite the store says None for accept and release alike,
+    and touches nothing."""
+    store, lc, _ = _lifecycle(tmp_path / "in_place.db")
+    snap = _active(lc)
+    for trigger in (Trigger.ACCEPT, Trigger.RELEASE):
+        assert store.change_in_place(lc.kind("booking"), trigger, snap.id, "t1", 1, snap.state_changed_at,
+                                     lambda committed: None) is None
+    assert lc.get("booking", snap.id) == snap
+
+
 def test_refusal_under_the_lock_writes_nothing_and_frees_the_lock(tmp_path: Path) -> None:
     """A host guard that refuses (or fails) inside the transaction rolls it back; the next command runs."""
     _, lc, recorder = _lifecycle(tmp_path / "refuse.db")

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from ..lifecycle import Trigger, allowed_from
 from ..states import CLOSED, BroadcastStatus
-from .sql_text import EVERYONE_FUNCTION, pg_everyone_function_ddl
+from .sql_text import EVERYONE_SIGNATURE, pg_everyone_function_body, pg_function_ddl
 
 __all__ = [
     "STATUS_CHECK",
@@ -169,25 +169,37 @@ idempotency_table = Table(
 """Idempotency keys and the first outcome of the command that used each."""
 
 
+_PG_FUNCTIONS = ((EVERYONE_SIGNATURE, "json", pg_everyone_function_body(recipients_table)),)
+"""PostgreSQL functions the library's statements call: (signature, return type, body)."""
+
+
 def postgresql_functions_ddl() -> list[str]:
-    """PostgreSQL: the functions the library's statements call, as ``CREATE OR REPLACE`` statements
-    (safe to run again). ``library_metadata.create_all`` runs them; in an Alembic revision run each
-    with ``op.execute``. Without them the store still works, with the accept that fills a broadcast
-    on the general path (one more round trip and a possible retry); it logs a warning once."""
-    return [pg_everyone_function_ddl(recipients_table)]
+    """PostgreSQL: the functions the library's statements call, as ``CREATE OR REPLACE`` statements.
+    ``library_metadata.create_all`` creates them (when missing or different); freeze their text
+    in an Alembic revision and run each with ``op.execute``. Without them the store still works,
+    with the accept that fills a broadcast on the general path; it logs a warning."""
+    return [pg_function_ddl(*function) for function in _PG_FUNCTIONS]
 
 
 @event.listens_for(library_metadata, "after_create")
 def _create_functions(_metadata: MetaData, connection: Connection, **_: Any) -> None:
-    if connection.dialect.name == "postgresql":
-        for ddl in postgresql_functions_ddl():
-            connection.exec_driver_sql(ddl)
+    """Create or replace each function that is missing or differs, one creator at a time (a
+    transaction-scoped advisory lock), so concurrent ``create_all`` calls do not collide and a
+    role that may not create functions can still run ``create_all`` once they are current."""
+    if connection.dialect.name != "postgresql":
+        return
+    current = text("SELECT prosrc = :body AND provolatile = 'v' FROM pg_proc WHERE oid = to_regprocedure(:signature)")
+    for signature, returns, body in _PG_FUNCTIONS:
+        if connection.execute(current, {"body": body, "signature": signature}).scalar():
+            continue
+        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('broadcast_lifecycle functions'))"))
+        connection.exec_driver_sql(pg_function_ddl(signature, returns, body))
 
 
 @event.listens_for(library_metadata, "before_drop")
 def _drop_functions(_metadata: MetaData, connection: Connection, **_: Any) -> None:
     if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql(f"DROP FUNCTION IF EXISTS {EVERYONE_FUNCTION}(text, text, text)")
+        connection.exec_driver_sql(f"DROP FUNCTION IF EXISTS {EVERYONE_SIGNATURE}")
 
 
 def _table_name(cls: object) -> str:

@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from ..errors import StoreError
 from ..events import BroadcastEvent, Recipient, Topic
 from ..kinds import KindConfig
 from ..lifecycle import Trigger
@@ -18,11 +19,18 @@ from ..records import BroadcastSnapshot, EntityId
 from ..states import BroadcastStatus
 from .base import AfterCommit, Committed, Loaded
 from .sql_plumbing import SqlPlumbing, utc
-from .sql_text import EVERYONE_FUNCTION
+from .sql_text import EVERYONE_SIGNATURE
 
 __all__ = ["SqlInPlace"]
 
 logger = logging.getLogger(__name__)
+
+_UNDEFINED_FUNCTION = "42883"
+
+
+def _sqlstate(exc: BaseException | None) -> str | None:
+    """The SQLSTATE of a driver error (psycopg 3 ``sqlstate``, psycopg2 ``pgcode``)."""
+    return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
 
 
 class SqlInPlace(SqlPlumbing):
@@ -38,6 +46,8 @@ class SqlInPlace(SqlPlumbing):
         One statement; a declined one is followed by a read of the row (a fresh snapshot: the row as
         the guards just saw it), on which the core decides the refusal."""
         sql = self._entity(kind.name)
+        if not sql.in_place:
+            return None
         variant = trigger.value
         if trigger is Trigger.ACCEPT and not self._can_fill_in_place():
             variant = "accept_partial"
@@ -49,12 +59,19 @@ class SqlInPlace(SqlPlumbing):
                   "transporter": transporter_id, "trigger": trigger.value, "ev_id": str(uuid.uuid4()),
                   "ev_name": kind.event_name(Topic.STATE_CHANGED), "ev_id_field": kind.id_field,
                   "filled_id": str(uuid.uuid4()), "filled_name": kind.event_name(Topic.FULLY_FILLED)}
-        with self._cursor(None, write=True, single=True) as cur:
-            cur.execute(statement, params)
-            row = cur.fetchone()
-            if row is None:
-                cur.execute(sql.load, params)
-                found = cur.fetchone()
+        try:
+            with self._cursor(None, write=True, single=True) as cur:
+                cur.execute(statement, params)
+                row = cur.fetchone()
+                if row is None:
+                    cur.execute(sql.load, params)
+                    found = cur.fetchone()
+        except StoreError as exc:
+            if variant != "accept" or _sqlstate(exc.__cause__) != _UNDEFINED_FUNCTION:
+                raise
+            self._fills_in_place = False  # dropped since it was found; nothing was written
+            self._warn_missing_function()
+            return self.change_in_place(kind, trigger, entity_id, transporter_id, slots, at, after_commit)
         if row is None:
             return self._loaded(sql, kind.name, entity_id, found)
         changed, after = self._in_place_result(kind, entity_id, trigger, slots, params["ev_id"], row)
@@ -68,19 +85,24 @@ class SqlInPlace(SqlPlumbing):
         return self._committed(Committed(after, (changed, filled)), after_commit, None)
 
     def _can_fill_in_place(self) -> bool:
-        """Whether :data:`~broadcast_lifecycle.stores.sql_text.EVERYONE_FUNCTION` exists (asked once per store)."""
+        """Whether :data:`~broadcast_lifecycle.stores.sql_text.EVERYONE_FUNCTION` exists (asked once per
+        store, and again after ``create_all``)."""
         if self._fills_in_place is None:
             with self._cursor(None, write=False) as cur:
-                cur.execute(f"SELECT to_regprocedure('{EVERYONE_FUNCTION}(text, text, text)') IS NOT NULL")
+                cur.execute(f"SELECT to_regprocedure('{EVERYONE_SIGNATURE}') IS NOT NULL")
                 (present,) = cur.fetchone()
             if not present:
-                logger.warning(
-                    "PostgreSQL function %s is missing, so an accept that fills a broadcast takes the general "
-                    "path (a read, then a compare-and-set write that may retry); create it with "
-                    "SQLAlchemyStore.create_all() or, in an Alembic revision, op.execute() each of "
-                    "broadcast_lifecycle.stores.schema.postgresql_functions_ddl()", EVERYONE_FUNCTION)
+                self._warn_missing_function()
             self._fills_in_place = bool(present)
         return self._fills_in_place
+
+    @staticmethod
+    def _warn_missing_function() -> None:
+        logger.warning(
+            "PostgreSQL function %s is missing, so an accept that fills a broadcast takes the general path "
+            "(a read, then a compare-and-set write that may retry). SQLAlchemyStore.create_all() creates it, or "
+            "run broadcast_lifecycle.stores.schema.postgresql_functions_ddl() in a migration (docs/persistence.md); "
+            "this store looks for it again after create_all() or a restart", EVERYONE_SIGNATURE)
 
     @staticmethod
     def _in_place_result(kind: KindConfig, entity_id: EntityId, trigger: Trigger, slots: int, event_id: str,

@@ -19,14 +19,16 @@ from ..events import BroadcastEvent
 
 __all__ = [
     "EVERYONE_FUNCTION",
+    "EVERYONE_SIGNATURE",
     "EntitySql",
     "LibrarySql",
     "TimeCodec",
     "dumps",
     "event_params",
     "pg_change_in_place",
-    "pg_everyone_function_ddl",
+    "pg_everyone_function_body",
     "pg_everyone_json",
+    "pg_function_ddl",
     "pg_single_statement",
     "render",
 ]
@@ -235,7 +237,8 @@ def pg_change_in_place(entity: EntitySql, variant: str, library_tables: tuple[Ta
         filled_cte = (
             f", filled AS (INSERT INTO {outbox.name} ({OUTBOX_COLUMNS}) SELECT :filled_id, :filled_name, "
             f"'fully_filled', :kind, :ev_id_field, :key, status, {previous}, state_changed_at, version, "
-            f"slots_filled, slots_requested, {EVERYONE_FUNCTION}(:kind, :key, customer_id), :at, 0 FROM upd "
+            f"slots_filled, slots_requested, {EVERYONE_FUNCTION}(:kind, :key, CAST(customer_id AS TEXT)), :at, 0 "
+            "FROM upd "
             "WHERE status = 'fully_filled' RETURNING recipients)"
         )
     return render(
@@ -265,7 +268,8 @@ _ROW = "customer_id, slots_requested, slots_filled, version, state_changed_at, c
 
 EVERYONE_FUNCTION = "bl_everyone_json"
 """PostgreSQL: the function ``(kind, key, customer)`` returning :func:`pg_everyone_json` on a fresh
-snapshot (see :func:`pg_change_in_place`); :func:`pg_everyone_function_ddl` creates it."""
+snapshot (see :func:`pg_change_in_place`); ``schema.postgresql_functions_ddl()`` creates it."""
+EVERYONE_SIGNATURE = f"{EVERYONE_FUNCTION}(text, text, text)"
 
 
 def pg_everyone_json(recipients: Table, customer: str, key: str, kind: str = ":kind") -> str:
@@ -278,13 +282,18 @@ def pg_everyone_json(recipients: Table, customer: str, key: str, kind: str = ":k
             f"WHERE r.kind = {kind} AND r.entity_id = {key}) s)")
 
 
-def pg_everyone_function_ddl(recipients: Table) -> str:
-    """``CREATE OR REPLACE FUNCTION`` for :data:`EVERYONE_FUNCTION`. VOLATILE is the point: such a
-    function takes a new snapshot for its query, so it sees what committed while its caller waited
-    for a lock. (A body with a sub-select is never inlined into the calling statement.)"""
-    body = pg_everyone_json(recipients, "$3", "$2", kind="$1")
-    return (f"CREATE OR REPLACE FUNCTION {EVERYONE_FUNCTION}(text, text, text) RETURNS json "
-            f"LANGUAGE sql VOLATILE AS $body$ SELECT {body} $body$")
+def pg_everyone_function_body(recipients: Table) -> str:
+    """The body of :data:`EVERYONE_FUNCTION`: :func:`pg_everyone_json` of its arguments (kind, key,
+    customer). A body with a sub-select is never inlined into the calling statement, so the
+    function keeps its own snapshot."""
+    return f" SELECT {pg_everyone_json(recipients, '$3', '$2', kind='$1')} "
+
+
+def pg_function_ddl(signature: str, returns: str, body: str) -> str:
+    """``CREATE OR REPLACE FUNCTION`` for a library function. VOLATILE is the point: such a
+    function takes a new snapshot for each query in it, so it sees what committed while its
+    caller waited for a lock (see :func:`pg_change_in_place`)."""
+    return f"CREATE OR REPLACE FUNCTION {signature} RETURNS {returns} LANGUAGE sql VOLATILE AS $body${body}$body$"
 
 
 class EntitySql:

@@ -108,7 +108,6 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
         sweeper's partial index on host tables and the one-open-per-customer indexes of the ``kinds``
         that ask for them. Host model tables must exist already (the host creates them).
         """
-        self._fills_in_place = None  # the PostgreSQL function may be new: ask again
         with self._wrap_errors("create tables"), self.engine.begin() as conn:
             kinds = tuple(kinds)
             library_metadata.create_all(conn)
@@ -121,6 +120,7 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
                     sql = self._entity(kind.name)
                     conn.exec_driver_sql(open_customer_index_ddl(sql.table.name, kind.name,
                                                                  scoped=sql.table is broadcasts_table))
+        self._fills_in_place = None  # the PostgreSQL function may be new: ask again (after the commit)
 
     # -- commands --------------------------------------------------------------------------
 
