@@ -220,11 +220,10 @@ def pg_change_in_place(entity: EntitySql, variant: str, library_tables: tuple[Ta
     accept filled the broadcast; no row means a guard failed and the caller reads the row to decide
     the refusal (see ``SqlInPlace``).
 
-    The ``fully_filled`` recipients come from :data:`~broadcast_lifecycle.stores.schema.EVERYONE_FUNCTION`,
-    a VOLATILE function, which PostgreSQL runs on a snapshot of its own taken when it is called: after
-    the UPDATE holds the row lock. So it sees the recipients that a ``notify_more`` (which holds the
-    same lock) committed while this statement waited, where the statement's own snapshot, taken
-    before the wait, would not.
+    The ``fully_filled`` recipients come from :data:`EVERYONE_FUNCTION`, a VOLATILE function, which
+    PostgreSQL runs on a snapshot of its own taken when it is called: after the UPDATE holds the row
+    lock. So it sees the recipients that a ``notify_more`` (which holds the same lock) committed
+    while this statement waited, where the statement's own snapshot, taken before the wait, would not.
     """
     history, recipients, outbox = library_tables
     state_guard, fill_guard, new_status, previous, holder_guard = _IN_PLACE[variant]
@@ -238,8 +237,7 @@ def pg_change_in_place(entity: EntitySql, variant: str, library_tables: tuple[Ta
             f", filled AS (INSERT INTO {outbox.name} ({OUTBOX_COLUMNS}) SELECT :filled_id, :filled_name, "
             f"'fully_filled', :kind, :ev_id_field, :key, status, {previous}, state_changed_at, version, "
             f"slots_filled, slots_requested, {EVERYONE_FUNCTION}(:kind, :key, CAST(customer_id AS TEXT)), :at, 0 "
-            "FROM upd "
-            "WHERE status = 'fully_filled' RETURNING recipients)"
+            "FROM upd WHERE status = 'fully_filled' RETURNING recipients)"
         )
     return render(
         f"WITH upd AS (UPDATE {name} SET slots_filled = slots_filled + :delta, status = {new_status}, "
