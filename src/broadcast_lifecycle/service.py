@@ -27,6 +27,7 @@ from .records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
 from .states import OPEN
 from .stores.base import BroadcastStore, Change, ChangesInPlace, Committed, DecidesUnderLock, Loaded, NewBroadcast
 from .stores.memory import InMemoryStore
+from .validation import require_id, require_slots, require_transporters
 
 __all__ = ["BroadcastLifecycle"]
 
@@ -100,8 +101,8 @@ class BroadcastLifecycle:
         Repeating a create with the same ``idempotency_key`` returns the first one's snapshot.
         """
         config = self.kind(kind)
-        _require_id("customer_id", customer_id)
-        _require_slots("slots", slots)
+        require_id("customer_id", customer_id)
+        require_slots("slots", slots)
         now = self._now()
         deadline = require_aware("expires_at", expires_at) if expires_at is not None else None
         if deadline is not None and deadline <= now:
@@ -124,7 +125,7 @@ class BroadcastLifecycle:
                         idempotency_key: str | None = None) -> BroadcastSnapshot:
         """Notify ``transporters`` (recorded as recipients): created -> broadcasting."""
         return self._run(kind, entity_id, Trigger.START_BROADCAST, actor=actor, tx=tx,
-                         recipients=_require_transporters(transporters), idempotency_key=idempotency_key)
+                         recipients=require_transporters(transporters), idempotency_key=idempotency_key)
 
     def notify_more(self, kind: str, entity_id: EntityId, transporters: Sequence[str], *,
                     tx: object = None) -> BroadcastSnapshot:
@@ -133,7 +134,7 @@ class BroadcastLifecycle:
         On an overdue broadcast it expires it instead and raises ``TransitionRefused("expired at ...")``.
         """
         self.kind(kind)
-        added = _require_transporters(transporters)
+        added = require_transporters(transporters)
         current = self.get(kind, entity_id, tx=tx)
         now = self._now()
         if current.status in OPEN and current.expires_at is not None and is_overdue(current, now):
@@ -162,8 +163,8 @@ class BroadcastLifecycle:
                tx: object = None,
                idempotency_key: str | None = None) -> BroadcastSnapshot:
         """``transporter_id`` takes ``slots`` slots: -> partially_filled or fully_filled."""
-        _require_id("transporter_id", transporter_id)
-        _require_slots("slots", slots)
+        require_id("transporter_id", transporter_id)
+        require_slots("slots", slots)
         return self._run(kind, entity_id, Trigger.ACCEPT, actor=transporter_id, tx=tx,
                          transporter_id=transporter_id, slots=slots, idempotency_key=idempotency_key)
 
@@ -171,8 +172,8 @@ class BroadcastLifecycle:
                 reason: str | None = None, tx: object = None,
                 idempotency_key: str | None = None) -> BroadcastSnapshot:
         """``transporter_id`` gives back ``slots`` slots: -> partially_filled or active."""
-        _require_id("transporter_id", transporter_id)
-        _require_slots("slots", slots)
+        require_id("transporter_id", transporter_id)
+        require_slots("slots", slots)
         return self._run(kind, entity_id, Trigger.RELEASE, actor=transporter_id, reason=reason, tx=tx,
                          transporter_id=transporter_id, slots=slots, idempotency_key=idempotency_key)
 
@@ -364,24 +365,3 @@ def _deadline(now: datetime, deadline: datetime | None, ttl: timedelta | None,
     if current is not None:
         return current
     return now + default_ttl if default_ttl is not None else None
-
-
-def _require_slots(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgument(f"{name} must be a whole number of at least 1, got {value!r}")
-
-
-def _require_id(name: str, value: str) -> None:
-    if not isinstance(value, str) or not value:
-        raise InvalidArgument(f"{name} must be a non-empty string, got {value!r}")
-
-
-def _require_transporters(transporters: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(transporters, str):
-        raise InvalidArgument("transporters must be a list of ids, not a single string")
-    unique = tuple(dict.fromkeys(transporters))
-    if not unique:
-        raise InvalidArgument("transporters must name at least one transporter to notify")
-    for transporter in unique:
-        _require_id("each transporter id", transporter)
-    return unique
