@@ -107,10 +107,10 @@ def _memory_per_broadcast(count: int) -> tuple[float, int, list[Machine]]:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for i, customer in enumerate(customers):
-        booking = lifecycle.create("booking", customer, slots=RECIPIENTS)
+        booking = lifecycle.kind("booking").create(customer, slots=RECIPIENTS)
         notified = [transporters[(i + k) % len(transporters)] for k in range(RECIPIENTS)]
-        lifecycle.start_broadcast("booking", booking.id, notified)
-        lifecycle.activate("booking", booking.id, ttl=timedelta(minutes=10))
+        lifecycle.kind("booking").start_broadcast(booking.id, notified)
+        lifecycle.kind("booking").activate(booking.id, ttl=timedelta(minutes=10))
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()

@@ -78,18 +78,18 @@ Step = Callable[[int], None]
 
 def _prepare(lifecycle: BroadcastLifecycle, customer: str, slots: int, transporters: list[str]) -> int:
     """A broadcast of ``slots`` slots, active for a day, with ``transporters`` notified."""
-    entity_id = lifecycle.create(KIND, customer, slots).id
+    entity_id = lifecycle.kind(KIND).create(customer, slots=slots).id
     assert isinstance(entity_id, int)
-    lifecycle.start_broadcast(KIND, entity_id, transporters)
-    lifecycle.activate(KIND, entity_id, ttl=timedelta(days=1))
+    lifecycle.kind(KIND).start_broadcast(entity_id, transporters)
+    lifecycle.kind(KIND).activate(entity_id, ttl=timedelta(days=1))
     return entity_id
 
 
 def _library_step(lifecycle: BroadcastLifecycle, entity_id: int) -> Step:
     def run(n: int) -> None:
         for _ in range(n // 2):
-            lifecycle.accept(KIND, entity_id, TRANSPORTER)
-            lifecycle.release(KIND, entity_id, TRANSPORTER)
+            lifecycle.kind(KIND).accept(entity_id, TRANSPORTER)
+            lifecycle.kind(KIND).release(entity_id, TRANSPORTER)
     return run
 
 
@@ -296,11 +296,11 @@ def _sqlite_statements(url: str, entity_id: int) -> None:
             lifecycle.bus.connect(_noop_receiver)
         _library_step(lifecycle, entity_id)(2)
         statements.clear()
-        lifecycle.accept(KIND, entity_id, TRANSPORTER)
+        lifecycle.kind(KIND).accept(entity_id, TRANSPORTER)
         heads = [" ".join(s.split()[:2]) for s in statements]
         print(f"   library statements per accept ({'1 receiver' if receivers else 'no receivers'}): "
               f"{len(statements)}: {' | '.join(heads)}")
-        lifecycle.release(KIND, entity_id, TRANSPORTER)
+        lifecycle.kind(KIND).release(entity_id, TRANSPORTER)
     print("   raw statements per accept: 7: BEGIN IMMEDIATE | SELECT | UPDATE bl_broadcasts | UPDATE bl_recipients | "
           "INSERT history | INSERT outbox | COMMIT (+ UPDATE bl_outbox with the mark)")
     store.engine.dispose()
@@ -362,11 +362,11 @@ def _pg_round_trips(url: str, entity_id: int, five: RawPgFive, one: RawPgOne, on
         with store.engine.connect() as conn:
             dbapi = conn.connection.driver_connection
         with pg_trace(dbapi) as lines:
-            lifecycle.accept(KIND, entity_id, TRANSPORTER)
+            lifecycle.kind(KIND).accept(entity_id, TRANSPORTER)
         trips, sent = round_trips(lines)
         print(f"   library round trips per accept ({'1 receiver' if receivers else 'no receivers'}): {trips}: "
               f"{' | '.join(sent)}")
-        lifecycle.release(KIND, entity_id, TRANSPORTER)
+        lifecycle.kind(KIND).release(entity_id, TRANSPORTER)
     store.engine.dispose()
     for hold in (False, True):
         with pg_trace(five.conn) as lines:
@@ -542,7 +542,7 @@ def hot_row_section(server: PostgresServer, url: str, dbname: str) -> None:
 
     def accept(index: int, entity_id: int) -> bool:
         try:
-            lifecycle.accept(KIND, entity_id, transporters[index])
+            lifecycle.kind(KIND).accept(entity_id, transporters[index])
         except (InvalidTransition, TransitionRefused):
             return False
         except ConcurrentUpdate as exc:
@@ -565,7 +565,7 @@ def hot_row_section(server: PostgresServer, url: str, dbname: str) -> None:
     update = "UPDATE bl_broadcasts SET slots_filled = slots_filled + 1 WHERE id = %s AND slots_filled < slots_requested"
 
     def fresh_row(number: int) -> int:
-        entity_id = lifecycle.create(KIND, f"raw-hot-{number}", HOT_SLOTS).id
+        entity_id = lifecycle.kind(KIND).create(f"raw-hot-{number}", slots=HOT_SLOTS).id
         assert isinstance(entity_id, int)
         return entity_id
 

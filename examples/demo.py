@@ -67,34 +67,34 @@ def main() -> None:
     def open_booking(booking: str, slots: int, ttl: timedelta) -> None:
         """Create ``booking``, notify its transporters and open it for acceptances."""
         customer = CUSTOMERS[booking]
-        do(lambda: lifecycle.create(KIND, customer, slots, entity_id=booking, actor=customer))
-        do(lambda: lifecycle.start_broadcast(KIND, booking, TRANSPORTERS[booking], actor="dispatch"))
-        do(lambda: lifecycle.activate(KIND, booking, ttl=ttl, actor="dispatch"))
+        do(lambda: lifecycle.kind(KIND).create(customer, slots=slots, entity_id=booking, actor=customer))
+        do(lambda: lifecycle.kind(KIND).start_broadcast(booking, TRANSPORTERS[booking], actor="dispatch"))
+        do(lambda: lifecycle.kind(KIND).activate(booking, ttl=ttl, actor="dispatch"))
 
     # Booking A: filled by two transporters, then driven to completion.
     open_booking("A", 2, TTL)
-    do(lambda: lifecycle.accept(KIND, "A", "T1"))
-    do(lambda: lifecycle.accept(KIND, "A", "T2"))
-    do(lambda: lifecycle.start_trip(KIND, "A", actor="T1"))
-    do(lambda: lifecycle.complete(KIND, "A", actor="T1"))
+    do(lambda: lifecycle.kind(KIND).accept("A", "T1"))
+    do(lambda: lifecycle.kind(KIND).accept("A", "T2"))
+    do(lambda: lifecycle.kind(KIND).start_trip("A", actor="T1"))
+    do(lambda: lifecycle.kind(KIND).complete("A", actor="T1"))
 
     # Booking B: one accept, a transporter who was never notified tries, the customer cancels.
     open_booking("B", 2, TTL)
-    do(lambda: lifecycle.accept(KIND, "B", "T3"))
-    do(lambda: lifecycle.accept(KIND, "B", "T9"), "accept by T9")
-    do(lambda: lifecycle.cancel(KIND, "B", actor="bob", reason="found another carrier"))
+    do(lambda: lifecycle.kind(KIND).accept("B", "T3"))
+    do(lambda: lifecycle.kind(KIND).accept("B", "T9"), "accept by T9")
+    do(lambda: lifecycle.kind(KIND).cancel("B", actor="bob", reason="found another carrier"))
 
     # Booking C: nobody accepts within 5 minutes; the sweeper expires it, a late accept is refused.
     open_booking("C", 1, timedelta(minutes=5))
     clock.advance(timedelta(minutes=6))
     swept = lifecycle.expire_due()
     notes.append((clock(), f"C  expire_due() expired {swept} booking(s)"))
-    do(lambda: lifecycle.accept(KIND, "C", "T4"), "accept by T4")
+    do(lambda: lifecycle.kind(KIND).accept("C", "T4"), "accept by T4")
 
     print("== timeline: one line per transition (and per refused command) ==")
     lines: list[tuple[datetime, str]] = []
     for booking in CUSTOMERS:
-        for entry in lifecycle.history(KIND, booking):
+        for entry in lifecycle.kind(KIND).history(booking):
             source = entry.from_status.value if entry.from_status else "(new)"
             text = f"{source:>16} -> {entry.to_status.value:<16}  {entry.trigger:<15}  by {entry.actor}"
             lines.append((entry.at, f"{booking}  {text}"))

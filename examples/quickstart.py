@@ -3,6 +3,7 @@ from datetime import timedelta
 from broadcast_lifecycle import BroadcastEvent, BroadcastLifecycle, TransitionRefused
 
 lifecycle = BroadcastLifecycle()  # in-memory store, UTC clock
+bookings = lifecycle.kind("booking")  # resolve a kind once; an unknown kind fails here
 
 
 def show(event: BroadcastEvent) -> None:
@@ -12,14 +13,14 @@ def show(event: BroadcastEvent) -> None:
 
 lifecycle.bus.connect(show)  # every event; pass event_name= or kind= to filter
 
-booking = lifecycle.create("booking", customer_id="c-1", slots=2, actor="c-1")
-lifecycle.start_broadcast("booking", booking.id, ["t-1", "t-2", "t-3"])
-lifecycle.activate("booking", booking.id, ttl=timedelta(minutes=5))
-lifecycle.accept("booking", booking.id, "t-1")
-print(lifecycle.accept("booking", booking.id, "t-2").status)  # fully_filled
+booking = bookings.create("c-1", slots=2)  # the actor defaults to the customer
+bookings.start_broadcast(booking.id, ["t-1", "t-2", "t-3"], actor="dispatcher")
+bookings.activate(booking.id, ttl=timedelta(minutes=5), actor="dispatcher")
+bookings.accept(booking.id, "t-1")
+print(bookings.accept(booking.id, "t-2", slots=1).status)  # fully_filled
 try:
-    lifecycle.accept("booking", booking.id, "t-3")
+    bookings.accept(booking.id, "t-3")
 except TransitionRefused as refused:
     print("refused:", refused.reason)
-for entry in lifecycle.history("booking", booking.id):
+for entry in bookings.history(booking.id):
     print(f"v{entry.version} {entry.from_status} -> {entry.to_status} ({entry.trigger}, actor {entry.actor})")

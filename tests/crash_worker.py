@@ -110,28 +110,28 @@ def transitions(url: str, record_file: Path, claim_dir: Path, kill_at: int) -> i
     connect_recorder(lc, record_file, claim_dir)
     lc.bus.connect(Killer(kill_at))
 
-    rolled_back = lc.create("booking", "c-rollback").id
-    lc.start_broadcast("booking", rolled_back, ["t1", "t2"])
+    rolled_back = lc.kind("booking").create("c-rollback").id
+    lc.kind("booking").start_broadcast(rolled_back, ["t1", "t2"])
     store = lc.store
     assert isinstance(store, SQLAlchemyStore)
     with Session(store.engine) as session:
-        lc.cancel("booking", rolled_back, tx=session)
+        lc.kind("booking").cancel(rolled_back, tx=session)
         session.rollback()
     print(json.dumps({"rolled_back": str(rolled_back)}), flush=True)
 
     for n in range(20):
-        entity_id = lc.create("booking", f"c{n}", 2).id
-        lc.start_broadcast("booking", entity_id, ["t1", "t2", "t3"])
-        lc.activate("booking", entity_id, ttl=timedelta(hours=1))
-        lc.accept("booking", entity_id, "t1")
-        lc.accept("booking", entity_id, "t2")
+        entity_id = lc.kind("booking").create(f"c{n}", slots=2).id
+        lc.kind("booking").start_broadcast(entity_id, ["t1", "t2", "t3"])
+        lc.kind("booking").activate(entity_id, ttl=timedelta(hours=1))
+        lc.kind("booking").accept(entity_id, "t1")
+        lc.kind("booking").accept(entity_id, "t2")
         if n % 3 == 0:
-            lc.start_trip("booking", entity_id)
-            lc.complete("booking", entity_id)
+            lc.kind("booking").start_trip(entity_id)
+            lc.kind("booking").complete(entity_id)
         elif n % 3 == 1:
-            lc.cancel("booking", entity_id)
+            lc.kind("booking").cancel(entity_id)
         else:
-            lc.release("booking", entity_id, "t2")
+            lc.kind("booking").release(entity_id, "t2")
     print("survived", flush=True)
     return 0
 
@@ -141,9 +141,9 @@ def activate(url: str, count: int) -> int:
     lc = BroadcastLifecycle(SQLAlchemyStore.from_url(url), clock=lambda: PAST)
     ids = []
     for n in range(count):
-        entity_id = lc.create("booking", f"c{n}").id
-        lc.start_broadcast("booking", entity_id, ["t1", "t2"])
-        lc.activate("booking", entity_id, ttl=timedelta(minutes=1))
+        entity_id = lc.kind("booking").create(f"c{n}").id
+        lc.kind("booking").start_broadcast(entity_id, ["t1", "t2"])
+        lc.kind("booking").activate(entity_id, ttl=timedelta(minutes=1))
         ids.append(str(entity_id))
     print(json.dumps(ids), flush=True)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -20,7 +20,7 @@ def accept_worker(url: str, names: list[str], jobs: Queue[int | None], results: 
     def accept(entity_id: int, name: str) -> None:
         barrier.wait()
         try:
-            lc.accept("booking", entity_id, name)
+            lc.kind("booking").accept(entity_id, name)
             results.put((name, "won"))
         except TransitionRefused:
             results.put((name, "refused"))
@@ -41,9 +41,9 @@ def terminal_worker(url: str, command: str, start: datetime, after_deadline: dat
     ``cancel``, ``expire`` or ``expire_due`` (the last two told it is past the deadline)."""
     lc = BroadcastLifecycle(SQLAlchemyStore.from_url(url, pool_size=2), clock=lambda: start)
     commands: dict[str, Callable[[int], bool]] = {
-        "accept": lambda entity_id: bool(lc.accept("booking", entity_id, "t1")),
-        "cancel": lambda entity_id: bool(lc.cancel("booking", entity_id, reason="customer changed plans")),
-        "expire": lambda entity_id: bool(lc.expire("booking", entity_id, now=after_deadline)),
+        "accept": lambda entity_id: bool(lc.kind("booking").accept(entity_id, "t1")),
+        "cancel": lambda entity_id: bool(lc.kind("booking").cancel(entity_id, reason="customer changed plans")),
+        "expire": lambda entity_id: bool(lc.kind("booking").expire(entity_id, now=after_deadline)),
         "expire_due": lambda entity_id: lc.expire_due(after_deadline) == 1,
     }
     lc.store.pending_events(1)  # connect before the first barrier

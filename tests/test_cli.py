@@ -47,9 +47,9 @@ def _overdue_lifecycle(url: str) -> BroadcastLifecycle:
     store.create_all()
     lc = BroadcastLifecycle(store, clock=ManualClock(PAST))
     for n, ttl in enumerate([timedelta(minutes=1)] * 3 + [timedelta(days=20 * 365)]):
-        entity_id = lc.create("booking", f"c{n}").id
-        lc.start_broadcast("booking", entity_id, ["t1"])
-        lc.activate("booking", entity_id, ttl=ttl)
+        entity_id = lc.kind("booking").create(f"c{n}").id
+        lc.kind("booking").start_broadcast(entity_id, ["t1"])
+        lc.kind("booking").activate(entity_id, ttl=ttl)
     return lc
 
 

@@ -49,7 +49,7 @@ def race_once(lc: BroadcastLifecycle, entity_id: int) -> tuple[list[str], list[B
     def accept(transporter: str) -> None:
         barrier.wait()
         try:
-            lc.accept("booking", entity_id, transporter)
+            lc.kind("booking").accept(entity_id, transporter)
         except BaseException as exc:  # every outcome is recorded and checked below
             with lock:
                 errors.append(exc)
@@ -74,11 +74,11 @@ def test_sixteen_threads_race_for_five_slots() -> None:
     recorder = EventRecorder()
     lc.bus.connect(recorder)
     for _ in range(ROUNDS):
-        created = lc.create("booking", "c1", SLOTS)
+        created = lc.kind("booking").create("c1", slots=SLOTS)
         entity_id = created.id
         assert isinstance(entity_id, int)
-        lc.start_broadcast("booking", entity_id, TRANSPORTERS)
-        lc.activate("booking", entity_id, ttl=timedelta(hours=1))
+        lc.kind("booking").start_broadcast(entity_id, TRANSPORTERS)
+        lc.kind("booking").activate(entity_id, ttl=timedelta(hours=1))
         recorder.clear()
 
         winners, errors = race_once(lc, entity_id)
@@ -89,14 +89,14 @@ def test_sixteen_threads_race_for_five_slots() -> None:
         # a loser saw either the full broadcast (invalid from fully_filled) or the last slot gone
         for error in errors:
             assert isinstance(error, InvalidTransition) or "slots" in str(error), error
-        snap = lc.get("booking", entity_id)
+        snap = lc.kind("booking").get(entity_id)
         assert (snap.status, snap.slots_filled, snap.version) == (BroadcastStatus.FULLY_FILLED, SLOTS, 3 + SLOTS)
-        history = lc.history("booking", entity_id)
+        history = lc.kind("booking").history(entity_id)
         accepts = [h for h in history if h.trigger == "accept"]
         assert len(accepts) == SLOTS
         assert sorted(h.actor or "" for h in accepts) == sorted(winners)
         assert [h.version for h in history] == list(range(1, 4 + SLOTS))
-        holdings = {r.transporter_id: r.slots_held for r in lc.recipients("booking", entity_id)}
+        holdings = {r.transporter_id: r.slots_held for r in lc.kind("booking").recipients(entity_id)}
         assert {t for t, held in holdings.items() if held} == set(winners)
         assert sum(holdings.values()) == SLOTS
         # racing threads dispatch after their own commits, so arrival order may differ from version

@@ -70,8 +70,8 @@ def test_killed_mid_dispatch_then_relayed_exactly_once(database_url: str, tmp_pa
     assert [r for r in records if r.entity_id == rolled_back and r.status == "cancelled"] == []
     checker = BroadcastLifecycle(store)
     entity_id = int(rolled_back)
-    assert checker.get("booking", entity_id).status is BroadcastStatus.BROADCASTING
-    assert [h.trigger for h in checker.history("booking", entity_id)] == ["create", "start_broadcast"]
+    assert checker.kind("booking").get(entity_id).status is BroadcastStatus.BROADCASTING
+    assert [h.trigger for h in checker.kind("booking").history(entity_id)] == ["create", "start_broadcast"]
 
 
 def test_deadlines_survive_a_restart_and_a_fresh_sweeper_expires_them(database_url: str) -> None:
@@ -89,10 +89,10 @@ def test_deadlines_survive_a_restart_and_a_fresh_sweeper_expires_them(database_u
 
     lc = BroadcastLifecycle(store)
     for entity_id in ids:
-        snap = lc.get("booking", entity_id)
+        snap = lc.kind("booking").get(entity_id)
         assert (snap.status, snap.version) == (BroadcastStatus.EXPIRED, 4)
         assert snap.state_changed_at >= started - timedelta(seconds=1)
-        last = lc.history("booking", entity_id)[-1]
+        last = lc.kind("booking").history(entity_id)[-1]
         assert (last.from_status, last.to_status, last.trigger, last.actor) == (
             BroadcastStatus.ACTIVE, BroadcastStatus.EXPIRED, "expire", "system")
     pending = [e.event for e in store.pending_events(1000) if e.event.status is BroadcastStatus.EXPIRED]

@@ -29,13 +29,15 @@ from broadcast_lifecycle.testing import EventRecorder
 Command = Callable[[BroadcastLifecycle, int], object]
 
 _REFUSALS: list[tuple[str, Command, type[Exception], str]] = [
-    ("accept when full", lambda lc, i: lc.accept("booking", i, "t3"), InvalidTransition,
+    ("accept when full", lambda lc, i: lc.kind("booking").accept(i, "t3"), InvalidTransition,
      "not allowed from fully_filled"),
-    ("accept by a stranger", lambda lc, i: lc.accept("booking", i, "t9"), TransitionRefused,
+    ("accept by a stranger", lambda lc, i: lc.kind("booking").accept(i, "t9"), TransitionRefused,
      "transporter t9 was not notified"),
-    ("release more than held", lambda lc, i: lc.release("booking", i, "t1", slots=2), TransitionRefused, "holds 1"),
-    ("release by a stranger", lambda lc, i: lc.release("booking", i, "t9"), TransitionRefused, "t9"),
-    ("accept unknown id", lambda lc, i: lc.accept("booking", i + 1000, "t1"), BroadcastNotFound, "no booking with id"),
+    ("release more than held", lambda lc, i: lc.kind("booking").release(i, "t1", slots=2), TransitionRefused,
+     "holds 1"),
+    ("release by a stranger", lambda lc, i: lc.kind("booking").release(i, "t9"), TransitionRefused, "t9"),
+    ("accept unknown id", lambda lc, i: lc.kind("booking").accept(i + 1000, "t1"), BroadcastNotFound,
+     "no booking with id"),
 ]
 
 
@@ -60,29 +62,29 @@ def test_refusals_in_place_match_the_general_path_and_write_nothing(
     fast, slow, recorder, _ = _lifecycles(database_url)
     messages = []
     for entity_id, lifecycle in ((900_001, fast), (900_002, slow)):
-        lifecycle.create("booking", f"c{entity_id}", 2, entity_id=entity_id)
-        lifecycle.start_broadcast("booking", entity_id, ["t1", "t2", "t3"])
-        lifecycle.activate("booking", entity_id, ttl=timedelta(hours=1))
-        lifecycle.accept("booking", entity_id, "t1")
+        lifecycle.kind("booking").create(f"c{entity_id}", slots=2, entity_id=entity_id)
+        lifecycle.kind("booking").start_broadcast(entity_id, ["t1", "t2", "t3"])
+        lifecycle.kind("booking").activate(entity_id, ttl=timedelta(hours=1))
+        lifecycle.kind("booking").accept(entity_id, "t1")
         if case == "accept when full":
-            lifecycle.accept("booking", entity_id, "t2")
-        before = (lifecycle.get("booking", entity_id), lifecycle.history("booking", entity_id),
-                  lifecycle.recipients("booking", entity_id), len(recorder.events))
+            lifecycle.kind("booking").accept(entity_id, "t2")
+        before = (lifecycle.kind("booking").get(entity_id), lifecycle.kind("booking").history(entity_id),
+                  lifecycle.kind("booking").recipients(entity_id), len(recorder.events))
         with pytest.raises(error, match=reason) as info:
             command(lifecycle, entity_id)
         messages.append(re.sub(r"\b90\d{4}\b", "<id>", str(info.value)))
-        assert (lifecycle.get("booking", entity_id), lifecycle.history("booking", entity_id),
-                lifecycle.recipients("booking", entity_id), len(recorder.events)) == before
+        assert (lifecycle.kind("booking").get(entity_id), lifecycle.kind("booking").history(entity_id),
+                lifecycle.kind("booking").recipients(entity_id), len(recorder.events)) == before
     assert messages[0] == messages[1]
 
 
 def test_accept_in_the_wrong_state_is_an_invalid_transition(database_url: str) -> None:
     """Before activation an accept is not allowed at all: InvalidTransition names the allowed states."""
     fast, _, _, _ = _lifecycles(database_url)
-    entity_id = fast.create("booking", "c1", 2).id
-    fast.start_broadcast("booking", entity_id, ["t1"])
+    entity_id = fast.kind("booking").create("c1", slots=2).id
+    fast.kind("booking").start_broadcast(entity_id, ["t1"])
     with pytest.raises(InvalidTransition, match="broadcasting") as info:
-        fast.accept("booking", entity_id, "t1")
+        fast.kind("booking").accept(entity_id, "t1")
     assert info.value.from_state == "broadcasting"
 
 
@@ -120,15 +122,15 @@ def test_filling_accept_tells_a_transporter_notified_while_it_waited(
     if function == "without it":
         with store.engine.begin() as conn:
             conn.exec_driver_sql("DROP FUNCTION bl_everyone_json(text, text, text)")
-    entity_id = fast.create("booking", "c1", 2).id
-    fast.start_broadcast("booking", entity_id, ["t1", "t2"])
-    fast.activate("booking", entity_id, ttl=timedelta(hours=1))
-    fast.accept("booking", entity_id, "t1")
+    entity_id = fast.kind("booking").create("c1", slots=2).id
+    fast.kind("booking").start_broadcast(entity_id, ["t1", "t2"])
+    fast.kind("booking").activate(entity_id, ttl=timedelta(hours=1))
+    fast.kind("booking").accept(entity_id, "t1")
     clock.advance(timedelta(seconds=1))  # recipients are listed by when they were notified
     outcome: list[object] = []
     with Session(store.engine) as session:
-        fast.notify_more("booking", entity_id, ["t-late"], tx=session)  # locks the row until commit
-        accepting = threading.Thread(target=lambda: outcome.append(fast.accept("booking", entity_id, "t2")))
+        fast.kind("booking").notify_more(entity_id, ["t-late"], tx=session)  # locks the row until commit
+        accepting = threading.Thread(target=lambda: outcome.append(fast.kind("booking").accept(entity_id, "t2")))
         accepting.start()
         _wait_for_lock_waiter(url)
         session.commit()
@@ -149,18 +151,18 @@ def test_the_filling_accept_is_one_statement(postgres_server: object) -> None:
     fast, _, recorder, _ = _lifecycles(postgres_server.create_database("in_place_fill_alone"))
     store = fast.store
     assert isinstance(store, SQLAlchemyStore)
-    entity_id = fast.create("booking", "c1", 2).id
-    fast.start_broadcast("booking", entity_id, ["t1", "t2"])
-    fast.activate("booking", entity_id, ttl=timedelta(hours=1))
+    entity_id = fast.kind("booking").create("c1", slots=2).id
+    fast.kind("booking").start_broadcast(entity_id, ["t1", "t2"])
+    fast.kind("booking").activate(entity_id, ttl=timedelta(hours=1))
 
     def general_path(*_: object, **__: object) -> None:
         raise AssertionError("the accept took the general path")
 
     store.apply = general_path  # type: ignore[method-assign]
     store.load = general_path  # type: ignore[method-assign,assignment]
-    fast.accept("booking", entity_id, "t1")
-    filled = fast.accept("booking", entity_id, "t2")
-    assert (filled.status, filled.slots_filled, filled.version) == (BroadcastStatus.FULLY_FILLED, 2, 5)
+    fast.kind("booking").accept(entity_id, "t1")
+    filled = fast.kind("booking").accept(entity_id, "t2")
+    assert (filled.status, filled.snapshot.slots_filled, filled.version) == (BroadcastStatus.FULLY_FILLED, 2, 5)
     assert recorder.names()[-3:] == ["BROADCAST_STATE_CHANGED", "BROADCAST_STATE_CHANGED", "BOOKING_FULLY_FILLED"]
     assert [r.id for r in recorder.events[-1].recipients] == ["c1", "t1", "t2"]
 
@@ -172,9 +174,9 @@ def test_events_sent_from_an_in_place_accept_are_the_events_stored(postgres_serv
 
     assert isinstance(postgres_server, PostgresServer)
     fast, _, recorder, clock = _lifecycles(postgres_server.create_database("in_place_stored_events"))
-    entity_id = fast.create("booking", "c1", 3).id
-    fast.start_broadcast("booking", entity_id, ["t1", "t2"])
-    fast.activate("booking", entity_id, ttl=timedelta(hours=1))
+    entity_id = fast.kind("booking").create("c1", slots=3).id
+    fast.kind("booking").start_broadcast(entity_id, ["t1", "t2"])
+    fast.kind("booking").activate(entity_id, ttl=timedelta(hours=1))
     clock.advance(timedelta(seconds=1))
 
     def refuse(_: object) -> None:
@@ -182,9 +184,9 @@ def test_events_sent_from_an_in_place_accept_are_the_events_stored(postgres_serv
 
     fast.bus.connect(refuse)  # a failed delivery leaves the event in the outbox
     recorder_seen = len(recorder.events)
-    fast.accept("booking", entity_id, "t1")
-    fast.accept("booking", entity_id, "t2", slots=2)
-    fast.release("booking", entity_id, "t1")
+    fast.kind("booking").accept(entity_id, "t1")
+    fast.kind("booking").accept(entity_id, "t2", slots=2)
+    fast.kind("booking").release(entity_id, "t1")
     sent = recorder.events[recorder_seen:]
     assert [e.topic for e in sent] == [Topic.STATE_CHANGED, Topic.STATE_CHANGED, Topic.FULLY_FILLED,
                                        Topic.STATE_CHANGED]

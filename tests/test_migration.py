@@ -193,9 +193,10 @@ def test_library_runs_transitions_on_migrated_tables(migrated: Ids, lifecycle: B
                                                      recorder: EventRecorder, engine: sa.Engine) -> None:
     """A migrated active booking cancels (history v2, outbox events), a migrated order fills, a new one is created."""
     booking_id = migrated["bookings", "active"]
-    cancelled = lifecycle.cancel("booking", booking_id, actor="bookings-active", reason="changed plans")
-    assert (cancelled.status, cancelled.version, cancelled.state_changed_at) == (BroadcastStatus.CANCELLED, 2, START)
-    history = lifecycle.history("booking", booking_id)
+    cancelled = lifecycle.kind("booking").cancel(booking_id, actor="bookings-active", reason="changed plans")
+    assert (cancelled.status, cancelled.version, cancelled.snapshot.state_changed_at) == (
+        BroadcastStatus.CANCELLED, 2, START)
+    history = lifecycle.kind("booking").history(booking_id)
     assert [(e.version, e.from_status, e.to_status, e.trigger) for e in history] == [
         (1, None, BroadcastStatus.ACTIVE, "migrate"),
         (2, BroadcastStatus.ACTIVE, BroadcastStatus.CANCELLED, "cancel"),
@@ -208,23 +209,24 @@ def test_library_runs_transitions_on_migrated_tables(migrated: Ids, lifecycle: B
     assert sorted(names) == ["BOOKING_CANCELLED", "BROADCAST_STATE_CHANGED"]
 
     order_id = migrated["orders", "active"]  # migrated broadcasts have no recipients until notified
-    lifecycle.notify_more("order", order_id, ["t-1"])
-    filled = lifecycle.accept("order", order_id, "t-1")
-    assert (filled.status, filled.slots_filled, filled.slots_requested) == (BroadcastStatus.PARTIALLY_FILLED, 1, 3)
+    lifecycle.kind("order").notify_more(order_id, ["t-1"])
+    filled = lifecycle.kind("order").accept(order_id, "t-1")
+    assert (filled.status, filled.snapshot.slots_filled, filled.snapshot.slots_requested) == (
+        BroadcastStatus.PARTIALLY_FILLED, 1, 3)
 
-    created = lifecycle.create("booking", customer_id="c-new")
+    created = lifecycle.kind("booking").create(customer_id="c-new")
     assert created.id not in migrated.values()
-    assert lifecycle.get("booking", created.id).status is BroadcastStatus.CREATED
+    assert lifecycle.kind("booking").get(created.id).status is BroadcastStatus.CREATED
 
 
 def test_downgrade_keeps_every_row(migrated: Ids, lifecycle: BroadcastLifecycle, alembic_config: Config,
                                    engine: sa.Engine) -> None:
     """Downgrading to the legacy revision keeps every row, maps new states to old ones, and upgrades again."""
     order_id = migrated["orders", "active"]
-    lifecycle.notify_more("order", order_id, ["t-1"])
-    lifecycle.accept("order", order_id, "t-1")
-    new_order = lifecycle.create("order", customer_id="c-new", slots=5)
-    lifecycle.cancel("booking", migrated["bookings", "active"])
+    lifecycle.kind("order").notify_more(order_id, ["t-1"])
+    lifecycle.kind("order").accept(order_id, "t-1")
+    new_order = lifecycle.kind("order").create(customer_id="c-new", slots=5)
+    lifecycle.kind("booking").cancel(migrated["bookings", "active"])
 
     command.downgrade(alembic_config, LEGACY)
 

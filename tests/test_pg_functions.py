@@ -99,10 +99,10 @@ def test_create_all_needs_no_ddl_right_once_the_function_is_current(
     try:
         app.create_all()
         lifecycle = BroadcastLifecycle(app)
-        entity_id = lifecycle.create("booking", "c1", 1).id
-        lifecycle.start_broadcast("booking", entity_id, ["t1"])
-        lifecycle.activate("booking", entity_id, ttl=timedelta(hours=1))
-        assert lifecycle.accept("booking", entity_id, "t1").status is BroadcastStatus.FULLY_FILLED
+        entity_id = lifecycle.kind("booking").create("c1", slots=1).id
+        lifecycle.kind("booking").start_broadcast(entity_id, ["t1"])
+        lifecycle.kind("booking").activate(entity_id, ttl=timedelta(hours=1))
+        assert lifecycle.kind("booking").accept(entity_id, "t1").status is BroadcastStatus.FULLY_FILLED
     finally:
         app.close()
 
@@ -114,14 +114,14 @@ def test_a_function_dropped_after_it_was_found_falls_back(store: SQLAlchemyStore
     lifecycle = BroadcastLifecycle(store)
     recorder = EventRecorder()
     lifecycle.bus.connect(recorder)
-    entity_id = lifecycle.create("booking", "c1", 3).id
-    lifecycle.start_broadcast("booking", entity_id, ["t1", "t2", "t3"])
-    lifecycle.activate("booking", entity_id, ttl=timedelta(hours=1))
-    lifecycle.accept("booking", entity_id, "t1")  # the store finds the function here
+    entity_id = lifecycle.kind("booking").create("c1", slots=3).id
+    lifecycle.kind("booking").start_broadcast(entity_id, ["t1", "t2", "t3"])
+    lifecycle.kind("booking").activate(entity_id, ttl=timedelta(hours=1))
+    lifecycle.kind("booking").accept(entity_id, "t1")  # the store finds the function here
     _drop_function(store)
     with caplog.at_level(logging.WARNING):
-        lifecycle.accept("booking", entity_id, "t2")
-        filled = lifecycle.accept("booking", entity_id, "t3")
+        lifecycle.kind("booking").accept(entity_id, "t2")
+        filled = lifecycle.kind("booking").accept(entity_id, "t3")
     assert filled.status is BroadcastStatus.FULLY_FILLED
     (event,) = [e for e in recorder.events if e.topic is Topic.FULLY_FILLED]
     assert [r.id for r in event.recipients] == ["c1", "t1", "t2", "t3"]

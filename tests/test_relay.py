@@ -48,7 +48,7 @@ class Flaky:
 def test_failing_receiver_gets_the_event_on_the_third_relay_pass(database_url: str, clock: ManualClock) -> None:
     """A receiver failing twice gets the event on the third pass, after each backoff; the others got it every time."""
     lc = _lifecycle(database_url, clock)
-    entity_id = lc.create("booking", "c1").id  # no receiver yet: the event stays pending
+    entity_id = lc.kind("booking").create("c1").id  # no receiver yet: the event stays pending
     (event_id,) = _pending_ids(lc)
     flaky, steady = Flaky(failures=2), EventRecorder()
     once = EventRecorder()
@@ -92,9 +92,9 @@ def test_always_failing_receiver_dead_letters_the_event(database_url: str, clock
     recorder = EventRecorder()
     lc.bus.connect(recorder)
     lc.bus.connect(broken, event_name="BOOKING_CANCELLED")
-    entity_id = lc.create("booking", "c1").id
-    lc.start_broadcast("booking", entity_id, ["t1", "t2"])
-    lc.cancel("booking", entity_id, reason="changed plans")  # attempt 1 fails in the after-commit dispatch
+    entity_id = lc.kind("booking").create("c1").id
+    lc.kind("booking").start_broadcast(entity_id, ["t1", "t2"])
+    lc.kind("booking").cancel(entity_id, reason="changed plans")  # attempt 1 fails in the after-commit dispatch
     (cancelled,) = [e for e in recorder.events if e.name == "BOOKING_CANCELLED"]
     relay = lc.relay(grace=timedelta(0))
 
@@ -124,9 +124,9 @@ def test_concurrent_relays_deliver_each_event_exactly_once(database_url: str, cl
     """Several relays started at a barrier, each with its own engine, deliver each pending event exactly once in all."""
     writer = _lifecycle(database_url, clock)
     for n in range(60):
-        entity_id = writer.create("booking", f"c{n}", 2).id
-        writer.start_broadcast("booking", entity_id, ["t1", "t2"])
-        writer.cancel("booking", entity_id)
+        entity_id = writer.kind("booking").create(f"c{n}", slots=2).id
+        writer.kind("booking").start_broadcast(entity_id, ["t1", "t2"])
+        writer.kind("booking").cancel(entity_id)
     expected = _pending_ids(writer)
     assert len(expected) == 60 * 4
     clock.advance(SECOND)
@@ -168,7 +168,7 @@ def test_concurrent_relays_deliver_each_event_exactly_once(database_url: str, cl
 def test_grace_keeps_the_relay_off_fresh_events(database_url: str, clock: ManualClock) -> None:
     """Events younger than the grace period are left alone (not even leased); older ones are delivered."""
     lc = _lifecycle(database_url, clock)
-    lc.create("booking", "c1")
+    lc.kind("booking").create("c1")
     recorder = EventRecorder()
     lc.bus.connect(recorder)
     relay = lc.relay(grace=timedelta(seconds=10))
@@ -186,7 +186,7 @@ def test_grace_keeps_the_relay_off_fresh_events(database_url: str, clock: Manual
 def test_unheard_events_stay_pending_for_another_relay(database_url: str, clock: ManualClock) -> None:
     """A relay with no receiver for an event leaves it pending; once its lease ends a relay with one delivers it."""
     lc = _lifecycle(database_url, clock)
-    lc.create("booking", "c1")
+    lc.kind("booking").create("c1")
     clock.advance(SECOND)
     deaf = lc.relay(grace=timedelta(0), lease=timedelta(seconds=30))
     assert deaf.relay_once() == DeliveryReport(unheard=1)
@@ -206,7 +206,7 @@ def test_unheard_events_stay_pending_for_another_relay(database_url: str, clock:
 
 def _events(lifecycle: BroadcastLifecycle, recorder: EventRecorder, n: int) -> list[BroadcastEvent]:
     for i in range(n):
-        lifecycle.create("booking", f"c{i}")
+        lifecycle.kind("booking").create(f"c{i}")
     return recorder.events[-n:]
 
 
@@ -307,7 +307,7 @@ def test_a_long_retry_policy_still_reaches_the_dead_letter(clock: ManualClock) -
         raise RuntimeError("down")
 
     lc.bus.connect(broken)
-    lc.create("booking", "c1")  # attempt 1
+    lc.kind("booking").create("c1")  # attempt 1
     relay = lc.relay(grace=timedelta(0))
     for _ in range(policy.max_attempts - 1):
         clock.advance(timedelta(minutes=5))

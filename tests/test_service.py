@@ -42,9 +42,9 @@ def open_booking(
     ttl: timedelta = HOUR, customer: str = "c1", kind: str = "booking",
 ) -> BroadcastSnapshot:
     """Create, broadcast to ``transporters`` and activate a broadcast; returns it active."""
-    created = lc.create(kind, customer, slots)
-    lc.start_broadcast(kind, created.id, list(transporters))
-    return lc.activate(kind, created.id, ttl=ttl)
+    created = lc.kind(kind).create(customer, slots=slots)
+    lc.kind(kind).start_broadcast(created.id, list(transporters))
+    return lc.kind(kind).activate(created.id, ttl=ttl).snapshot
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def seen(lc: BroadcastLifecycle, recorder: EventRecorder, entity_id: object, kin
     """What ``lc`` and ``recorder`` show about the broadcast now."""
     assert isinstance(entity_id, (int, str, uuid.UUID))
     return Seen(
-        lc.get(kind, entity_id), lc.history(kind, entity_id), lc.recipients(kind, entity_id),
+        lc.kind(kind).get(entity_id), lc.kind(kind).history(entity_id), lc.kind(kind).recipients(entity_id),
         tuple(recorder.events), len(lc.store.pending_events(10_000)),
     )
 
@@ -86,12 +86,12 @@ def test_full_lifecycle_records_history_and_events(
     """create -> ... -> completed: one history row and one state-changed event per transition, versions 1..n."""
     b = open_booking(lifecycle, slots=2, transporters=("t1", "t2"))
     clock.advance(timedelta(minutes=1))
-    lifecycle.accept("booking", b.id, "t1")
-    done = lifecycle.accept("booking", b.id, "t2")
-    assert (done.status, done.slots_filled, done.version) == (S.FULLY_FILLED, 2, 5)
-    lifecycle.start_trip("booking", b.id, actor="ops")
-    final = lifecycle.complete("booking", b.id)
-    history = lifecycle.history("booking", b.id)
+    lifecycle.kind("booking").accept(b.id, "t1")
+    done = lifecycle.kind("booking").accept(b.id, "t2")
+    assert (done.status, done.snapshot.slots_filled, done.version) == (S.FULLY_FILLED, 2, 5)
+    lifecycle.kind("booking").start_trip(b.id, actor="ops")
+    final = lifecycle.kind("booking").complete(b.id)
+    history = lifecycle.kind("booking").history(b.id)
     assert [(h.from_status, h.to_status, h.trigger, h.version) for h in history] == [
         (None, S.CREATED, "create", 1),
         (S.CREATED, S.BROADCASTING, "start_broadcast", 2),
@@ -102,7 +102,7 @@ def test_full_lifecycle_records_history_and_events(
         (S.IN_PROGRESS, S.COMPLETED, "complete", 7),
     ]
     assert [h.actor for h in history][3:6] == ["t1", "t2", "ops"]
-    assert final.version == 7 and final.state_changed_at == history[-1].at == START + timedelta(minutes=1)
+    assert final.version == 7 and final.snapshot.state_changed_at == history[-1].at == START + timedelta(minutes=1)
     changed = [e for e in recorder.events if e.name == "BROADCAST_STATE_CHANGED"]
     assert [e.version for e in changed] == list(range(1, 8))
     assert all(recipients_of(e) == {CUSTOMER} for e in changed)
@@ -128,7 +128,7 @@ def test_accept_by_transporter_not_notified_is_refused(lifecycle: BroadcastLifec
     """A transporter never notified cannot accept; the reason names it and nothing changes."""
     b = open_booking(lifecycle)
     before = seen(lifecycle, recorder, b.id)
-    error = refused(lambda: lifecycle.accept("booking", b.id, "t9"))
+    error = refused(lambda: lifecycle.kind("booking").accept(b.id, "t9"))
     assert error.reason == "transporter t9 was not notified of this booking"
     assert (error.kind, error.entity_id, error.from_state, error.trigger) == ("booking", b.id, "active", "accept")
     assert seen(lifecycle, recorder, b.id) == before
@@ -137,9 +137,9 @@ def test_accept_by_transporter_not_notified_is_refused(lifecycle: BroadcastLifec
 def test_accept_more_than_open_is_refused(lifecycle: BroadcastLifecycle, recorder: EventRecorder) -> None:
     """Asking for more slots than are open is refused with the numbers, and nothing changes."""
     b = open_booking(lifecycle)
-    lifecycle.accept("booking", b.id, "t1", 2)
+    lifecycle.kind("booking").accept(b.id, "t1", slots=2)
     before = seen(lifecycle, recorder, b.id)
-    error = refused(lambda: lifecycle.accept("booking", b.id, "t2", 2))
+    error = refused(lambda: lifecycle.kind("booking").accept(b.id, "t2", slots=2))
     assert error.reason == "only 1 of 3 slots open, asked for 2"
     assert seen(lifecycle, recorder, b.id) == before
 
@@ -147,10 +147,10 @@ def test_accept_more_than_open_is_refused(lifecycle: BroadcastLifecycle, recorde
 def test_accept_on_full_broadcast_is_invalid(lifecycle: BroadcastLifecycle, recorder: EventRecorder) -> None:
     """Once every slot is filled, another accept is an InvalidTransition from fully_filled."""
     b = open_booking(lifecycle, slots=1)
-    lifecycle.accept("booking", b.id, "t1")
+    lifecycle.kind("booking").accept(b.id, "t1")
     before = seen(lifecycle, recorder, b.id)
     with pytest.raises(InvalidTransition) as info:
-        lifecycle.accept("booking", b.id, "t2")
+        lifecycle.kind("booking").accept(b.id, "t2")
     assert info.value.from_state == "fully_filled"
     assert seen(lifecycle, recorder, b.id) == before
 
@@ -159,21 +159,21 @@ def test_activate_with_past_deadline_is_refused(
     lifecycle: BroadcastLifecycle, recorder: EventRecorder, clock: ManualClock
 ) -> None:
     """A deadline that is not in the future is refused, naming it; the broadcast stays broadcasting."""
-    b = lifecycle.create("booking", "c1", 1)
-    lifecycle.start_broadcast("booking", b.id, ["t1"])
+    b = lifecycle.kind("booking").create("c1", slots=1)
+    lifecycle.kind("booking").start_broadcast(b.id, ["t1"])
     before = seen(lifecycle, recorder, b.id)
     deadline = START - timedelta(seconds=1)
-    error = refused(lambda: lifecycle.activate("booking", b.id, deadline=deadline))
+    error = refused(lambda: lifecycle.kind("booking").activate(b.id, deadline=deadline))
     assert error.reason == f"deadline {deadline.isoformat()} is not in the future (now {START.isoformat()})"
     assert seen(lifecycle, recorder, b.id) == before
 
 
 def test_activate_without_any_deadline_is_refused(lifecycle: BroadcastLifecycle, recorder: EventRecorder) -> None:
     """Without ttl, deadline or a default ttl, activate is refused with a hint."""
-    b = lifecycle.create("booking", "c1", 1)
-    lifecycle.start_broadcast("booking", b.id, ["t1"])
+    b = lifecycle.kind("booking").create("c1", slots=1)
+    lifecycle.kind("booking").start_broadcast(b.id, ["t1"])
     before = seen(lifecycle, recorder, b.id)
-    error = refused(lambda: lifecycle.activate("booking", b.id))
+    error = refused(lambda: lifecycle.kind("booking").activate(b.id))
     assert error.reason.startswith("no deadline") and "ttl=" in error.reason
     assert seen(lifecycle, recorder, b.id) == before
 
@@ -181,19 +181,19 @@ def test_activate_without_any_deadline_is_refused(lifecycle: BroadcastLifecycle,
 def test_activate_uses_the_kind_default_ttl(clock: ManualClock) -> None:
     """A kind with a default ttl activates without arguments, expiring now + ttl."""
     lc = BroadcastLifecycle(InMemoryStore(), clock=clock, kinds=[KindConfig("booking", default_ttl=2 * HOUR)])
-    b = lc.create("booking", "c1")
-    lc.start_broadcast("booking", b.id, ["t1"])
-    assert lc.activate("booking", b.id).expires_at == START + 2 * HOUR
+    b = lc.kind("booking").create("c1")
+    lc.kind("booking").start_broadcast(b.id, ["t1"])
+    assert lc.kind("booking").activate(b.id).snapshot.expires_at == START + 2 * HOUR
 
 
 def test_release_without_holding_is_refused(lifecycle: BroadcastLifecycle, recorder: EventRecorder) -> None:
     """A notified transporter holding no slot cannot release one: 'holds 0 slots'."""
     b = open_booking(lifecycle)
-    lifecycle.accept("booking", b.id, "t1")
+    lifecycle.kind("booking").accept(b.id, "t1")
     before = seen(lifecycle, recorder, b.id)
-    error = refused(lambda: lifecycle.release("booking", b.id, "t2"))
+    error = refused(lambda: lifecycle.kind("booking").release(b.id, "t2"))
     assert error.reason == "transporter t2 holds 0 slots, asked to release 1"
-    error = refused(lambda: lifecycle.release("booking", b.id, "t9"))
+    error = refused(lambda: lifecycle.kind("booking").release(b.id, "t9"))
     assert error.reason == "transporter t9 was not notified of this booking"
     assert seen(lifecycle, recorder, b.id) == before
 
@@ -205,32 +205,32 @@ def test_partial_trip_refused_unless_kind_allows(clock: ManualClock) -> None:
         kinds=[KindConfig("booking"), KindConfig("order", allow_partial_trip=True)],
     )
     b = open_booking(lc)
-    lc.accept("booking", b.id, "t1")
-    error = refused(lambda: lc.start_trip("booking", b.id))
+    lc.kind("booking").accept(b.id, "t1")
+    error = refused(lambda: lc.kind("booking").start_trip(b.id))
     assert error.reason == "1 of 3 slots filled; booking needs every slot filled to start the trip"
-    assert lc.get("booking", b.id).status is S.PARTIALLY_FILLED
+    assert lc.kind("booking").get(b.id).status is S.PARTIALLY_FILLED
     o = open_booking(lc, kind="order")
-    lc.accept("order", o.id, "t1")
-    assert lc.start_trip("order", o.id).status is S.IN_PROGRESS
+    lc.kind("order").accept(o.id, "t1")
+    assert lc.kind("order").start_trip(o.id).status is S.IN_PROGRESS
 
 
 def test_expire_refusals(lifecycle: BroadcastLifecycle, recorder: EventRecorder) -> None:
     """expire() without a deadline says 'no deadline is set'; before it, 'deadline not passed'."""
-    b = lifecycle.create("booking", "c1")
+    b = lifecycle.kind("booking").create("c1")
     before = seen(lifecycle, recorder, b.id)
-    assert refused(lambda: lifecycle.expire("booking", b.id)).reason == "no deadline is set"
+    assert refused(lambda: lifecycle.kind("booking").expire(b.id)).reason == "no deadline is set"
     assert seen(lifecycle, recorder, b.id) == before
     a = open_booking(lifecycle)
-    reason = refused(lambda: lifecycle.expire("booking", a.id)).reason
+    reason = refused(lambda: lifecycle.kind("booking").expire(a.id)).reason
     assert reason == f"deadline not passed: expires at {(START + HOUR).isoformat()}"
 
 
 def test_invalid_transition_fields(lifecycle: BroadcastLifecycle, recorder: EventRecorder) -> None:
     """A trigger the state does not allow raises InvalidTransition, a TransitionRefused with its fields."""
-    b = lifecycle.create("booking", "c1")
+    b = lifecycle.kind("booking").create("c1")
     before = seen(lifecycle, recorder, b.id)
     with pytest.raises(InvalidTransition) as info:
-        lifecycle.complete("booking", b.id)
+        lifecycle.kind("booking").complete(b.id)
     error = info.value
     assert isinstance(error, TransitionRefused)
     assert (error.kind, error.entity_id, error.from_state, error.trigger) == ("booking", b.id, "created", "complete")
@@ -249,18 +249,18 @@ NAIVE = datetime(2026, 1, 1, 13, 0)
 def test_create_rejects_bad_slots(lifecycle: BroadcastLifecycle, recorder: EventRecorder, slots: object) -> None:
     """create() with a slot count that is not a whole number >= 1 raises InvalidArgument and creates nothing."""
     with pytest.raises(InvalidArgument):
-        lifecycle.create("booking", "c1", slots, entity_id="b-1")  # type: ignore[arg-type]
+        lifecycle.kind("booking").create("c1", slots=slots, entity_id="b-1")  # type: ignore[arg-type]
     with pytest.raises(BroadcastNotFound):
-        lifecycle.get("booking", "b-1")
+        lifecycle.kind("booking").get("b-1")
     assert recorder.events == []
 
 
 @pytest.mark.parametrize(
     "call",
     [
-        lambda lc: lc.create("booking", "", 1, entity_id="b-1"),
-        lambda lc: lc.create("booking", "c1", 1, entity_id="b-1", expires_at=NAIVE),
-        lambda lc: lc.create("parcel", "c1", 1, entity_id="b-1"),
+        lambda lc: lc.kind("booking").create("", slots=1, entity_id="b-1"),
+        lambda lc: lc.kind("booking").create("c1", slots=1, entity_id="b-1", expires_at=NAIVE),
+        lambda lc: lc.kind("parcel").create("c1", slots=1, entity_id="b-1"),
     ],
     ids=["empty-customer", "naive-expires_at", "unknown-kind"],
 )
@@ -271,7 +271,7 @@ def test_create_rejects_bad_arguments(
     with pytest.raises(InvalidArgument):
         call(lifecycle)
     with pytest.raises(BroadcastNotFound):
-        lifecycle.get("booking", "b-1")
+        lifecycle.kind("booking").get("b-1")
     assert recorder.events == []
 
 
@@ -282,31 +282,31 @@ def test_accept_and_release_reject_bad_slots(
 ) -> None:
     """accept/release with a bad slot count raise InvalidArgument and change nothing."""
     b = open_booking(lifecycle)
-    lifecycle.accept("booking", b.id, "t1")
+    lifecycle.kind("booking").accept(b.id, "t1")
     before = seen(lifecycle, recorder, b.id)
     with pytest.raises(InvalidArgument):
-        getattr(lifecycle, command)("booking", b.id, "t1", slots)
+        getattr(lifecycle.kind("booking"), command)(b.id, "t1", slots=slots)
     assert seen(lifecycle, recorder, b.id) == before
 
 
 BAD_COMMANDS: list[tuple[str, Callable[[BroadcastLifecycle, object], object]]] = [
-    ("accept-empty-transporter", lambda lc, i: lc.accept("booking", i, "")),  # type: ignore[arg-type]
-    ("release-empty-transporter", lambda lc, i: lc.release("booking", i, "")),  # type: ignore[arg-type]
-    ("accept-unknown-kind", lambda lc, i: lc.accept("parcel", i, "t1")),  # type: ignore[arg-type]
-    ("cancel-unknown-kind", lambda lc, i: lc.cancel("parcel", i)),  # type: ignore[arg-type]
-    ("activate-naive-deadline", lambda lc, i: lc.activate("booking", i, deadline=NAIVE)),  # type: ignore[arg-type]
-    ("activate-ttl-zero", lambda lc, i: lc.activate("booking", i, ttl=timedelta(0))),  # type: ignore[arg-type]
-    ("activate-ttl-negative", lambda lc, i: lc.activate("booking", i, ttl=-HOUR)),  # type: ignore[arg-type]
+    ("accept-empty-transporter", lambda lc, i: lc.kind("booking").accept(i, "")),  # type: ignore[arg-type]
+    ("release-empty-transporter", lambda lc, i: lc.kind("booking").release(i, "")),  # type: ignore[arg-type]
+    ("accept-unknown-kind", lambda lc, i: lc.kind("parcel").accept(i, "t1")),  # type: ignore[arg-type]
+    ("cancel-unknown-kind", lambda lc, i: lc.kind("parcel").cancel(i)),  # type: ignore[arg-type]
+    ("activate-naive-deadline", lambda lc, i: lc.kind("booking").activate(i, deadline=NAIVE)),  # type: ignore[arg-type]
+    ("activate-ttl-zero", lambda lc, i: lc.kind("booking").activate(i, ttl=timedelta(0))),  # type: ignore[arg-type]
+    ("activate-ttl-negative", lambda lc, i: lc.kind("booking").activate(i, ttl=-HOUR)),  # type: ignore[arg-type]
     (
         "activate-ttl-and-deadline",
-        lambda lc, i: lc.activate("booking", i, ttl=HOUR, deadline=START + HOUR),  # type: ignore[arg-type]
+        lambda lc, i: lc.kind("booking").activate(i, ttl=HOUR, deadline=START + HOUR),  # type: ignore[arg-type]
     ),
-    ("start-empty-list", lambda lc, i: lc.start_broadcast("booking", i, [])),  # type: ignore[arg-type]
-    ("start-str", lambda lc, i: lc.start_broadcast("booking", i, "t1")),  # type: ignore[arg-type]
-    ("start-empty-id", lambda lc, i: lc.start_broadcast("booking", i, ["t1", ""])),  # type: ignore[arg-type]
-    ("notify-empty-list", lambda lc, i: lc.notify_more("booking", i, [])),  # type: ignore[arg-type]
-    ("notify-str", lambda lc, i: lc.notify_more("booking", i, "t4")),  # type: ignore[arg-type]
-    ("notify-unknown-kind", lambda lc, i: lc.notify_more("parcel", i, ["t4"])),  # type: ignore[arg-type]
+    ("start-empty-list", lambda lc, i: lc.kind("booking").start_broadcast(i, [])),  # type: ignore[arg-type]
+    ("start-str", lambda lc, i: lc.kind("booking").start_broadcast(i, "t1")),  # type: ignore[arg-type]
+    ("start-empty-id", lambda lc, i: lc.kind("booking").start_broadcast(i, ["t1", ""])),  # type: ignore[arg-type]
+    ("notify-empty-list", lambda lc, i: lc.kind("booking").notify_more(i, [])),  # type: ignore[arg-type]
+    ("notify-str", lambda lc, i: lc.kind("booking").notify_more(i, "t4")),  # type: ignore[arg-type]
+    ("notify-unknown-kind", lambda lc, i: lc.kind("parcel").notify_more(i, ["t4"])),  # type: ignore[arg-type]
     ("expire-due-naive", lambda lc, i: lc.expire_due(NAIVE)),
     ("expire-due-batch-zero", lambda lc, i: lc.expire_due(batch_size=0)),
 ]
@@ -319,12 +319,12 @@ def test_bad_arguments_change_nothing(
     call: Callable[[BroadcastLifecycle, object], object], stage: str,
 ) -> None:
     """Every bad argument raises InvalidArgument before anything changes, even on an overdue broadcast."""
-    b = lifecycle.create("booking", "c1", 3, expires_at=START + HOUR)
+    b = lifecycle.kind("booking").create("c1", slots=3, expires_at=START + HOUR)
     if stage != "created":
-        lifecycle.start_broadcast("booking", b.id, ["t1", "t2"])
+        lifecycle.kind("booking").start_broadcast(b.id, ["t1", "t2"])
     if stage == "partially_filled":
-        lifecycle.activate("booking", b.id)
-        lifecycle.accept("booking", b.id, "t1")
+        lifecycle.kind("booking").activate(b.id)
+        lifecycle.kind("booking").accept(b.id, "t1")
     clock.advance(2 * HOUR)  # overdue: a command that got past its argument checks would expire it
     before = seen(lifecycle, recorder, b.id)
     with pytest.raises(InvalidArgument):
@@ -335,14 +335,14 @@ def test_bad_arguments_change_nothing(
 @pytest.mark.parametrize(
     "call",
     [
-        lambda lc: lc.get("booking", 404),
-        lambda lc: lc.history("booking", 404),
-        lambda lc: lc.recipients("booking", 404),
-        lambda lc: lc.accept("booking", 404, "t1"),
-        lambda lc: lc.cancel("booking", 404),
-        lambda lc: lc.start_broadcast("booking", 404, ["t1"]),
-        lambda lc: lc.notify_more("booking", 404, ["t1"]),
-        lambda lc: lc.expire("booking", 404),
+        lambda lc: lc.kind("booking").get(404),
+        lambda lc: lc.kind("booking").history(404),
+        lambda lc: lc.kind("booking").recipients(404),
+        lambda lc: lc.kind("booking").accept(404, "t1"),
+        lambda lc: lc.kind("booking").cancel(404),
+        lambda lc: lc.kind("booking").start_broadcast(404, ["t1"]),
+        lambda lc: lc.kind("booking").notify_more(404, ["t1"]),
+        lambda lc: lc.kind("booking").expire(404),
     ],
     ids=["get", "history", "recipients", "accept", "cancel", "start_broadcast", "notify_more", "expire"],
 )
@@ -350,7 +350,7 @@ def test_unknown_id_is_not_found(
     lifecycle: BroadcastLifecycle, recorder: EventRecorder, call: Callable[[BroadcastLifecycle], object]
 ) -> None:
     """Any command or query on an id that does not exist raises BroadcastNotFound naming kind and id."""
-    lifecycle.create("booking", "c1", entity_id=1)
+    lifecycle.kind("booking").create("c1", entity_id=1)
     events = recorder.events
     with pytest.raises(BroadcastNotFound) as info:
         call(lifecycle)
@@ -360,9 +360,9 @@ def test_unknown_id_is_not_found(
 
 def test_same_id_of_other_kind_is_not_found(lifecycle: BroadcastLifecycle) -> None:
     """Ids are per kind: booking 1 does not make order 1 exist."""
-    lifecycle.create("booking", "c1", entity_id=1)
+    lifecycle.kind("booking").create("c1", entity_id=1)
     with pytest.raises(BroadcastNotFound):
-        lifecycle.get("order", 1)
+        lifecycle.kind("order").get(1)
 
 
 # -- overdue broadcasts and expiry ------------------------------------------------------------------
@@ -373,22 +373,22 @@ def test_accept_after_deadline_is_refused_and_expires(
 ) -> None:
     """An accept after the deadline is refused 'expired at ...' and the broadcast is expired, with its events."""
     b = open_booking(lifecycle)
-    lifecycle.accept("booking", b.id, "t1")
+    lifecycle.kind("booking").accept(b.id, "t1")
     recorder.clear()
     clock.advance(HOUR)
-    error = refused(lambda: lifecycle.accept("booking", b.id, "t2"))
+    error = refused(lambda: lifecycle.kind("booking").accept(b.id, "t2"))
     assert error.reason == f"expired at {(START + HOUR).isoformat()}"
     assert (error.from_state, error.trigger) == ("partially_filled", "accept")
-    after = lifecycle.get("booking", b.id)
+    after = lifecycle.kind("booking").get(b.id)
     assert (after.status, after.slots_filled, after.version) == (S.EXPIRED, 1, b.version + 2)
-    last = lifecycle.history("booking", b.id)[-1]
+    last = lifecycle.kind("booking").history(b.id)[-1]
     assert (last.from_status, last.to_status, last.trigger) == (S.PARTIALLY_FILLED, S.EXPIRED, "expire")
     assert (last.actor, last.reason) == ("system", "deadline passed before accept by t2")
     assert recorder.names() == ["BROADCAST_STATE_CHANGED", "BOOKING_EXPIRED"]
     assert recipients_of(recorder.events[0]) == {CUSTOMER}
     assert recipients_of(recorder.events[1]) == everyone("t1", "t2", "t3")
     assert all(e.status is S.EXPIRED and e.previous_status is S.PARTIALLY_FILLED for e in recorder.events)
-    assert {r.transporter_id: r.slots_held for r in lifecycle.recipients("booking", b.id)} == {
+    assert {r.transporter_id: r.slots_held for r in lifecycle.kind("booking").recipients(b.id)} == {
         "t1": 1, "t2": 0, "t3": 0,
     }
 
@@ -397,15 +397,15 @@ def test_overdue_start_broadcast_notifies_nobody(
     lifecycle: BroadcastLifecycle, recorder: EventRecorder, clock: ManualClock
 ) -> None:
     """A start_broadcast refused because the broadcast was overdue records no recipients and tells them nothing."""
-    b = lifecycle.create("booking", "c1", expires_at=START + HOUR)
+    b = lifecycle.kind("booking").create("c1", expires_at=START + HOUR)
     clock.advance(2 * HOUR)
     recorder.clear()
-    error = refused(lambda: lifecycle.start_broadcast("booking", b.id, ["t1", "t2"]))
+    error = refused(lambda: lifecycle.kind("booking").start_broadcast(b.id, ["t1", "t2"]))
     assert error.reason.startswith("expired at")
-    assert lifecycle.get("booking", b.id).status is S.EXPIRED
+    assert lifecycle.kind("booking").get(b.id).status is S.EXPIRED
     assert recorder.names() == ["BROADCAST_STATE_CHANGED", "BOOKING_EXPIRED"]
     # nobody was notified before the broadcast expired, so only the customer hears of it
-    assert lifecycle.recipients("booking", b.id) == ()
+    assert lifecycle.kind("booking").recipients(b.id) == ()
     assert recorder.for_recipient("transporter", "t1") == []
     assert recipients_of(recorder.events[1]) == {CUSTOMER}
 
@@ -417,13 +417,13 @@ def test_expire_due_expires_only_overdue(
     soon = open_booking(lifecycle, ttl=timedelta(minutes=10))
     exact = open_booking(lifecycle, ttl=timedelta(minutes=30))
     later = open_booking(lifecycle, ttl=2 * HOUR)
-    no_deadline = lifecycle.create("booking", "c1")
+    no_deadline = lifecycle.kind("booking").create("c1")
     filled = open_booking(lifecycle, slots=1, ttl=timedelta(minutes=5))
-    lifecycle.accept("booking", filled.id, "t1")
-    created_due = lifecycle.create("booking", "c1", expires_at=START + timedelta(minutes=20))
+    lifecycle.kind("booking").accept(filled.id, "t1")
+    created_due = lifecycle.kind("booking").create("c1", expires_at=START + timedelta(minutes=20))
     clock.advance(timedelta(minutes=30))
     assert lifecycle.expire_due() == 3
-    status = {b: lifecycle.get("booking", b).status for b in (soon.id, exact.id, later.id, no_deadline.id,
+    status = {b: lifecycle.kind("booking").get(b).status for b in (soon.id, exact.id, later.id, no_deadline.id,
                                                                filled.id, created_due.id)}
     assert status == {
         soon.id: S.EXPIRED, exact.id: S.EXPIRED, later.id: S.ACTIVE, no_deadline.id: S.CREATED,
@@ -433,7 +433,7 @@ def test_expire_due_expires_only_overdue(
     assert lifecycle.expire_due() == 0
     clock.advance(2 * HOUR)
     assert lifecycle.expire_due() == 1
-    assert lifecycle.get("booking", later.id).status is S.EXPIRED
+    assert lifecycle.kind("booking").get(later.id).status is S.EXPIRED
 
 
 def test_expire_due_in_batches(lifecycle: BroadcastLifecycle, clock: ManualClock) -> None:
@@ -441,7 +441,7 @@ def test_expire_due_in_batches(lifecycle: BroadcastLifecycle, clock: ManualClock
     ids = [open_booking(lifecycle, slots=1, transporters=("t1",)).id for _ in range(7)]
     clock.advance(2 * HOUR)
     assert lifecycle.expire_due(batch_size=2) == 7
-    assert {lifecycle.get("booking", i).status for i in ids} == {S.EXPIRED}
+    assert {lifecycle.kind("booking").get(i).status for i in ids} == {S.EXPIRED}
 
 
 def test_expire_due_with_explicit_now(lifecycle: BroadcastLifecycle, clock: ManualClock) -> None:
@@ -449,50 +449,50 @@ def test_expire_due_with_explicit_now(lifecycle: BroadcastLifecycle, clock: Manu
     due = open_booking(lifecycle, ttl=HOUR)
     not_due = open_booking(lifecycle, ttl=3 * HOUR)
     assert lifecycle.expire_due(now=START + 2 * HOUR) == 1
-    assert lifecycle.get("booking", due.id).status is S.EXPIRED
-    assert lifecycle.get("booking", not_due.id).status is S.ACTIVE
+    assert lifecycle.kind("booking").get(due.id).status is S.EXPIRED
+    assert lifecycle.kind("booking").get(not_due.id).status is S.ACTIVE
 
 
 def test_sweep_after_clock_went_back_never_moves_time_back(
     lifecycle: BroadcastLifecycle, recorder: EventRecorder, clock: ManualClock
 ) -> None:
     """A broadcast stamped after the sweep's time waits for a later sweep; a command expires it at once."""
-    waiting = lifecycle.create("booking", "c1", entity_id="late")
+    waiting = lifecycle.kind("booking").create("c1", entity_id="late")
     clock.advance(-HOUR)  # the clock goes back to 11:00; "late" stays stamped 12:00
-    lifecycle.start_broadcast("booking", "late", ["t1"])
-    lifecycle.activate("booking", "late", ttl=timedelta(minutes=30))  # deadline 11:30, stamped 12:00
+    lifecycle.kind("booking").start_broadcast("late", ["t1"])
+    lifecycle.kind("booking").activate("late", ttl=timedelta(minutes=30))  # deadline 11:30, stamped 12:00
     other = open_booking(lifecycle, ttl=timedelta(minutes=30), transporters=("t2",))
     clock.advance(timedelta(minutes=40))  # 11:40: both are past their deadline
-    assert lifecycle.get("booking", "late").state_changed_at == START == waiting.state_changed_at
+    assert lifecycle.kind("booking").get("late").state_changed_at == START == waiting.snapshot.state_changed_at
     assert lifecycle.expire_due() == 1
-    assert lifecycle.get("booking", other.id).status is S.EXPIRED
-    assert lifecycle.get("booking", "late").status is S.ACTIVE  # documented: stamped after now, it waits
-    error = refused(lambda: lifecycle.cancel("booking", "late"))
+    assert lifecycle.kind("booking").get(other.id).status is S.EXPIRED
+    assert lifecycle.kind("booking").get("late").status is S.ACTIVE  # documented: stamped after now, it waits
+    error = refused(lambda: lifecycle.kind("booking").cancel("late"))
     assert error.reason == f"expired at {(START - timedelta(minutes=30)).isoformat()}"
-    expired = lifecycle.get("booking", "late")
+    expired = lifecycle.kind("booking").get("late")
     assert (expired.status, expired.state_changed_at) == (S.EXPIRED, START)
-    times = [h.at for h in lifecycle.history("booking", "late")]
+    times = [h.at for h in lifecycle.kind("booking").history("late")]
     assert times == sorted(times)
 
 
 def test_create_refuses_a_past_deadline(lifecycle: BroadcastLifecycle, recorder: EventRecorder) -> None:
     """create() with expires_at not in the future is a bad argument and creates nothing."""
     with pytest.raises(InvalidArgument, match="expires_at must be in the future"):
-        lifecycle.create("booking", "c1", expires_at=START)
+        lifecycle.kind("booking").create("c1", expires_at=START)
     assert recorder.events == []
 
 
 def test_sweep_never_stamps_before_the_last_change(lifecycle: BroadcastLifecycle, clock: ManualClock) -> None:
     """expire_due(now=...) earlier than a broadcast's last change leaves it for a later sweep."""
-    b = lifecycle.create("booking", "c1")
-    lifecycle.start_broadcast("booking", b.id, ["t1"])
+    b = lifecycle.kind("booking").create("c1")
+    lifecycle.kind("booking").start_broadcast(b.id, ["t1"])
     clock.advance(-timedelta(days=1))  # the clock went back: activation is stamped START, not a day earlier
-    lifecycle.activate("booking", b.id, ttl=HOUR)
+    lifecycle.kind("booking").activate(b.id, ttl=HOUR)
     clock.advance(timedelta(days=1))
     assert lifecycle.expire_due(START - timedelta(minutes=1)) == 0
-    assert lifecycle.get("booking", b.id).status is S.ACTIVE
+    assert lifecycle.kind("booking").get(b.id).status is S.ACTIVE
     assert lifecycle.expire_due() == 1
-    after = lifecycle.get("booking", b.id)
+    after = lifecycle.kind("booking").get(b.id)
     assert (after.status, after.state_changed_at) == (S.EXPIRED, START)
 
 
@@ -500,16 +500,16 @@ def test_clock_going_backwards_never_moves_state_changed_at_back(
     lifecycle: BroadcastLifecycle, recorder: EventRecorder, clock: ManualClock
 ) -> None:
     """After the clock jumps back, new transitions keep state_changed_at and history times non-decreasing."""
-    b = lifecycle.create("booking", "c1", 2)
+    b = lifecycle.kind("booking").create("c1", slots=2)
     clock.advance(timedelta(minutes=10))
-    lifecycle.start_broadcast("booking", b.id, ["t1", "t2"])
+    lifecycle.kind("booking").start_broadcast(b.id, ["t1", "t2"])
     clock.advance(-timedelta(minutes=30))
-    lifecycle.activate("booking", b.id, ttl=HOUR)
+    lifecycle.kind("booking").activate(b.id, ttl=HOUR)
     clock.advance(-timedelta(days=1))
-    lifecycle.accept("booking", b.id, "t1")
-    times = [h.at for h in lifecycle.history("booking", b.id)]
+    lifecycle.kind("booking").accept(b.id, "t1")
+    times = [h.at for h in lifecycle.kind("booking").history(b.id)]
     assert times == sorted(times)
-    assert lifecycle.get("booking", b.id).state_changed_at == START + timedelta(minutes=10)
+    assert lifecycle.kind("booking").get(b.id).state_changed_at == START + timedelta(minutes=10)
     assert [e.state_changed_at for e in recorder.events] == sorted(e.state_changed_at for e in recorder.events)
 
 
@@ -526,12 +526,12 @@ def test_host_guard_refuses_with_its_reason(lifecycle: BroadcastLifecycle, recor
     lifecycle.add_guard(Trigger.ACCEPT, free_truck)
     b = open_booking(lifecycle)
     before = seen(lifecycle, recorder, b.id)
-    error = refused(lambda: lifecycle.accept("booking", b.id, "t2"))
+    error = refused(lambda: lifecycle.kind("booking").accept(b.id, "t2"))
     assert error.reason == "transporter t2 has no free truck"
     assert seen(lifecycle, recorder, b.id) == before
-    assert lifecycle.accept("booking", b.id, "t1").slots_filled == 1
+    assert lifecycle.kind("booking").accept(b.id, "t1").snapshot.slots_filled == 1
     # the guard is only for accept
-    assert lifecycle.cancel("booking", b.id).status is S.CANCELLED
+    assert lifecycle.kind("booking").cancel(b.id).status is S.CANCELLED
 
 
 def test_host_guard_on_create_is_not_silently_ignored(clock: ManualClock) -> None:
@@ -546,9 +546,9 @@ def test_host_guard_on_create_is_not_silently_ignored(clock: ManualClock) -> Non
     except InvalidArgument:
         return
     with pytest.raises(TransitionRefused, match="customer c1 is blocked"):
-        lc.create("booking", "c1", entity_id="b-1")
+        lc.kind("booking").create("c1", entity_id="b-1")
     with pytest.raises(BroadcastNotFound):
-        lc.get("booking", "b-1")
+        lc.kind("booking").get("b-1")
 
 
 # -- the bus: failures, references, disconnects ---------------------------------------------------------
@@ -566,7 +566,7 @@ def test_failing_receiver_does_not_stop_others_and_event_stays_pending(
     b = open_booking(lifecycle, transporters=("t1",))
     assert lifecycle.store.pending_events(100) == []  # everything before the cancel was delivered
     with caplog.at_level(logging.ERROR):
-        lifecycle.cancel("booking", b.id, reason="changed plans")
+        lifecycle.kind("booking").cancel(b.id, reason="changed plans")
     assert recorder.names()[-2:] == ["BROADCAST_STATE_CHANGED", "BOOKING_CANCELLED"]
     assert any("broken_socket" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
     pending = lifecycle.store.pending_events(100)
@@ -587,8 +587,8 @@ def test_receiver_failing_on_create_keeps_the_broadcast(
         raise ValueError("nope")
 
     lifecycle.bus.connect(boom)
-    b = lifecycle.create("booking", "c1")
-    assert lifecycle.get("booking", b.id).version == 1
+    b = lifecycle.kind("booking").create("c1")
+    assert lifecycle.kind("booking").get(b.id).version == 1
     assert recorder.names() == ["BROADCAST_STATE_CHANGED"]
     assert len(lifecycle.store.pending_events(100)) == 1
 
@@ -605,7 +605,7 @@ def test_closure_receiver_survives_garbage_collection(lifecycle: BroadcastLifecy
 
     connect_closure()
     gc.collect()
-    lifecycle.create("booking", "c1")
+    lifecycle.kind("booking").create("c1")
     assert got == ["BROADCAST_STATE_CHANGED"]
 
 
@@ -613,9 +613,9 @@ def test_disconnect_stops_delivery(lifecycle: BroadcastLifecycle, recorder: Even
     """The function connect returns disconnects the receiver; other receivers keep receiving."""
     got: list[str] = []
     disconnect = lifecycle.bus.connect(lambda e: got.append(e.name))
-    b = lifecycle.create("booking", "c1")
+    b = lifecycle.kind("booking").create("c1")
     disconnect()
-    lifecycle.cancel("booking", b.id)
+    lifecycle.kind("booking").cancel(b.id)
     assert got == ["BROADCAST_STATE_CHANGED"]
     assert recorder.names() == ["BROADCAST_STATE_CHANGED", "BROADCAST_STATE_CHANGED", "BOOKING_CANCELLED"]
 
@@ -624,10 +624,10 @@ def test_receivers_by_name_and_kind(lifecycle: BroadcastLifecycle) -> None:
     """A receiver connected to one event name and kind gets only those events."""
     got: list[tuple[str, str]] = []
     lifecycle.bus.connect(lambda e: got.append((e.kind, e.name)), "ORDER_CANCELLED", kind="order")
-    b = lifecycle.create("booking", "c1")
-    o = lifecycle.create("order", "c1")
-    lifecycle.cancel("booking", b.id)
-    lifecycle.cancel("order", o.id)
+    b = lifecycle.kind("booking").create("c1")
+    o = lifecycle.kind("order").create("c1")
+    lifecycle.kind("booking").cancel(b.id)
+    lifecycle.kind("order").cancel(o.id)
     assert got == [("order", "ORDER_CANCELLED")]
 
 
@@ -637,12 +637,12 @@ def test_events_dispatched_after_commit(lifecycle: BroadcastLifecycle) -> None:
 
     def check(event: BroadcastEvent) -> None:
         assert isinstance(event.entity_id, int)
-        now = lifecycle.get(event.kind, event.entity_id)
+        now = lifecycle.kind(event.kind).get(event.entity_id)
         observed.append((event.version, now.version, now.status))
 
     lifecycle.bus.connect(check)
     b = open_booking(lifecycle, slots=1, transporters=("t1",))
-    lifecycle.accept("booking", b.id, "t1")
+    lifecycle.kind("booking").accept(b.id, "t1")
     assert [(v, s) for v, _, s in observed][-2:] == [(4, S.FULLY_FILLED), (4, S.FULLY_FILLED)]
     assert all(event_version == seen_version for event_version, seen_version, _ in observed)
     assert [v for v, _, _ in observed] == [1, 2, 3, 4, 4]
@@ -657,7 +657,7 @@ def test_payload_is_camel_case_with_exact_keys(
     """The payload has exactly the documented camelCase keys, an ISO-8601 UTC time and the int id."""
     b = open_booking(lifecycle, slots=2)
     clock.advance(timedelta(minutes=3))
-    lifecycle.accept("booking", b.id, "t1")
+    lifecycle.kind("booking").accept(b.id, "t1")
     payload = recorder.events[-1].payload()
     assert payload == {
         "bookingId": b.id,
@@ -677,8 +677,8 @@ def test_payload_is_camel_case_with_exact_keys(
 def test_order_payload_with_uuid_id(lifecycle: BroadcastLifecycle, recorder: EventRecorder) -> None:
     """An order keyed by a UUID has orderId as a string, and distinct event ids per event."""
     order_id = uuid.uuid4()
-    lifecycle.create("order", "c1", 2, entity_id=order_id)
-    lifecycle.cancel("order", order_id)
+    lifecycle.kind("order").create("c1", slots=2, entity_id=order_id)
+    lifecycle.kind("order").cancel(order_id)
     payloads = [e.payload() for e in recorder.events]
     assert [p["orderId"] for p in payloads] == [str(order_id)] * 3
     assert all(set(p) == {"orderId", "status", "previousStatus", "stateChangedAt", "version", "eventId",
@@ -695,7 +695,7 @@ def test_payload_time_is_utc_for_non_utc_clock() -> None:
     lc = BroadcastLifecycle(InMemoryStore(), clock=clock)
     recorder = EventRecorder()
     lc.bus.connect(recorder)
-    lc.create("booking", "c1")
+    lc.kind("booking").create("c1")
     assert recorder.events[0].payload()["stateChangedAt"] == "2026-01-01T12:00:00+00:00"
 
 
@@ -708,8 +708,8 @@ def test_custom_event_names(clock: ManualClock) -> None:
     ])
     recorder = EventRecorder()
     lc.bus.connect(recorder)
-    b = lc.create("booking", "c1")
-    lc.cancel("booking", b.id)
+    b = lc.kind("booking").create("c1")
+    lc.kind("booking").cancel(b.id)
     assert recorder.names() == ["BROADCAST_STATE_CHANGED", "BROADCAST_STATE_CHANGED", "RIDE_CALLED_OFF"]
 
 
@@ -720,19 +720,19 @@ def test_one_open_broadcast_per_customer(clock: ManualClock) -> None:
     """With one_open_per_customer a second open broadcast is refused until the first is closed."""
     lc = BroadcastLifecycle(InMemoryStore(), clock=clock,
                             kinds=[KindConfig("booking", one_open_per_customer=True), KindConfig("order")])
-    first = lc.create("booking", "c1")
+    first = lc.kind("booking").create("c1")
     with pytest.raises(OpenBroadcastExists) as info:
-        lc.create("booking", "c1", entity_id="second")
+        lc.kind("booking").create("c1", entity_id="second")
     assert isinstance(info.value, TransitionRefused)
     assert info.value.customer_id == "c1"
     assert "c1" in info.value.reason
     with pytest.raises(BroadcastNotFound):
-        lc.get("booking", "second")
-    lc.create("booking", "c2")  # another customer
-    lc.create("order", "c1")  # another kind
-    lc.create("order", "c1")  # a kind without the policy
-    lc.cancel("booking", first.id)
-    assert lc.create("booking", "c1").status is S.CREATED
+        lc.kind("booking").get("second")
+    lc.kind("booking").create("c2")  # another customer
+    lc.kind("order").create("c1")  # another kind
+    lc.kind("order").create("c1")  # a kind without the policy
+    lc.kind("booking").cancel(first.id)
+    assert lc.kind("booking").create("c1").status is S.CREATED
 
 
 def test_notify_more_adds_recipients_who_get_terminal_events(
@@ -741,12 +741,12 @@ def test_notify_more_adds_recipients_who_get_terminal_events(
     """Recipients added while open receive the terminal event; notify_more changes no state and sends nothing."""
     b = open_booking(lifecycle, transporters=("t1",))
     events = len(recorder.events)
-    after = lifecycle.notify_more("booking", b.id, ["t2", "t1", "t3"])
+    after = lifecycle.kind("booking").notify_more(b.id, ["t2", "t1", "t3"])
     assert (after.status, after.version) == (S.ACTIVE, b.version)
     assert len(recorder.events) == events
-    assert [r.transporter_id for r in lifecycle.recipients("booking", b.id)] == ["t1", "t2", "t3"]
-    lifecycle.accept("booking", b.id, "t3")  # a newly notified transporter may accept
-    lifecycle.cancel("booking", b.id)
+    assert [r.transporter_id for r in lifecycle.kind("booking").recipients(b.id)] == ["t1", "t2", "t3"]
+    lifecycle.kind("booking").accept(b.id, "t3")  # a newly notified transporter may accept
+    lifecycle.kind("booking").cancel(b.id)
     (cancelled,) = [e for e in recorder.events if e.name == "BOOKING_CANCELLED"]
     assert recipients_of(cancelled) == everyone("t1", "t2", "t3")
     assert recorder.for_recipient("transporter", "t4") == []
@@ -755,41 +755,41 @@ def test_notify_more_adds_recipients_who_get_terminal_events(
 def test_notify_more_refused_when_closed(lifecycle: BroadcastLifecycle, recorder: EventRecorder) -> None:
     """notify_more on a closed (or not yet broadcasting) broadcast is an InvalidTransition and adds nobody."""
     b = open_booking(lifecycle, slots=1, transporters=("t1",))
-    lifecycle.accept("booking", b.id, "t1")
+    lifecycle.kind("booking").accept(b.id, "t1")
     before = seen(lifecycle, recorder, b.id)
     with pytest.raises(InvalidTransition) as info:
-        lifecycle.notify_more("booking", b.id, ["t2"])
+        lifecycle.kind("booking").notify_more(b.id, ["t2"])
     assert (info.value.from_state, info.value.trigger) == ("fully_filled", "notify_more")
     assert seen(lifecycle, recorder, b.id) == before
-    c = lifecycle.create("booking", "c1")
+    c = lifecycle.kind("booking").create("c1")
     with pytest.raises(InvalidTransition):
-        lifecycle.notify_more("booking", c.id, ["t2"])
-    assert lifecycle.recipients("booking", c.id) == ()
-    lifecycle.cancel("booking", c.id)
+        lifecycle.kind("booking").notify_more(c.id, ["t2"])
+    assert lifecycle.kind("booking").recipients(c.id) == ()
+    lifecycle.kind("booking").cancel(c.id)
     with pytest.raises(InvalidTransition):
-        lifecycle.notify_more("booking", c.id, ["t2"])
+        lifecycle.kind("booking").notify_more(c.id, ["t2"])
 
 
 def test_release_paths(lifecycle: BroadcastLifecycle, recorder: EventRecorder) -> None:
     """fully_filled -> partially_filled -> active as slots are released, holdings tracked per transporter."""
     b = open_booking(lifecycle, slots=3)
-    lifecycle.accept("booking", b.id, "t1", 2)
-    full = lifecycle.accept("booking", b.id, "t2")
+    lifecycle.kind("booking").accept(b.id, "t1", slots=2)
+    full = lifecycle.kind("booking").accept(b.id, "t2")
     assert full.status is S.FULLY_FILLED
-    partial = lifecycle.release("booking", b.id, "t1", reason="truck broke down")
-    assert (partial.status, partial.slots_filled) == (S.PARTIALLY_FILLED, 2)
-    assert lifecycle.history("booking", b.id)[-1].reason == "truck broke down"
-    lifecycle.release("booking", b.id, "t1")
-    active = lifecycle.release("booking", b.id, "t2")
-    assert (active.status, active.slots_filled) == (S.ACTIVE, 0)
-    assert {r.transporter_id: r.slots_held for r in lifecycle.recipients("booking", b.id)} == {
+    partial = lifecycle.kind("booking").release(b.id, "t1", reason="truck broke down")
+    assert (partial.status, partial.snapshot.slots_filled) == (S.PARTIALLY_FILLED, 2)
+    assert lifecycle.kind("booking").history(b.id)[-1].reason == "truck broke down"
+    lifecycle.kind("booking").release(b.id, "t1")
+    active = lifecycle.kind("booking").release(b.id, "t2")
+    assert (active.status, active.snapshot.slots_filled) == (S.ACTIVE, 0)
+    assert {r.transporter_id: r.slots_held for r in lifecycle.kind("booking").recipients(b.id)} == {
         "t1": 0, "t2": 0, "t3": 0,
     }
     assert [e.status for e in recorder.events if e.name == "BROADCAST_STATE_CHANGED"][-3:] == [
         S.PARTIALLY_FILLED, S.PARTIALLY_FILLED, S.ACTIVE,
     ]
     # after a release the freed slot can be taken again
-    assert lifecycle.accept("booking", b.id, "t3", 3).status is S.FULLY_FILLED
+    assert lifecycle.kind("booking").accept(b.id, "t3", slots=3).status is S.FULLY_FILLED
 
 
 def test_no_event_reaches_transporters_outside_the_broadcast(
@@ -798,7 +798,7 @@ def test_no_event_reaches_transporters_outside_the_broadcast(
     """Transporters of one broadcast hear nothing of another, and state changes go only to the customer."""
     a = open_booking(lifecycle, slots=1, transporters=("t1",))
     open_booking(lifecycle, slots=1, transporters=("t2",), customer="c2")
-    lifecycle.accept("booking", a.id, "t1")
+    lifecycle.kind("booking").accept(a.id, "t1")
     assert all(e.entity_id == a.id for e in recorder.for_recipient("transporter", "t1"))
     assert recorder.for_recipient("transporter", "t2") == []
     assert all(
@@ -809,4 +809,4 @@ def test_no_event_reaches_transporters_outside_the_broadcast(
 def test_in_memory_store_refuses_a_host_transaction(lifecycle: BroadcastLifecycle) -> None:
     """Passing tx= to the in-memory store is an InvalidArgument, not a silent non-transaction."""
     with pytest.raises(InvalidArgument):
-        lifecycle.create("booking", "c1", tx=object())
+        lifecycle.kind("booking").create("c1", tx=object())  # type: ignore[arg-type]

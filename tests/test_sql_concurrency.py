@@ -30,18 +30,18 @@ def _lifecycle(url: str) -> BroadcastLifecycle:
 
 
 def _open_broadcast(lc: BroadcastLifecycle) -> int:
-    entity_id = lc.create("booking", "c1", SLOTS).id
-    lc.start_broadcast("booking", entity_id, ACCEPTORS)
-    lc.activate("booking", entity_id, ttl=timedelta(minutes=5))
+    entity_id = lc.kind("booking").create("c1", slots=SLOTS).id
+    lc.kind("booking").start_broadcast(entity_id, ACCEPTORS)
+    lc.kind("booking").activate(entity_id, ttl=timedelta(minutes=5))
     assert isinstance(entity_id, int)
     return entity_id
 
 
 def _assert_filled_exactly(lc: BroadcastLifecycle, entity_id: int) -> None:
-    snap = lc.get("booking", entity_id)
+    snap = lc.kind("booking").get(entity_id)
     assert (snap.status, snap.slots_filled) == (BroadcastStatus.FULLY_FILLED, SLOTS)
-    assert sum(r.slots_held for r in lc.recipients("booking", entity_id)) == SLOTS
-    assert [h.trigger for h in lc.history("booking", entity_id)].count("accept") == SLOTS
+    assert sum(r.slots_held for r in lc.kind("booking").recipients(entity_id)) == SLOTS
+    assert [h.trigger for h in lc.kind("booking").history(entity_id)].count("accept") == SLOTS
 
 
 @pytest.mark.parametrize("rounds", [100])
@@ -58,7 +58,7 @@ def test_sixteen_threads_race_for_five_slots(database_url: str, rounds: int) -> 
                    outcomes: list[str] = outcomes) -> None:
             barrier.wait()
             try:
-                lc.accept("booking", entity_id, name)
+                lc.kind("booking").accept(entity_id, name)
                 outcomes.append("won")
             except TransitionRefused:
                 outcomes.append("refused")
@@ -119,7 +119,7 @@ def test_concurrent_creates_give_one_open_broadcast(database_url: str) -> None:
                    outcomes: list[str] = outcomes) -> None:
             barrier.wait()
             try:
-                lc.create("order", customer)
+                lc.kind("order").create(customer)
                 outcomes.append("created")
             except OpenBroadcastExists as exc:
                 assert customer in str(exc)

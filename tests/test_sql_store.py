@@ -78,14 +78,14 @@ def _setup(url: str) -> tuple[Engine, BroadcastLifecycle, EventRecorder, ManualC
 def test_host_models_with_every_key_type(database_url: str, kind: str, entity_id: Any) -> None:
     """int, UUID and str keys all carry a broadcast through its lifecycle, with history and events."""
     engine, lc, recorder, clock = _setup(database_url)
-    lc.create(kind, "c1", 2, entity_id=entity_id)
-    lc.start_broadcast(kind, entity_id, ["t1", "t2"])
-    lc.activate(kind, entity_id, ttl=timedelta(minutes=10))
-    lc.accept(kind, entity_id, "t1")
+    lc.kind(kind).create("c1", slots=2, entity_id=entity_id)
+    lc.kind(kind).start_broadcast(entity_id, ["t1", "t2"])
+    lc.kind(kind).activate(entity_id, ttl=timedelta(minutes=10))
+    lc.kind(kind).accept(entity_id, "t1")
     clock.advance(timedelta(seconds=1))
-    snap = lc.accept(kind, entity_id, "t2")
+    snap = lc.kind(kind).accept(entity_id, "t2")
     assert (snap.id, snap.status, snap.version) == (entity_id, BroadcastStatus.FULLY_FILLED, 5)
-    assert [h.version for h in lc.history(kind, entity_id)] == [1, 2, 3, 4, 5]
+    assert [h.version for h in lc.kind(kind).history(entity_id)] == [1, 2, 3, 4, 5]
     assert recorder.names()[-1] == f"{kind.upper()}_FULLY_FILLED"
     payload = recorder.events[-1].payload()
     assert payload[f"{kind}Id"] == (str(entity_id) if isinstance(entity_id, uuid.UUID) else entity_id)
@@ -100,7 +100,7 @@ def test_host_models_with_every_key_type(database_url: str, kind: str, entity_id
 def test_store_picks_ids_and_host_columns_get_defaults(database_url: str) -> None:
     """Without an explicit id the database assigns one; the host's own columns take their defaults."""
     engine, lc, _, _ = _setup(database_url)
-    first, second = lc.create("booking", "c1"), lc.create("booking", "c2")
+    first, second = lc.kind("booking").create("c1"), lc.kind("booking").create("c2")
     assert isinstance(first.id, int) and second.id != first.id
     with Session(engine) as session:
         booking = session.get(Booking, first.id)
@@ -110,7 +110,7 @@ def test_store_picks_ids_and_host_columns_get_defaults(database_url: str) -> Non
 def test_corrupt_status_names_table_id_and_value(database_url: str) -> None:
     """A status that is not a known state is reported as CorruptState, not a crash."""
     engine, lc, _, _ = _setup(database_url)
-    snap = lc.create("booking", "c1")
+    snap = lc.kind("booking").create("c1")
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
             conn.exec_driver_sql("PRAGMA ignore_check_constraints = ON")
@@ -118,7 +118,7 @@ def test_corrupt_status_names_table_id_and_value(database_url: str) -> None:
             conn.exec_driver_sql("ALTER TABLE bookings DROP CONSTRAINT ck_bookings_status")
         conn.execute(text("UPDATE bookings SET status = 'teleported' WHERE id = :id"), {"id": snap.id})
     with pytest.raises(CorruptState) as info:
-        lc.accept("booking", snap.id, "t1")
+        lc.kind("booking").accept(snap.id, "t1")
     assert (info.value.table, info.value.entity_id, info.value.value) == ("bookings", snap.id, "teleported")
     assert "teleported" in str(info.value) and "partially_filled" in str(info.value)
 
@@ -126,7 +126,7 @@ def test_corrupt_status_names_table_id_and_value(database_url: str) -> None:
 def test_check_constraint_rejects_unknown_status(database_url: str) -> None:
     """The database itself refuses a status outside the known states."""
     engine, lc, _, _ = _setup(database_url)
-    snap = lc.create("booking", "c1")
+    snap = lc.kind("booking").create("c1")
     with pytest.raises(Exception, match=r"(?i)check"), engine.begin() as conn:
         conn.execute(text("UPDATE bookings SET status = 'bogus' WHERE id = :id"), {"id": snap.id})
 
@@ -134,29 +134,29 @@ def test_check_constraint_rejects_unknown_status(database_url: str) -> None:
 def test_database_errors_are_wrapped(database_url: str) -> None:
     """A failing database comes out as StoreError with the driver's error chained."""
     engine, lc, _, _ = _setup(database_url)
-    snap = lc.create("booking", "c1")
+    snap = lc.kind("booking").create("c1")
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE bl_transition_history")
     with pytest.raises(StoreError) as info:
-        lc.start_broadcast("booking", snap.id, ["t1"])
+        lc.kind("booking").start_broadcast(snap.id, ["t1"])
     assert info.value.__cause__ is not None
-    assert lc.get("booking", snap.id).status is BroadcastStatus.CREATED
+    assert lc.kind("booking").get(snap.id).status is BroadcastStatus.CREATED
 
 
 def test_host_transaction_commit_emits_after_commit(database_url: str) -> None:
     """Inside a host session, the transition and the host's rows commit together; events leave after."""
     engine, lc, recorder, _ = _setup(database_url)
-    snap = lc.create("booking", "c1")
-    lc.start_broadcast("booking", snap.id, ["t1"])
+    snap = lc.kind("booking").create("c1")
+    lc.kind("booking").start_broadcast(snap.id, ["t1"])
     before = len(recorder.events)
     with Session(engine) as session:
         session.add(AuditNote(note="customer called to cancel"))
-        lc.cancel("booking", snap.id, actor="c1", tx=session)
+        lc.kind("booking").cancel(snap.id, actor="c1", tx=session)
         assert len(recorder.events) == before, "events left before the host committed"
-        assert lc.get("booking", snap.id, tx=session).status is BroadcastStatus.CANCELLED
+        assert lc.kind("booking").get(snap.id, tx=session).status is BroadcastStatus.CANCELLED
         session.commit()
     assert recorder.names()[before:] == ["BROADCAST_STATE_CHANGED", "BOOKING_CANCELLED"]
-    assert lc.get("booking", snap.id).status is BroadcastStatus.CANCELLED
+    assert lc.kind("booking").get(snap.id).status is BroadcastStatus.CANCELLED
     assert lc.store.pending_events(10) == []
     with Session(engine) as session:
         assert session.query(AuditNote).count() == 1
@@ -165,17 +165,17 @@ def test_host_transaction_commit_emits_after_commit(database_url: str) -> None:
 def test_host_transaction_rollback_leaves_nothing(database_url: str) -> None:
     """A host session that rolls back leaves neither its rows nor the transition, and emits nothing."""
     engine, lc, recorder, _ = _setup(database_url)
-    snap = lc.create("booking", "c1")
-    lc.start_broadcast("booking", snap.id, ["t1"])
+    snap = lc.kind("booking").create("c1")
+    lc.kind("booking").start_broadcast(snap.id, ["t1"])
     before = len(recorder.events)
     with Session(engine) as session:
         session.add(AuditNote(note="will vanish"))
-        lc.cancel("booking", snap.id, tx=session)
+        lc.kind("booking").cancel(snap.id, tx=session)
         session.rollback()
     assert len(recorder.events) == before
-    after = lc.get("booking", snap.id)
+    after = lc.kind("booking").get(snap.id)
     assert (after.status, after.version) == (BroadcastStatus.BROADCASTING, 2)
-    assert len(lc.history("booking", snap.id)) == 2
+    assert len(lc.kind("booking").history(snap.id)) == 2
     assert lc.store.pending_events(10) == []
     with Session(engine) as session:
         assert session.query(AuditNote).count() == 0
@@ -193,22 +193,23 @@ def test_accept_paths_write_the_same_records(database_url: str) -> None:
     slow.bus.connect(recorder)
     records = []
     for lifecycle in (lc, slow):
-        entity_id = lifecycle.create("booking", "c1", 3).id
-        lifecycle.start_broadcast("booking", entity_id, ["t1", "t2"])
-        lifecycle.activate("booking", entity_id, ttl=timedelta(minutes=10))
+        entity_id = lifecycle.kind("booking").create("c1", slots=3).id
+        lifecycle.kind("booking").start_broadcast(entity_id, ["t1", "t2"])
+        lifecycle.kind("booking").activate(entity_id, ttl=timedelta(minutes=10))
         recorder.clear()
         clock.advance(timedelta(seconds=1))
-        first = lifecycle.accept("booking", entity_id, "t1")
-        lifecycle.accept("booking", entity_id, "t2", slots=2)
-        lifecycle.release("booking", entity_id, "t2")
-        lifecycle.release("booking", entity_id, "t2")
-        second = lifecycle.release("booking", entity_id, "t1")
+        first = lifecycle.kind("booking").accept(entity_id, "t1")
+        lifecycle.kind("booking").accept(entity_id, "t2", slots=2)
+        lifecycle.kind("booking").release(entity_id, "t2")
+        lifecycle.kind("booking").release(entity_id, "t2")
+        second = lifecycle.kind("booking").release(entity_id, "t1")
         history = [(h.from_status, h.to_status, h.trigger, h.actor, h.version, h.at == clock.now)
-                   for h in lifecycle.history("booking", entity_id)[-5:]]
+                   for h in lifecycle.kind("booking").history(entity_id)[-5:]]
         events = [{k: v for k, v in e.payload().items() if k not in ("eventId", "bookingId", "stateChangedAt")}
                   | {"to": e.recipients, "at_now": e.state_changed_at == clock.now} for e in recorder.events]
-        holdings = {r.transporter_id: (r.slots_held, r.response) for r in lifecycle.recipients("booking", entity_id)}
-        records.append((first.status, second.slots_filled, second.version, history, events, holdings))
+        holdings = {r.transporter_id: (r.slots_held, r.response)
+                    for r in lifecycle.kind("booking").recipients(entity_id)}
+        records.append((first.status, second.snapshot.slots_filled, second.version, history, events, holdings))
     assert records[0] == records[1]
     assert [h[:2] for h in records[0][3]] == [
         (BroadcastStatus.ACTIVE, BroadcastStatus.PARTIALLY_FILLED),
@@ -223,11 +224,11 @@ def test_accept_paths_write_the_same_records(database_url: str) -> None:
 def test_overdue_accept_still_expires_on_the_spot(database_url: str) -> None:
     """An accept after the deadline is refused with 'expired at' and expires the broadcast, whatever the path."""
     _, lc, recorder, clock = _setup(database_url)
-    entity_id = lc.create("booking", "c1", 3).id
-    lc.start_broadcast("booking", entity_id, ["t1"])
-    lc.activate("booking", entity_id, ttl=timedelta(minutes=10))
+    entity_id = lc.kind("booking").create("c1", slots=3).id
+    lc.kind("booking").start_broadcast(entity_id, ["t1"])
+    lc.kind("booking").activate(entity_id, ttl=timedelta(minutes=10))
     clock.advance(timedelta(minutes=11))
     with pytest.raises(TransitionRefused, match="expired at"):
-        lc.accept("booking", entity_id, "t1")
-    assert lc.get("booking", entity_id).status is BroadcastStatus.EXPIRED
+        lc.kind("booking").accept(entity_id, "t1")
+    assert lc.kind("booking").get(entity_id).status is BroadcastStatus.EXPIRED
     assert recorder.names()[-1] == "BOOKING_EXPIRED"

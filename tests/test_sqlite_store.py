@@ -42,9 +42,9 @@ def _lifecycle(path: Path, **engine_options: Any) -> tuple[SQLAlchemyStore, Broa
 
 
 def _active(lc: BroadcastLifecycle, customer: str = "c1", slots: int = 2) -> BroadcastSnapshot:
-    snap = lc.create("booking", customer, slots)
-    lc.start_broadcast("booking", snap.id, ["t1", "t2"])
-    return lc.activate("booking", snap.id, ttl=timedelta(hours=1))
+    snap = lc.kind("booking").create(customer, slots=slots)
+    lc.kind("booking").start_broadcast(snap.id, ["t1", "t2"])
+    return lc.kind("booking").activate(snap.id, ttl=timedelta(hours=1)).snapshot
 
 
 # -- decisions under the write lock ------------------------------------------------------------
@@ -60,7 +60,7 @@ def test_sqlite_store_decides_under_its_write_lock(tmp_path: Path) -> None:
     assert isinstance(connection, sqlite3.Connection)
     connection.set_trace_callback(statements.append)
     try:
-        lc.accept("booking", snap.id, "t1")
+        lc.kind("booking").accept(snap.id, "t1")
     finally:
         connection.set_trace_callback(None)
     heads = [" ".join(s.split()[:2]) for s in statements]
@@ -75,9 +75,9 @@ def test_sqlite_store_declines_to_change_in_place(tmp_path: Path) -> None:
     store, lc, _ = _lifecycle(tmp_path / "in_place.db")
     snap = _active(lc)
     for trigger in (Trigger.ACCEPT, Trigger.RELEASE):
-        assert store.change_in_place(lc.kind("booking"), trigger, snap.id, "t1", 1, snap.state_changed_at,
+        assert store.change_in_place(lc.kind("booking").config, trigger, snap.id, "t1", 1, snap.state_changed_at,
                                      lambda committed: None) is None
-    assert lc.get("booking", snap.id) == snap
+    assert lc.kind("booking").get(snap.id) == snap
 
 
 def test_refusal_under_the_lock_writes_nothing_and_frees_the_lock(tmp_path: Path) -> None:
@@ -95,14 +95,14 @@ def test_refusal_under_the_lock_writes_nothing_and_frees_the_lock(tmp_path: Path
         return None
 
     lc.add_guard(Trigger.ACCEPT, flaky_guard)
-    before, events_before = lc.history("booking", snap.id), len(recorder.events)
+    before, events_before = lc.kind("booking").history(snap.id), len(recorder.events)
     with pytest.raises(TransitionRefused, match="documents missing"):
-        lc.accept("booking", snap.id, "t1")
+        lc.kind("booking").accept(snap.id, "t1")
     with pytest.raises(RuntimeError, match="guard bug"):
-        lc.accept("booking", snap.id, "t1")
-    assert lc.history("booking", snap.id) == before and len(recorder.events) == events_before
-    assert lc.get("booking", snap.id).version == snap.version
-    assert lc.accept("booking", snap.id, "t1").slots_filled == 1  # no transaction was left open
+        lc.kind("booking").accept(snap.id, "t1")
+    assert lc.kind("booking").history(snap.id) == before and len(recorder.events) == events_before
+    assert lc.kind("booking").get(snap.id).version == snap.version
+    assert lc.kind("booking").accept(snap.id, "t1").snapshot.slots_filled == 1  # no transaction was left open
 
 
 def test_a_guard_may_read_through_the_lifecycle_under_the_lock(tmp_path: Path) -> None:
@@ -113,11 +113,11 @@ def test_a_guard_may_read_through_the_lifecycle_under_the_lock(tmp_path: Path) -
     seen: list[BroadcastStatus] = []
 
     def only_if_other_is_open(_snap: BroadcastSnapshot, _ctx: CommandContext) -> str | None:
-        seen.append(lc.get("booking", other.id).status)
+        seen.append(lc.kind("booking").get(other.id).status)
         return None
 
     lc.add_guard(Trigger.ACCEPT, only_if_other_is_open)
-    assert lc.accept("booking", snap.id, "t1").status is BroadcastStatus.PARTIALLY_FILLED
+    assert lc.kind("booking").accept(snap.id, "t1").status is BroadcastStatus.PARTIALLY_FILLED
     assert seen == [BroadcastStatus.ACTIVE]
 
 
@@ -128,11 +128,11 @@ def test_other_pools_work_the_same(tmp_path: Path, engine_options: dict[str, Any
     store, lc, recorder = _lifecycle(tmp_path / "pools.db", **engine_options)
     assert (store._threads is None) == (engine_options.get("poolclass") is NullPool)
     snap = _active(lc)
-    lc.accept("booking", snap.id, "t1")
-    done = lc.accept("booking", snap.id, "t2")
+    lc.kind("booking").accept(snap.id, "t1")
+    done = lc.kind("booking").accept(snap.id, "t2")
     assert done.status is BroadcastStatus.FULLY_FILLED
     assert [e.topic.value for e in recorder.events][-2:] == ["state_changed", "fully_filled"]
-    assert [h.to_status for h in lc.history("booking", snap.id)][-1] is BroadcastStatus.FULLY_FILLED
+    assert [h.to_status for h in lc.kind("booking").history(snap.id)][-1] is BroadcastStatus.FULLY_FILLED
 
 
 def test_in_memory_database_runs_a_lifecycle() -> None:
@@ -142,7 +142,7 @@ def test_in_memory_database_runs_a_lifecycle() -> None:
     assert store._threads is None
     lc = BroadcastLifecycle(store, clock=ManualClock())
     snap = _active(lc)
-    assert lc.cancel("booking", snap.id, actor="c1").status is BroadcastStatus.CANCELLED
+    assert lc.kind("booking").cancel(snap.id, actor="c1").status is BroadcastStatus.CANCELLED
 
 
 # -- per-thread connections -----------------------------------------------------------------------
@@ -172,13 +172,13 @@ def test_close_and_discard_close_connections_and_get_opens_anew(tmp_path: Path) 
     store.close()
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         first.execute("SELECT 1")
-    assert lc.accept("booking", snap.id, "t1").slots_filled == 1
+    assert lc.kind("booking").accept(snap.id, "t1").snapshot.slots_filled == 1
     second = store._threads.get()
     assert second is not first
     store._threads.discard()
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         second.execute("SELECT 1")
-    assert lc.release("booking", snap.id, "t1").slots_filled == 0
+    assert lc.kind("booking").release(snap.id, "t1").snapshot.slots_filled == 0
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -194,7 +194,7 @@ def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
         status = 1
         try:
             fresh = store._threads.get() is not inherited
-            lc.accept("booking", snap.id, "t1")
+            lc.kind("booking").accept(snap.id, "t1")
             status = 0 if fresh else 2
         finally:
             os.write(write_end, bytes([status]))
@@ -205,7 +205,7 @@ def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
     os.waitpid(pid, 0)
     assert verdict == b"\x00"
     assert store._threads.get() is inherited
-    assert lc.get("booking", snap.id).slots_filled == 1
+    assert lc.kind("booking").get(snap.id).slots_filled == 1
 
 
 # -- time as text ---------------------------------------------------------------------------------
@@ -233,4 +233,4 @@ def test_hand_written_times_with_an_offset_still_read(tmp_path: Path) -> None:
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE bl_broadcasts SET state_changed_at = '2026-01-01T14:00:00+02:00' WHERE id = :id"),
                      {"id": snap.id})
-    assert lc.get("booking", snap.id).state_changed_at == datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+    assert lc.kind("booking").get(snap.id).state_changed_at == datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)

@@ -152,9 +152,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         """The broadcast as the public API shows it now."""
         kind, entity_id = key
         return Observed(
-            self.lifecycle.get(kind, entity_id),
-            self.lifecycle.history(kind, entity_id),
-            self.lifecycle.recipients(kind, entity_id),
+            self.lifecycle.kind(kind).get(entity_id),
+            self.lifecycle.kind(kind).history(entity_id),
+            self.lifecycle.kind(kind).recipients(entity_id),
         )
 
     def observe_all(self) -> dict[Key, Observed]:
@@ -243,7 +243,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     def predict(self, key: Key, trigger: str, guards_pass: Callable[[BroadcastSnapshot], bool]) -> set[Outcome]:
         """The model's expectation for ``trigger`` on the broadcast now."""
-        snap = self.lifecycle.get(*key)
+        snap = self.lifecycle.kind(key[0]).get(key[1])
         now = self.clock.now
         overdue = snap.expires_at is not None and now >= snap.expires_at and snap.status in EXPIRABLE
         if trigger != "expire" and overdue:
@@ -289,7 +289,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         ]
         policy = next(k for k in KINDS if k.name == kind).one_open_per_customer
         try:
-            snap = self.lifecycle.create(kind, customer, slots, expires_at=expires_at)
+            snap = self.lifecycle.kind(kind).create(customer, slots=slots, expires_at=expires_at).snapshot
         except InvalidArgument:
             assert slots < 1 or (expires_at is not None and expires_at <= now)
             created = None
@@ -331,13 +331,13 @@ class LifecycleMachine(RuleBasedStateMachine):
             tracked.holdings = dict.fromkeys(unique, 0)
             tracked.notified_at[after.snapshot.version] = frozenset(unique)
 
-        self.run(key, predicted, lambda: self.lifecycle.start_broadcast(*key, transporters), on_ok)
+        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).start_broadcast(key[1], transporters), on_ok)
 
     @rule(key=broadcasts, transporters=st.lists(st.sampled_from(TRANSPORTERS), max_size=3))
     def notify_more(self, key: Key, transporters: list[str]) -> None:
         """Add recipients while open; refused as an invalid transition otherwise."""
         tracked = self.tracked[key]
-        snap = self.lifecycle.get(*key)
+        snap = self.lifecycle.kind(key[0]).get(key[1])
         predicted: set[Outcome]
         if not transporters:
             predicted = {Outcome.BAD_ARGS}
@@ -355,7 +355,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             for transporter in added:
                 tracked.holdings[transporter] = 0
 
-        self.run(key, predicted, lambda: self.lifecycle.notify_more(*key, transporters), on_ok)
+        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).notify_more(key[1], transporters), on_ok)
 
     @rule(
         key=broadcasts,
@@ -367,7 +367,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         now = self.clock.now
         ttl = timedelta(minutes=minutes) if mode in ("ttl", "both") else None
         deadline = now + timedelta(minutes=minutes) if mode in ("deadline", "both") else None
-        snap = self.lifecycle.get(*key)
+        snap = self.lifecycle.kind(key[0]).get(key[1])
         effective = deadline if deadline is not None else (now + ttl if ttl is not None else snap.expires_at)
         if mode == "both" or (ttl is not None and ttl <= timedelta(0)):
             predicted = {Outcome.BAD_ARGS}
@@ -377,7 +377,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         def on_ok(before: Observed, after: Observed) -> None:
             assert (after.snapshot.status, after.snapshot.expires_at) == (S.ACTIVE, effective)
 
-        self.run(key, predicted, lambda: self.lifecycle.activate(*key, ttl=ttl, deadline=deadline), on_ok)
+        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).activate(key[1], ttl=ttl, deadline=deadline),
+                 on_ok)
 
     @rule(key=broadcasts, transporter=st.sampled_from(TRANSPORTERS), slots=st.sampled_from([1, 1, 2, 3, 4, 0, -1]))
     def accept(self, key: Key, transporter: str, slots: int) -> None:
@@ -395,7 +396,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert a.status is (S.FULLY_FILLED if a.slots_filled == a.slots_requested else S.PARTIALLY_FILLED)
             tracked.holdings[transporter] += slots
 
-        self.run(key, predicted, lambda: self.lifecycle.accept(*key, transporter, slots), on_ok)
+        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).accept(key[1], transporter, slots=slots), on_ok)
 
     @rule(key=broadcasts, transporter=st.sampled_from(TRANSPORTERS), slots=st.sampled_from([1, 1, 2, 3, 0, -1]))
     def release(self, key: Key, transporter: str, slots: int) -> None:
@@ -412,34 +413,37 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert a.status is (S.ACTIVE if a.slots_filled == 0 else S.PARTIALLY_FILLED)
             tracked.holdings[transporter] -= slots
 
-        self.run(key, predicted, lambda: self.lifecycle.release(*key, transporter, slots), on_ok)
+        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).release(key[1], transporter, slots=slots), on_ok)
 
     @rule(key=broadcasts)
     def start_trip(self, key: Key) -> None:
         """Start the trip: from fully_filled, or partially_filled where the kind allows it."""
         predicted = self.predict(key, "start_trip", lambda s: (
             s.status is S.FULLY_FILLED or key[0] in PARTIAL_TRIP))
-        self.run(key, predicted, lambda: self.lifecycle.start_trip(*key),
+        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).start_trip(key[1]),
                  lambda b, a: self._expect(a, S.IN_PROGRESS))
 
     @rule(key=broadcasts)
     def complete(self, key: Key) -> None:
         """Finish the trip."""
         predicted = self.predict(key, "complete", lambda s: True)
-        self.run(key, predicted, lambda: self.lifecycle.complete(*key), lambda b, a: self._expect(a, S.COMPLETED))
+        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).complete(key[1]),
+                 lambda b, a: self._expect(a, S.COMPLETED))
 
     @rule(key=broadcasts)
     def cancel(self, key: Key) -> None:
         """Cancel from wherever."""
         predicted = self.predict(key, "cancel", lambda s: True)
-        self.run(key, predicted, lambda: self.lifecycle.cancel(*key), lambda b, a: self._expect(a, S.CANCELLED))
+        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).cancel(key[1]),
+                 lambda b, a: self._expect(a, S.CANCELLED))
 
     @rule(key=broadcasts)
     def expire(self, key: Key) -> None:
         """Expire one broadcast, due or not."""
         now = self.clock.now
         predicted = self.predict(key, "expire", lambda s: s.expires_at is not None and now >= s.expires_at)
-        self.run(key, predicted, lambda: self.lifecycle.expire(*key), lambda b, a: self._expect(a, S.EXPIRED))
+        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).expire(key[1]),
+                 lambda b, a: self._expect(a, S.EXPIRED))
 
     @staticmethod
     def _expect(after: Observed, status: S) -> None:
@@ -483,7 +487,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     def advance(self, key: Key, goal: S, pick: int) -> None:
         """Push a broadcast along the happy path towards ``goal``, so every state is reached often."""
         for move in range(8):
-            snap = self.lifecycle.get(*key)
+            snap = self.lifecycle.kind(key[0]).get(key[1])
             notified = self.tracked[key].notified
             if snap.status is goal or snap.status in TERMINAL:
                 return
@@ -500,7 +504,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             else:
                 return
             self.lifecycle_invariants()
-            if self.lifecycle.get(*key).version == snap.version:
+            if self.lifecycle.kind(key[0]).get(key[1]).version == snap.version:
                 return  # refused: stop here
 
     @rule(minutes=st.sampled_from([-90, -30, -5, 1, 5, 20, 30, 45, 90, 180]))

@@ -122,17 +122,17 @@ def test_accept_expire_and_cancel_race_one_terminal_wins(database_url: str) -> N
     errors: list[BaseException] = []
 
     commands: dict[str, Callable[[int], bool]] = {
-        "accept": lambda entity_id: bool(lc.accept("booking", entity_id, "t1")),
-        "cancel": lambda entity_id: bool(lc.cancel("booking", entity_id, reason="customer changed plans")),
+        "accept": lambda entity_id: bool(lc.kind("booking").accept(entity_id, "t1")),
+        "cancel": lambda entity_id: bool(lc.kind("booking").cancel(entity_id, reason="customer changed plans")),
         # ...the expiry and the sweep are told it is past the deadline
-        "expire": lambda entity_id: bool(lc.expire("booking", entity_id, now=AFTER_DEADLINE)),
+        "expire": lambda entity_id: bool(lc.kind("booking").expire(entity_id, now=AFTER_DEADLINE)),
         "expire_due": lambda entity_id: lc.expire_due(AFTER_DEADLINE) == 1,
     }
     for round_no in range(ROUNDS):
-        entity_id = lc.create("booking", f"c{round_no}", 2).id
+        entity_id = lc.kind("booking").create(f"c{round_no}", slots=2).id
         assert isinstance(entity_id, int)
-        lc.start_broadcast("booking", entity_id, ["t1", "t2"])
-        lc.activate("booking", entity_id, deadline=DEADLINE)
+        lc.kind("booking").start_broadcast(entity_id, ["t1", "t2"])
+        lc.kind("booking").activate(entity_id, deadline=DEADLINE)
         # the sweep is one quick statement and wins most races it is in: leave it out of every other round
         racers = list(commands) if round_no % 2 == 0 else [name for name in commands if name != "expire_due"]
         barrier = threading.Barrier(len(racers))
@@ -161,8 +161,8 @@ def test_accept_expire_and_cancel_race_one_terminal_wins(database_url: str) -> N
         (winner,) = winners
         assert all(outcomes[name] in ("refused", "lost") for name in TERMINAL - {winner} if name in racers), outcomes
 
-        final = lc.get("booking", entity_id)
-        history = [h.trigger for h in lc.history("booking", entity_id)]
+        final = lc.kind("booking").get(entity_id)
+        history = [h.trigger for h in lc.kind("booking").history(entity_id)]
         expected = BroadcastStatus.CANCELLED if winner == "cancel" else BroadcastStatus.EXPIRED
         assert final.status is expected
         assert history[:3] == ["create", "start_broadcast", "activate"]
@@ -205,10 +205,10 @@ def test_accept_expire_and_cancel_race_across_processes(postgres_server: object)
     winners: dict[int, str] = {}
     try:
         for round_no in range(ROUNDS):
-            entity_id = lc.create("booking", f"c{round_no}", 2).id
+            entity_id = lc.kind("booking").create(f"c{round_no}", slots=2).id
             assert isinstance(entity_id, int)
-            lc.start_broadcast("booking", entity_id, ["t1", "t2"])
-            lc.activate("booking", entity_id, deadline=DEADLINE)
+            lc.kind("booking").start_broadcast(entity_id, ["t1", "t2"])
+            lc.kind("booking").activate(entity_id, deadline=DEADLINE)
             for name, jobs in zip(names, queues, strict=True):
                 jobs.put((entity_id, name != "expire_due" or round_no % 2 == 0))  # the sweep: every other round
             outcomes = dict(results.get(timeout=60) for _ in names)
@@ -216,7 +216,7 @@ def test_accept_expire_and_cancel_race_across_processes(postgres_server: object)
             won = [name for name in TERMINAL if outcomes[name] == "won"]
             assert len(won) == 1, outcomes
             winners[entity_id] = won[0]
-            final = lc.get("booking", entity_id).status
+            final = lc.kind("booking").get(entity_id).status
             assert final is (BroadcastStatus.CANCELLED if won[0] == "cancel" else BroadcastStatus.EXPIRED)
     finally:
         for jobs in queues:

@@ -21,6 +21,7 @@ from .errors import (
 )
 from .kinds import KindConfig
 from .records import EntityId
+from .results import CommandResult
 from .service import BroadcastLifecycle
 from .states import OPEN, BroadcastStatus
 from .stores.base import BroadcastStore, Change, Committed
@@ -58,17 +59,17 @@ class StoreContract:
         return lc, recorder, clock
 
     def _active(self, lc: BroadcastLifecycle, slots: int = 2, customer: str = "c1") -> EntityId:
-        entity_id = lc.create("booking", customer, slots).id
-        lc.start_broadcast("booking", entity_id, ["t1", "t2", "t3"])
-        lc.activate("booking", entity_id, ttl=timedelta(minutes=5))
+        entity_id = lc.kind("booking").create(customer, slots=slots).id
+        lc.kind("booking").start_broadcast(entity_id, ["t1", "t2", "t3"])
+        lc.kind("booking").activate(entity_id, ttl=timedelta(minutes=5))
         return entity_id
 
     def test_insert_then_load_round_trips(self) -> None:
         """A created broadcast loads back with every field, in UTC, at version 1."""
         lc, _, clock = self._lifecycle()
-        snap = lc.create("booking", "c1", 3, expires_at=_T0 + timedelta(hours=1))
-        loaded = lc.get("booking", snap.id)
-        assert loaded == snap
+        snap = lc.kind("booking").create("c1", slots=3, expires_at=_T0 + timedelta(hours=1))
+        loaded = lc.kind("booking").get(snap.id)
+        assert loaded == snap.snapshot
         assert (loaded.status, loaded.version, loaded.slots_requested, loaded.slots_filled) == (
             BroadcastStatus.CREATED, 1, 3, 0)
         assert loaded.state_changed_at == clock.now and loaded.state_changed_at.tzinfo is not None
@@ -77,9 +78,9 @@ class StoreContract:
     def test_unknown_id_is_not_found(self) -> None:
         """Loading, listing history or recipients of an unknown id raises BroadcastNotFound."""
         lc, _, _ = self._lifecycle()
-        for call in (lc.get, lc.history, lc.recipients):
+        for call in (lc.kind("booking").get, lc.kind("booking").history, lc.kind("booking").recipients):
             try:
-                call("booking", 987654)
+                call(987654)
             except BroadcastNotFound as exc:
                 assert exc.entity_id == 987654
             else:
@@ -89,10 +90,10 @@ class StoreContract:
         """Ids the host picks are kept; a taken id raises DuplicateBroadcast."""
         lc, _, _ = self._lifecycle()
         for entity_id in self.explicit_ids:
-            assert lc.create("booking", "c1", entity_id=entity_id).id == entity_id
-            assert lc.get("booking", entity_id).id == entity_id
+            assert lc.kind("booking").create("c1", entity_id=entity_id).id == entity_id
+            assert lc.kind("booking").get(entity_id).id == entity_id
             try:
-                lc.create("booking", "c2", entity_id=entity_id)
+                lc.kind("booking").create("c2", entity_id=entity_id)
             except DuplicateBroadcast:
                 pass
             else:
@@ -103,14 +104,14 @@ class StoreContract:
         lc, _, clock = self._lifecycle()
         entity_id = self._active(lc)
         clock.now += timedelta(seconds=5)
-        snap = lc.accept("booking", entity_id, "t2")
-        assert (snap.status, snap.slots_filled, snap.version) == (BroadcastStatus.PARTIALLY_FILLED, 1, 4)
-        assert snap.state_changed_at == clock.now == lc.get("booking", entity_id).state_changed_at
-        history = lc.history("booking", entity_id)
+        snap = lc.kind("booking").accept(entity_id, "t2")
+        assert (snap.status, snap.snapshot.slots_filled, snap.version) == (BroadcastStatus.PARTIALLY_FILLED, 1, 4)
+        assert snap.snapshot.state_changed_at == clock.now == lc.kind("booking").get(entity_id).state_changed_at
+        history = lc.kind("booking").history(entity_id)
         assert [h.version for h in history] == [1, 2, 3, 4]
         assert [(h.from_status, h.to_status, h.trigger, h.actor) for h in history[-1:]] == [
             (BroadcastStatus.ACTIVE, BroadcastStatus.PARTIALLY_FILLED, "accept", "t2")]
-        holdings = {r.transporter_id: r.slots_held for r in lc.recipients("booking", entity_id)}
+        holdings = {r.transporter_id: r.slots_held for r in lc.kind("booking").recipients(entity_id)}
         assert holdings == {"t1": 0, "t2": 1, "t3": 0}
 
     def test_stale_version_writes_nothing(self) -> None:
@@ -119,43 +120,43 @@ class StoreContract:
         entity_id = self._active(lc)
         store = lc.store
         stale = store.load("booking", entity_id, "t1").snapshot
-        lc.accept("booking", entity_id, "t2")
+        lc.kind("booking").accept(entity_id, "t2")
         from .decision import decide
         from .guards import CommandContext
         from .lifecycle import Trigger
 
         decision = decide(stale, Trigger.ACCEPT, CommandContext(_T0, 1, "t1", 0))
         calls: list[Committed] = []
-        change = Change(lc.kind("booking"), stale, decision, _T0, "t1", transporter_id="t1")
+        change = Change(lc.kind("booking").config, stale, decision, _T0, "t1", transporter_id="t1")
         assert store.apply(change, calls.append) is None
         assert calls == []
-        assert lc.get("booking", entity_id).version == stale.version + 1
-        assert len(lc.history("booking", entity_id)) == stale.version + 1
-        assert {r.transporter_id: r.slots_held for r in lc.recipients("booking", entity_id)}["t1"] == 0
+        assert lc.kind("booking").get(entity_id).version == stale.version + 1
+        assert len(lc.kind("booking").history(entity_id)) == stale.version + 1
+        assert {r.transporter_id: r.slots_held for r in lc.kind("booking").recipients(entity_id)}["t1"] == 0
 
     def test_terminal_events_reach_every_recipient(self) -> None:
         """A cancel announces BOOKING_CANCELLED to the customer and every notified transporter."""
         lc, recorder, _ = self._lifecycle()
         entity_id = self._active(lc)
-        lc.notify_more("booking", entity_id, ["t4"])
-        lc.cancel("booking", entity_id, actor="c1", reason="changed plans")
+        lc.kind("booking").notify_more(entity_id, ["t4"])
+        lc.kind("booking").cancel(entity_id, actor="c1", reason="changed plans")
         (cancelled,) = [e for e in recorder.events if e.name == "BOOKING_CANCELLED"]
         assert {r.id for r in cancelled.recipients} == {"c1", "t1", "t2", "t3", "t4"}
-        assert lc.history("booking", entity_id)[-1].reason == "changed plans"
+        assert lc.kind("booking").history(entity_id)[-1].reason == "changed plans"
 
     def test_notify_more_refused_when_closed(self) -> None:
         """notify_more on a closed broadcast adds nobody."""
         lc, _, _ = self._lifecycle()
         entity_id = self._active(lc, slots=1)
-        lc.accept("booking", entity_id, "t1")
+        lc.kind("booking").accept(entity_id, "t1")
         try:
-            lc.notify_more("booking", entity_id, ["t9"])
+            lc.kind("booking").notify_more(entity_id, ["t9"])
         except TransitionRefused:
             pass
         else:
             raise AssertionError("notify_more on a fully filled broadcast was accepted")
-        assert "t9" not in {r.transporter_id for r in lc.recipients("booking", entity_id)}
-        assert OPEN.isdisjoint({lc.get("booking", entity_id).status})
+        assert "t9" not in {r.transporter_id for r in lc.kind("booking").recipients(entity_id)}
+        assert OPEN.isdisjoint({lc.kind("booking").get(entity_id).status})
 
     def test_expire_due_takes_only_overdue_open(self) -> None:
         """expire_due expires exactly the overdue open broadcasts, once, with their events."""
@@ -164,13 +165,13 @@ class StoreContract:
         clock.now += timedelta(minutes=3)
         later = self._active(lc)
         filled = self._active(lc, slots=1)
-        lc.accept("booking", filled, "t1")
+        lc.kind("booking").accept(filled, "t1")
         clock.now += timedelta(minutes=3)
         assert lc.expire_due() == 1
         assert lc.expire_due() == 0
-        assert lc.get("booking", overdue).status is BroadcastStatus.EXPIRED
-        assert lc.get("booking", later).status is BroadcastStatus.ACTIVE
-        assert lc.get("booking", filled).status is BroadcastStatus.FULLY_FILLED
+        assert lc.kind("booking").get(overdue).status is BroadcastStatus.EXPIRED
+        assert lc.kind("booking").get(later).status is BroadcastStatus.ACTIVE
+        assert lc.kind("booking").get(filled).status is BroadcastStatus.FULLY_FILLED
 
     def test_outbox_keeps_undelivered_events(self) -> None:
         """Events a receiver failed on stay pending with the error; delivered ones do not."""
@@ -182,7 +183,7 @@ class StoreContract:
 
         lc.bus.connect(fail_on_cancel)
         entity_id = self._active(lc)
-        lc.cancel("booking", entity_id)
+        lc.kind("booking").cancel(entity_id)
         pending = lc.store.pending_events(10)
         assert [p.event.name for p in pending] == ["BOOKING_CANCELLED"]
         assert pending[0].attempts == 1 and "socket down" in (pending[0].last_error or "")
@@ -193,25 +194,25 @@ class StoreContract:
     def test_one_open_broadcast_per_customer(self) -> None:
         """With the policy on, a second open broadcast for a customer is refused until the first closes."""
         lc, _, _ = self._lifecycle()
-        first = lc.create("order", "c7")
+        first = lc.kind("order").create("c7")
         try:
-            lc.create("order", "c7")
+            lc.kind("order").create("c7")
         except OpenBroadcastExists as exc:
             assert exc.customer_id == "c7"
         else:
             raise AssertionError("a second open order was created")
-        lc.create("order", "c8")
-        lc.create("booking", "c7")
-        lc.cancel("order", first.id)
-        assert lc.create("order", "c7").status is BroadcastStatus.CREATED
+        lc.kind("order").create("c8")
+        lc.kind("booking").create("c7")
+        lc.kind("order").cancel(first.id)
+        assert lc.kind("order").create("c7").status is BroadcastStatus.CREATED
 
     def test_concurrent_accepts_never_overfill(self) -> None:
         """Eight threads racing for three slots: exactly three win and the count is three."""
         lc, recorder, _ = self._lifecycle()
-        entity_id = lc.create("booking", "c1", 3).id
+        entity_id = lc.kind("booking").create("c1", slots=3).id
         transporters = [f"t{i}" for i in range(8)]
-        lc.start_broadcast("booking", entity_id, transporters)
-        lc.activate("booking", entity_id, ttl=timedelta(minutes=5))
+        lc.kind("booking").start_broadcast(entity_id, transporters)
+        lc.kind("booking").activate(entity_id, ttl=timedelta(minutes=5))
         barrier = threading.Barrier(len(transporters))
         wins: list[str] = []
         refusals: list[TransitionRefused] = []
@@ -219,7 +220,7 @@ class StoreContract:
         def accept(transporter: str) -> None:
             barrier.wait()
             try:
-                lc.accept("booking", entity_id, transporter)
+                lc.kind("booking").accept(entity_id, transporter)
                 wins.append(transporter)
             except TransitionRefused as exc:
                 refusals.append(exc)
@@ -230,57 +231,95 @@ class StoreContract:
         for thread in threads:
             thread.join()
         assert (len(wins), len(refusals)) == (3, 5)
-        snap = lc.get("booking", entity_id)
+        snap = lc.kind("booking").get(entity_id)
         assert (snap.slots_filled, snap.status) == (3, BroadcastStatus.FULLY_FILLED)
         assert recorder.names().count("BOOKING_FULLY_FILLED") == 1
-        assert sum(r.slots_held for r in lc.recipients("booking", entity_id)) == 3
+        assert sum(r.slots_held for r in lc.kind("booking").recipients(entity_id)) == 3
 
     def test_idempotent_retry_returns_first_outcome(self) -> None:
-        """A repeated command with the same key returns the first outcome: no second transition or event."""
+        """A repeated command with the same key replays the first outcome: no second transition or event."""
         lc, recorder, clock = self._lifecycle()
+        bookings = lc.kind("booking")
         entity_id = self._active(lc, slots=3)
-        first = lc.accept("booking", entity_id, "t1", idempotency_key="accept-t1-1")
+        first = bookings.accept(entity_id, "t1", idempotency_key="accept-t1-1")
         events = len(recorder.events)
         clock.now += timedelta(seconds=30)
-        again = lc.accept("booking", entity_id, "t1", idempotency_key="accept-t1-1")
-        assert again == first
-        assert lc.get("booking", entity_id).slots_filled == 1
+        again = bookings.accept(entity_id, "t1", idempotency_key="accept-t1-1")
+        assert (again.snapshot, again.replayed, again.events) == (first.snapshot, True, ())
+        assert not first.replayed and first.events
+        assert bookings.get(entity_id).slots_filled == 1
         assert len(recorder.events) == events
-        assert [h.trigger for h in lc.history("booking", entity_id)].count("accept") == 1
-        created = lc.create("booking", "c9", idempotency_key="create-c9")
-        assert lc.create("booking", "c9", idempotency_key="create-c9") == created
+        assert [h.trigger for h in bookings.history(entity_id)].count("accept") == 1
+        created = bookings.create("c9", idempotency_key="create-c9")
+        replayed = bookings.create("c9", idempotency_key="create-c9")
+        assert (replayed.snapshot, replayed.replayed) == (created.snapshot, True)
 
     def test_idempotency_key_reused_for_another_command(self) -> None:
-        """A key first used for one command is refused for a different one, changing nothing."""
+        """A key first used for one command is refused for a different one by the same actor, changing nothing."""
         lc, _, _ = self._lifecycle()
+        bookings = lc.kind("booking")
         entity_id = self._active(lc, slots=3)
-        lc.accept("booking", entity_id, "t1", idempotency_key="k-1")
-        version = lc.get("booking", entity_id).version
+        bookings.accept(entity_id, "t1", idempotency_key="k-1")
+        version = bookings.get(entity_id).version
         try:
-            lc.cancel("booking", entity_id, idempotency_key="k-1")
+            bookings.cancel(entity_id, actor="t1", idempotency_key="k-1")
         except IdempotencyKeyReused as exc:
             assert exc.key == "k-1" and "accept" in str(exc)
         else:
             raise AssertionError("a reused key was accepted for another command")
-        assert lc.get("booking", entity_id).version == version
+        assert bookings.get(entity_id).version == version
+
+    def test_idempotency_key_of_another_actor_is_refused(self) -> None:
+        """Another actor sending the same key is refused without learning the first outcome, which stays."""
+        lc, _, _ = self._lifecycle()
+        bookings = lc.kind("booking")
+        entity_id = self._active(lc, slots=3)
+        first = bookings.accept(entity_id, "t1", idempotency_key="shared")
+        try:
+            bookings.accept(entity_id, "t2", idempotency_key="shared")
+        except IdempotencyKeyReused as exc:
+            assert exc.key == "shared" and "another actor" in str(exc) and "t1" not in str(exc)
+        else:
+            raise AssertionError("another actor's key was answered with the first actor's outcome")
+        holdings = {r.transporter_id: r.slots_held for r in bookings.recipients(entity_id)}
+        assert holdings == {"t1": 1, "t2": 0, "t3": 0}
+        again = bookings.accept(entity_id, "t1", idempotency_key="shared")
+        assert (again.snapshot, again.replayed) == (first.snapshot, True)
+
+    def test_idempotency_key_with_other_arguments_is_refused(self) -> None:
+        """The same actor reusing a key with other arguments (slots, broadcast) is refused, changing nothing."""
+        lc, _, _ = self._lifecycle()
+        bookings = lc.kind("booking")
+        entity_id = self._active(lc, slots=3)
+        other = self._active(lc, slots=3, customer="c2")
+        bookings.accept(entity_id, "t1", idempotency_key="k-2")
+        for target, slots in ((entity_id, 2), (other, 1)):
+            try:
+                bookings.accept(target, "t1", slots=slots, idempotency_key="k-2")
+            except IdempotencyKeyReused as exc:
+                assert exc.key == "k-2"
+            else:
+                raise AssertionError("a key was replayed for a command with other arguments")
+        assert (bookings.get(entity_id).slots_filled, bookings.get(other).slots_filled) == (1, 0)
 
     def test_concurrent_duplicates_apply_once(self) -> None:
         """Eight threads sending the same keyed accept at once produce one transition and one outcome."""
         lc, recorder, _ = self._lifecycle()
         entity_id = self._active(lc, slots=3)
         barrier = threading.Barrier(8)
-        outcomes: list[object] = []
+        outcomes: list[CommandResult] = []
 
         def accept() -> None:
             barrier.wait()
-            outcomes.append(lc.accept("booking", entity_id, "t2", idempotency_key="dup"))
+            outcomes.append(lc.kind("booking").accept(entity_id, "t2", idempotency_key="dup"))
 
         threads = [threading.Thread(target=accept) for _ in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        assert len(outcomes) == 8 and len(set(map(repr, outcomes))) == 1
-        assert lc.get("booking", entity_id).slots_filled == 1
+        assert len(outcomes) == 8 and len({o.snapshot for o in outcomes}) == 1
+        assert sorted(o.replayed for o in outcomes) == [False] + [True] * 7
+        assert lc.kind("booking").get(entity_id).slots_filled == 1
         assert recorder.names().count("BROADCAST_STATE_CHANGED") == 4
 

@@ -18,10 +18,17 @@ __all__ = ["BRANCH_TESTS", "GUARDS", "CommandContext", "Guard"]
 
 @dataclass(frozen=True, slots=True)
 class CommandContext:
-    """What a command brings besides the snapshot: the time, and the command's arguments.
+    """What a command brings besides the snapshot: the time, who acts, and the command's arguments.
 
-    ``holding`` is the number of slots ``transporter_id`` holds, or ``None`` when that
-    transporter was never notified of the broadcast.
+    ``actor`` is who sent the command (an accept's or release's defaults to its transporter, a
+    create's to its customer, the sweeper's is ``"system"``). ``holding`` is the number of slots
+    ``transporter_id`` holds, or ``None`` when that transporter was never notified of the broadcast.
+    A host guard gets this and the broadcast as loaded, so authorization needs no extra read::
+
+        def owner_only(broadcast: BroadcastSnapshot, ctx: CommandContext) -> str | None:
+            if ctx.actor != broadcast.customer_id:
+                return f"only customer {broadcast.customer_id} may cancel"
+            return None
     """
 
     now: datetime
@@ -30,10 +37,12 @@ class CommandContext:
     holding: int | None = None
     deadline: datetime | None = None
     allow_partial_trip: bool = False
+    actor: str | None = None
 
 
 Guard = Callable[[BroadcastSnapshot, CommandContext], "str | None"]
-"""A check that returns ``None`` to allow the transition or the reason it refuses."""
+"""A check that returns ``None`` to allow the transition or the reason it refuses (the reason
+becomes :attr:`TransitionRefused.reason <broadcast_lifecycle.errors.TransitionRefused.reason>`)."""
 
 
 def _deadline_in_future(snap: BroadcastSnapshot, ctx: CommandContext) -> str | None:

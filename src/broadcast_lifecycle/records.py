@@ -60,11 +60,29 @@ class BroadcastSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class IdempotentOutcome:
-    """The first outcome of a command sent with an idempotency key."""
+    """The first outcome of a command sent with an idempotency key, and who sent it with what.
+
+    ``fingerprint`` is a digest of the command's arguments (see
+    :func:`broadcast_lifecycle.idempotency.fingerprint`): a key that comes back with another actor,
+    command, broadcast or arguments is refused, never answered with this outcome.
+    """
 
     key: str
     trigger: str
     snapshot: BroadcastSnapshot
+    actor: str | None = None
+    fingerprint: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """What a store keeps in its outcome column (the key, kind and id are stored apart)."""
+        return {"snapshot": self.snapshot.to_json(), "actor": self.actor, "fingerprint": self.fingerprint}
+
+    @classmethod
+    def from_json(cls, key: str, trigger: str, kind: str, entity_id: EntityId,
+                  data: dict[str, Any]) -> IdempotentOutcome:
+        """Rebuild an outcome from :meth:`to_json` output."""
+        return cls(key, trigger, BroadcastSnapshot.from_json(kind, entity_id, data["snapshot"]),
+                   data.get("actor"), data.get("fingerprint", ""))
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,9 @@ class NewBroadcast:
     actor: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
+    fingerprint: str = ""
+    """The digest of the command's arguments, recorded with ``idempotency_key``."""
+    reason: str | None = None
 
     def snapshot(self, entity_id: EntityId) -> BroadcastSnapshot:
         """The broadcast as inserted, once it has an id."""
@@ -60,11 +63,17 @@ class NewBroadcast:
     def history_entry(self, entity_id: EntityId) -> HistoryEntry:
         """The audit row of the creation."""
         return HistoryEntry(self.kind.name, entity_id, None, BroadcastStatus.CREATED, "create",
-                            self.actor, None, self.at, 1, dict(self.metadata))
+                            self.actor, self.reason, self.at, 1, dict(self.metadata))
 
     def events(self, after: BroadcastSnapshot) -> tuple[BroadcastEvent, ...]:
         """The events of the creation."""
         return build_events(self.kind, after, None, (Topic.STATE_CHANGED,), ())
+
+    def outcome(self, after: BroadcastSnapshot) -> IdempotentOutcome | None:
+        """What to record under the idempotency key (``None`` without one)."""
+        if self.idempotency_key is None:
+            return None
+        return IdempotentOutcome(self.idempotency_key, "create", after, self.actor, self.fingerprint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,8 @@ class Change:
     transporter_id: str | None = None
     recipients: tuple[str, ...] = ()
     idempotency_key: str | None = None
+    fingerprint: str = ""
+    """The digest of the command's arguments, recorded with ``idempotency_key``."""
 
     def after(self) -> BroadcastSnapshot:
         """The broadcast as it will be once the change is applied."""
@@ -111,6 +122,13 @@ class Change:
     def events(self, after: BroadcastSnapshot, transporters: Sequence[str]) -> tuple[BroadcastEvent, ...]:
         """The events of the change, addressed to the customer and ``transporters``."""
         return build_events(self.kind, after, self.decision.from_status, self.decision.topics, transporters)
+
+    def outcome(self, after: BroadcastSnapshot) -> IdempotentOutcome | None:
+        """What to record under the idempotency key (``None`` without one)."""
+        if self.idempotency_key is None:
+            return None
+        return IdempotentOutcome(self.idempotency_key, self.decision.trigger.value, after, self.actor,
+                                 self.fingerprint)
 
 
 @dataclass(frozen=True, slots=True)

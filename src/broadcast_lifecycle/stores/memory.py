@@ -70,8 +70,8 @@ class InMemoryStore:
             self._broadcasts[key] = snapshot
             self._recipients[key] = {}
             self._history[key] = [new.history_entry(entity_id)]
-            if new.idempotency_key is not None:
-                self._keys[new.idempotency_key] = IdempotentOutcome(new.idempotency_key, "create", snapshot)
+            if (outcome := new.outcome(snapshot)) is not None:
+                self._keys[outcome.key] = outcome
             self._outbox.update((e.event_id, OutboxEntry(e, new.at)) for e in events)
         committed = Committed(snapshot, events)
         after_commit(committed)
@@ -108,9 +108,8 @@ class InMemoryStore:
             self._broadcasts[key] = after
             self._history[key].append(change.history_entry())
             self._outbox.update((e.event_id, OutboxEntry(e, change.at)) for e in events)
-            if change.idempotency_key is not None:
-                self._keys[change.idempotency_key] = IdempotentOutcome(
-                    change.idempotency_key, change.decision.trigger.value, after)
+            if (outcome := change.outcome(after)) is not None:
+                self._keys[outcome.key] = outcome
         committed = Committed(after, events)
         after_commit(committed)
         return committed

@@ -151,14 +151,14 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
             snapshot = new.snapshot(entity_id)
             events = new.events(snapshot)
             conn.execute(insert(history_table), [_history_row(new.history_entry(entity_id))])
-            if new.idempotency_key is not None:
+            if (outcome := new.outcome(snapshot)) is not None:
                 try:
                     with conn.begin_nested():
                         conn.execute(insert(idempotency_table).values(
-                            key=new.idempotency_key, kind=kind, entity_id=str(entity_id), trigger="create",
-                            outcome=snapshot.to_json(), created_at=new.at))
+                            key=outcome.key, kind=kind, entity_id=str(entity_id), trigger="create",
+                            outcome=outcome.to_json(), created_at=new.at))
                 except IntegrityError as exc:
-                    raise IdempotencyKeyReused(new.idempotency_key, "is already recorded") from exc
+                    raise IdempotencyKeyReused(outcome.key, "is already recorded") from exc
             conn.execute(insert(outbox_table), [_outbox_row(e, new.at) for e in events])
         return self._committed(Committed(snapshot, events), after_commit, tx)
 
@@ -171,8 +171,7 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
             return None
         id_type = self._entity(row["kind"]).pk.type.python_type
         entity_id = row["entity_id"] if id_type is str else id_type(row["entity_id"])
-        snapshot = BroadcastSnapshot.from_json(row["kind"], entity_id, row["outcome"])
-        return IdempotentOutcome(key, row["trigger"], snapshot)
+        return IdempotentOutcome.from_json(key, row["trigger"], row["kind"], entity_id, row["outcome"])
 
     def load(self, kind: str, entity_id: EntityId, transporter_id: str | None = None,
              tx: object = None) -> Loaded:
@@ -244,9 +243,9 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
         })
         for event in events:
             cur.execute(lib.add_event, {"kind": kind, "key": key, "at": at, **event_params(event, at)})
-        if change.idempotency_key is not None:
-            cur.execute(lib.add_key, {"kind": kind, "key": key, "at": at, "idem_key": change.idempotency_key,
-                                      "trigger": trigger, "idem_outcome": dumps(after.to_json())})
+        if (outcome := change.outcome(after)) is not None:
+            cur.execute(lib.add_key, {"kind": kind, "key": key, "at": at, "idem_key": outcome.key,
+                                      "trigger": trigger, "idem_outcome": dumps(outcome.to_json())})
         return Committed(after, events)
 
     def _apply_in_one_statement(self, sql: EntitySql, change: Change, after_commit: AfterCommit) -> Committed | None:
@@ -264,7 +263,7 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
             "response": decision.trigger.value, "from_status": decision.from_status.value,
             "trigger": entry.trigger, "actor": entry.actor, "reason": entry.reason, "meta": dumps(entry.metadata),
             "idem_key": change.idempotency_key,
-            "idem_outcome": dumps(after.to_json()) if change.idempotency_key is not None else None,
+            "idem_outcome": dumps(outcome.to_json()) if (outcome := change.outcome(after)) is not None else None,
             **event_params(event, base["at"]),
         }
         with self._cursor(None, write=True, single=True) as cur:

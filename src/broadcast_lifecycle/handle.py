@@ -1,0 +1,218 @@
+"""``KindHandle``: the commands and queries of one kind of broadcast, resolved once at wiring time.
+
+    bookings = lifecycle.kind("booking")      # an unknown kind fails here, not at the first request
+    booking = bookings.create("c-1", slots=2)
+    bookings.accept(booking.id, "t-1", slots=1)
+
+Every command takes the same keywords: ``actor`` (recorded in the history, seen by host guards),
+``reason`` and ``metadata`` (recorded in the history; the reason also reaches the events),
+``idempotency_key`` (see :mod:`broadcast_lifecycle.idempotency`) and ``tx`` (a SQLAlchemy ``Session``
+to join: the write commits with it and the events leave after that commit). Every command returns a
+:class:`~broadcast_lifecycle.results.CommandResult`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from .clock import require_aware
+from .errors import InvalidArgument
+from .guards import Guard
+from .idempotency import fingerprint
+from .kinds import KindConfig
+from .lifecycle import Trigger
+from .records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
+from .results import CommandResult
+from .service import SYSTEM_ACTOR, Command
+from .stores.base import NewBroadcast
+from .validation import require_id, require_slots, require_transporters
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from .service import BroadcastLifecycle
+
+__all__ = ["KindHandle"]
+
+
+class KindHandle:
+    """Commands and queries on the broadcasts of one kind (get one from :meth:`BroadcastLifecycle.kind`)."""
+
+    __slots__ = ("_config", "_lc")
+
+    def __init__(self, lifecycle: BroadcastLifecycle, config: KindConfig) -> None:
+        self._lc = lifecycle
+        self._config = config
+
+    @property
+    def name(self) -> str:
+        """The kind's name (``"booking"``)."""
+        return self._config.name
+
+    @property
+    def config(self) -> KindConfig:
+        """The kind's settings: event names, id field, default deadline, policies."""
+        return self._config
+
+    def __repr__(self) -> str:
+        return f"KindHandle({self._config.name!r})"
+
+    def add_guard(self, trigger: Trigger, guard: Guard) -> None:
+        """Run ``guard`` on ``trigger`` for this kind only (see :meth:`BroadcastLifecycle.add_guard`)."""
+        self._lc.add_guard(trigger, guard, kind=self._config.name)
+
+    # -- commands --------------------------------------------------------------------------
+
+    def create(
+        self, customer_id: str, *, slots: int = 1, entity_id: EntityId | None = None,
+        expires_at: datetime | None = None, actor: str | None = None, reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None, tx: Session | None = None,
+    ) -> CommandResult:
+        """Create a broadcast of ``slots`` slots for ``customer_id`` in state ``created``.
+
+        ``entity_id`` picks the id (else the store does); ``expires_at`` sets a deadline now (else
+        ``activate`` does). The actor defaults to the customer.
+        """
+        require_id("customer_id", customer_id)
+        require_slots("slots", slots)
+        now = self._lc._now()
+        deadline = require_aware("expires_at", expires_at) if expires_at is not None else None
+        if deadline is not None and deadline <= now:
+            raise InvalidArgument(f"expires_at must be in the future, got {deadline.isoformat()} (now {now})")
+        who = actor if actor is not None else customer_id
+        new = NewBroadcast(
+            self._config, customer_id, slots, now, entity_id, deadline, who, dict(metadata or {}),
+            idempotency_key, fingerprint("create", customer_id, slots, entity_id, deadline, reason, metadata),
+            reason,
+        )
+        return self._lc._create(new, tx)
+
+    def start_broadcast(
+        self, entity_id: EntityId, transporters: Sequence[str], *, actor: str | None = None,
+        reason: str | None = None, metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
+        tx: Session | None = None,
+    ) -> CommandResult:
+        """Notify ``transporters`` (recorded as recipients): created -> broadcasting."""
+        recipients = require_transporters(transporters)
+        return self._run(entity_id, tx, Trigger.START_BROADCAST, actor=actor, reason=reason, metadata=metadata,
+                         idempotency_key=idempotency_key, recipients=recipients)
+
+    def notify_more(
+        self, entity_id: EntityId, transporters: Sequence[str], *, actor: str | None = None,
+        reason: str | None = None, metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
+        tx: Session | None = None,
+    ) -> CommandResult:
+        """Add recipients while the broadcast is open (radius expansion); changes no state.
+
+        Already-notified transporters are left as they are, so repeating the call is harmless. On an
+        overdue broadcast it expires it instead and raises ``TransitionRefused("expired at ...")``.
+        """
+        recipients = require_transporters(transporters)
+        command = self._command(entity_id, Trigger.START_BROADCAST, actor=actor, reason=reason, metadata=metadata,
+                                idempotency_key=idempotency_key, recipients=recipients)
+        return self._lc._notify_more(command, entity_id, tx)
+
+    def activate(
+        self, entity_id: EntityId, *, ttl: timedelta | None = None, deadline: datetime | None = None,
+        actor: str | None = None, reason: str | None = None, metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None, tx: Session | None = None,
+    ) -> CommandResult:
+        """Open for acceptances until ``deadline`` (or now + ``ttl``, or the kind's default ttl)."""
+        if ttl is not None and deadline is not None:
+            raise InvalidArgument("pass ttl= or deadline=, not both")
+        if ttl is not None and (not isinstance(ttl, timedelta) or ttl <= timedelta(0)):
+            raise InvalidArgument(f"ttl must be a positive timedelta, got {ttl!r}")
+        fixed = require_aware("deadline", deadline) if deadline is not None else None
+        return self._run(entity_id, tx, Trigger.ACTIVATE, actor=actor, reason=reason, metadata=metadata,
+                         idempotency_key=idempotency_key, deadline=fixed, ttl=ttl)
+
+    def accept(
+        self, entity_id: EntityId, transporter_id: str, *, slots: int = 1, actor: str | None = None,
+        reason: str | None = None, metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
+        tx: Session | None = None,
+    ) -> CommandResult:
+        """``transporter_id`` takes ``slots`` slots: -> partially_filled or fully_filled.
+
+        The actor defaults to the transporter.
+        """
+        require_id("transporter_id", transporter_id)
+        require_slots("slots", slots)
+        return self._run(entity_id, tx, Trigger.ACCEPT, actor=actor if actor is not None else transporter_id,
+                         reason=reason, metadata=metadata, idempotency_key=idempotency_key,
+                         transporter_id=transporter_id, slots=slots)
+
+    def release(
+        self, entity_id: EntityId, transporter_id: str, *, slots: int = 1, actor: str | None = None,
+        reason: str | None = None, metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
+        tx: Session | None = None,
+    ) -> CommandResult:
+        """``transporter_id`` gives back ``slots`` slots: -> partially_filled or active.
+
+        The actor defaults to the transporter.
+        """
+        require_id("transporter_id", transporter_id)
+        require_slots("slots", slots)
+        return self._run(entity_id, tx, Trigger.RELEASE, actor=actor if actor is not None else transporter_id,
+                         reason=reason, metadata=metadata, idempotency_key=idempotency_key,
+                         transporter_id=transporter_id, slots=slots)
+
+    def start_trip(
+        self, entity_id: EntityId, *, actor: str | None = None, reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None, tx: Session | None = None,
+    ) -> CommandResult:
+        """The trip begins: fully_filled (or partially_filled, if the kind allows) -> in_progress."""
+        return self._run(entity_id, tx, Trigger.START_TRIP, actor=actor, reason=reason, metadata=metadata,
+                         idempotency_key=idempotency_key)
+
+    def complete(
+        self, entity_id: EntityId, *, actor: str | None = None, reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None, tx: Session | None = None,
+    ) -> CommandResult:
+        """The trip finished: in_progress -> completed."""
+        return self._run(entity_id, tx, Trigger.COMPLETE, actor=actor, reason=reason, metadata=metadata,
+                         idempotency_key=idempotency_key)
+
+    def cancel(
+        self, entity_id: EntityId, *, actor: str | None = None, reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None, tx: Session | None = None,
+    ) -> CommandResult:
+        """Cancel a broadcast that has not started its trip; the reason reaches every recipient."""
+        return self._run(entity_id, tx, Trigger.CANCEL, actor=actor, reason=reason, metadata=metadata,
+                         idempotency_key=idempotency_key)
+
+    def expire(
+        self, entity_id: EntityId, *, now: datetime | None = None, actor: str = SYSTEM_ACTOR,
+        reason: str | None = None, metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
+        tx: Session | None = None,
+    ) -> CommandResult:
+        """Expire a broadcast whose deadline has passed (by ``now``, default the clock's time)."""
+        at = require_aware("now", now) if now is not None else None
+        return self._run(entity_id, tx, Trigger.EXPIRE, actor=actor, reason=reason, metadata=metadata,
+                         idempotency_key=idempotency_key, now=at)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def get(self, entity_id: EntityId, *, tx: Session | None = None) -> BroadcastSnapshot:
+        """The broadcast as last committed; ``BroadcastNotFound`` for an unknown id."""
+        return self._lc.store.load(self._config.name, entity_id, tx=tx).snapshot
+
+    def history(self, entity_id: EntityId, *, tx: Session | None = None) -> tuple[HistoryEntry, ...]:
+        """The broadcast's transitions, oldest first."""
+        return self._lc.store.history(self._config.name, entity_id, tx)
+
+    def recipients(self, entity_id: EntityId, *, tx: Session | None = None) -> tuple[RecipientRecord, ...]:
+        """Transporters notified of the broadcast, in notification order, with the slots they hold."""
+        return self._lc.store.recipients(self._config.name, entity_id, tx)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _run(self, entity_id: EntityId, tx: object, trigger: Trigger, **fields: Any) -> CommandResult:
+        return self._lc._run(self._command(entity_id, trigger, **fields), entity_id, tx)
+
+    def _command(self, entity_id: EntityId, trigger: Trigger, *, metadata: Mapping[str, Any] | None,
+                 **fields: Any) -> Command:
+        meta = dict(metadata or {})
+        digest = fingerprint(trigger.value, entity_id, meta, sorted(fields.items()))
+        return Command(config=self._config, trigger=trigger, metadata=meta, fingerprint=digest, **fields)

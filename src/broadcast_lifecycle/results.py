@@ -1,0 +1,60 @@
+"""What a command hands back to the host: the broadcast as committed, the events it produced, and how."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from .events import BroadcastEvent
+from .records import BroadcastSnapshot, EntityId
+from .states import BroadcastStatus
+
+__all__ = ["CommandResult", "WritePath"]
+
+
+class WritePath(str, Enum):
+    """How a command reached the store (for logs and debugging; every path gives the same guarantees)."""
+
+    INSERT = "insert"
+    """``create``: one insert of the row, its history row and its event."""
+    GENERAL = "general"
+    """Load, decide, then a compare-and-set write (retried on a lost race)."""
+    UNDER_LOCK = "under_lock"
+    """Load, decide and write in one transaction that holds the write lock (SQLite)."""
+    IN_PLACE = "in_place"
+    """An accept or release with its guards in the write itself (PostgreSQL), no read first."""
+    RECIPIENTS = "recipients"
+    """``notify_more``: recipients added under the broadcast's row lock; no state change."""
+    REPLAYED = "replayed"
+    """Nothing was written: the idempotency key's first outcome was returned."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandResult:
+    """The outcome of one command.
+
+    ``events`` are the events this command produced (already sent to the bus, or to be sent when
+    the host's transaction commits); a replayed command produced none. ``replayed`` is True when an
+    earlier command with the same idempotency key had already done the work and ``snapshot`` is the
+    broadcast as that command left it.
+    """
+
+    snapshot: BroadcastSnapshot
+    events: tuple[BroadcastEvent, ...] = ()
+    replayed: bool = False
+    path: WritePath
+
+    @property
+    def id(self) -> EntityId:
+        """The broadcast's id."""
+        return self.snapshot.id
+
+    @property
+    def status(self) -> BroadcastStatus:
+        """The broadcast's state after the command."""
+        return self.snapshot.status
+
+    @property
+    def version(self) -> int:
+        """The broadcast's version after the command."""
+        return self.snapshot.version
