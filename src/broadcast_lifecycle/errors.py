@@ -5,7 +5,11 @@ Messages are built from attributes, so a host can log the text and still branch 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .records import EntityId
 
 __all__ = [
     "BroadcastError",
@@ -33,7 +37,7 @@ class InvalidArgument(BroadcastError, ValueError):
 class BroadcastNotFound(BroadcastError, LookupError):
     """No broadcast of this kind has this id."""
 
-    def __init__(self, kind: str, entity_id: Hashable) -> None:
+    def __init__(self, kind: str, entity_id: EntityId) -> None:
         self.kind = kind
         self.entity_id = entity_id
         super().__init__(f"no {kind} with id {entity_id!r}")
@@ -49,7 +53,7 @@ class TransitionRefused(BroadcastError):
     def __init__(
         self,
         kind: str,
-        entity_id: Hashable,
+        entity_id: EntityId | None,
         from_state: str | None,
         trigger: str,
         reason: str,
@@ -70,7 +74,7 @@ class InvalidTransition(TransitionRefused):
     def __init__(
         self,
         kind: str,
-        entity_id: Hashable,
+        entity_id: EntityId,
         from_state: str,
         trigger: str,
         allowed_from: Iterable[str],
@@ -104,7 +108,7 @@ class OpenBroadcastExists(TransitionRefused):
 class DuplicateBroadcast(BroadcastError):
     """A broadcast with this kind and id already exists."""
 
-    def __init__(self, kind: str, entity_id: Hashable) -> None:
+    def __init__(self, kind: str, entity_id: EntityId | None) -> None:
         self.kind = kind
         self.entity_id = entity_id
         super().__init__(f"a {kind} with id {entity_id!r} already exists")
@@ -121,7 +125,7 @@ class IdempotencyKeyReused(BroadcastError):
 class ConcurrentUpdate(BroadcastError):
     """Other writers kept changing the broadcast; the command gave up after ``attempts``."""
 
-    def __init__(self, kind: str, entity_id: Hashable, trigger: str, attempts: int) -> None:
+    def __init__(self, kind: str, entity_id: EntityId, trigger: str, attempts: int) -> None:
         self.kind = kind
         self.entity_id = entity_id
         self.trigger = trigger
@@ -135,7 +139,7 @@ class ConcurrentUpdate(BroadcastError):
 class CorruptState(BroadcastError):
     """A stored status value is not a known state."""
 
-    def __init__(self, table: str, entity_id: Hashable, value: object, allowed: Iterable[str]) -> None:
+    def __init__(self, table: str, entity_id: EntityId, value: object, allowed: Iterable[str]) -> None:
         self.table = table
         self.entity_id = entity_id
         self.value = value
