@@ -15,8 +15,8 @@ from broadcast_lifecycle import (
     Topic,
     TransitionRefused,
     Trigger,
-    decide,
 )
+from broadcast_lifecycle.decision import decide
 
 S = BroadcastStatus
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from transitions import Machine, MachineError
 
-from broadcast_lifecycle import BroadcastSnapshot, CommandContext, TransitionRefused, decide
+from broadcast_lifecycle import BroadcastSnapshot, CommandContext, TransitionRefused
+from broadcast_lifecycle.decision import decide
 from broadcast_lifecycle.errors import InvalidTransition
 from broadcast_lifecycle.guards import BRANCH_TESTS, GUARDS
 from broadcast_lifecycle.lifecycle import (

@@ -1,14 +1,15 @@
 """broadcast_lifecycle: a guarded, persisted, observable lifecycle for marketplace broadcasts.
 
-The core (states, table, guards, ``decide``, events, errors) is imported eagerly; the parts with
-I/O dependencies (bus, service, stores) load on first use, so ``import broadcast_lifecycle.states``
-pulls in neither blinker nor SQLAlchemy.
+Everything a host uses is importable from here. The core (states, table, guards, events, records,
+errors, results) is imported eagerly; the parts with I/O dependencies (bus, outbox, service, stores)
+load on first use, so ``import broadcast_lifecycle.states`` pulls in neither blinker nor SQLAlchemy.
+Authors of custom stores find the protocol and its values in :mod:`broadcast_lifecycle.stores` and
+the contract suite in :mod:`broadcast_lifecycle.testing`.
 """
 
 from typing import TYPE_CHECKING, Any
 
 from .clock import Clock, utc_now
-from .decision import Decision, decide
 from .errors import (
     BroadcastError,
     BroadcastNotFound,
@@ -27,12 +28,17 @@ from .guards import CommandContext, Guard
 from .kinds import DEFAULT_KINDS, KindConfig
 from .lifecycle import Trigger
 from .records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
+from .results import CommandResult, WritePath
 from .states import CLOSED, OPEN, TERMINAL, BroadcastStatus
 
 if TYPE_CHECKING:
     from .bus import Deduplicator, Delivery, Receiver, ReceiverFailure, SignalBus
-    from .service import BroadcastLifecycle
+    from .handle import KindHandle
+    from .outbox import DeliveryReport, OutboxRelay, RetryPolicy
+    from .service import SYSTEM_ACTOR, BroadcastLifecycle
     from .stores import BroadcastStore, InMemoryStore
+    from .stores.schema import BroadcastMixin, library_metadata
+    from .stores.sqlalchemy import SQLAlchemyStore
 
 _LAZY = {
     "Deduplicator": ".bus",
@@ -40,9 +46,17 @@ _LAZY = {
     "Receiver": ".bus",
     "ReceiverFailure": ".bus",
     "SignalBus": ".bus",
+    "KindHandle": ".handle",
+    "DeliveryReport": ".outbox",
+    "OutboxRelay": ".outbox",
+    "RetryPolicy": ".outbox",
+    "SYSTEM_ACTOR": ".service",
     "BroadcastLifecycle": ".service",
     "BroadcastStore": ".stores",
     "InMemoryStore": ".stores",
+    "BroadcastMixin": ".stores.schema",
+    "library_metadata": ".stores.schema",
+    "SQLAlchemyStore": ".stores.sqlalchemy",
 }
 
 
@@ -55,27 +69,31 @@ def __getattr__(name: str) -> Any:
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __version__ = "0.1.0"
 
 __all__ = [
     "CLOSED",
     "DEFAULT_KINDS",
     "OPEN",
+    "SYSTEM_ACTOR",
     "TERMINAL",
     "BroadcastError",
     "BroadcastEvent",
     "BroadcastLifecycle",
+    "BroadcastMixin",
     "BroadcastNotFound",
     "BroadcastSnapshot",
     "BroadcastStatus",
     "BroadcastStore",
     "Clock",
     "CommandContext",
+    "CommandResult",
     "ConcurrentUpdate",
     "CorruptState",
-    "Decision",
     "Deduplicator",
     "Delivery",
+    "DeliveryReport",
     "DuplicateBroadcast",
     "EntityId",
     "Guard",
@@ -85,16 +103,21 @@ __all__ = [
     "InvalidArgument",
     "InvalidTransition",
     "KindConfig",
+    "KindHandle",
     "OpenBroadcastExists",
+    "OutboxRelay",
     "Receiver",
     "ReceiverFailure",
     "Recipient",
     "RecipientRecord",
+    "RetryPolicy",
+    "SQLAlchemyStore",
     "SignalBus",
     "StoreError",
     "Topic",
     "TransitionRefused",
     "Trigger",
-    "decide",
+    "WritePath",
+    "library_metadata",
     "utc_now",
 ]

@@ -153,7 +153,7 @@ class InMemoryStore:
                 if key[0] != kind.name or not is_overdue(before, now) or before.state_changed_at > now:
                     continue
                 decision = decide(before, Trigger.EXPIRE, CommandContext(now))
-                change = Change(kind, before, decision, now, actor)
+                change = Change(kind, before, decision, now, actor, "deadline passed")
                 after = change.after()
                 batch = change.events(after, tuple(self._recipients[key]))
                 self._broadcasts[key] = after
