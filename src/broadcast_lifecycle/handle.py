@@ -26,7 +26,7 @@ from .lifecycle import Trigger
 from .records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
 from .results import CommandResult
 from .service import SYSTEM_ACTOR, Command
-from .stores.base import NewBroadcast
+from .stores.base import Adoption, NewBroadcast
 from .validation import require_id, require_slots, require_transporters
 
 if TYPE_CHECKING:
@@ -88,6 +88,23 @@ class KindHandle:
             reason,
         )
         return self._lc._create(new, tx)
+
+    def adopt(
+        self, entity_id: EntityId, *, actor: str | None = None, reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None, tx: Session | None = None,
+    ) -> CommandResult:
+        """Record as created a broadcast row the host inserted itself, with its own columns.
+
+        For hosts whose model has columns of its own (pickup, vehicle type): add the instance to
+        the session, then adopt it in that same session; the creation's history row and event are
+        written with it and the event leaves after the commit. The row must be in ``created`` at
+        version 1 (the mixin's defaults). The actor defaults to the customer.
+        """
+        meta = dict(metadata or {})
+        adoption = Adoption(kind=self._config, entity_id=entity_id, at=self._lc._now(), actor=actor, reason=reason,
+                            metadata=meta, idempotency_key=idempotency_key,
+                            fingerprint=fingerprint("adopt", entity_id, reason, meta))
+        return self._lc._adopt(adoption, tx)
 
     def start_broadcast(
         self, entity_id: EntityId, transporters: Sequence[str], *, actor: str | None = None,

@@ -17,6 +17,8 @@ class WritePath(str, Enum):
 
     INSERT = "insert"
     """``create``: one insert of the row, its history row and its event."""
+    ADOPT = "adopt"
+    """``adopt``: the host inserted the row; the creation's history row and event were added to it."""
     GENERAL = "general"
     """Load, decide, then a compare-and-set write (retried on a lost race)."""
     UNDER_LOCK = "under_lock"

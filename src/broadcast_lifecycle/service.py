@@ -7,6 +7,7 @@ retries, idempotency keys, host guards and the after-commit dispatch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -32,7 +33,17 @@ from .outbox import OutboxRelay, RetryPolicy, deliver
 from .records import EntityId
 from .results import CommandResult, WritePath
 from .states import OPEN
-from .stores.base import BroadcastStore, Change, ChangesInPlace, Committed, DecidesUnderLock, Loaded, NewBroadcast
+from .stores.base import (
+    Adoption,
+    AdoptsRows,
+    BroadcastStore,
+    Change,
+    ChangesInPlace,
+    Committed,
+    DecidesUnderLock,
+    Loaded,
+    NewBroadcast,
+)
 from .stores.memory import InMemoryStore
 
 if TYPE_CHECKING:
@@ -162,6 +173,20 @@ class BroadcastLifecycle:
                 return replay
             raise
         return CommandResult(snapshot=committed.snapshot, events=committed.events, path=WritePath.INSERT)
+
+    def _adopt(self, adoption: Adoption, tx: object) -> CommandResult:
+        if not isinstance(self.store, AdoptsRows):
+            raise InvalidArgument(f"{type(self.store).__name__} cannot adopt rows the host inserted; use create(), "
+                                  "or a store with adopt() such as SQLAlchemyStore")
+        key, kind = adoption.idempotency_key, adoption.kind.name
+        if key is not None and adoption.actor is None:  # the actor defaults to the row's customer
+            customer = self.store.load(kind, adoption.entity_id, tx=tx).snapshot.customer_id
+            adoption = dataclasses.replace(adoption, actor=customer)
+        if key is not None and (replay := self._replay(key, kind, adoption.entity_id, "create", adoption.actor,
+                                                       adoption.fingerprint, tx)):
+            return replay
+        committed = self.store.adopt(adoption, self._announce, tx)
+        return CommandResult(snapshot=committed.snapshot, events=committed.events, path=WritePath.ADOPT)
 
     def _notify_more(self, command: Command, entity_id: EntityId, tx: object) -> CommandResult:
         kind = command.config.name

@@ -21,6 +21,8 @@ from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutco
 from ..states import BroadcastStatus
 
 __all__ = [
+    "AdoptsRows",
+    "Adoption",
     "AfterCommit",
     "ChangesInPlace",
     "DecidesUnderLock",
@@ -74,6 +76,26 @@ class NewBroadcast:
         if self.idempotency_key is None:
             return None
         return IdempotentOutcome(self.idempotency_key, "create", after, self.actor, self.fingerprint)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Adoption:
+    """A broadcast row the host inserted itself (with its own columns), to be recorded as created."""
+
+    kind: KindConfig
+    entity_id: EntityId
+    at: datetime
+    actor: str | None = None
+    reason: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    fingerprint: str = ""
+
+    def creation(self, row: BroadcastSnapshot) -> NewBroadcast:
+        """The creation to record for ``row`` (as loaded): its history row, events and key."""
+        return NewBroadcast(self.kind, row.customer_id, row.slots_requested, self.at, row.id, row.expires_at,
+                            self.actor if self.actor is not None else row.customer_id, self.metadata,
+                            self.idempotency_key, self.fingerprint, self.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +216,21 @@ class ChangesInPlace(Protocol):
     def change_in_place(self, kind: KindConfig, trigger: Trigger, entity_id: EntityId, transporter_id: str,
                         slots: int, at: datetime, after_commit: AfterCommit) -> Committed | Loaded | None:
         """Apply the accept or release in place; else the row as found, or ``None`` to pass."""
+        ...
+
+
+@runtime_checkable
+class AdoptsRows(Protocol):
+    """An optional store capability: record as created a broadcast row the host inserted itself, in the
+    host's transaction, so the host's own columns are written by the host's own INSERT.
+
+    ``adopt`` finds the row (``BroadcastNotFound`` if absent), refuses with ``InvalidArgument`` one
+    that is not in ``created`` at version 1 with nothing filled or that already has history, and
+    writes the creation's history row, outbox rows and idempotency record as ``insert`` would.
+    """
+
+    def adopt(self, adoption: Adoption, after_commit: AfterCommit, tx: object = None) -> Committed:
+        """Record the host's row as created; returns what was (or will be, in ``tx``) committed."""
         ...
 
 

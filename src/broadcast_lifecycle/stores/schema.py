@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
+from ..clock import utc_now
 from ..lifecycle import Trigger, allowed_from
 from ..states import CLOSED, BroadcastStatus
 from .sql_text import EVERYONE_SIGNATURE, pg_everyone_function_body, pg_function_ddl
@@ -228,8 +229,8 @@ class BroadcastMixin:
         return mapped_column(String(32), CheckConstraint(STATUS_CHECK, name=f"ck_{_table_name(cls)}_status"),
                              nullable=False, default=BroadcastStatus.CREATED.value)
 
-    state_changed_at: Mapped[datetime] = mapped_column(_Tz, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(_Tz, nullable=False)
+    state_changed_at: Mapped[datetime] = mapped_column(_Tz, nullable=False, default=utc_now)
+    created_at: Mapped[datetime] = mapped_column(_Tz, nullable=False, default=utc_now)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
     @declared_attr

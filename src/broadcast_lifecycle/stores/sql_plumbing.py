@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, Table
+from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -20,7 +20,7 @@ from .base import AfterCommit, Committed, Loaded
 from .sql_text import EntitySql, LibrarySql
 from .sqlite_setup import ThreadConnections
 
-__all__ = ["LostRace", "SqlPlumbing", "session_of", "utc"]
+__all__ = ["LostRace", "SqlPlumbing", "joined_connection", "session_of", "utc"]
 
 
 _STATUSES = [s.value for s in BroadcastStatus]
@@ -96,7 +96,7 @@ class SqlPlumbing:
     def _core(self, tx: object) -> Iterator[Any]:
         with self._wrap_errors("query"):
             if tx is not None:
-                yield session_of(tx).connection()
+                yield joined_connection(tx)
             else:
                 with self.engine.begin() as conn:
                     yield conn
@@ -135,7 +135,7 @@ class _Cursor:
         parts = self._parts
         try:
             if self._tx is not None:
-                return session_of(self._tx).connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                return joined_connection(self._tx).connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             raw: Any
             if parts._threads is not None:
                 raw = parts._threads.get()
@@ -182,6 +182,15 @@ class _Cursor:
             if self._parts._pg:
                 fairy.driver_connection.autocommit = False
             fairy.close()
+
+
+def joined_connection(tx: object) -> Connection:
+    """The connection of the host's session ``tx``, after flushing its pending changes when the session
+    autoflushes (as its own queries would), so the library reads what the host has written."""
+    session = session_of(tx)
+    if session.autoflush and (session.new or session.dirty or session.deleted):
+        session.flush()
+    return session.connection()
 
 
 def session_of(tx: object) -> Session:

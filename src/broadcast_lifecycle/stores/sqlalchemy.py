@@ -28,7 +28,8 @@ from ..events import BroadcastEvent, Topic
 from ..kinds import DEFAULT_KINDS, KindConfig
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import BroadcastStatus
-from .base import AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast, Plan
+from .base import Adoption, AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast, Plan
+from .orm_sync import ModelSync
 from .schema import (
     broadcasts_table,
     due_index_ddl,
@@ -42,7 +43,7 @@ from .schema import (
 )
 from .sql_in_place import SqlInPlace
 from .sql_outbox import SqlOutbox
-from .sql_plumbing import LostRace, utc
+from .sql_plumbing import LostRace, session_of, utc
 from .sql_sweep import SweepSql
 from .sql_text import (
     EntitySql,
@@ -81,6 +82,7 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
         self._tables = {kind: EntitySql(_table_of(model), engine.dialect, kind_column=False)
                         for kind, model in (models or {}).items()}
         self._sweeps: dict[str, SweepSql] = {}
+        self._orm = {kind: ModelSync(model) for kind, model in (models or {}).items() if not isinstance(model, Table)}
         if self._pg:
             for sql in (self._standalone, *self._tables.values()):
                 library = (history_table, recipients_table, outbox_table)
@@ -148,19 +150,49 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
                 if "UNIQUE" in message or "duplicate key" in message:
                     raise DuplicateBroadcast(kind, new.entity_id) from exc
                 raise StoreError(f"could not insert {kind}: {message}") from exc
-            snapshot = new.snapshot(entity_id)
-            events = new.events(snapshot)
-            conn.execute(insert(history_table), [_history_row(new.history_entry(entity_id))])
-            if (outcome := new.outcome(snapshot)) is not None:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(insert(idempotency_table).values(
-                            key=outcome.key, kind=kind, entity_id=str(entity_id), trigger="create",
-                            outcome=outcome.to_json(), created_at=new.at))
-                except IntegrityError as exc:
-                    raise IdempotencyKeyReused(outcome.key, "is already recorded") from exc
-            conn.execute(insert(outbox_table), [_outbox_row(e, new.at) for e in events])
-        return self._committed(Committed(snapshot, events), after_commit, tx)
+            committed = self._record_creation(conn, new, new.snapshot(entity_id))
+        return self._committed(committed, after_commit, tx)
+
+    def adopt(self, adoption: Adoption, after_commit: AfterCommit, tx: object = None) -> Committed:
+        """See :class:`~broadcast_lifecycle.stores.base.AdoptsRows`: the row the host inserted (and
+        flushed, or the session flushes it now) gets its creation history row and event."""
+        kind = adoption.kind.name
+        with self._core(tx) as conn:
+            if tx is not None:
+                session_of(tx).flush()
+            snapshot = self.load(kind, adoption.entity_id, tx=tx).snapshot
+            h = history_table.c
+            recorded = conn.execute(select(h.version).where(
+                h.kind == kind, h.entity_id == str(adoption.entity_id)).limit(1)).first()
+            if recorded is not None or (snapshot.status, snapshot.version, snapshot.slots_filled) != (
+                    BroadcastStatus.CREATED, 1, 0):
+                raise InvalidArgument(
+                    f"{kind} {adoption.entity_id!r} cannot be adopted: it is {snapshot.status.value} at version "
+                    f"{snapshot.version}{' with history' if recorded else ''}; adopt takes a row the host inserted "
+                    "in state created, at version 1, with no slots filled and no history")
+            committed = self._record_creation(conn, adoption.creation(snapshot), snapshot)
+        return self._committed(committed, after_commit, tx)
+
+    def _record_creation(self, conn: Any, new: NewBroadcast, snapshot: BroadcastSnapshot) -> Committed:
+        """The creation's history row, idempotency record and outbox rows, on ``conn``."""
+        entity_id = snapshot.id
+        events = new.events(snapshot)
+        conn.execute(insert(history_table), [_history_row(new.history_entry(entity_id))])
+        if (outcome := new.outcome(snapshot)) is not None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(idempotency_table).values(
+                        key=outcome.key, kind=snapshot.kind, entity_id=str(entity_id), trigger="create",
+                        outcome=outcome.to_json(), created_at=new.at))
+            except IntegrityError as exc:
+                raise IdempotencyKeyReused(outcome.key, "is already recorded") from exc
+        conn.execute(insert(outbox_table), [_outbox_row(e, new.at) for e in events])
+        return Committed(snapshot, events)
+
+    def _committed(self, committed: Committed, after_commit: AfterCommit, tx: object) -> Committed:
+        if tx is not None and (sync := self._orm.get(committed.snapshot.kind)) is not None:
+            sync.apply(session_of(tx), committed.snapshot)
+        return super()._committed(committed, after_commit, tx)
 
     def recall(self, key: str, tx: object = None) -> IdempotentOutcome | None:
         """See :meth:`BroadcastStore.recall`."""

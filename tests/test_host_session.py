@@ -1,0 +1,121 @@
+"""Commands joined to the host's Session: its loaded instances stay current, and rows it inserts are adopted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from conftest import ManualClock
+from sqlalchemy import String, create_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from broadcast_lifecycle import (
+    BroadcastLifecycle,
+    BroadcastMixin,
+    BroadcastStatus,
+    IdempotencyKeyReused,
+    InvalidArgument,
+    SQLAlchemyStore,
+    WritePath,
+)
+from broadcast_lifecycle.testing import EventRecorder
+
+
+class Base(DeclarativeBase):
+    """The host's declarative base."""
+
+
+class Booking(Base, BroadcastMixin):
+    """A host model with columns of its own."""
+
+    __tablename__ = "host_bookings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pickup: Mapped[str] = mapped_column(String(100))
+    vehicle_type: Mapped[str] = mapped_column(String(20))
+
+
+@pytest.fixture
+def host(database_url: str, clock: ManualClock) -> Iterator[tuple[BroadcastLifecycle, Session, EventRecorder]]:
+    """A lifecycle on the host's model, a host session on the same engine, and a recorder."""
+    engine = create_engine(database_url)
+    Base.metadata.create_all(engine)
+    store = SQLAlchemyStore(engine, models={"booking": Booking})
+    store.create_all()
+    lifecycle = BroadcastLifecycle(store, clock=clock)
+    recorder = EventRecorder()
+    lifecycle.bus.connect(recorder)
+    with Session(engine, expire_on_commit=False) as session:
+        yield lifecycle, session, recorder
+    store.close()
+    engine.dispose()
+
+
+def test_loaded_instance_is_current_after_a_joined_command(
+        host: tuple[BroadcastLifecycle, Session, EventRecorder]) -> None:
+    """After accept joined to the session, the host's loaded Booking shows the new state with nothing to flush."""
+    lifecycle, session, _ = host
+    bookings = lifecycle.kind("booking")
+    session.add(Booking(id=1, customer_id="c1", slots_requested=2, pickup="Dock 1", vehicle_type="van"))
+    created = bookings.adopt(1, tx=session)
+    session.commit()
+    bookings.start_broadcast(created.id, ["t1", "t2"])
+    bookings.activate(created.id, ttl=timedelta(minutes=5))
+    booking = session.get(Booking, created.id)
+    assert booking is not None and booking.status == "active"
+    result = bookings.accept(created.id, "t1", tx=session)
+    assert (booking.status, booking.slots_filled, booking.version) == ("partially_filled", 1, 4)
+    assert booking.state_changed_at == result.snapshot.state_changed_at
+    assert not session.dirty
+    session.commit()
+    assert bookings.get(created.id).slots_filled == 1
+
+
+def test_adopt_records_a_row_the_host_inserted(host: tuple[BroadcastLifecycle, Session, EventRecorder]) -> None:
+    """A Booking added by the host with its own columns is adopted: history row, event after commit, key replay."""
+    lifecycle, session, recorder = host
+    bookings = lifecycle.kind("booking")
+    booking = Booking(id=7, customer_id="c1", slots_requested=2, pickup="Dock 4", vehicle_type="van")
+    session.add(booking)
+    adopted = bookings.adopt(7, tx=session, idempotency_key="c1:adopt-7")
+    assert (adopted.path, adopted.status, adopted.version) == (WritePath.ADOPT, BroadcastStatus.CREATED, 1)
+    assert recorder.events == []  # not committed yet
+    session.commit()
+    assert recorder.names() == ["BROADCAST_STATE_CHANGED"]
+    assert [(h.trigger, h.actor) for h in bookings.history(7)] == [("create", "c1")]
+    again = bookings.adopt(7, idempotency_key="c1:adopt-7")
+    assert (again.replayed, again.snapshot) == (True, adopted.snapshot)
+    bookings.start_broadcast(7, ["t1"])
+    assert session.get(Booking, 7) is booking and booking.pickup == "Dock 4"
+
+
+def test_adopt_refuses_rows_that_are_not_new(host: tuple[BroadcastLifecycle, Session, EventRecorder]) -> None:
+    """Adopting twice, or a row past created, is InvalidArgument; another actor's key is refused."""
+    lifecycle, session, _ = host
+    bookings = lifecycle.kind("booking")
+    session.add(Booking(id=8, customer_id="c1", slots_requested=1, pickup="A", vehicle_type="truck"))
+    bookings.adopt(8, tx=session, idempotency_key="k8")
+    session.commit()
+    with pytest.raises(InvalidArgument, match="cannot be adopted: it is created at version 1 with history"):
+        bookings.adopt(8, tx=session)
+    session.rollback()
+    with pytest.raises(IdempotencyKeyReused, match="another actor"):
+        bookings.adopt(8, actor="c2", idempotency_key="k8")
+    assert len(bookings.history(8)) == 1
+
+
+def test_rolled_back_adoption_leaves_nothing(host: tuple[BroadcastLifecycle, Session, EventRecorder]) -> None:
+    """When the host's transaction rolls back, neither its row nor the creation's records or event remain."""
+    lifecycle, session, recorder = host
+    session.add(Booking(id=9, customer_id="c1", slots_requested=1, pickup="A", vehicle_type="truck"))
+    lifecycle.kind("booking").adopt(9, tx=session)
+    session.rollback()
+    assert recorder.events == []
+    assert lifecycle.store.pending_events(10) == []
+    assert session.get(Booking, 9) is None
+
+
+def test_in_memory_store_cannot_adopt() -> None:
+    """adopt() on a store without the capability says which stores have it."""
+    with pytest.raises(InvalidArgument, match="cannot adopt rows the host inserted"):
+        BroadcastLifecycle().kind("booking").adopt(1)
