@@ -15,7 +15,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy import Connection, Engine, MetaData, engine_from_config, event, pool
 
-from broadcast_lifecycle.stores.schema import library_metadata
+from broadcast_lifecycle import library_metadata
 
 config = context.config
 

@@ -35,9 +35,10 @@ if TYPE_CHECKING:
     from .bus import Deduplicator, Delivery, Receiver, ReceiverFailure, SignalBus
     from .handle import KindHandle
     from .outbox import DeliveryReport, OutboxRelay, RetryPolicy
+    from .runners import BackgroundRunner, relay_task, start_relay_thread, start_sweeper_thread, sweeper_task
     from .service import SYSTEM_ACTOR, BroadcastLifecycle
     from .stores import BroadcastStore, InMemoryStore
-    from .stores.schema import BroadcastMixin, library_metadata
+    from .stores.schema import BroadcastMixin, library_metadata, postgresql_functions_ddl
     from .stores.sqlalchemy import SQLAlchemyStore
 
 _LAZY = {
@@ -50,12 +51,18 @@ _LAZY = {
     "DeliveryReport": ".outbox",
     "OutboxRelay": ".outbox",
     "RetryPolicy": ".outbox",
+    "BackgroundRunner": ".runners",
+    "relay_task": ".runners",
+    "start_relay_thread": ".runners",
+    "start_sweeper_thread": ".runners",
+    "sweeper_task": ".runners",
     "SYSTEM_ACTOR": ".service",
     "BroadcastLifecycle": ".service",
     "BroadcastStore": ".stores",
     "InMemoryStore": ".stores",
     "BroadcastMixin": ".stores.schema",
     "library_metadata": ".stores.schema",
+    "postgresql_functions_ddl": ".stores.schema",
     "SQLAlchemyStore": ".stores.sqlalchemy",
 }
 
@@ -78,6 +85,7 @@ __all__ = [
     "OPEN",
     "SYSTEM_ACTOR",
     "TERMINAL",
+    "BackgroundRunner",
     "BroadcastError",
     "BroadcastEvent",
     "BroadcastLifecycle",
@@ -119,5 +127,10 @@ __all__ = [
     "Trigger",
     "WritePath",
     "library_metadata",
+    "postgresql_functions_ddl",
+    "relay_task",
+    "start_relay_thread",
+    "start_sweeper_thread",
+    "sweeper_task",
     "utc_now",
 ]
