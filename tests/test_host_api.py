@@ -190,3 +190,14 @@ def test_command_result_reports_events_and_path(recorder: EventRecorder) -> None
     assert filled.path is WritePath.GENERAL and filled.snapshot == bookings.get(booking.id)
     notified = bookings.notify_more(_open(lc, "c3").id, ["t9"])
     assert notified.path is WritePath.RECIPIENTS
+
+
+def test_lifecycle_refuses_an_object_that_is_not_a_store() -> None:
+    """Building a lifecycle on something lacking store methods names exactly the missing ones."""
+
+    class HalfStore(InMemoryStore):
+        claim_events = None  # type: ignore[assignment]
+        dead_events = None  # type: ignore[assignment]
+
+    with pytest.raises(InvalidArgument, match=r"HalfStore is not a BroadcastStore: it lacks claim_events, dead_events"):
+        BroadcastLifecycle(HalfStore())  # type: ignore[arg-type]

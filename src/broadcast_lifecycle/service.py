@@ -43,6 +43,7 @@ from .stores.base import (
     DecidesUnderLock,
     Loaded,
     NewBroadcast,
+    missing_store_methods,
 )
 from .stores.memory import InMemoryStore
 
@@ -89,6 +90,9 @@ class BroadcastLifecycle:
         if max_attempts < 1:
             raise InvalidArgument(f"max_attempts must be at least 1, got {max_attempts}")
         self.store: BroadcastStore = store if store is not None else InMemoryStore()
+        if missing := missing_store_methods(self.store):
+            raise InvalidArgument(f"{type(self.store).__name__} is not a BroadcastStore: it lacks "
+                                  f"{', '.join(missing)} (see broadcast_lifecycle.stores.BroadcastStore)")
         self._under_lock = (self.store if isinstance(self.store, DecidesUnderLock) and self.store.decides_under_lock()
                             else None)
         # Changing in place is how a store without a decision lock avoids lost races; one with it has none.

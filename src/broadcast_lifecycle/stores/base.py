@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from typing_extensions import get_protocol_members
+
 from ..decision import Decision
 from ..events import BroadcastEvent, Topic, build_events
 from ..kinds import KindConfig
@@ -34,6 +36,7 @@ __all__ = [
     "NewBroadcast",
     "OutboxEntry",
     "Plan",
+    "missing_store_methods",
 ]
 
 
@@ -262,6 +265,7 @@ class DecidesUnderLock(Protocol):
         ...
 
 
+@runtime_checkable
 class BroadcastStore(Protocol):
     """Persistence for broadcasts. ``tx`` is a store-specific handle on the caller's transaction
     (a SQLAlchemy ``Session`` for :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore`);
@@ -346,3 +350,9 @@ class BroadcastStore(Protocol):
     def dead_events(self, limit: int) -> Sequence[OutboxEntry]:
         """Entries parked as dead, newest first."""
         ...
+
+
+def missing_store_methods(store: object) -> list[str]:
+    """The :class:`BroadcastStore` methods ``store`` lacks (or has as non-callables), sorted."""
+    return sorted(name for name in get_protocol_members(BroadcastStore)
+                  if not callable(getattr(store, name, None)))
