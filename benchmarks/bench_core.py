@@ -24,8 +24,8 @@ from broadcast_lifecycle import (
     CommandContext,
     InMemoryStore,
     Trigger,
-    decide,
 )
+from broadcast_lifecycle.decision import decide
 from broadcast_lifecycle.lifecycle import MACHINE, ROUTES, build_machine
 
 __all__ = ["main"]
