@@ -84,7 +84,8 @@ class KindHandle:
         who = actor if actor is not None else customer_id
         new = NewBroadcast(
             self._config, customer_id, slots, now, entity_id, deadline, who, dict(metadata or {}),
-            idempotency_key, fingerprint("create", customer_id, slots, entity_id, deadline, reason, metadata),
+            idempotency_key,
+            fingerprint("create", customer_id, slots, entity_id, deadline, reason, metadata) if idempotency_key else "",
             reason,
         )
         return self._lc._create(new, tx)
@@ -230,6 +231,7 @@ class KindHandle:
 
     def _command(self, entity_id: EntityId, trigger: Trigger, *, metadata: Mapping[str, Any] | None,
                  **fields: Any) -> Command:
-        meta = dict(metadata or {})
-        digest = fingerprint(trigger.value, entity_id, meta, sorted(fields.items()))
+        meta = dict(metadata) if metadata else {}
+        digest = (fingerprint(trigger.value, entity_id, meta, sorted(fields.items()))
+                  if fields.get("idempotency_key") is not None else "")
         return Command(config=self._config, trigger=trigger, metadata=meta, fingerprint=digest, **fields)
