@@ -66,8 +66,8 @@ HOT_ROUNDS = 50
 HOT_WARMUP = 3
 
 SQLITE_PRAGMAS = ("PRAGMA busy_timeout = 30000", "PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL",
-                  "PRAGMA foreign_keys = ON", "PRAGMA temp_store = MEMORY", "PRAGMA cache_size = -32768")
-"""What ``configure_sqlite`` sets on the library's connections; the raw connection gets the same."""
+                  "PRAGMA temp_store = MEMORY", "PRAGMA cache_size = -32768")
+"""What the store sets on its own connections (``SqliteSettings``' defaults); the raw connection gets the same."""
 
 Step = Callable[[int], None]
 """Runs ``n`` transitions."""

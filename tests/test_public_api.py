@@ -18,7 +18,7 @@ PINNED = {
     "Delivery", "DeliveryReport", "DuplicateBroadcast", "EntityId", "Guard", "HistoryEntry",
     "IdempotencyKeyReused", "InMemoryStore", "InvalidArgument", "InvalidTransition", "KindConfig", "KindHandle",
     "OPEN", "OpenBroadcastExists", "OutboxRelay", "Receiver", "ReceiverFailure", "Recipient", "RecipientRecord",
-    "RetryPolicy", "SQLAlchemyStore", "SYSTEM_ACTOR", "SignalBus", "StoreError", "TERMINAL", "Topic",
+    "RetryPolicy", "SQLAlchemyStore", "SYSTEM_ACTOR", "SignalBus", "SqliteSettings", "StoreError", "TERMINAL", "Topic",
     "TransitionRefused", "Trigger", "WritePath", "library_metadata", "postgresql_functions_ddl", "relay_task",
     "start_relay_thread", "start_sweeper_thread", "sweeper_task", "utc_now",
 }

@@ -20,6 +20,7 @@ class TestInMemoryStore(StoreContract):
     """The reference store."""
 
     explicit_ids = (424242, "bk-17", uuid.UUID("12345678-1234-5678-1234-567812345678"))
+    foreign_ids = ()  # it holds ids of every type
 
     def make_store(self) -> BroadcastStore:
         return InMemoryStore()

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .stores import BroadcastStore, InMemoryStore
     from .stores.schema import BroadcastMixin, library_metadata, postgresql_functions_ddl
     from .stores.sqlalchemy import SQLAlchemyStore
+    from .stores.sqlite_setup import SqliteSettings
 
 _LAZY = {
     "Deduplicator": ".bus",
@@ -64,6 +65,7 @@ _LAZY = {
     "library_metadata": ".stores.schema",
     "postgresql_functions_ddl": ".stores.schema",
     "SQLAlchemyStore": ".stores.sqlalchemy",
+    "SqliteSettings": ".stores.sqlite_setup",
 }
 
 
@@ -121,6 +123,7 @@ __all__ = [
     "RetryPolicy",
     "SQLAlchemyStore",
     "SignalBus",
+    "SqliteSettings",
     "StoreError",
     "Topic",
     "TransitionRefused",

@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta, timezone
 
+from .contract_inputs import BAD_INPUTS, FOREIGN_TO_INT_KEYS, foreign_id_inputs
+from .contract_script import assert_same, records_of, run_script
 from .errors import (
     BroadcastNotFound,
     DuplicateBroadcast,
@@ -25,6 +27,7 @@ from .results import CommandResult
 from .service import BroadcastLifecycle
 from .states import OPEN, BroadcastStatus
 from .stores.base import BroadcastStore, Change, Committed
+from .stores.memory import InMemoryStore
 from .testing import EventRecorder
 
 __all__ = ["StoreContract"]
@@ -47,13 +50,16 @@ class StoreContract:
     explicit_ids: tuple[EntityId, ...] = (424242,)
     """Ids the store accepts when the host picks them (empty: the store always picks ids)."""
 
+    foreign_ids: tuple[object, ...] = FOREIGN_TO_INT_KEYS
+    """Ids of a type the store's keys cannot hold (the default: a store with integer keys)."""
+
     def make_store(self) -> BroadcastStore:
         """A fresh, empty store (tables created) for one test."""
         raise NotImplementedError
 
-    def _lifecycle(self) -> tuple[BroadcastLifecycle, EventRecorder, _Clock]:
+    def _lifecycle(self, store: BroadcastStore | None = None) -> tuple[BroadcastLifecycle, EventRecorder, _Clock]:
         clock = _Clock()
-        lc = BroadcastLifecycle(self.make_store(), clock=clock, kinds=_KINDS)
+        lc = BroadcastLifecycle(store or self.make_store(), clock=clock, kinds=_KINDS)
         recorder = EventRecorder()
         lc.bus.connect(recorder)
         return lc, recorder, clock
@@ -322,4 +328,40 @@ class StoreContract:
         assert sorted(o.replayed for o in outcomes) == [False] + [True] * 7
         assert lc.kind("booking").get(entity_id).slots_filled == 1
         assert recorder.names().count("BROADCAST_STATE_CHANGED") == 4
+
+    def test_bad_inputs_get_the_same_error_on_every_store(self) -> None:
+        """Each input of the bad-input table raises its error, with a message naming the argument or
+        what is allowed, and changes nothing."""
+        lc, recorder, _ = self._lifecycle()
+        entity_id = self._active(lc)
+        before, events = lc.kind("booking").history(entity_id), len(recorder.events)
+        wrong: list[str] = []
+        for row in (*BAD_INPUTS, *foreign_id_inputs(self.foreign_ids)):
+            try:
+                row.call(lc, entity_id)
+            except row.error as exc:
+                if row.says not in str(exc):
+                    wrong.append(f"{row.label}: message {str(exc)!r} does not say {row.says!r}")
+            except Exception as exc:  # reported below, with every other row that went wrong
+                wrong.append(f"{row.label}: {type(exc).__name__}: {exc} (expected {row.error.__name__})")
+            else:
+                wrong.append(f"{row.label}: no error (expected {row.error.__name__})")
+        assert not wrong, "\n".join(wrong)
+        assert lc.kind("booking").history(entity_id) == before and len(recorder.events) == events
+
+    def test_same_records_as_the_reference_store(self) -> None:
+        """A fixed command script leaves the same history rows and recipients and announces the same
+        events as on InMemoryStore (ids, event ids and times aside)."""
+        records = []
+        for store in (InMemoryStore(), self.make_store()):
+            lc, recorder, clock = self._lifecycle(store)
+
+            def advance(delta: timedelta, clock: _Clock = clock) -> None:
+                clock.now += delta
+
+            created = run_script(lc, advance)
+            records.append(records_of(lc, recorder, created))
+        reference, found = records
+        for what in reference:
+            assert_same(what, reference[what], found[what])
 

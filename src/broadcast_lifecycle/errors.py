@@ -57,15 +57,16 @@ class TransitionRefused(BroadcastError):
         from_state: str | None,
         trigger: str,
         reason: str,
+        *,
+        subject: str | None = None,
     ) -> None:
         self.kind = kind
         self.entity_id = entity_id
         self.from_state = from_state
         self.trigger = trigger
         self.reason = reason
-        super().__init__(
-            f"{kind} {entity_id!r}: {trigger} refused in state {from_state}: {reason}"
-        )
+        where = f" in state {from_state}" if from_state is not None else ""
+        super().__init__(f"{subject or f'{kind} {entity_id!r}'}: {trigger} refused{where}: {reason}")
 
 
 class InvalidTransition(TransitionRefused):
@@ -95,14 +96,10 @@ class OpenBroadcastExists(TransitionRefused):
 
     def __init__(self, kind: str, customer_id: str) -> None:
         self.customer_id = customer_id
-        super().__init__(
-            kind,
-            None,
-            None,
-            "create",
-            f"customer {customer_id!r} already has an open {kind}; "
-            "cancel or finish it before creating another",
-        )
+        super().__init__(kind, None, None, "create",
+                         f"customer {customer_id!r} already has an open {kind}; "
+                         "cancel or finish it before creating another",
+                         subject=f"{kind} for customer {customer_id!r}")  # no id yet to name it by
 
 
 class DuplicateBroadcast(BroadcastError):
@@ -150,4 +147,12 @@ class CorruptState(BroadcastError):
 
 
 class StoreError(BroadcastError):
-    """The store failed (database error, lost connection); the cause is chained."""
+    """The store failed (database error, lost connection); the cause is chained.
+
+    ``constraint`` names the database constraint that refused a write, when one did (on SQLite,
+    which names no UNIQUE index in its errors, the library's name for the columns it reported).
+    """
+
+    def __init__(self, message: str, *, constraint: str | None = None) -> None:
+        self.constraint = constraint
+        super().__init__(message)

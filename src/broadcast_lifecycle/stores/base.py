@@ -21,6 +21,7 @@ from ..kinds import KindConfig
 from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import BroadcastStatus
+from ..validation import require_entity_id
 
 __all__ = [
     "AdoptsRows",
@@ -36,8 +37,12 @@ __all__ = [
     "NewBroadcast",
     "OutboxEntry",
     "Plan",
+    "SWEEP_REASON",
     "missing_store_methods",
 ]
+
+SWEEP_REASON = "deadline passed"
+"""The reason every store records in the history row of a broadcast that ``expire_overdue`` expired."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,10 @@ class NewBroadcast:
     fingerprint: str = ""
     """The digest of the command's arguments, recorded with ``idempotency_key``."""
     reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.entity_id is not None:  # one check for every store and facade: no store may hold it otherwise
+            require_entity_id("entity_id", self.entity_id)
 
     def snapshot(self, entity_id: EntityId) -> BroadcastSnapshot:
         """The broadcast as inserted, once it has an id."""
@@ -309,7 +318,8 @@ class BroadcastStore(Protocol):
         ...
 
     def recipients(self, kind: str, entity_id: EntityId, tx: object = None) -> tuple[RecipientRecord, ...]:
-        """Every transporter notified of the broadcast, in notification order."""
+        """Every transporter notified of the broadcast, in notification order (ties by transporter id);
+        events addressed to every notified transporter list them in the same order."""
         ...
 
     def history(self, kind: str, entity_id: EntityId, tx: object = None) -> tuple[HistoryEntry, ...]:
@@ -320,7 +330,8 @@ class BroadcastStore(Protocol):
                        with_events: bool = True) -> ExpiredBatch:
         """Expire up to ``limit`` overdue broadcasts of ``kind`` in one transaction, set-wise: status,
         ``state_changed_at = now``, version, history rows and outbox rows (state-changed to the
-        customer, ``{KIND}_EXPIRED`` to everyone notified). Concurrent sweepers never expire a
+        customer, ``{KIND}_EXPIRED`` to everyone notified), the history rows with ``actor`` and
+        :data:`SWEEP_REASON`. Concurrent sweepers never expire a
         broadcast twice. Broadcasts stamped after ``now`` (a clock that went back) wait.
         ``with_events=False`` lets a store skip reading the events back (nobody will dispatch them;
         they stay in the outbox for the relay).

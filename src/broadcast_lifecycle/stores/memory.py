@@ -22,7 +22,8 @@ from ..kinds import KindConfig
 from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import CLOSED, BroadcastStatus
-from .base import AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast, OutboxEntry
+from ..validation import is_entity_id
+from .base import SWEEP_REASON, AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast, OutboxEntry
 
 __all__ = ["InMemoryStore"]
 
@@ -54,7 +55,7 @@ class InMemoryStore:
         """See :meth:`BroadcastStore.insert`."""
         _no_tx(tx)
         with self._lock:
-            entity_id = new.entity_id if new.entity_id is not None else next(self._ids)
+            entity_id = new.entity_id if new.entity_id is not None else self._next_id(new.kind.name)
             key = (new.kind.name, entity_id)
             if new.idempotency_key in self._keys:
                 raise IdempotencyKeyReused(new.idempotency_key, "is already recorded")
@@ -104,7 +105,7 @@ class InMemoryStore:
                 recipients[change.transporter_id] = replace(
                     holder, slots_held=holder.slots_held + change.decision.fill_delta,
                     response=change.decision.trigger.value)
-            events = change.events(after, tuple(recipients) if change.needs_recipients else ())
+            events = change.events(after, _in_order(recipients) if change.needs_recipients else ())
             self._broadcasts[key] = after
             self._history[key].append(change.history_entry())
             self._outbox.update((e.event_id, OutboxEntry(e, change.at)) for e in events)
@@ -132,7 +133,8 @@ class InMemoryStore:
         _no_tx(tx)
         with self._lock:
             self._get((kind, entity_id))
-            return tuple(self._recipients[(kind, entity_id)].values())
+            recipients = self._recipients[(kind, entity_id)]
+            return tuple(recipients[transporter] for transporter in _in_order(recipients))
 
     def history(self, kind: str, entity_id: EntityId, tx: object = None) -> tuple[HistoryEntry, ...]:
         """See :meth:`BroadcastStore.history`."""
@@ -153,9 +155,9 @@ class InMemoryStore:
                 if key[0] != kind.name or not is_overdue(before, now) or before.state_changed_at > now:
                     continue
                 decision = decide(before, Trigger.EXPIRE, CommandContext(now))
-                change = Change(kind, before, decision, now, actor, "deadline passed")
+                change = Change(kind, before, decision, now, actor, SWEEP_REASON)
                 after = change.after()
-                batch = change.events(after, tuple(self._recipients[key]))
+                batch = change.events(after, _in_order(self._recipients[key]))
                 self._broadcasts[key] = after
                 self._history[key].append(change.history_entry())
                 self._outbox.update((e.event_id, OutboxEntry(e, now)) for e in batch)
@@ -206,11 +208,23 @@ class InMemoryStore:
                           key=lambda e: e.dead_at or e.created_at, reverse=True)
         return dead[:limit]
 
+    def _next_id(self, kind: str) -> int:
+        """The next automatic id that no broadcast of ``kind`` holds (a host may have taken some explicitly)."""
+        candidate = next(self._ids)
+        while (kind, candidate) in self._broadcasts:
+            candidate = next(self._ids)
+        return candidate
+
     def _get(self, key: _Key) -> BroadcastSnapshot:
-        try:
-            return self._broadcasts[key]
-        except KeyError:
-            raise BroadcastNotFound(*key) from None
+        snapshot = self._broadcasts.get(key) if is_entity_id(key[1]) else None  # True is no alias of 1 here
+        if snapshot is None:
+            raise BroadcastNotFound(*key)
+        return snapshot
+
+
+def _in_order(recipients: dict[str, RecipientRecord]) -> tuple[str, ...]:
+    """Transporter ids in notification order, ties by id: the order every store lists them in."""
+    return tuple(sorted(recipients, key=lambda t: (recipients[t].notified_at, t)))
 
 
 def _no_tx(tx: object) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "broadcasts_table",
     "due_index_ddl",
     "open_customer_index_ddl",
+    "open_customer_index_name",
     "postgresql_functions_ddl",
     "history_table",
     "idempotency_table",
@@ -79,15 +80,26 @@ def due_index_ddl(table: str, kind_column: bool = False) -> str:
     return f"CREATE INDEX IF NOT EXISTS ix_{table}_due ON {table} ({columns}) WHERE {EXPIRABLE_SQL}"
 
 
+def open_customer_index_name(table: str, kind: str) -> str:
+    """The name of ``kind``'s one-open-broadcast-per-customer index on ``table``."""
+    return f"uq_{table}_{kind}_open_customer"
+
+
 def open_customer_index_ddl(table: str, kind: str, scoped: bool = False) -> str:
     """DDL for the one-open-broadcast-per-customer policy: a partial unique index over the states
     that are not closed yet (``scoped`` adds ``kind = ...`` for the shared standalone table)."""
     states = ", ".join(f"'{s.value}'" for s in BroadcastStatus if s not in CLOSED)
     scope = f" AND kind = '{kind}'" if scoped else ""
-    return (f"CREATE UNIQUE INDEX IF NOT EXISTS uq_{table}_{kind}_open_customer "
+    return (f"CREATE UNIQUE INDEX IF NOT EXISTS {open_customer_index_name(table, kind)} "
             f"ON {table} (customer_id) WHERE status IN ({states}){scope}")
 
 _Tz = DateTime(timezone=True)
+
+_Key = Text()
+"""Ids of the host's records (broadcasts, transporters, actors, customers) in the library's tables:
+unbounded text, so they hold every key a host's model holds (a ``String(n)`` of any ``n``, a
+``Text``, a UUID's or an integer's digits). PostgreSQL stores ``text`` exactly as ``varchar`` and
+SQLite ignores declared lengths, so a bound would only be a limit that PostgreSQL users alone meet."""
 
 library_metadata = MetaData()
 """The library's own tables: history, recipients, outbox."""
@@ -97,11 +109,11 @@ history_table = Table(
     library_metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("kind", String(32), nullable=False),
-    Column("entity_id", String(64), nullable=False),
+    Column("entity_id", _Key, nullable=False),
     Column("from_status", String(32)),
     Column("to_status", String(32), nullable=False),
     Column("trigger", String(32), nullable=False),
-    Column("actor", String(128)),
+    Column("actor", _Key),
     Column("reason", Text),
     Column("meta", JSON, nullable=False),
     Column("at", _Tz, nullable=False),
@@ -114,8 +126,8 @@ recipients_table = Table(
     "bl_recipients",
     library_metadata,
     Column("kind", String(32), primary_key=True),
-    Column("entity_id", String(64), primary_key=True),
-    Column("transporter_id", String(128), primary_key=True),
+    Column("entity_id", _Key, primary_key=True),
+    Column("transporter_id", _Key, primary_key=True),
     Column("notified_at", _Tz, nullable=False),
     Column("slots_held", Integer, nullable=False, server_default=text("0")),
     Column("response", String(32)),
@@ -133,7 +145,7 @@ outbox_table = Table(
     Column("topic", String(32), nullable=False),
     Column("kind", String(32), nullable=False),
     Column("id_field", String(64), nullable=False),
-    Column("entity_id", String(64), nullable=False),
+    Column("entity_id", _Key, nullable=False),
     Column("status", String(32), nullable=False),
     Column("previous_status", String(32)),
     Column("state_changed_at", _Tz, nullable=False),
@@ -162,7 +174,7 @@ idempotency_table = Table(
     library_metadata,
     Column("key", String(200), primary_key=True),
     Column("kind", String(32), nullable=False),
-    Column("entity_id", String(64), nullable=False),
+    Column("entity_id", _Key, nullable=False),
     Column("trigger", String(32), nullable=False),
     Column("outcome", JSON, nullable=False),
     Column("created_at", _Tz, nullable=False),
@@ -255,7 +267,7 @@ standalone_metadata = MetaData()
 def _broadcast_columns() -> list[Any]:
     return [
         Column("status", String(32), CheckConstraint(STATUS_CHECK, name="ck_bl_broadcasts_status"), nullable=False),
-        Column("customer_id", String(128), nullable=False),
+        Column("customer_id", _Key, nullable=False),
         Column("state_changed_at", _Tz, nullable=False),
         Column("created_at", _Tz, nullable=False),
         Column("version", Integer, nullable=False),

@@ -18,6 +18,7 @@ from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId
 from ..states import BroadcastStatus
 from .base import AfterCommit, Committed, Loaded
+from .sql_errors import sqlstate
 from .sql_plumbing import SqlPlumbing, utc
 from .sql_text import EVERYONE_SIGNATURE
 
@@ -26,11 +27,6 @@ __all__ = ["SqlInPlace"]
 logger = logging.getLogger(__name__)
 
 _UNDEFINED_FUNCTION = "42883"
-
-
-def _sqlstate(exc: BaseException | None) -> str | None:
-    """The SQLSTATE of a driver error (psycopg 3 ``sqlstate``, psycopg2 ``pgcode``)."""
-    return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
 
 
 class SqlInPlace(SqlPlumbing):
@@ -55,8 +51,9 @@ class SqlInPlace(SqlPlumbing):
         if statement is None:
             return None
         delta = slots if trigger is Trigger.ACCEPT else -slots
-        params = {"id": sql.id_param(entity_id), "kind": kind.name, "key": str(entity_id), "delta": delta, "at": at,
-                  "transporter": transporter_id, "trigger": trigger.value, "ev_id": str(uuid.uuid4()),
+        params = {"id": self._lookup_id(sql, kind.name, entity_id), "kind": kind.name, "key": str(entity_id),
+                  "delta": delta, "at": at, "transporter": transporter_id, "trigger": trigger.value,
+                  "ev_id": str(uuid.uuid4()),
                   "ev_name": kind.event_name(Topic.STATE_CHANGED), "ev_id_field": kind.id_field,
                   "filled_id": str(uuid.uuid4()), "filled_name": kind.event_name(Topic.FULLY_FILLED)}
         try:
@@ -67,7 +64,7 @@ class SqlInPlace(SqlPlumbing):
                     cur.execute(sql.load, params)
                     found = cur.fetchone()
         except StoreError as exc:
-            if variant != "accept" or _sqlstate(exc.__cause__) != _UNDEFINED_FUNCTION:
+            if variant != "accept" or sqlstate(exc.__cause__) != _UNDEFINED_FUNCTION:
                 raise
             self._fills_in_place = False  # dropped since it was found; nothing was written
             self._warn_missing_function()

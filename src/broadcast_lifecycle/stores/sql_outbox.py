@@ -41,7 +41,7 @@ class SqlOutbox(SqlPlumbing):
                .order_by(o.created_at).limit(limit).with_for_update(skip_locked=True))
         claim = (update(outbox_table).where(o.event_id.in_(due.scalar_subquery()))
                  .values(next_attempt_at=lease_until).returning(outbox_table))
-        with self._core(None) as conn:
+        with self._core(None, write=True) as conn:
             rows = conn.execute(claim).mappings().all()
         return sorted((self._entry(row) for row in rows), key=lambda e: e.created_at)
 
@@ -57,7 +57,7 @@ class SqlOutbox(SqlPlumbing):
         values: dict[str, Any] = {"attempts": o.attempts + 1, "last_error": error[:4000], "next_attempt_at": retry_at}
         if retry_at is None:
             values["dead_at"] = at
-        with self._core(None) as conn:
+        with self._core(None, write=True) as conn:
             conn.execute(update(outbox_table).where(o.event_id == event_id).values(values))
 
     def dead_events(self, limit: int) -> Sequence[OutboxEntry]:

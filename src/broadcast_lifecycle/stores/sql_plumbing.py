@@ -17,8 +17,10 @@ from ..records import BroadcastSnapshot, EntityId
 from ..states import BroadcastStatus
 from .after_commit import defer_until_commit
 from .base import AfterCommit, Committed, Loaded
+from .schema import idempotency_table, library_metadata
+from .sql_errors import Violation, primary_key_name, violation
 from .sql_text import EntitySql, LibrarySql
-from .sqlite_setup import ThreadConnections
+from .sqlite_setup import Borrowed, SqliteSettings, ThreadConnections, use_wal
 
 __all__ = ["LostRace", "SqlPlumbing", "joined_connection", "session_of", "utc"]
 
@@ -39,10 +41,25 @@ class SqlPlumbing:
     _lib: LibrarySql
     _threads: ThreadConnections | None
     """SQLite on a file: each thread's own connection, used instead of the pool (see ThreadConnections)."""
+    _sqlite: SqliteSettings
+    """SQLite: how the library's own connections, and pool connections lent to its writes, are set up."""
+    _wal_checked = False
+    """SQLite without per-thread connections: whether the database was put in WAL mode yet."""
 
     def _entity(self, kind: str) -> EntitySql:
         """The statements for ``kind``'s table (the store provides it)."""
         raise NotImplementedError
+
+    def _entity_tables(self) -> dict[str, Table]:
+        """The broadcasts tables this store writes, by name (the store provides it)."""
+        raise NotImplementedError
+
+    def _lookup_id(self, sql: EntitySql, kind: str, entity_id: EntityId) -> Any:
+        """``entity_id`` as the driver takes it for ``sql``'s key; ``BroadcastNotFound`` for an id that
+        column cannot hold (another type, out of range), which no row can have."""
+        if not sql.holds(entity_id):
+            raise BroadcastNotFound(kind, entity_id)
+        return sql.id_param(entity_id)
 
     @staticmethod
     def _status(table: Table, entity_id: EntityId, value: Any) -> BroadcastStatus:
@@ -66,8 +83,8 @@ class SqlPlumbing:
     def _read_loaded(self, cur: Any, sql: EntitySql, kind: str, entity_id: EntityId, transporter_id: str | None,
                      statement: str | None = None) -> Loaded:
         """Run ``sql.load`` (or ``statement``, a variant of it such as ``load_for_update``) on ``cur``."""
-        cur.execute(statement or sql.load, {"id": sql.id_param(entity_id), "kind": kind, "key": str(entity_id),
-                                            "transporter": transporter_id or ""})
+        cur.execute(statement or sql.load, {"id": self._lookup_id(sql, kind, entity_id), "kind": kind,
+                                            "key": str(entity_id), "transporter": transporter_id or ""})
         return self._loaded(sql, kind, entity_id, cur.fetchone())
 
     def _loaded(self, sql: EntitySql, kind: str, entity_id: EntityId, row: Sequence[Any] | None) -> Loaded:
@@ -93,13 +110,39 @@ class SqlPlumbing:
         return _Cursor(self, tx, write, single)
 
     @contextmanager
-    def _core(self, tx: object) -> Iterator[Any]:
-        with self._wrap_errors("query"):
+    def _core(self, tx: object, write: bool = False) -> Iterator[Any]:
+        """A SQLAlchemy ``Connection``: the host's (``tx``), or one in a transaction of our own.
+
+        On SQLite a write transaction of our own runs on a connection that issues no BEGIN of its
+        own while we hold it (:class:`Borrowed`) and starts with ``BEGIN IMMEDIATE`` (unless a
+        ``begin`` hook of the host's engine began it already, as the host chose), so its savepoints
+        nest in it and nothing is left open. Reads run as the engine runs them.
+        """
+        with self._wrap_errors("write" if write else "query"):
             if tx is not None:
                 yield joined_connection(tx)
+            elif write and not self._pg:
+                with self.engine.connect() as conn:
+                    driver: Any = conn.connection.driver_connection
+                    borrowed = self._borrow(driver)
+                    try:
+                        with conn.begin():
+                            if not driver.in_transaction:
+                                driver.execute("BEGIN IMMEDIATE")
+                            yield conn
+                    finally:
+                        borrowed.restore()
             else:
                 with self.engine.begin() as conn:
                     yield conn
+
+    def _borrow(self, driver_connection: Any) -> Borrowed:
+        """Lend a SQLite pool connection to one write transaction of ours (see :class:`Borrowed`)."""
+        borrowed = Borrowed(driver_connection, self._sqlite)
+        if not self._wal_checked:
+            use_wal(driver_connection, self._sqlite)
+            self._wal_checked = True
+        return borrowed
 
     @contextmanager
     def _wrap_errors(self, what: str) -> Iterator[None]:
@@ -113,22 +156,39 @@ class SqlPlumbing:
 
     def _wrapped(self, exc: BaseException, what: str) -> BroadcastError | None:
         """The library's error for a database error (``None`` for anything else)."""
-        if not isinstance(exc, (DBAPIError, self.engine.dialect.loaded_dbapi.Error)):
-            return None
-        cause = exc.orig if isinstance(exc, DBAPIError) else exc
-        if "bl_idempotency" in str(cause):
+        if isinstance(exc, DBAPIError):
+            return self._database_error(exc.orig, what)
+        if isinstance(exc, self.engine.dialect.loaded_dbapi.Error):
+            return self._database_error(exc, what)
+        return None
+
+    def _database_error(self, cause: BaseException | None, what: str, kind: str | None = None) -> BroadcastError:
+        """The library's error for the driver's error ``cause``: a second use of an idempotency key
+        (the key's primary key refused it), or a ``StoreError`` naming the constraint that refused
+        the write, if one did (``kind``: the kind being written, see :func:`.sql_errors.violation`)."""
+        broken = self._violation(cause, kind)
+        if broken is None:
+            return StoreError(f"could not {what}: {cause}")
+        if broken.rule == "unique" and broken.constraint == primary_key_name(idempotency_table):
             return IdempotencyKeyReused("(this command's key)", "is already recorded")
-        return StoreError(f"could not {what}: {cause}")
+        return StoreError(f"could not {what}: {broken.describe()} refused it ({cause})", constraint=broken.constraint)
+
+    def _violation(self, cause: BaseException | None, kind: str | None) -> Violation | None:
+        """The constraint a driver error reports as broken (see :func:`.sql_errors.violation`)."""
+        if cause is None:
+            return None
+        return violation(cause, {**library_metadata.tables, **self._entity_tables()}, kind)
 
 
 class _Cursor:
     """The context manager behind :meth:`SqlPlumbing._cursor` (a class: it runs on every command)."""
 
-    __slots__ = ("_cur", "_fairy", "_own", "_parts", "_single", "_tx", "_write")
+    __slots__ = ("_borrowed", "_cur", "_fairy", "_own", "_parts", "_single", "_tx", "_write")
 
     def __init__(self, parts: SqlPlumbing, tx: object, write: bool, single: bool) -> None:
         self._parts, self._tx, self._write, self._single = parts, tx, write, single
         self._fairy: Any = None
+        self._borrowed: Borrowed | None = None  # SQLite: a pool connection lent to this write
         self._own = False  # this cursor began the transaction, so it commits or rolls back
 
     def __enter__(self) -> Any:
@@ -142,6 +202,8 @@ class _Cursor:
             else:
                 self._fairy = parts.engine.raw_connection()
                 raw = self._fairy.driver_connection
+                if self._write and not parts._pg:
+                    self._borrowed = parts._borrow(raw)
             if parts._pg:
                 raw.autocommit = True
             cur = raw.cursor()
@@ -179,9 +241,13 @@ class _Cursor:
         fairy = self._fairy
         if fairy is not None:
             self._fairy = None
-            if self._parts._pg:
-                fairy.driver_connection.autocommit = False
-            fairy.close()
+            try:
+                if self._parts._pg:
+                    fairy.driver_connection.autocommit = False
+                elif self._borrowed is not None:
+                    self._borrowed.restore()
+            finally:
+                fairy.close()
 
 
 def joined_connection(tx: object) -> Connection:

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Column, Dialect, Table
+from sqlalchemy import BigInteger, Column, Dialect, Integer, SmallInteger, Table
 from sqlalchemy.dialects import sqlite
 
 from ..events import BroadcastEvent
+from ..validation import is_entity_id
 
 __all__ = [
+    "ColumnCapacity",
     "EVERYONE_FUNCTION",
     "EVERYONE_SIGNATURE",
     "EntitySql",
@@ -304,6 +307,9 @@ class EntitySql:
         self.table = table
         self.pk = pks[0]
         self.bind_id = _processor(self.pk, dialect, bind=True)
+        self.keys = ColumnCapacity(self.pk, dialect)
+        """What the key column holds: an id it cannot hold is no broadcast's (see ``_lookup_id``)."""
+        self.customers = ColumnCapacity(table.c.customer_id, dialect)
         self.time = TimeCodec(table.c.state_changed_at, dialect)
         name = _q(dialect, table.name)
         where = f"{_q(dialect, self.pk.name)} = :id" + (" AND kind = :kind" if kind_column else "")
@@ -325,9 +331,60 @@ class EntitySql:
         """PostgreSQL only: guarded one-statement accept and release, by variant (see pg_change_in_place)."""
         self.load_for_update = self.load + (" FOR UPDATE" if dialect.name == "postgresql" else "")
 
+    def holds(self, entity_id: object) -> bool:
+        """Whether the key column can hold ``entity_id`` (a valid id, of its type and range)."""
+        return is_entity_id(entity_id) and self.keys.holds(entity_id)
+
     def id_param(self, entity_id: Any) -> Any:
         """The primary-key value as the driver wants it."""
         return self.bind_id(entity_id) if self.bind_id else entity_id
+
+
+class ColumnCapacity:
+    """The values a column can hold on this database, for checking arguments before they are sent.
+
+    By the column's Python type: an int within the column's range (PostgreSQL's SMALLINT, INTEGER
+    and BIGINT are 16, 32 and 64 bits; every SQLite integer is 64 bits), a string within a declared
+    length on PostgreSQL (SQLite ignores lengths), a UUID. A type it does not know holds anything.
+    """
+
+    def __init__(self, column: Column[Any], dialect: Dialect) -> None:
+        self.column = column
+        try:
+            self.python_type: type | None = column.type.python_type
+        except NotImplementedError:
+            self.python_type = None
+        bits = 64
+        if dialect.name == "postgresql" and isinstance(column.type, Integer):
+            bits = 64 if isinstance(column.type, BigInteger) else 16 if isinstance(column.type, SmallInteger) else 32
+        self.low, self.high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        length = getattr(column.type, "length", None)
+        self.length: int | None = length if dialect.name == "postgresql" and isinstance(length, int) else None
+
+    def holds(self, value: object) -> bool:
+        """Whether the column can hold ``value``."""
+        expected = self.python_type
+        if expected is None or expected not in (int, str, uuid.UUID):
+            return True
+        if expected is int:
+            return isinstance(value, int) and not isinstance(value, bool) and self.low <= value <= self.high
+        if expected is str:
+            return isinstance(value, str) and (self.length is None or len(value) <= self.length)
+        return isinstance(value, uuid.UUID)
+
+    def allowed(self) -> str:
+        """What :meth:`holds` accepts, in words."""
+        if self.python_type is int:
+            return f"an int from {self.low} to {self.high}"
+        if self.python_type is str:
+            return "a string" + (f" of at most {self.length} characters" if self.length is not None else "")
+        if self.python_type is uuid.UUID:
+            return "a UUID"
+        return f"a value of type {self.column.type}"
+
+    def where(self) -> str:
+        """The column, for messages: ``bookings.id (INTEGER)``."""
+        return f"{self.column.table.name}.{self.column.name} ({self.column.type})"
 
 
 def _q(dialect: Dialect, name: str) -> str:

@@ -13,11 +13,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, insert, select
+from sqlalchemy import Connection, Engine, Table, create_engine, insert, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import QueuePool
 
 from ..errors import (
+    BroadcastError,
     DuplicateBroadcast,
     IdempotencyKeyReused,
     InvalidArgument,
@@ -28,7 +31,7 @@ from ..events import BroadcastEvent, Topic
 from ..kinds import DEFAULT_KINDS, KindConfig
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import BroadcastStatus
-from .base import Adoption, AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast, Plan
+from .base import SWEEP_REASON, Adoption, AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast, Plan
 from .orm_sync import ModelSync
 from .schema import (
     broadcasts_table,
@@ -37,6 +40,7 @@ from .schema import (
     idempotency_table,
     library_metadata,
     open_customer_index_ddl,
+    open_customer_index_name,
     outbox_table,
     recipients_table,
     standalone_metadata,
@@ -53,9 +57,13 @@ from .sql_text import (
     pg_change_in_place,
     pg_single_statement,
 )
-from .sqlite_setup import ThreadConnections, configure_sqlite
+from .sqlite_setup import SqliteSettings, ThreadConnections
 
 __all__ = ["SQLAlchemyStore"]
+
+_SEQUENCE_CATCH_UPS = 3
+"""How often an insert moves a sequence that is behind and tries again (once is enough unless
+concurrent inserts with explicit ids keep overtaking it)."""
 
 
 class SQLAlchemyStore(SqlOutbox, SqlInPlace):
@@ -63,20 +71,26 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
 
     ``models`` maps a kind to the host's mapped class (or ``Table``) that carries
     :class:`~broadcast_lifecycle.stores.schema.BroadcastMixin`'s columns; kinds not in it live in
-    the standalone ``bl_broadcasts`` table. SQLite engines are configured for WAL and
-    ``BEGIN IMMEDIATE`` (:func:`~broadcast_lifecycle.stores.sqlite_setup.configure_sqlite`).
+    the standalone ``bl_broadcasts`` table.
+
+    On SQLite the store's own write transactions start with ``BEGIN IMMEDIATE`` on connections set
+    up by ``sqlite`` (:class:`~broadcast_lifecycle.stores.sqlite_setup.SqliteSettings`: busy timeout,
+    durability, caches); the engine's connections and transactions stay as the host set them, and
+    the database is put in WAL mode (docs/persistence.md, "What the library changes on your engine").
     """
 
-    def __init__(self, engine: Engine, models: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, engine: Engine, models: Mapping[str, Any] | None = None, *,
+                 sqlite: SqliteSettings | None = None) -> None:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise InvalidArgument(f"SQLAlchemyStore supports sqlite and postgresql, not {engine.dialect.name}")
-        configure_sqlite(engine)
+        self._sqlite = sqlite or SqliteSettings()
         self.engine = engine
         self._owns_engine = False
         self._pg = engine.dialect.name == "postgresql"
         # Per-thread connections only where the pool keeps connections anyway (a file database);
         # a NullPool or an in-memory database's pool has its reasons.
-        self._threads = ThreadConnections(engine) if not self._pg and isinstance(engine.pool, QueuePool) else None
+        self._threads = (ThreadConnections(engine, self._sqlite) if not self._pg and isinstance(engine.pool, QueuePool)
+                         else None)
         self._lib = LibrarySql(engine.dialect, history_table, recipients_table, outbox_table)
         self._standalone = EntitySql(broadcasts_table, engine.dialect, kind_column=True)
         self._tables = {kind: EntitySql(_table_of(model), engine.dialect, kind_column=False)
@@ -91,9 +105,10 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
                                 for variant in ("accept", "accept_partial", "release")}
 
     @classmethod
-    def from_url(cls, url: str, models: Mapping[str, Any] | None = None, **engine_options: Any) -> SQLAlchemyStore:
+    def from_url(cls, url: str, models: Mapping[str, Any] | None = None, *, sqlite: SqliteSettings | None = None,
+                 **engine_options: Any) -> SQLAlchemyStore:
         """A store on a new engine for ``url`` (e.g. ``sqlite:///broadcasts.db``)."""
-        store = cls(create_engine(url, **engine_options), models)
+        store = cls(create_engine(url, **engine_options), models, sqlite=sqlite)
         store._owns_engine = True
         return store
 
@@ -110,7 +125,7 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
         sweeper's partial index on host tables and the one-open-per-customer indexes of the ``kinds``
         that ask for them. Host model tables must exist already (the host creates them).
         """
-        with self._wrap_errors("create tables"), self.engine.begin() as conn:
+        with self._core(None, write=True) as conn:
             kinds = tuple(kinds)
             library_metadata.create_all(conn)
             if any(kind.name not in self._tables for kind in kinds):
@@ -130,6 +145,7 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
         """See :meth:`BroadcastStore.insert`."""
         kind = new.kind.name
         sql = self._entity(kind)
+        self._check_new(sql, new)
         values: dict[str, Any] = {
             "status": BroadcastStatus.CREATED.value, "customer_id": new.customer_id,
             "state_changed_at": new.at, "created_at": new.at, "version": 1,
@@ -139,17 +155,8 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
             values["kind"] = kind
         if new.entity_id is not None:
             values[sql.pk.name] = new.entity_id
-        with self._core(tx) as conn:
-            try:
-                with conn.begin_nested():
-                    entity_id = conn.execute(insert(sql.table).values(values).returning(sql.pk)).scalar_one()
-            except IntegrityError as exc:
-                message = str(exc.orig)
-                if "customer_id" in message or "open_customer" in message:
-                    raise OpenBroadcastExists(kind, new.customer_id) from exc
-                if "UNIQUE" in message or "duplicate key" in message:
-                    raise DuplicateBroadcast(kind, new.entity_id) from exc
-                raise StoreError(f"could not insert {kind}: {message}") from exc
+        with self._core(tx, write=True) as conn:
+            entity_id = self._insert_row(conn, sql, new, values)
             committed = self._record_creation(conn, new, new.snapshot(entity_id))
         return self._committed(committed, after_commit, tx)
 
@@ -157,7 +164,7 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
         """See :class:`~broadcast_lifecycle.stores.base.AdoptsRows`: the row the host inserted (and
         flushed, or the session flushes it now) gets its creation history row and event."""
         kind = adoption.kind.name
-        with self._core(tx) as conn:
+        with self._core(tx, write=True) as conn:
             if tx is not None:
                 session_of(tx).flush()
             snapshot = self.load(kind, adoption.entity_id, tx=tx).snapshot
@@ -185,7 +192,9 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
                         key=outcome.key, kind=snapshot.kind, entity_id=str(entity_id), trigger="create",
                         outcome=outcome.to_json(), created_at=new.at))
             except IntegrityError as exc:
-                raise IdempotencyKeyReused(outcome.key, "is already recorded") from exc
+                error = self._database_error(exc.orig, f"record the key of {snapshot.kind} {entity_id!r}")
+                raise (IdempotencyKeyReused(outcome.key, "is already recorded")
+                       if isinstance(error, IdempotencyKeyReused) else error) from exc
         conn.execute(insert(outbox_table), [_outbox_row(e, new.at) for e in events])
         return Committed(snapshot, events)
 
@@ -193,6 +202,68 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
         if tx is not None and (sync := self._orm.get(committed.snapshot.kind)) is not None:
             sync.apply(session_of(tx), committed.snapshot)
         return super()._committed(committed, after_commit, tx)
+
+    @staticmethod
+    def _check_new(sql: EntitySql, new: NewBroadcast) -> None:
+        """``InvalidArgument`` for an id or customer id the kind's table cannot hold (its type, range
+        or, on PostgreSQL, its length), before anything is sent."""
+        kind = new.kind.name
+        if new.entity_id is not None and not sql.holds(new.entity_id):
+            raise InvalidArgument(f"entity_id must be {sql.keys.allowed()} for kind {kind!r} (its key is "
+                                  f"{sql.keys.where()}), got {new.entity_id!r}")
+        if not sql.customers.holds(new.customer_id):
+            raise InvalidArgument(f"customer_id must be {sql.customers.allowed()} for kind {kind!r} "
+                                  f"({sql.customers.where()}), got {len(new.customer_id)} characters")
+
+    def _insert_row(self, conn: Connection, sql: EntitySql, new: NewBroadcast, values: dict[str, Any]) -> Any:
+        """Insert the broadcast's row and return its id. A taken explicit id is ``DuplicateBroadcast``
+        (the insert does nothing on a key conflict, so no error needs reading); the policy's index is
+        ``OpenBroadcastExists``; any other constraint a ``StoreError`` naming it.
+
+        PostgreSQL: an automatic id can be taken too, when rows were inserted with explicit ids
+        (ours or the host's) the key's sequence has not reached yet. The sequence is then moved past
+        the table's highest id and the insert retried.
+        """
+        kind = new.kind.name
+        dialect_insert = pg_insert if self._pg else sqlite_insert
+        statement = (dialect_insert(sql.table).values(values)
+                     .on_conflict_do_nothing(index_elements=[sql.pk]).returning(sql.pk))
+        for _ in range(_SEQUENCE_CATCH_UPS + 1):
+            try:
+                with conn.begin_nested():
+                    entity_id = conn.execute(statement).scalar()
+            except IntegrityError as exc:
+                raise self._refused_insert(exc, sql, new) from exc
+            if entity_id is not None:
+                return entity_id
+            if new.entity_id is not None:
+                raise DuplicateBroadcast(kind, new.entity_id)
+            if not self._catch_up_sequence(conn, sql):
+                break
+        raise StoreError(f"could not insert {kind}: every id the database picked for {sql.keys.where()} was taken; "
+                         "its sequence is behind the ids in the table (rows inserted with explicit ids)")
+
+    def _refused_insert(self, exc: IntegrityError, sql: EntitySql, new: NewBroadcast) -> BroadcastError:
+        kind = new.kind.name
+        policy = new.kind.one_open_per_customer
+        broken = self._violation(exc.orig, kind if policy else None)
+        index = open_customer_index_name(sql.table.name, kind)
+        if policy and broken is not None and broken.rule == "unique" and broken.constraint in (index, index[:63]):
+            return OpenBroadcastExists(kind, new.customer_id)  # (PostgreSQL cuts names at 63 bytes)
+        return self._database_error(exc.orig, f"insert {kind}", kind if policy else None)
+
+    def _catch_up_sequence(self, conn: Connection, sql: EntitySql) -> bool:
+        """PostgreSQL: move the key's sequence past the table's highest id (never back); False when
+        the key has no sequence (or on SQLite, whose automatic ids always follow the highest)."""
+        if not self._pg:
+            return False
+        table = self.engine.dialect.identifier_preparer.format_table(sql.table)
+        pk = self.engine.dialect.identifier_preparer.quote(sql.pk.name)
+        moved = conn.execute(text(
+            f"SELECT setval(CAST(seq AS regclass), GREATEST((SELECT max({pk}) FROM {table}), "
+            "nextval(CAST(seq AS regclass)))) FROM (SELECT pg_get_serial_sequence(:table, :column) AS seq) s "
+            "WHERE seq IS NOT NULL"), {"table": table, "column": sql.pk.name}).first()
+        return moved is not None
 
     def recall(self, key: str, tx: object = None) -> IdempotentOutcome | None:
         """See :meth:`BroadcastStore.recall`."""
@@ -331,6 +402,7 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
 
     def history(self, kind: str, entity_id: EntityId, tx: object = None) -> tuple[HistoryEntry, ...]:
         """See :meth:`BroadcastStore.history`."""
+        self._lookup_id(self._entity(kind), kind, entity_id)
         h = history_table.c
         query = select(history_table).where(h.kind == kind, h.entity_id == str(entity_id)).order_by(h.version)
         with self._core(tx) as conn:
@@ -356,7 +428,7 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
         params = {
             "kind": kind.name, "now": sql.time.bind(now), "now_ms": int(now.timestamp() * 1000), "limit": limit,
             "actor": actor,
-            "reason": "deadline passed", "id_field": kind.id_field,
+            "reason": SWEEP_REASON, "id_field": kind.id_field,
             "changed_name": kind.event_name(Topic.STATE_CHANGED), "expired_name": kind.event_name(Topic.EXPIRED),
         }
         with self._cursor(None, write=True, single=self._pg) as cur:  # SQLite's sweep is several statements
@@ -371,6 +443,9 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
 
     def _entity(self, kind: str) -> EntitySql:
         return self._tables.get(kind, self._standalone)
+
+    def _entity_tables(self) -> dict[str, Table]:
+        return {sql.table.name: sql.table for sql in (self._standalone, *self._tables.values())}
 
 
 def _table_of(model: Any) -> Table:

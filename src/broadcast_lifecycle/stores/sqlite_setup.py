@@ -1,9 +1,12 @@
-"""SQLite done right: WAL, a busy timeout, and write transactions that take the write lock up front.
+"""SQLite: the library's own connections and transactions, without touching the host's.
 
 A deferred SQLite transaction that reads and then writes cannot upgrade its lock when another
-writer is active and fails with "database is locked" however long the busy timeout is. Every
-transaction on a configured engine starts with ``BEGIN IMMEDIATE`` instead, so writers queue on the
-busy timeout rather than fail.
+writer is active and fails with "database is locked" however long the busy timeout is. The
+library's own write transactions therefore start with ``BEGIN IMMEDIATE``, on connections whose
+driver issues no BEGIN of its own (Python's sqlite3 would otherwise open a deferred transaction
+before each write, and a lone statement would leave it open). The host's connections, reads and
+transactions stay as the host set them; the one change to the database is WAL (see
+docs/persistence.md, "What the library changes on your engine").
 """
 
 from __future__ import annotations
@@ -12,43 +15,82 @@ import contextlib
 import os
 import threading
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 
-__all__ = ["ThreadConnections", "configure_sqlite"]
+from ..errors import StoreError
 
-_CONFIGURED = "broadcast_lifecycle_sqlite_configured"
+__all__ = ["Borrowed", "SqliteSettings", "ThreadConnections", "own_connection", "use_wal"]
 
 
-def configure_sqlite(engine: Engine, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 30_000,
-                     cache_kib: int = 32_768) -> None:
-    """Install the connection and transaction hooks on a SQLite ``engine`` (once; later calls do nothing).
+@dataclass(frozen=True, slots=True)
+class SqliteSettings:
+    """How the library sets up its own SQLite connections (the host's are left alone).
 
     ``synchronous=NORMAL`` in WAL mode survives application crashes but may lose the last commits
     on power loss; pass ``"FULL"`` to fsync every commit. ``cache_kib`` is each connection's page
     cache (SQLite's default, 2 MiB, makes a sweep over 100,000 rows read pages back from the OS).
+    ``busy_timeout_ms`` is how long a library writer queues for the write lock. ``wal=False`` leaves
+    the database's journal mode as it is (then a host's reads wait while a library commit holds
+    the lock, and a commit waits for readers).
     """
-    if engine.dialect.name != "sqlite" or getattr(engine, _CONFIGURED, False):
-        return
-    setattr(engine, _CONFIGURED, True)
 
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Python's sqlite3 would otherwise BEGIN (deferred) on its own; we issue BEGIN ourselves.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute(f"PRAGMA synchronous = {synchronous}")
-        cursor.execute("PRAGMA foreign_keys = ON")
+    busy_timeout_ms: int = 30_000
+    synchronous: str = "NORMAL"
+    cache_kib: int = 32_768
+    wal: bool = True
+
+    def __post_init__(self) -> None:
+        if self.synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {self.synchronous!r}")
+
+
+def use_wal(connection: Any, settings: SqliteSettings) -> None:
+    """Put the database in WAL mode (a property of the database file, kept across connections):
+    readers never wait for the writer, nor the writer for readers. Nothing if ``settings.wal`` is off."""
+    if settings.wal:
+        connection.execute("PRAGMA journal_mode = WAL").close()
+
+
+def own_connection(connection: Any, settings: SqliteSettings) -> None:
+    """Set up a DBAPI connection the library keeps for itself (detached from the pool): no implicit
+    transactions, the busy timeout, the durability and the caches of ``settings``; and WAL."""
+    connection.isolation_level = None  # the library issues BEGIN IMMEDIATE and COMMIT itself
+    cursor = connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
+        cursor.execute(f"PRAGMA synchronous = {settings.synchronous}")
         cursor.execute("PRAGMA temp_store = MEMORY")  # the sweeper's scratch table never touches disk
-        cursor.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
+        cursor.execute(f"PRAGMA cache_size = -{int(settings.cache_kib)}")
+    finally:
         cursor.close()
+    use_wal(connection, settings)
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+class Borrowed:
+    """A pool connection lent to one library write transaction: no implicit transactions and the
+    library's busy timeout while it lasts, then the host's settings back (:meth:`restore`)."""
+
+    __slots__ = ("_busy_timeout", "_connection", "_isolation_level")
+
+    def __init__(self, connection: Any, settings: SqliteSettings) -> None:
+        if connection.in_transaction:
+            # Only a connection shared with the host can be (an in-memory database's, in this thread);
+            # ending the host's transaction to begin ours would commit it behind its back.
+            raise StoreError("could not write: this thread's SQLite connection is inside a transaction the "
+                             "library did not begin; pass tx=<the Session that began it> to write in it")
+        self._connection = connection
+        self._isolation_level = connection.isolation_level
+        (self._busy_timeout,) = connection.execute("PRAGMA busy_timeout").fetchone()
+        connection.isolation_level = None
+        connection.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
+
+    def restore(self) -> None:
+        """Give the connection its own settings back (after the transaction ended)."""
+        self._connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout)}")
+        self._connection.isolation_level = self._isolation_level
 
 
 class ThreadConnections:
@@ -57,14 +99,16 @@ class ThreadConnections:
     Checking a connection out of SQLAlchemy's pool and back in costs about as much as the Python
     of a whole transition (a queue, a condition, events, the reset). A SQLite connection is cheap,
     and one that sits between transactions holds no lock and no snapshot, so each thread keeps its
-    own, as Django does: created by the engine (so its ``connect`` hooks configure it) and then
-    detached from the pool. It is closed when its thread ends, by :meth:`close`, or by
+    own, as Django does: created by the engine (so the host's ``connect`` hooks run on it), detached
+    from the pool, then set up for the library (:func:`own_connection`): whatever the engine did
+    with it before, it issues no BEGIN of its own. It is closed when its thread ends, by :meth:`close`, or by
     :meth:`discard` after a failure left its state unknown. A child process after ``fork`` opens
     its own instead of using the parent's.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, settings: SqliteSettings | None = None) -> None:
         self._engine = engine
+        self._settings = settings or SqliteSettings()
         self._local = threading.local()
         self._held: weakref.WeakSet[_Held] = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -77,8 +121,13 @@ class ThreadConnections:
                 return held.connection
             _INHERITED.append(held)  # the parent's, after fork: never use or close it here
         fairy = self._engine.raw_connection()
-        connection = fairy.driver_connection
+        connection: Any = fairy.driver_connection
         fairy.detach()
+        try:
+            own_connection(connection, self._settings)
+        except BaseException:
+            connection.close()
+            raise
         held = self._local.held = _Held(connection, os.getpid())
         with self._lock:
             self._held.add(held)
