@@ -1,77 +1,96 @@
-"""``broadcast-lifecycle``: run the expiry sweeper or the outbox relay as a process, or show the outbox.
+"""``broadcast-lifecycle``: the operator's command line.
 
     broadcast-lifecycle sweep  --database-url URL [--interval 5] [--once] [--receiver mod:attr ...]
     broadcast-lifecycle relay  --database-url URL --receiver mod:attr [--grace 10] [--once]
-    broadcast-lifecycle status --database-url URL
+    broadcast-lifecycle status --database-url URL          pending, retrying and dead events
+    broadcast-lifecycle show KIND ID --database-url URL    one broadcast's timeline
+    broadcast-lifecycle diagram                            the state diagram (mermaid)
 
 The database URL defaults to ``$BROADCAST_LIFECYCLE_DATABASE_URL``; ``--lifecycle mod:attr`` uses the
-host's own ``BroadcastLifecycle`` (its models, kinds, retry policy and receivers) instead. Each pass
-logs one line to stderr. SIGTERM or SIGINT stops the loop after the current pass (exit 0). The first
-pass must succeed (exit 1 otherwise, so a supervisor sees a misconfiguration at once); a later
-failing pass is logged and retried at the next interval. Usage errors exit 2.
+host's own ``BroadcastLifecycle`` (its models, kinds, retry policy and receivers) instead. ``--json``
+prints JSON on stdout instead of text (one object per pass for ``sweep`` and ``relay``). Each pass of
+``sweep`` and ``relay`` logs one line to stderr and, on a terminal, shows its progress there (nothing
+when stderr is piped). SIGTERM or SIGINT stops the loop after the current pass.
+
+Exit status: 0 success; 1 the operation failed (the database, or the first pass of a loop: a
+supervisor sees a misconfiguration at once; a later failing pass is logged and retried at the next
+interval); 2 a usage error (bad options, an unusable URL or ``module:attr``); 3 ``show`` found no
+such broadcast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
 import logging
-import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import FrameType
-from typing import Any, cast
+from typing import Any
 
-from .bus import Receiver
+from . import __version__
+from ._cli_setup import ENV_DATABASE_URL, UsageError, describe, entity_id, lifecycle_from, receiver
+from ._inspect import Timeline, outbox_summary, summary_json, summary_text, timeline_json, timeline_text
+from ._progress import Progress
+from .clock import utc_now
+from .errors import BroadcastNotFound, InvalidArgument
 from .service import BroadcastLifecycle
+from .stores.base import InspectsOutbox
 
-__all__ = ["ENV_DATABASE_URL", "main"]
+__all__ = ["ENV_DATABASE_URL", "EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "main"]
 
-ENV_DATABASE_URL = "BROADCAST_LIFECYCLE_DATABASE_URL"
-"""The environment variable ``--database-url`` defaults to."""
+EXIT_OK = 0
+"""The command did what it was asked."""
+EXIT_FAILED = 1
+"""The operation failed (the database, or the first pass of a loop)."""
+EXIT_USAGE = 2
+"""Bad options or configuration (also argparse's own status for bad options)."""
+EXIT_NOT_FOUND = 3
+"""``show``: no broadcast of that kind and id."""
 
 PROG = "broadcast-lifecycle"
 
 logger = logging.getLogger(__name__)
 
 
-class UsageError(Exception):
-    """A problem with the command line or the configuration it names (exit 2)."""
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     args = _parser().parse_args(argv)
+    command: Callable[[BroadcastLifecycle | None, argparse.Namespace], int] = args.command
+    if command is _diagram:
+        return _diagram(None, args)
     _configure_logging(args.log_level)
     try:
-        lc = _lifecycle(args)
+        lc = lifecycle_from(args)
         for spec in args.receiver:
-            lc.bus.connect(_receiver(spec))
-        command: Callable[[BroadcastLifecycle, argparse.Namespace], int] = args.command
+            lc.bus.connect(receiver(spec))
         return command(lc, args)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
 
 # -- commands ------------------------------------------------------------------------------
 
-def _sweep(lc: BroadcastLifecycle, args: argparse.Namespace) -> int:
+def _sweep(lc: BroadcastLifecycle | None, args: argparse.Namespace) -> int:
+    assert lc is not None
     batch_size: int = args.batch_size or 1000
     if not lc.bus.has_receivers():
         logger.info("sweep: no receivers in this process; events of expired broadcasts stay in the outbox "
                     "for a relay")
 
-    def one_pass() -> str:
-        return f"sweep: expired {lc.expire_due(batch_size=batch_size)}"
+    def one_pass() -> dict[str, int]:
+        with Progress("sweep: expired") as progress:
+            return {"expired": lc.expire_due(batch_size=batch_size, on_batch=progress.advance)}
 
-    return _loop("sweep", one_pass, args.interval, args.once)
+    return _loop("sweep", one_pass, args)
 
 
-def _relay(lc: BroadcastLifecycle, args: argparse.Namespace) -> int:
+def _relay(lc: BroadcastLifecycle | None, args: argparse.Namespace) -> int:
+    assert lc is not None
     if not lc.bus.has_receivers():
         raise UsageError("relay has nobody to deliver to: pass --receiver module:attribute (a callable that "
                          "takes a BroadcastEvent, e.g. your socket layer's publisher); without one every event "
@@ -79,59 +98,100 @@ def _relay(lc: BroadcastLifecycle, args: argparse.Namespace) -> int:
     relay = lc.relay(grace=timedelta(seconds=args.grace), lease=timedelta(seconds=args.lease),
                      batch_size=args.batch_size or 200)
 
-    def one_pass() -> str:
-        report = relay.relay_once()
-        line = f"relay: delivered {report.delivered}, failed {report.failed}, dead {report.dead}"
-        return f"{line}, unheard {report.unheard}" if report.unheard else line
+    def one_pass() -> dict[str, int]:
+        with Progress("relay: handled") as progress:
+            if progress.enabled:
+                summary = outbox_summary(lc.store)
+                progress.total = summary["pending"].count + summary["retrying"].count
+            report = relay.relay_once(on_batch=progress.advance)
+        return {"delivered": report.delivered, "failed": report.failed, "dead": report.dead,
+                "unheard": report.unheard}
 
-    return _loop("relay", one_pass, args.interval, args.once)
+    return _loop("relay", one_pass, args)
 
 
-def _status(lc: BroadcastLifecycle, args: argparse.Namespace) -> int:
+def _status(lc: BroadcastLifecycle | None, args: argparse.Namespace) -> int:
+    assert lc is not None
     try:
-        pending, dead, oldest = _outbox_counts(lc)
+        summary = outbox_summary(lc.store)
     except Exception as exc:
-        print(f"{PROG}: error: status failed: {_describe(exc)}", file=sys.stderr)
-        return 1
-    print(f"pending: {pending}")
-    print(f"dead: {dead}")
-    print(f"oldest pending: {oldest.isoformat() if oldest else '-'}")
-    return 0
+        print(f"{PROG}: error: status failed: {describe(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    now = utc_now()
+    _print(summary_json(summary, now) if args.json else summary_text(summary, now), args.json)
+    return EXIT_OK
 
 
-def _outbox_counts(lc: BroadcastLifecycle) -> tuple[int, int, datetime | None]:
-    """Pending and dead outbox entries, and when the oldest pending one was written."""
-    from .stores.sql_outbox import SqlOutbox
+def _show(lc: BroadcastLifecycle | None, args: argparse.Namespace) -> int:
+    assert lc is not None
+    key = entity_id(lc, args.kind, args.id)
+    try:
+        timeline = Timeline(
+            snapshot=lc.get(args.kind, key), history=lc.history(args.kind, key),
+            recipients=lc.recipients(args.kind, key),
+            events=tuple(lc.store.outbox_of(args.kind, key)) if isinstance(lc.store, InspectsOutbox) else None)
+    except InvalidArgument as exc:
+        raise UsageError(str(exc)) from exc
+    except BroadcastNotFound as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except Exception as exc:
+        print(f"{PROG}: error: show failed: {describe(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    _print(timeline_json(timeline) if args.json else timeline_text(timeline), args.json)
+    return EXIT_OK
 
-    store = lc.store
-    if isinstance(store, SqlOutbox):
-        return store.outbox_counts()
-    entries = store.pending_events(1_000_000_000)
-    return (len(entries), len(store.dead_events(1_000_000_000)),
-            min((e.created_at for e in entries), default=None))
+
+def _diagram(_lc: BroadcastLifecycle | None, args: argparse.Namespace) -> int:
+    from .diagram import edges, mermaid
+
+    if args.json:
+        _print({"mermaid": mermaid(), "edges": [{"trigger": t, "from": f, "to": d, "label": label}
+                                                for t, f, d, label in edges()]}, True)
+    else:
+        sys.stdout.write(mermaid())
+    return EXIT_OK
 
 
-def _loop(name: str, one_pass: Callable[[], str], interval: float, once: bool) -> int:
-    """Run ``one_pass`` now and every ``interval`` seconds until SIGTERM/SIGINT (or once)."""
+def _print(output: str | dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(output, indent=2))
+    else:
+        sys.stdout.write(str(output))
+
+
+def _loop(name: str, one_pass: Callable[[], dict[str, int]], args: argparse.Namespace) -> int:
+    """Run ``one_pass`` now and every ``--interval`` seconds until SIGTERM/SIGINT (or ``--once``); log each
+    pass's counts (and print them as a JSON line with ``--json``)."""
+    interval: float = args.interval
+    once: bool = args.once
     stop = threading.Event()
     with _StopOnSignals(stop):
         first = True
         while True:
             try:
-                line = one_pass()
+                counts = one_pass()
             except Exception as exc:
                 if first or once:
-                    logger.error("%s: %s failed: %s", name, "pass" if once else "first pass", _describe(exc))
-                    return 1
+                    logger.error("%s: %s failed: %s", name, "pass" if once else "first pass", describe(exc))
+                    return EXIT_FAILED
                 logger.exception("%s: pass failed; trying again in %gs", name, interval)
             else:
-                logger.info("%s", line)
+                logger.info("%s", _pass_line(name, counts))
+                if args.json:
+                    print(json.dumps({"command": name, **counts}), flush=True)
             first = False
             if once or stop.wait(interval):
                 break
     if stop.is_set():
         logger.info("%s: stopped", name)
-    return 0
+    return EXIT_OK
+
+
+def _pass_line(name: str, counts: dict[str, int]) -> str:
+    """``sweep: expired 3`` / ``relay: delivered 18, failed 0, dead 0`` (``unheard`` only when some were)."""
+    shown = [f"{key} {value}" for key, value in counts.items() if value or key != "unheard"]
+    return f"{name}: {', '.join(shown)}"
 
 
 class _StopOnSignals:
@@ -154,85 +214,6 @@ class _StopOnSignals:
     def __exit__(self, *_: object) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
-
-
-# -- configuration -------------------------------------------------------------------------
-
-def _lifecycle(args: argparse.Namespace) -> BroadcastLifecycle:
-    if args.lifecycle:
-        if args.create_tables:
-            raise UsageError("--create-tables works with --database-url only; with --lifecycle, create the "
-                             "tables with the host's migrations")
-        found = _import(args.lifecycle, "--lifecycle")
-        lc = found
-        if callable(found) and not isinstance(found, BroadcastLifecycle):
-            try:
-                lc = found()
-            except Exception as exc:
-                raise UsageError(f"--lifecycle {args.lifecycle}: calling it failed: {_describe(exc)}") from exc
-        if not isinstance(lc, BroadcastLifecycle):
-            raise UsageError(f"--lifecycle {args.lifecycle} is not a BroadcastLifecycle (nor a function "
-                             f"returning one): got {type(lc).__name__}")
-        return lc
-    url: str | None = args.database_url or os.environ.get(ENV_DATABASE_URL)
-    if not url:
-        raise UsageError(f"no database: pass --database-url URL or set ${ENV_DATABASE_URL} "
-                         "(e.g. sqlite:///broadcasts.db, postgresql+psycopg://user@host/db)")
-    from .stores.sqlalchemy import SQLAlchemyStore
-
-    try:
-        store = SQLAlchemyStore.from_url(url)
-    except Exception as exc:
-        raise UsageError(f"cannot use database URL {_safe_url(url)!r}: {_describe(exc)}") from exc
-    if args.create_tables:
-        try:
-            store.create_all()
-        except Exception as exc:
-            raise UsageError(f"cannot create the tables in {_safe_url(url)!r}: {_describe(exc)}") from exc
-    return BroadcastLifecycle(store)
-
-
-def _receiver(spec: str) -> Receiver:
-    found = _import(spec, "--receiver")
-    if not callable(found):
-        raise UsageError(f"--receiver {spec} is not callable (got {type(found).__name__}); it must be a "
-                         "function or object that takes a BroadcastEvent")
-    return cast(Receiver, found)
-
-
-def _import(spec: str, option: str) -> Any:
-    """The object ``module:attribute`` (attribute may be dotted), importable from the current directory."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise UsageError(f"{option} must look like module:attribute (e.g. myapp.sockets:publish), got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        found: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"{option} {spec}: cannot import {module_name}: {exc}") from exc
-    for part in attribute.split("."):
-        try:
-            found = getattr(found, part)
-        except AttributeError:
-            raise UsageError(f"{option} {spec}: {module_name} has no attribute {attribute}") from None
-    return found
-
-
-def _safe_url(url: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
-
-
-def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
-    if "no such table" in text or "does not exist" in text:
-        text += " (create the tables with --create-tables or migrate the database)"
-    return text
 
 
 def _configure_logging(level: str) -> None:
@@ -265,7 +246,10 @@ def _non_negative(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print JSON on stdout instead of text")
+
+    common = argparse.ArgumentParser(add_help=False, parents=[output])
     source = common.add_mutually_exclusive_group()
     source.add_argument("--database-url", metavar="URL",
                         help=f"SQLAlchemy URL of the database (default: ${ENV_DATABASE_URL})")
@@ -285,8 +269,13 @@ def _parser() -> argparse.ArgumentParser:
     looping.add_argument("--batch-size", type=_positive(int), metavar="N",
                          help="rows per transaction (default 1000 for sweep, 200 for relay)")
 
-    parser = argparse.ArgumentParser(prog=PROG, description="Expiry sweeper and outbox relay for broadcast_lifecycle.")
-    commands = parser.add_subparsers(title="commands", required=True, metavar="{sweep,relay,status}")
+    parser = argparse.ArgumentParser(prog=PROG, description="Operate broadcast_lifecycle: expiry sweeper, outbox "
+                                     "relay, outbox status, a broadcast's timeline, the state diagram.",
+                                     epilog="exit status: 0 ok, 1 the operation failed, 2 usage error, 3 no such "
+                                     "broadcast (show)")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True,
+                                     metavar="{sweep,relay,status,show,diagram}")
     sweep = commands.add_parser("sweep", parents=[common, looping], help="expire overdue broadcasts")
     sweep.set_defaults(command=_sweep)
     relay = commands.add_parser("relay", parents=[common, looping], help="deliver pending outbox events")
@@ -295,6 +284,15 @@ def _parser() -> argparse.ArgumentParser:
     relay.add_argument("--lease", type=_positive(float), default=120.0, metavar="SECONDS",
                        help="how long a claimed event is reserved for this relay (default 120)")
     relay.set_defaults(command=_relay)
-    status = commands.add_parser("status", parents=[common], help="print pending and dead outbox counts")
+    status = commands.add_parser("status", parents=[common],
+                                 help="count pending, retrying and dead outbox events, with the oldest's age")
     status.set_defaults(command=_status)
+    show = commands.add_parser("show", parents=[common],
+                               help="print a broadcast's timeline: history, recipients, events and their delivery")
+    show.add_argument("kind", metavar="KIND", help="the broadcast's kind (e.g. booking)")
+    show.add_argument("id", metavar="ID", help="the broadcast's id")
+    show.set_defaults(command=_show)
+    diagram = commands.add_parser("diagram", parents=[output],
+                                  help="print the state diagram (mermaid stateDiagram-v2)")
+    diagram.set_defaults(command=_diagram)
     return parser

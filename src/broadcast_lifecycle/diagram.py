@@ -20,7 +20,7 @@ from .guards import GUARDS
 from .lifecycle import BRANCHES, INITIAL, RULES, Rule, Trigger
 from .states import CLOSED, OPEN, BroadcastStatus
 
-__all__ = ["BEGIN", "END", "edges", "main", "render", "splice", "state_meanings"]
+__all__ = ["BEGIN", "END", "edges", "main", "mermaid", "render", "splice", "state_meanings"]
 
 BEGIN = "<!-- generated:begin -->"
 END = "<!-- generated:end -->"
@@ -111,10 +111,18 @@ def render() -> str:
         "### Diagram",
         "",
         "```mermaid",
+        mermaid().rstrip("\n"),
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def mermaid() -> str:
+    """The mermaid ``stateDiagram-v2`` source of the table (what ``broadcast-lifecycle diagram`` prints)."""
+    lines = [
         "stateDiagram-v2",
         *(f"    {source} --> {dest} : {label}" for _, source, dest, label in edges()),
         *(f"    {s.value} --> {START}" for s in BroadcastStatus if s.is_terminal),
-        "```",
     ]
     return "\n".join(lines) + "\n"
 

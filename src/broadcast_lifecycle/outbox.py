@@ -119,8 +119,12 @@ class OutboxRelay:
         self._lease = lease
         self._batch_size = batch_size
 
-    def relay_once(self) -> DeliveryReport:
-        """Claim and deliver every due event, batch by batch; returns what happened."""
+    def relay_once(self, *, on_batch: Callable[[int], None] | None = None) -> DeliveryReport:
+        """Claim and deliver every due event, batch by batch; returns what happened.
+
+        ``on_batch`` is called with the number of events each batch handled (e.g. a progress line's
+        ``advance``).
+        """
         report = DeliveryReport()
         while True:
             now = self._clock()
@@ -129,5 +133,7 @@ class OutboxRelay:
                 return report
             report += deliver(self.store, self.bus, ((e.event, e.attempts) for e in batch), self.policy,
                               self._clock)
+            if on_batch is not None:
+                on_batch(len(batch))
             if len(batch) < self._batch_size:
                 return report

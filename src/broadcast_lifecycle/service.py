@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -134,11 +134,13 @@ class BroadcastLifecycle:
             self.kind(kind)
         self._guards[(kind, trigger)].append(guard)
 
-    def expire_due(self, now: datetime | None = None, batch_size: int = 1000) -> int:
+    def expire_due(self, now: datetime | None = None, batch_size: int = 1000, *,
+                   on_batch: Callable[[int], None] | None = None) -> int:
         """Expire every overdue broadcast, set-wise, batch by batch; returns how many this call expired.
 
         Safe to run in several processes at once. Events of the expired broadcasts are dispatched
         after each batch commits when this process has receivers; otherwise the relay delivers them.
+        ``on_batch`` is called with each committed batch's count (e.g. a progress line's ``advance``).
         """
         if batch_size < 1:
             raise InvalidArgument(f"batch_size must be at least 1, got {batch_size}")
@@ -149,6 +151,8 @@ class BroadcastLifecycle:
             while True:
                 batch = self.store.expire_overdue(kind, cutoff, batch_size, SYSTEM_ACTOR, listening)
                 expired += batch.count
+                if on_batch is not None and batch.count:
+                    on_batch(batch.count)
                 if batch.count and listening:
                     deliver(self.store, self.bus, ((event, 0) for event in batch.load_events()), self.retry,
                             self._now)

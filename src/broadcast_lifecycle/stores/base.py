@@ -33,8 +33,10 @@ __all__ = [
     "Change",
     "Committed",
     "ExpiredBatch",
+    "InspectsOutbox",
     "Loaded",
     "NewBroadcast",
+    "OutboxBucket",
     "OutboxEntry",
     "Plan",
     "SWEEP_REASON",
@@ -208,6 +210,38 @@ class OutboxEntry:
     last_error: str | None = None
     next_attempt_at: datetime | None = None
     dead_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+    @property
+    def state(self) -> str:
+        """``delivered``, ``dead``, ``retrying`` (failed before, will be tried again) or ``pending``."""
+        if self.delivered_at is not None:
+            return "delivered"
+        if self.dead_at is not None:
+            return "dead"
+        return "retrying" if self.attempts else "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxBucket:
+    """How many undelivered outbox entries are in one state, and when the oldest was written."""
+
+    count: int = 0
+    oldest: datetime | None = None
+
+
+@runtime_checkable
+class InspectsOutbox(Protocol):
+    """An optional store capability for operators: the outbox by delivery state, and one broadcast's
+    events whatever their state (delivered ones included)."""
+
+    def outbox_summary(self) -> dict[str, OutboxBucket]:
+        """``pending``, ``retrying`` and ``dead`` entries (missing keys: none)."""
+        ...
+
+    def outbox_of(self, kind: str, entity_id: EntityId) -> Sequence[OutboxEntry]:
+        """Every outbox entry of the broadcast, oldest first."""
+        ...
 
 
 @runtime_checkable

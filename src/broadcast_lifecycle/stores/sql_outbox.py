@@ -7,11 +7,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 
 from ..events import BroadcastEvent, Recipient, Topic
+from ..records import EntityId
 from ..states import BroadcastStatus
-from .base import OutboxEntry
+from .base import OutboxBucket, OutboxEntry
 from .schema import outbox_table
 from .sql_plumbing import SqlPlumbing, utc
 
@@ -74,7 +75,8 @@ class SqlOutbox(SqlPlumbing):
                             row["version"], row["slots_filled"], row["slots_requested"], row["recipients"])
         return OutboxEntry(event, utc(row["created_at"]), row["attempts"], row["last_error"],
                            utc(row["next_attempt_at"]) if row["next_attempt_at"] else None,
-                           utc(row["dead_at"]) if row["dead_at"] else None)
+                           utc(row["dead_at"]) if row["dead_at"] else None,
+                           utc(row["delivered_at"]) if row["delivered_at"] else None)
 
     def _event(self, kind: str, id_field: str, event_id: str, name: str, topic: str, key: str, status: str,
                previous: str | None, changed_at: Any, version: int, filled: int, requested: int,
@@ -94,15 +96,21 @@ class SqlOutbox(SqlPlumbing):
             version=version, slots_filled=filled, slots_requested=requested,
         )
 
-    def outbox_counts(self) -> tuple[int, int, datetime | None]:
-        """Pending and dead entries, and when the oldest pending one was written (for operators)."""
+    def outbox_summary(self) -> dict[str, OutboxBucket]:
+        """See :class:`~broadcast_lifecycle.stores.base.InspectsOutbox` (one grouped query)."""
         o = outbox_table.c
-        undelivered = o.delivered_at.is_(None)
+        state = case((o.dead_at.is_not(None), "dead"), (o.attempts > 0, "retrying"), else_="pending")
+        query = (select(state, func.count(), func.min(o.created_at)).where(o.delivered_at.is_(None))
+                 .group_by(state))
         with self._core(None) as conn:
-            pending, oldest = conn.execute(
-                select(func.count(), func.min(o.created_at)).select_from(outbox_table)
-                .where(undelivered, o.dead_at.is_(None))).one()
-            dead = conn.execute(select(func.count()).select_from(outbox_table)
-                                .where(undelivered, o.dead_at.is_not(None))).scalar_one()
-        return pending, dead, utc(oldest) if oldest is not None else None
+            rows = conn.execute(query).all()
+        return {name: OutboxBucket(count, utc(oldest)) for name, count, oldest in rows}
 
+    def outbox_of(self, kind: str, entity_id: EntityId) -> Sequence[OutboxEntry]:
+        """See :class:`~broadcast_lifecycle.stores.base.InspectsOutbox`."""
+        o = outbox_table.c
+        query = (select(outbox_table).where(o.kind == kind, o.entity_id == str(entity_id))
+                 .order_by(o.created_at, o.version, o.name))
+        with self._core(None) as conn:
+            rows = conn.execute(query).mappings().all()
+        return [self._entry(row) for row in rows]

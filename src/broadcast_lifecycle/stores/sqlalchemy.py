@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, create_engine, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -438,6 +438,15 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
             return [self._event(kind.name, kind.id_field, *row) for row in rows]
 
         return ExpiredBatch(count, load_events)
+
+    def id_type(self, kind: str) -> type:
+        """The Python type of ``kind``'s primary key (``int``, ``str`` or ``uuid.UUID``)."""
+        return self._entity(kind).pk.type.python_type
+
+    def parse_entity_id(self, kind: str, text: str) -> EntityId:
+        """``text`` as a key of ``kind``'s table (for ids typed by people); ``ValueError`` if it is not one."""
+        id_type = self.id_type(kind)
+        return text if id_type is str else cast(EntityId, id_type(text))
 
     # -- plumbing --------------------------------------------------------------------------
 
