@@ -4,6 +4,7 @@ in-process runners (threads, asyncio)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -32,12 +33,14 @@ from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
 from broadcast_lifecycle.testing import EventRecorder
 
 TESTS = Path(__file__).resolve().parent
+SCRIPT = Path(sys.executable).parent / "broadcast-lifecycle"
 PAST = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
 
 def _cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m broadcast_lifecycle ARGS`` from the tests directory (so ``crash_worker`` is importable)."""
-    return subprocess.run([sys.executable, "-m", "broadcast_lifecycle", *args], capture_output=True, text=True,
+    """The installed ``broadcast-lifecycle ARGS`` from the tests directory (so ``crash_worker`` is importable)."""
+    assert SCRIPT.exists(), f"the console script is not installed at {SCRIPT} (pip install -e .)"
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True,
                           cwd=TESTS, env={**os.environ, **(env or {})}, timeout=60, check=False)
 
 
@@ -61,7 +64,9 @@ def test_sweep_relay_and_status_once(database_url: str, tmp_path: Path) -> None:
 
     status = _cli("status", env={ENV_DATABASE_URL: database_url})
     assert status.returncode == 0, status.stderr
-    assert status.stdout == "pending: 12\ndead: 0\noldest pending: 2020-01-01T00:00:00+00:00\n"
+    assert [line.split()[:3] for line in status.stdout.splitlines()] == [
+        ["outbox", "count", "oldest"], ["pending", "12", "2020-01-01T00:00:00+00:00"], ["retrying", "0", "-"],
+        ["dead", "0", "-"]]
 
     first, second = _cli("sweep", "--once", *url), _cli("sweep", "--once", "--batch-size", "1", *url)
     assert first.returncode == second.returncode == 0, first.stderr + second.stderr
@@ -78,7 +83,7 @@ def test_sweep_relay_and_status_once(database_url: str, tmp_path: Path) -> None:
     assert sorted(r.name for r in records if r.status == "expired") == ["BOOKING_EXPIRED"] * 3 + [
         "BROADCAST_STATE_CHANGED"] * 3
 
-    assert _cli("status", *url).stdout.startswith("pending: 0\ndead: 0\n")
+    assert [line.split()[1] for line in _cli("status", *url).stdout.splitlines()[1:]] == ["0", "0", "0"]
 
 
 def test_relay_with_the_hosts_lifecycle(tmp_path: Path) -> None:
@@ -98,7 +103,7 @@ def test_long_running_sweep_stops_cleanly_on_signal(tmp_path: Path, signum: sign
     """A looping sweeper signalled after its first pass finishes that pass, logs "stopped" and exits 0."""
     url = f"sqlite:///{tmp_path / 'loop.db'}"
     _overdue_lifecycle(url)
-    proc = subprocess.Popen([sys.executable, "-m", "broadcast_lifecycle", "sweep", "--interval", "0.05",
+    proc = subprocess.Popen([str(SCRIPT), "sweep", "--interval", "0.05",
                              "--database-url", url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     watchdog = threading.Timer(30, proc.kill)  # a hung process fails the test instead of hanging it
     watchdog.start()
@@ -180,15 +185,14 @@ def test_bad_options_are_rejected_by_the_parser(args: list[str], capsys: pytest.
     assert "usage: broadcast-lifecycle" in capsys.readouterr().err
 
 
-def test_console_script_is_installed(tmp_path: Path) -> None:
-    """The `broadcast-lifecycle` entry point runs the same main()."""
-    script = Path(sys.executable).parent / "broadcast-lifecycle"
-    if not script.exists():
-        pytest.skip("the console script is not installed next to this interpreter")
-    result = subprocess.run([str(script), "status", "--create-tables", "--database-url",
-                             f"sqlite:///{tmp_path / 'x.db'}"], capture_output=True, text=True, timeout=60,
-                            check=False)
-    assert (result.returncode, result.stdout) == (0, "pending: 0\ndead: 0\noldest pending: -\n")
+def test_python_dash_m_runs_the_same_command_line(tmp_path: Path) -> None:
+    """`python -m broadcast_lifecycle` is the console script's main() too."""
+    result = subprocess.run([sys.executable, "-m", "broadcast_lifecycle", "status", "--json", "--create-tables",
+                             "--database-url", f"sqlite:///{tmp_path / 'x.db'}"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert {state: bucket["count"] for state, bucket in json.loads(result.stdout).items()} == {
+        "pending": 0, "retrying": 0, "dead": 0}
 
 
 # -- in-process runners ------------------------------------------------------------------------------
