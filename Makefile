@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: test lint typecheck unit pg-server demo bench docs clean
+.PHONY: test lint typecheck unit pg-server demo bench docs docs-build clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: lint typecheck unit
+test: lint typecheck docs-build unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples benchmarks
@@ -40,8 +40,15 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
+# `make docs` regenerates the diagram block in docs/concepts.md, then builds the site into site/.
+# `make test` only builds (a test checks the diagram block): --strict fails on a broken link,
+# a missing reference or any other warning.
 docs: $(STAMP)
 	$(BIN)/python -m broadcast_lifecycle.diagram --write docs/concepts.md
+	$(MAKE) docs-build
+
+docs-build: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis site build dist

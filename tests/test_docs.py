@@ -1,15 +1,32 @@
-"""The concepts page stays in step with the transition table it documents."""
+"""The docs cannot drift: the concepts page matches the transition table, every Python block runs (or is
+marked as a fragment), the reference pages list every public name, and the command-line reference lists
+every command and option."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
+import broadcast_lifecycle
+from broadcast_lifecycle.cli import _parser
 from broadcast_lifecycle.diagram import BEGIN, END, main, render, splice
 from broadcast_lifecycle.lifecycle import INITIAL, RULES, Trigger
 
-CONCEPTS = Path(__file__).resolve().parent.parent / "docs" / "concepts.md"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+CONCEPTS = DOCS / "concepts.md"
+PAGES = sorted([*DOCS.rglob("*.md"), ROOT / "README.md"])
+FRAGMENT = re.compile(r"^<!-- fragment(: [^>]*)? -->$")
+"""The line before a Python block that is a fragment (needs names the page does not define): it is not run."""
+_FENCE = re.compile(r"^(\s*)```(\w*)")
+_INCLUDE = re.compile(r'^--8<-- "([^"]+)"$')
 _EDGE = re.compile(r"^\s*(\S+) --> (\S+) : (\w+)")
 
 
@@ -58,3 +75,99 @@ def test_mermaid_has_one_edge_per_table_transition() -> None:
     assert len(in_table) == len(set(in_table))
     assert set(in_table) == expected
     assert drawn_triples == Counter(expected)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A fenced Python block of a docs page."""
+
+    page: Path
+    line: int
+    code: str
+    fragment: bool
+
+
+def python_blocks(page: Path) -> list[Block]:
+    """The page's ```python blocks in order; a block that is only a ``--8<-- "file"`` include is that file."""
+    lines = page.read_text(encoding="utf-8").splitlines()
+    blocks: list[Block] = []
+    previous = ""
+    index = 0
+    while index < len(lines):
+        fence = _FENCE.match(lines[index])
+        if fence is None:
+            if lines[index].strip():
+                previous = lines[index].strip()
+            index += 1
+            continue
+        indent, language = fence.groups()
+        end = next(i for i in range(index + 1, len(lines)) if lines[i].strip() == "```")
+        body = [line[len(indent):] for line in lines[index + 1:end]]
+        if language in ("python", "py"):
+            code = "\n".join(body) + "\n"
+            include = _INCLUDE.match(code.strip())
+            if include:
+                code = (ROOT / include.group(1)).read_text(encoding="utf-8")
+            blocks.append(Block(page, index + 1, code, bool(FRAGMENT.match(previous))))
+        previous = ""
+        index = end + 1
+    return blocks
+
+
+def _page_id(page: Path) -> str:
+    return str(page.relative_to(ROOT))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_every_python_block_runs_or_is_a_fragment(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page's Python blocks that are not marked `<!-- fragment -->` run in order, in one namespace (in a
+    scratch directory), without error."""
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": f"docs_{page.stem.replace('-', '_')}"}
+    for block in python_blocks(page):
+        if block.fragment:
+            continue
+        where = f"{_page_id(page)}:{block.line}"
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                exec(compile(block.code, where, "exec"), namespace)
+        except Exception as exc:
+            pytest.fail(f"the Python block at {where} failed ({type(exc).__name__}: {exc}); fix it, or mark it "
+                        f"<!-- fragment: why --> on the line before when it cannot run on its own")
+
+
+def test_the_block_scanner_sees_fragments_includes_and_indented_blocks(tmp_path: Path) -> None:
+    """Fragments are recognised by the comment on the line before; includes are read; indented blocks count."""
+    (tmp_path / "snippet.py").write_text("x = 1\n", encoding="utf-8")
+    page = tmp_path / "page.md"
+    page.write_text("# t\n\n<!-- fragment: needs a session -->\n```python\nsession.commit()\n```\n\n"
+                    "```python\nprint(1)\n```\n\n- item\n\n    ```python\n    y = 2\n    ```\n\n"
+                    "```console\n$ ls\n```\n", encoding="utf-8")
+    blocks = python_blocks(page)
+    assert [(b.line, b.code, b.fragment) for b in blocks] == [
+        (4, "session.commit()\n", True), (8, "print(1)\n", False), (14, "y = 2\n", False)]
+    assert len(python_blocks(DOCS / "index.md")) == 1
+    assert python_blocks(DOCS / "index.md")[0].code == (ROOT / "examples" / "quickstart.py").read_text()
+
+
+def test_reference_pages_list_every_public_name() -> None:
+    """Each name in broadcast_lifecycle.__all__ has its own `::: broadcast_lifecycle.NAME` block in the reference."""
+    documented = set()
+    for page in (DOCS / "reference").glob("*.md"):
+        documented |= set(re.findall(r"^::: broadcast_lifecycle\.(\w+)$", page.read_text(encoding="utf-8"),
+                                     re.MULTILINE))
+    missing = sorted(set(broadcast_lifecycle.__all__) - documented)
+    assert not missing, f"add `::: broadcast_lifecycle.NAME` blocks to docs/reference/ for {missing}"
+
+
+def test_cli_reference_lists_every_command_and_option() -> None:
+    """docs/reference/cli.md names every subcommand and every long option of the command line."""
+    page = (DOCS / "reference" / "cli.md").read_text(encoding="utf-8")
+    parser = _parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    options = {o for a in parser._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+    for name, sub in commands.choices.items():
+        assert f"| `{name}" in page, f"command {name} is not in the table"
+        options |= {o for a in sub._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+    missing = sorted(o for o in options if f"`{o}" not in page)
+    assert not missing, f"options missing from docs/reference/cli.md: {missing}"

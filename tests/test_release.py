@@ -76,7 +76,8 @@ def test_the_version_has_one_source(dist: tuple[Path, Path]) -> None:
     assert wheel.name == f"broadcast_lifecycle-{version}-py3-none-any.whl"
     assert ("Version", version) in _metadata(wheel)
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    assert 'dynamic = ["version"]' in pyproject and not re.search(r"^version\s*=", pyproject, re.MULTILINE)
+    project = pyproject.split("\n[project]\n", 1)[1].split("\n[", 1)[0]
+    assert 'dynamic = ["version"]' in project and not re.search(r"^version\s*=", project, re.MULTILINE)
 
 
 def test_the_wheel_carries_metadata_and_only_the_package(dist: tuple[Path, Path]) -> None:
