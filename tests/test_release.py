@@ -125,3 +125,10 @@ def test_the_wheel_runs_the_readme_quickstart_in_a_clean_venv(clean_venv: Path, 
     assert version == f"broadcast-lifecycle {broadcast_lifecycle.__version__}\n"
     diagram = _run(clean_venv / "broadcast-lifecycle", "diagram", cwd=tmp_path).stdout
     assert diagram.startswith("stateDiagram-v2\n")
+
+
+def test_the_changelog_has_an_unreleased_and_a_release_section() -> None:
+    """CHANGELOG.md keeps Unreleased first, then the section prepared for the next release."""
+    headings = re.findall(r"^## \[([^\]]+)\]", (ROOT / "CHANGELOG.md").read_text(encoding="utf-8"), re.MULTILINE)
+    release = broadcast_lifecycle.__version__.split(".dev")[0]
+    assert headings[:2] == ["Unreleased", release]
