@@ -45,20 +45,21 @@ def _booking_with_every_delivery_state(url: str, clock: ManualClock) -> str:
     store = SQLAlchemyStore.from_url(url)
     store.create_all()
     lc = BroadcastLifecycle(store, clock=clock, retry=RetryPolicy(max_attempts=2))
+    bookings = lc.kind("booking")
     disconnect = lc.bus.connect(lambda event: None)
-    booking = lc.create("booking", "c-1", slots=2)
-    lc.start_broadcast("booking", booking.id, ["t-1", "t-2", "t-3"])
-    lc.activate("booking", booking.id, ttl=timedelta(minutes=5))
-    lc.accept("booking", booking.id, "t-1")
+    booking = bookings.create("c-1", slots=2)
+    bookings.start_broadcast(booking.id, ["t-1", "t-2", "t-3"])
+    bookings.activate(booking.id, ttl=timedelta(minutes=5))
+    bookings.accept(booking.id, "t-1")
     disconnect()
     disconnect = lc.bus.connect(_failing)
-    lc.accept("booking", booking.id, "t-2")
+    bookings.accept(booking.id, "t-2")
     disconnect()
     lc.bus.connect(_failing, event_name="BROADCAST_STATE_CHANGED")
     clock.advance(timedelta(hours=1))
     report = lc.relay(grace=timedelta(0)).relay_once()
     assert (report.dead, report.unheard) == (1, 1)
-    BroadcastLifecycle(store, clock=clock).start_trip("booking", booking.id, actor="ops")
+    BroadcastLifecycle(store, clock=clock).kind("booking").start_trip(booking.id, actor="ops")
     store.close()
     return str(booking.id)
 
@@ -154,11 +155,11 @@ def _backlog(url: str, count: int) -> None:
     """``count`` bookings overdue since 2020, with nobody listening (so their events stay pending)."""
     store = SQLAlchemyStore.from_url(url)
     store.create_all()
-    lc = BroadcastLifecycle(store, clock=ManualClock(PAST))
+    bookings = BroadcastLifecycle(store, clock=ManualClock(PAST)).kind("booking")
     for n in range(count):
-        booking = lc.create("booking", f"c{n}").id
-        lc.start_broadcast("booking", booking, ["t1"])
-        lc.activate("booking", booking, ttl=timedelta(minutes=1))
+        booking = bookings.create(f"c{n}").id
+        bookings.start_broadcast(booking, ["t1"])
+        bookings.activate(booking, ttl=timedelta(minutes=1))
     store.close()
 
 

@@ -24,7 +24,9 @@ DOCS = ROOT / "docs"
 CONCEPTS = DOCS / "concepts.md"
 PAGES = sorted([*DOCS.rglob("*.md"), ROOT / "README.md"])
 FRAGMENT = re.compile(r"^<!-- fragment(: [^>]*)? -->$")
-"""The line before a Python block that is a fragment (needs names the page does not define): it is not run."""
+"""The line before a Python block that is a fragment (needs names the page does not define): it is not run.
+A block whose first line is a ``# fragment: why`` comment is one too."""
+_FRAGMENT_COMMENT = re.compile(r"^# fragment\b")
 _FENCE = re.compile(r"^(\s*)```(\w*)")
 _INCLUDE = re.compile(r'^--8<-- "([^"]+)"$')
 _EDGE = re.compile(r"^\s*(\S+) --> (\S+) : (\w+)")
@@ -108,7 +110,8 @@ def python_blocks(page: Path) -> list[Block]:
             include = _INCLUDE.match(code.strip())
             if include:
                 code = (ROOT / include.group(1)).read_text(encoding="utf-8")
-            blocks.append(Block(page, index + 1, code, bool(FRAGMENT.match(previous))))
+            fragment = bool(FRAGMENT.match(previous) or _FRAGMENT_COMMENT.match(code))
+            blocks.append(Block(page, index + 1, code, fragment))
         previous = ""
         index = end + 1
     return blocks
@@ -142,10 +145,12 @@ def test_the_block_scanner_sees_fragments_includes_and_indented_blocks(tmp_path:
     page = tmp_path / "page.md"
     page.write_text("# t\n\n<!-- fragment: needs a session -->\n```python\nsession.commit()\n```\n\n"
                     "```python\nprint(1)\n```\n\n- item\n\n    ```python\n    y = 2\n    ```\n\n"
-                    "```console\n$ ls\n```\n", encoding="utf-8")
+                    "```console\n$ ls\n```\n\n```python\n# fragment: in a handler\nreply(1)\n```\n",
+                    encoding="utf-8")
     blocks = python_blocks(page)
     assert [(b.line, b.code, b.fragment) for b in blocks] == [
-        (4, "session.commit()\n", True), (8, "print(1)\n", False), (14, "y = 2\n", False)]
+        (4, "session.commit()\n", True), (8, "print(1)\n", False), (14, "y = 2\n", False),
+        (22, "# fragment: in a handler\nreply(1)\n", True)]
     assert len(python_blocks(DOCS / "index.md")) == 1
     assert python_blocks(DOCS / "index.md")[0].code == (ROOT / "examples" / "quickstart.py").read_text()
 

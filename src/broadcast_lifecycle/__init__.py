@@ -80,6 +80,7 @@ def __getattr__(name: str) -> Any:
 
 
 __version__ = "0.2.0.dev0"
+"""The package version: its one source (``pyproject.toml`` reads it; ``importlib.metadata`` reports it)."""
 
 __all__ = [
     "CLOSED",

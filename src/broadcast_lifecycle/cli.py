@@ -124,14 +124,15 @@ def _status(lc: BroadcastLifecycle | None, args: argparse.Namespace) -> int:
 
 def _show(lc: BroadcastLifecycle | None, args: argparse.Namespace) -> int:
     assert lc is not None
+    try:
+        handle = lc.kind(args.kind)
+    except InvalidArgument as exc:
+        raise UsageError(str(exc)) from exc
     key = entity_id(lc, args.kind, args.id)
     try:
         timeline = Timeline(
-            snapshot=lc.get(args.kind, key), history=lc.history(args.kind, key),
-            recipients=lc.recipients(args.kind, key),
+            snapshot=handle.get(key), history=handle.history(key), recipients=handle.recipients(key),
             events=tuple(lc.store.outbox_of(args.kind, key)) if isinstance(lc.store, InspectsOutbox) else None)
-    except InvalidArgument as exc:
-        raise UsageError(str(exc)) from exc
     except BroadcastNotFound as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
