@@ -12,14 +12,21 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from conftest import ManualClock
 from crash_worker import RECORD_ENV, read_records
 
-from broadcast_lifecycle import BroadcastEvent, BroadcastLifecycle
+from broadcast_lifecycle import (
+    BroadcastEvent,
+    BroadcastLifecycle,
+    BroadcastStore,
+    InMemoryStore,
+    RetryPolicy,
+    SQLAlchemyStore,
+)
+from broadcast_lifecycle._inspect import age, outbox_summary
 from broadcast_lifecycle._progress import Progress
 from broadcast_lifecycle.diagram import edges, mermaid
-from broadcast_lifecycle.outbox import RetryPolicy
-from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
 
 TESTS = Path(__file__).resolve().parent
 SCRIPT = Path(sys.executable).parent / "broadcast-lifecycle"
@@ -44,6 +51,12 @@ def _booking_with_every_delivery_state(url: str, clock: ManualClock) -> str:
     dead (v5's state change: failed twice, out of attempts) and pending (v6, sent with nobody listening)."""
     store = SQLAlchemyStore.from_url(url)
     store.create_all()
+    booking = _every_delivery_state(store, clock)
+    store.close()
+    return booking
+
+
+def _every_delivery_state(store: BroadcastStore, clock: ManualClock) -> str:
     lc = BroadcastLifecycle(store, clock=clock, retry=RetryPolicy(max_attempts=2))
     bookings = lc.kind("booking")
     disconnect = lc.bus.connect(lambda event: None)
@@ -60,7 +73,6 @@ def _booking_with_every_delivery_state(url: str, clock: ManualClock) -> str:
     report = lc.relay(grace=timedelta(0)).relay_once()
     assert (report.dead, report.unheard) == (1, 1)
     BroadcastLifecycle(store, clock=clock).kind("booking").start_trip(booking.id, actor="ops")
-    store.close()
     return str(booking.id)
 
 
@@ -233,3 +245,23 @@ def test_progress_line_counts_and_stays_silent_off_a_terminal() -> None:
     with Progress("sweep", stream=piped) as quiet:
         quiet.advance(10)
     assert not quiet.enabled and piped.getvalue() == "" and quiet.done == 10
+
+
+def test_a_store_without_the_inspection_capability_is_summarised_the_same(tmp_path: Path) -> None:
+    """outbox_summary() on the in-memory store (read from pending and dead events) equals the SQL store's
+    grouped query for the same history."""
+    sql = SQLAlchemyStore.from_url(f"sqlite:///{tmp_path / 'same.db'}")
+    sql.create_all()
+    memory = InMemoryStore()
+    for store in (sql, memory):
+        _every_delivery_state(store, ManualClock(PAST))
+    assert outbox_summary(memory) == outbox_summary(sql)
+    assert [bucket.count for bucket in outbox_summary(memory).values()] == [1, 1, 1]
+    sql.close()
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0, "0s"), (59.9, "59s"), (61, "1m 1s"), (3600, "1h"),
+                                               (90061, "1d 1h"), (-5, "0s")])
+def test_ages_are_given_in_their_two_largest_units(seconds: float, text: str) -> None:
+    """age() keeps the two largest non-zero units and never goes negative (a clock that went back)."""
+    assert age(timedelta(seconds=seconds)) == text
