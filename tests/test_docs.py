@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,3 +179,18 @@ def test_cli_reference_lists_every_command_and_option() -> None:
         options |= {o for a in sub._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
     missing = sorted(o for o in options if f"`{o}" not in page)
     assert not missing, f"options missing from docs/reference/cli.md: {missing}"
+
+
+def test_the_site_builds_with_the_diagram_and_every_public_name(tmp_path: Path) -> None:
+    """`mkdocs build --strict` succeeds; the concepts page carries the diagram as a mermaid block (rendered by
+    the theme) and the reference pages have an entry, generated from the docstrings, for every public name."""
+    site = tmp_path / "site"
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(site)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+                            env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert result.returncode == 0, result.stderr
+    concepts = (site / "concepts" / "index.html").read_text(encoding="utf-8")
+    assert '<pre class="mermaid"><code>stateDiagram-v2' in concepts
+    reference = "".join(page.read_text(encoding="utf-8") for page in (site / "reference").rglob("index.html"))
+    missing = [name for name in broadcast_lifecycle.__all__ if f'id="broadcast_lifecycle.{name}"' not in reference]
+    assert not missing, f"no reference entry rendered for {missing}"
