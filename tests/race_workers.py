@@ -40,10 +40,11 @@ def terminal_worker(url: str, command: str, start: datetime, after_deadline: dat
     """For each ``(broadcast id, takes part)`` from ``jobs``, run ``command`` at the barrier: ``accept``,
     ``cancel``, ``expire`` or ``expire_due`` (the last two told it is past the deadline)."""
     lc = BroadcastLifecycle(SQLAlchemyStore.from_url(url, pool_size=2), clock=lambda: start)
+    late = BroadcastLifecycle(lc.store, clock=lambda: after_deadline)
     commands: dict[str, Callable[[int], bool]] = {
         "accept": lambda entity_id: bool(lc.kind("booking").accept(entity_id, "t1")),
         "cancel": lambda entity_id: bool(lc.kind("booking").cancel(entity_id, reason="customer changed plans")),
-        "expire": lambda entity_id: bool(lc.kind("booking").expire(entity_id, now=after_deadline)),
+        "expire": lambda entity_id: bool(late.kind("booking").expire(entity_id)),
         "expire_due": lambda entity_id: lc.expire_due(after_deadline) == 1,
     }
     lc.store.pending_events(1)  # connect before the first barrier

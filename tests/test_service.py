@@ -163,7 +163,7 @@ def test_activate_with_past_deadline_is_refused(
     lifecycle.kind("booking").start_broadcast(b.id, ["t1"])
     before = seen(lifecycle, recorder, b.id)
     deadline = START - timedelta(seconds=1)
-    error = refused(lambda: lifecycle.kind("booking").activate(b.id, deadline=deadline))
+    error = refused(lambda: lifecycle.kind("booking").activate(b.id, expires_at=deadline))
     assert error.reason == f"deadline {deadline.isoformat()} is not in the future (now {START.isoformat()})"
     assert seen(lifecycle, recorder, b.id) == before
 
@@ -294,12 +294,12 @@ BAD_COMMANDS: list[tuple[str, Callable[[BroadcastLifecycle, object], object]]] =
     ("release-empty-transporter", lambda lc, i: lc.kind("booking").release(i, "")),  # type: ignore[arg-type]
     ("accept-unknown-kind", lambda lc, i: lc.kind("parcel").accept(i, "t1")),  # type: ignore[arg-type]
     ("cancel-unknown-kind", lambda lc, i: lc.kind("parcel").cancel(i)),  # type: ignore[arg-type]
-    ("activate-naive-deadline", lambda lc, i: lc.kind("booking").activate(i, deadline=NAIVE)),  # type: ignore[arg-type]
+    ("activate-naive-deadline", lambda lc, i: lc.kind("booking").activate(i, expires_at=NAIVE)),  # type: ignore[arg-type]
     ("activate-ttl-zero", lambda lc, i: lc.kind("booking").activate(i, ttl=timedelta(0))),  # type: ignore[arg-type]
     ("activate-ttl-negative", lambda lc, i: lc.kind("booking").activate(i, ttl=-HOUR)),  # type: ignore[arg-type]
     (
         "activate-ttl-and-deadline",
-        lambda lc, i: lc.kind("booking").activate(i, ttl=HOUR, deadline=START + HOUR),  # type: ignore[arg-type]
+        lambda lc, i: lc.kind("booking").activate(i, ttl=HOUR, expires_at=START + HOUR),  # type: ignore[arg-type]
     ),
     ("start-empty-list", lambda lc, i: lc.kind("booking").start_broadcast(i, [])),  # type: ignore[arg-type]
     ("start-str", lambda lc, i: lc.kind("booking").start_broadcast(i, "t1")),  # type: ignore[arg-type]

@@ -119,7 +119,7 @@ def test_an_error_that_mentions_the_idempotency_table_is_no_reused_key(database_
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE bl_idempotency")
     with pytest.raises(StoreError) as info:
-        lc.kind("booking").start_broadcast(snap.id, ["t1"], idempotency_key="k-1")
+        lc.kind("booking").start_broadcast(snap.id, ["t1"], actor="dispatcher", idempotency_key="k-1")
     assert not isinstance(info.value, IdempotencyKeyReused)
 
 

@@ -377,7 +377,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         def on_ok(before: Observed, after: Observed) -> None:
             assert (after.snapshot.status, after.snapshot.expires_at) == (S.ACTIVE, effective)
 
-        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).activate(key[1], ttl=ttl, deadline=deadline),
+        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).activate(key[1], ttl=ttl, expires_at=deadline),
                  on_ok)
 
     @rule(key=broadcasts, transporter=st.sampled_from(TRANSPORTERS), slots=st.sampled_from([1, 1, 2, 3, 4, 0, -1]))

@@ -119,20 +119,21 @@ def test_accept_expire_and_cancel_race_one_terminal_wins(database_url: str) -> N
     lc = BroadcastLifecycle(store, clock=ManualClock(START))  # commands run before the deadline...
     recorder = EventRecorder()
     lc.bus.connect(recorder)
+    late = BroadcastLifecycle(store, clock=ManualClock(AFTER_DEADLINE), bus=lc.bus)
     errors: list[BaseException] = []
 
     commands: dict[str, Callable[[int], bool]] = {
         "accept": lambda entity_id: bool(lc.kind("booking").accept(entity_id, "t1")),
         "cancel": lambda entity_id: bool(lc.kind("booking").cancel(entity_id, reason="customer changed plans")),
         # ...the expiry and the sweep are told it is past the deadline
-        "expire": lambda entity_id: bool(lc.kind("booking").expire(entity_id, now=AFTER_DEADLINE)),
+        "expire": lambda entity_id: bool(late.kind("booking").expire(entity_id)),
         "expire_due": lambda entity_id: lc.expire_due(AFTER_DEADLINE) == 1,
     }
     for round_no in range(ROUNDS):
         entity_id = lc.kind("booking").create(f"c{round_no}", slots=2).id
         assert isinstance(entity_id, int)
         lc.kind("booking").start_broadcast(entity_id, ["t1", "t2"])
-        lc.kind("booking").activate(entity_id, deadline=DEADLINE)
+        lc.kind("booking").activate(entity_id, expires_at=DEADLINE)
         # the sweep is one quick statement and wins most races it is in: leave it out of every other round
         racers = list(commands) if round_no % 2 == 0 else [name for name in commands if name != "expire_due"]
         barrier = threading.Barrier(len(racers))
@@ -208,7 +209,7 @@ def test_accept_expire_and_cancel_race_across_processes(postgres_server: object)
             entity_id = lc.kind("booking").create(f"c{round_no}", slots=2).id
             assert isinstance(entity_id, int)
             lc.kind("booking").start_broadcast(entity_id, ["t1", "t2"])
-            lc.kind("booking").activate(entity_id, deadline=DEADLINE)
+            lc.kind("booking").activate(entity_id, expires_at=DEADLINE)
             for name, jobs in zip(names, queues, strict=True):
                 jobs.put((entity_id, name != "expire_due" or round_no % 2 == 0))  # the sweep: every other round
             outcomes = dict(results.get(timeout=60) for _ in names)

@@ -27,7 +27,14 @@ from .records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
 from .results import CommandResult
 from .service import SYSTEM_ACTOR, Command
 from .stores.base import Adoption, NewBroadcast
-from .validation import require_id, require_slots, require_transporters
+from .validation import (
+    require_deadline,
+    require_id,
+    require_key,
+    require_metadata,
+    require_slots,
+    require_transporters,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -67,27 +74,26 @@ class KindHandle:
 
     def create(
         self, customer_id: str, *, slots: int = 1, entity_id: EntityId | None = None,
-        expires_at: datetime | None = None, actor: str | None = None, reason: str | None = None,
-        metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None, tx: Session | None = None,
+        ttl: timedelta | None = None, expires_at: datetime | None = None, actor: str | None = None,
+        reason: str | None = None, metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
+        tx: Session | None = None,
     ) -> CommandResult:
         """Create a broadcast of ``slots`` slots for ``customer_id`` in state ``created``.
 
-        ``entity_id`` picks the id (else the store does); ``expires_at`` sets a deadline now (else
-        ``activate`` does). The actor defaults to the customer.
+        ``entity_id`` picks the id (else the store does); ``ttl`` or ``expires_at`` sets a deadline
+        now (else ``activate`` does). The actor defaults to the customer.
         """
         require_id("customer_id", customer_id)
         require_slots("slots", slots)
+        meta = require_metadata(metadata)
+        who = actor if actor is not None else customer_id
+        key = require_key(idempotency_key, who)
         now = self._lc._now()
-        deadline = require_aware("expires_at", expires_at) if expires_at is not None else None
+        deadline = require_deadline(now, ttl, expires_at)
         if deadline is not None and deadline <= now:
             raise InvalidArgument(f"expires_at must be in the future, got {deadline.isoformat()} (now {now})")
-        who = actor if actor is not None else customer_id
-        new = NewBroadcast(
-            self._config, customer_id, slots, now, entity_id, deadline, who, dict(metadata or {}),
-            idempotency_key,
-            fingerprint("create", customer_id, slots, entity_id, deadline, reason, metadata) if idempotency_key else "",
-            reason,
-        )
+        digest = fingerprint("create", customer_id, slots, entity_id, ttl, expires_at, reason, meta) if key else ""
+        new = NewBroadcast(self._config, customer_id, slots, now, entity_id, deadline, who, meta, key, digest, reason)
         return self._lc._create(new, tx)
 
     def adopt(
@@ -101,10 +107,11 @@ class KindHandle:
         written with it and the event leaves after the commit. The row must be in ``created`` at
         version 1 (the mixin's defaults). The actor defaults to the customer.
         """
-        meta = dict(metadata or {})
-        adoption = Adoption(kind=self._config, entity_id=entity_id, at=self._lc._now(), actor=actor, reason=reason,
-                            metadata=meta, idempotency_key=idempotency_key,
-                            fingerprint=fingerprint("adopt", entity_id, reason, meta))
+        meta = require_metadata(metadata)
+        key = require_key(idempotency_key, actor, default_actor="the row's customer")
+        adoption = Adoption(kind=self._config, entity_id=entity_id, actor=actor, reason=reason,
+                            metadata=meta, idempotency_key=key,
+                            fingerprint=fingerprint("adopt", entity_id, reason, meta) if key else "")
         return self._lc._adopt(adoption, tx)
 
     def start_broadcast(
@@ -119,30 +126,29 @@ class KindHandle:
 
     def notify_more(
         self, entity_id: EntityId, transporters: Sequence[str], *, actor: str | None = None,
-        reason: str | None = None, metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
-        tx: Session | None = None,
+        reason: str | None = None, tx: Session | None = None,
     ) -> CommandResult:
         """Add recipients while the broadcast is open (radius expansion); changes no state.
 
-        Already-notified transporters are left as they are, so repeating the call is harmless. On an
-        overdue broadcast it expires it instead and raises ``TransitionRefused("expired at ...")``.
+        It is not a transition (the version, which clients order events by, stays), so it writes no
+        history row and takes no idempotency key: it is idempotent by nature, since an already
+        notified transporter is left as it is and offered nothing again. On an overdue broadcast it
+        expires it instead and raises ``TransitionRefused("expired at ...")``.
         """
         recipients = require_transporters(transporters)
-        command = self._command(entity_id, Trigger.START_BROADCAST, actor=actor, reason=reason, metadata=metadata,
-                                idempotency_key=idempotency_key, recipients=recipients)
+        command = self._command(entity_id, Trigger.START_BROADCAST, actor=actor, reason=reason, metadata=None,
+                                idempotency_key=None, recipients=recipients)
         return self._lc._notify_more(command, entity_id, tx)
 
     def activate(
-        self, entity_id: EntityId, *, ttl: timedelta | None = None, deadline: datetime | None = None,
+        self, entity_id: EntityId, *, ttl: timedelta | None = None, expires_at: datetime | None = None,
         actor: str | None = None, reason: str | None = None, metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None, tx: Session | None = None,
     ) -> CommandResult:
-        """Open for acceptances until ``deadline`` (or now + ``ttl``, or the kind's default ttl)."""
-        if ttl is not None and deadline is not None:
-            raise InvalidArgument("pass ttl= or deadline=, not both")
-        if ttl is not None and (not isinstance(ttl, timedelta) or ttl <= timedelta(0)):
-            raise InvalidArgument(f"ttl must be a positive timedelta, got {ttl!r}")
-        fixed = require_aware("deadline", deadline) if deadline is not None else None
+        """Open for acceptances until ``expires_at`` (or now + ``ttl``, or the kind's default ttl,
+        or a deadline set at creation)."""
+        require_deadline(None, ttl, expires_at)
+        fixed = require_aware("expires_at", expires_at) if expires_at is not None else None
         return self._run(entity_id, tx, Trigger.ACTIVATE, actor=actor, reason=reason, metadata=metadata,
                          idempotency_key=idempotency_key, deadline=fixed, ttl=ttl)
 
@@ -201,14 +207,13 @@ class KindHandle:
                          idempotency_key=idempotency_key)
 
     def expire(
-        self, entity_id: EntityId, *, now: datetime | None = None, actor: str = SYSTEM_ACTOR,
-        reason: str | None = None, metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
-        tx: Session | None = None,
+        self, entity_id: EntityId, *, actor: str | None = None, reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None, tx: Session | None = None,
     ) -> CommandResult:
-        """Expire a broadcast whose deadline has passed (by ``now``, default the clock's time)."""
-        at = require_aware("now", now) if now is not None else None
-        return self._run(entity_id, tx, Trigger.EXPIRE, actor=actor, reason=reason, metadata=metadata,
-                         idempotency_key=idempotency_key, now=at)
+        """Expire a broadcast whose deadline has passed by the lifecycle's clock (the sweeper,
+        ``BroadcastLifecycle.expire_due``, does this set-wise). The actor defaults to ``system``."""
+        return self._run(entity_id, tx, Trigger.EXPIRE, actor=actor if actor is not None else SYSTEM_ACTOR,
+                         reason=reason, metadata=metadata, idempotency_key=idempotency_key)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -230,8 +235,9 @@ class KindHandle:
         return self._lc._run(self._command(entity_id, trigger, **fields), entity_id, tx)
 
     def _command(self, entity_id: EntityId, trigger: Trigger, *, metadata: Mapping[str, Any] | None,
-                 **fields: Any) -> Command:
-        meta = dict(metadata) if metadata else {}
-        digest = (fingerprint(trigger.value, entity_id, meta, sorted(fields.items()))
-                  if fields.get("idempotency_key") is not None else "")
-        return Command(config=self._config, trigger=trigger, metadata=meta, fingerprint=digest, **fields)
+                 idempotency_key: str | None, actor: str | None, **fields: Any) -> Command:
+        meta = require_metadata(metadata)
+        key = require_key(idempotency_key, actor)
+        digest = fingerprint(trigger.value, entity_id, meta, sorted(fields.items())) if key else ""
+        return Command(config=self._config, trigger=trigger, metadata=meta, fingerprint=digest, actor=actor,
+                       idempotency_key=key, **fields)

@@ -43,8 +43,12 @@ class CommandResult:
 
     snapshot: BroadcastSnapshot
     events: tuple[BroadcastEvent, ...] = ()
-    replayed: bool = False
     path: WritePath
+
+    @property
+    def replayed(self) -> bool:
+        """True when nothing was written: the idempotency key's first outcome was returned."""
+        return self.path is WritePath.REPLAYED
 
     @property
     def id(self) -> EntityId:

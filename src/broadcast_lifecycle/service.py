@@ -127,6 +127,8 @@ class BroadcastLifecycle:
     def add_guard(self, trigger: Trigger, guard: Guard, *, kind: str | None = None) -> None:
         """Run ``guard`` after the built-in guards of ``trigger`` (of ``kind`` only, when given); a
         reason it returns refuses the command with :class:`TransitionRefused`."""
+        if trigger not in Trigger.__members__.values():
+            raise InvalidArgument(f"trigger must be one of {', '.join(t.value for t in Trigger)}, got {trigger!r}")
         trigger = Trigger(trigger)
         if trigger is Trigger.CREATE:
             raise InvalidArgument("create has no snapshot to guard; validate before calling create()")
@@ -298,7 +300,7 @@ class BroadcastLifecycle:
         if first is None:
             return None
         check_replay(first, kind=kind, trigger=trigger, entity_id=entity_id, actor=actor, digest=digest)
-        return CommandResult(snapshot=first.snapshot, replayed=True, path=WritePath.REPLAYED)
+        return CommandResult(snapshot=first.snapshot, path=WritePath.REPLAYED)
 
     def _announce(self, committed: Committed) -> None:
         """Send a committed write's events; the outbox keeps what was not delivered, for the relay."""

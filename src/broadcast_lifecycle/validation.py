@@ -4,17 +4,24 @@ the same error on every store."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
+from .clock import require_aware
 from .errors import InvalidArgument
 
 __all__ = [
     "MAX_INT_ID",
+    "MAX_KEY_LENGTH",
     "MAX_SLOTS",
     "is_entity_id",
+    "require_deadline",
     "require_entity_id",
     "require_id",
+    "require_key",
+    "require_metadata",
     "require_slots",
     "require_transporters",
 ]
@@ -71,3 +78,46 @@ def require_entity_id(name: str, value: object) -> None:
         raise InvalidArgument(f"{name} must be an int (64-bit signed, not a bool), a non-empty string or a UUID, "
                               f"got {value!r}")
 
+
+
+MAX_KEY_LENGTH = 200
+"""The longest idempotency key a store must hold (``bl_idempotency.key``)."""
+
+
+def require_key(key: object, actor: str | None, *, default_actor: str | None = None) -> str | None:
+    """``key`` (when given) must be a non-empty string of at most :data:`MAX_KEY_LENGTH` characters, sent
+    with an actor: keys are checked against who first used them, so a key without one would be
+    shared by every caller who leaves the actor out (``default_actor`` names where an actor comes
+    from when the command has its own default)."""
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidArgument(f"idempotency_key must be a non-empty string of at most {MAX_KEY_LENGTH} "
+                              f"characters, got {key!r:.60}")
+    if actor is None and default_actor is None:
+        raise InvalidArgument("idempotency_key needs an actor: pass actor= (who sends the command), so the key "
+                              "is answered only to them")
+    return key
+
+
+def require_metadata(metadata: object) -> dict[str, Any]:
+    """``metadata`` (when given) must be a mapping with string keys; returns a copy (``{}`` for none)."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
+        raise InvalidArgument(f"metadata must be a mapping with string keys, got {metadata!r:.80}")
+    return dict(metadata)
+
+
+def require_deadline(now: datetime | None, ttl: object, expires_at: datetime | None) -> datetime | None:
+    """At most one of ``ttl`` (a positive timedelta) and ``expires_at`` (an aware datetime); returns
+    the deadline they set from ``now`` (``None`` when neither is given, or without ``now``)."""
+    if ttl is not None and expires_at is not None:
+        raise InvalidArgument("pass ttl= or expires_at=, not both")
+    if ttl is not None:
+        if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
+            raise InvalidArgument(f"ttl must be a positive timedelta, got {ttl!r}")
+        return now + ttl if now is not None else None
+    if expires_at is not None:
+        return require_aware("expires_at", expires_at)
+    return None

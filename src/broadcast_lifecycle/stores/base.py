@@ -98,7 +98,6 @@ class Adoption:
 
     kind: KindConfig
     entity_id: EntityId
-    at: datetime
     actor: str | None = None
     reason: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
@@ -107,7 +106,8 @@ class Adoption:
 
     def creation(self, row: BroadcastSnapshot) -> NewBroadcast:
         """The creation to record for ``row`` (as loaded): its history row, events and key."""
-        return NewBroadcast(self.kind, row.customer_id, row.slots_requested, self.at, row.id, row.expires_at,
+        return NewBroadcast(self.kind, row.customer_id, row.slots_requested, row.state_changed_at, row.id,
+                            row.expires_at,
                             self.actor if self.actor is not None else row.customer_id, self.metadata,
                             self.idempotency_key, self.fingerprint, self.reason)
 
