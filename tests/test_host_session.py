@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from conftest import ManualClock
@@ -13,7 +14,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from broadcast_lifecycle import (
     BroadcastLifecycle,
     BroadcastMixin,
+    BroadcastNotFound,
     BroadcastStatus,
+    EntityId,
     IdempotencyKeyReused,
     InvalidArgument,
     SQLAlchemyStore,
@@ -119,3 +122,71 @@ def test_in_memory_store_cannot_adopt() -> None:
     """adopt() on a store without the capability says which stores have it."""
     with pytest.raises(InvalidArgument, match="cannot adopt rows the host inserted"):
         BroadcastLifecycle().kind("booking").adopt(1)
+
+
+class _RaceLosingStore(SQLAlchemyStore):
+    """Misses a recorded key once, as a request does that races the first one to the key."""
+
+    blind = True
+
+    def recall(self, key: str, tx: object = None) -> Any:
+        if self.blind:
+            self.blind = False
+            return None
+        return super().recall(key, tx)
+
+
+@pytest.fixture
+def racing(database_url: str, clock: ManualClock) -> Iterator[tuple[BroadcastLifecycle, _RaceLosingStore, Session]]:
+    """A lifecycle on a store that loses the race to a key once, and a host session."""
+    engine = create_engine(database_url)
+    Base.metadata.create_all(engine)
+    store = _RaceLosingStore(engine, models={"booking": Booking})
+    store.create_all()
+    with Session(engine, expire_on_commit=False) as session:
+        yield BroadcastLifecycle(store, clock=clock), store, session
+    store.close()
+    engine.dispose()
+
+
+def test_keyed_create_that_loses_the_race_in_a_host_session_leaves_nothing(
+        racing: tuple[BroadcastLifecycle, _RaceLosingStore, Session]) -> None:
+    """A keyed create that finds its key taken only at its write is replayed; the host commits no second row."""
+    lifecycle, store, session = racing
+    orders = lifecycle.kind("order")
+    store.blind = False
+    first = orders.create("c1", slots=2, idempotency_key="c1:k")
+    store.blind = True
+    again = orders.create("c1", slots=2, idempotency_key="c1:k", tx=session)
+    assert (again.replayed, again.snapshot) == (True, first.snapshot)
+    session.commit()
+    assert first.id == 1
+    with pytest.raises(BroadcastNotFound):
+        orders.get(2)
+    assert [h.trigger for h in orders.history(first.id)] == ["create"]
+
+
+def test_keyed_transition_that_loses_the_race_in_a_host_session_is_undone(
+        racing: tuple[BroadcastLifecycle, _RaceLosingStore, Session]) -> None:
+    """A keyed accept whose key turns out taken at the write leaves no change in the host's transaction,
+    which stays usable; the first outcome is replayed."""
+    lifecycle, store, session = racing
+    bookings = lifecycle.kind("booking")
+    store.blind = False
+    ids: list[EntityId] = []
+    for booking_id in (1, 2):
+        session.add(Booking(id=booking_id, customer_id="c1", slots_requested=2, pickup="A", vehicle_type="van"))
+        ids.append(bookings.adopt(booking_id, tx=session).id)
+    session.commit()
+    for entity_id in ids:
+        bookings.start_broadcast(entity_id, ["t1"], actor="ops")
+        bookings.activate(entity_id, ttl=timedelta(minutes=5), actor="ops")
+    first = bookings.accept(ids[0], "t1", idempotency_key="t1:k")
+    store.blind = True
+    with pytest.raises(IdempotencyKeyReused):
+        bookings.accept(ids[1], "t1", idempotency_key="t1:k", tx=session)
+    session.add(Booking(id=3, customer_id="c2", slots_requested=1, pickup="B", vehicle_type="van"))
+    session.commit()  # the host's own work still commits
+    assert bookings.get(ids[1]).slots_filled == 0 and len(bookings.history(ids[1])) == 3
+    assert session.get(Booking, 3) is not None
+    assert bookings.get(ids[0]) == first.snapshot

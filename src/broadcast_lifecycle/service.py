@@ -195,7 +195,13 @@ class BroadcastLifecycle:
         if key is not None and (replay := self._replay(key, kind, adoption.entity_id, "create", adoption.actor,
                                                        adoption.fingerprint, tx)):
             return replay
-        committed = self.store.adopt(adoption, self._announce, tx)
+        try:
+            committed = self.store.adopt(adoption, self._announce, tx)
+        except IdempotencyKeyReused:  # a concurrent request recorded the key first: answer with its outcome
+            if key is not None and (replay := self._replay(key, kind, None, "create", adoption.actor,
+                                                           adoption.fingerprint, tx)):
+                return replay
+            raise
         return CommandResult(snapshot=committed.snapshot, events=committed.events, path=WritePath.ADOPT)
 
     def _notify_more(self, command: Command, entity_id: EntityId, tx: object) -> CommandResult:

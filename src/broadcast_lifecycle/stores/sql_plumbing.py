@@ -119,7 +119,11 @@ class SqlPlumbing:
         nest in it and nothing is left open. Reads run as the engine runs them.
         """
         with self._wrap_errors("write" if write else "query"):
-            if tx is not None:
+            if tx is not None and write:
+                conn = joined_connection(tx)
+                with _host_savepoint(conn):
+                    yield conn
+            elif tx is not None:
                 yield joined_connection(tx)
             elif write and not self._pg:
                 with self.engine.connect() as conn:
@@ -183,19 +187,27 @@ class SqlPlumbing:
 class _Cursor:
     """The context manager behind :meth:`SqlPlumbing._cursor` (a class: it runs on every command)."""
 
-    __slots__ = ("_borrowed", "_cur", "_fairy", "_own", "_parts", "_single", "_tx", "_write")
+    __slots__ = ("_borrowed", "_cur", "_fairy", "_joined", "_own", "_parts", "_single", "_tx", "_write")
 
     def __init__(self, parts: SqlPlumbing, tx: object, write: bool, single: bool) -> None:
         self._parts, self._tx, self._write, self._single = parts, tx, write, single
         self._fairy: Any = None
         self._borrowed: Borrowed | None = None  # SQLite: a pool connection lent to this write
         self._own = False  # this cursor began the transaction, so it commits or rolls back
+        self._joined = False  # this cursor set a savepoint in the host's transaction, so it releases it
 
     def __enter__(self) -> Any:
         parts = self._parts
         try:
             if self._tx is not None:
-                return joined_connection(self._tx).connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                conn = joined_connection(self._tx)
+                cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                if self._write:
+                    _begin_in_host(conn)
+                    cur.execute(f"SAVEPOINT {_SAVEPOINT}")
+                    self._joined = True
+                self._cur = cur
+                return cur
             raw: Any
             if parts._threads is not None:
                 raw = parts._threads.get()
@@ -222,7 +234,11 @@ class _Cursor:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         parts = self._parts
         try:
-            if self._own:
+            if self._joined:
+                if exc is not None:
+                    self._cur.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+                self._cur.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+            elif self._own:
                 self._cur.execute("COMMIT" if exc is None else "ROLLBACK")
         except BaseException as failure:
             exc = exc or failure
@@ -248,6 +264,27 @@ class _Cursor:
                     self._borrowed.restore()
             finally:
                 fairy.close()
+
+
+_SAVEPOINT = "bl_write"
+
+
+def _begin_in_host(conn: Connection) -> None:
+    """Make sure the host's connection is inside a transaction before a savepoint: Python's sqlite3
+    begins one only before a data change, and a SAVEPOINT outside a transaction would start one of
+    its own, whose release would commit the host's work behind its back."""
+    driver: Any = conn.connection.driver_connection
+    if conn.dialect.name == "sqlite" and not driver.in_transaction:
+        driver.execute("BEGIN")
+
+
+@contextmanager
+def _host_savepoint(conn: Connection) -> Iterator[None]:
+    """A write of ours in the host's transaction runs in a savepoint: when it fails (a reused key, a
+    refused insert) nothing of it stays in the host's transaction, which stays usable."""
+    _begin_in_host(conn)
+    with conn.begin_nested():
+        yield
 
 
 def joined_connection(tx: object) -> Connection:
