@@ -236,8 +236,8 @@ class RawSqlite:
     HISTORY = ('INSERT INTO bl_transition_history (kind, entity_id, from_status, to_status, "trigger", actor, '
                "reason, meta, at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
     OUTBOX = ("INSERT INTO bl_outbox (event_id, name, topic, kind, id_field, entity_id, status, previous_status, "
-              "state_changed_at, version, slots_filled, slots_requested, recipients, created_at, attempts) "
-              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)")
+              'state_changed_at, version, slots_filled, slots_requested, expires_at, "trigger", reason, recipients, '
+              "created_at, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)")
     MARK = "UPDATE bl_outbox SET delivered_at = ? WHERE event_id = ?"
 
     def __init__(self, path: str, entity_id: int) -> None:
@@ -264,8 +264,8 @@ class RawSqlite:
             cur.execute(self.HISTORY, (KIND, self.key, status, to, trigger, TRANSPORTER, None, "{}", now, version + 1))
             event_id = str(uuid.uuid4())
             cur.execute(self.OUTBOX, (event_id, "BROADCAST_STATE_CHANGED", "state_changed", KIND, "bookingId", self.key,
-                                      to, status, now, version + 1, filled + delta, requested,
-                                      json.dumps([["customer", customer]]), now))
+                                      to, status, now, version + 1, filled + delta, requested, expires_at, trigger,
+                                      None, json.dumps([["customer", customer]]), now))
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")

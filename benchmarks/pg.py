@@ -125,8 +125,8 @@ HISTORY = (
 )
 OUTBOX = (
     "INSERT INTO bl_outbox (event_id, name, topic, kind, id_field, entity_id, status, previous_status, "
-    "state_changed_at, version, slots_filled, slots_requested, recipients, created_at, attempts) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CAST(%s AS JSON), %s, 0)"
+    'state_changed_at, version, slots_filled, slots_requested, expires_at, "trigger", reason, recipients, '
+    "created_at, attempts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CAST(%s AS JSON), %s, 0)"
 )
 
 
@@ -161,7 +161,7 @@ class RawPgFive:
                 cur.execute(HOLD, (delta, trigger, now, kind, key, transporter))
             cur.execute(HISTORY, (kind, key, status, to, trigger, transporter, None, "{}", now, version + 1))
             cur.execute(OUTBOX, (str(uuid.uuid4()), "BROADCAST_STATE_CHANGED", "state_changed", kind, "bookingId", key,
-                                 to, status, now, version + 1, filled + delta, requested,
+                                 to, status, now, version + 1, filled + delta, requested, expires_at, trigger, None,
                                  json.dumps([["customer", customer]]), now))
             cur.execute("COMMIT")
         except BaseException:
@@ -187,7 +187,7 @@ WITH upd AS (
     AND (expires_at IS NULL OR expires_at > %(at)s)
     AND EXISTS (SELECT 1 FROM bl_recipients WHERE kind = %(kind)s AND entity_id = %(key)s
                 AND transporter_id = %(transporter)s AND slots_held + %(delta)s >= 0)
-  RETURNING status, version, slots_filled, slots_requested, customer_id,
+  RETURNING status, version, slots_filled, slots_requested, customer_id, expires_at,
     CASE WHEN slots_filled - %(delta)s = 0 THEN 'active'
          WHEN slots_filled - %(delta)s = slots_requested THEN 'fully_filled' ELSE 'partially_filled' END AS previous),
 hold AS (
@@ -200,10 +200,11 @@ hist AS (
   FROM upd),
 ev AS (
   INSERT INTO bl_outbox (event_id, name, topic, kind, id_field, entity_id, status, previous_status, state_changed_at,
-                         version, slots_filled, slots_requested, recipients, created_at, attempts)
+                         version, slots_filled, slots_requested, expires_at, "trigger", reason, recipients, created_at,
+                         attempts)
   SELECT %(event_id)s, 'BROADCAST_STATE_CHANGED', 'state_changed', %(kind)s, 'bookingId', %(key)s, status, previous,
-         %(at)s, version, slots_filled, slots_requested, json_build_array(json_build_array('customer', customer_id)),
-         %(at)s, 0
+         %(at)s, version, slots_filled, slots_requested, expires_at, %(trigger)s, NULL,
+         json_build_array(json_build_array('customer', customer_id)), %(at)s, 0
   FROM upd)
 SELECT status, version, slots_filled, slots_requested FROM upd
 """

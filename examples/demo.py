@@ -113,9 +113,9 @@ def main() -> None:
                   f"  {event.status.value:<16}  v{event.version}")
 
     print()
-    last = recorder.events[-1]
-    print(f"payload of the last event ({last.name}), as a socket layer would send it:")
-    print(json.dumps(last.payload(), indent=2))
+    last = recorder.events[-1].addressed()[-1]
+    print(f"the last event ({last.payload['event']}) as a socket layer sends it to {last.recipient.id}:")
+    print(json.dumps(last.payload, indent=2))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ bookings = lifecycle.kind("booking")  # resolve a kind once; an unknown kind fai
 
 
 def show(event: BroadcastEvent) -> None:
-    to = ", ".join(f"{r.role}:{r.id}" for r in event.recipients)
-    print(f"{event.name} to [{to}] {event.payload()}")
+    for copy in event.addressed():  # one payload per recipient, as a socket layer sends them
+        to, p = copy.recipient, copy.payload
+        print(f"{p['event']} to {to.role}:{to.id}: {p['status']} v{p['version']} ({p['trigger']})")
 
 
 lifecycle.bus.connect(show)  # every event; pass event_name= or kind= to filter

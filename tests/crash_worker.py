@@ -5,6 +5,9 @@ and receivers for the CLI tests (``--receiver crash_worker:record_to_env_file``)
 (de-duplicated across processes by a claim file per event id) and a receiver that SIGKILLs this
 process at the KILL_AT-th event, after its commit and in the middle of its dispatch.
 
+``offers URL``: opens a broadcast to t1 and t2, prints its id, then widens it to t2, t3 and t4 with
+``notify_more`` and SIGKILLs itself while dispatching that offer, after its commit.
+
 ``activate URL COUNT``: activates COUNT broadcasts with a clock stuck at 2020-01-01 and a one-minute
 ttl (so they are long overdue in real time), prints their ids and SIGKILLs itself.
 """
@@ -25,8 +28,8 @@ from broadcast_lifecycle import BroadcastEvent, BroadcastLifecycle, KindConfig
 from broadcast_lifecycle.bus import Deduplicator
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
 
-EVENT_NAMES = ("BROADCAST_STATE_CHANGED", "BOOKING_FULLY_FILLED", "BOOKING_CANCELLED", "BOOKING_COMPLETED",
-               "BOOKING_EXPIRED")
+EVENT_NAMES = ("BROADCAST_STATE_CHANGED", "BOOKING_OFFERED", "BOOKING_FULLY_FILLED", "BOOKING_CANCELLED",
+               "BOOKING_COMPLETED", "BOOKING_EXPIRED")
 PAST = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
 
@@ -150,6 +153,20 @@ def activate(url: str, count: int) -> int:
     return 1
 
 
+def offers(url: str) -> int:
+    """Open a broadcast, then die after notify_more committed, mid-dispatch of its offer."""
+    lc = BroadcastLifecycle(SQLAlchemyStore.from_url(url))
+    lc.bus.connect(lambda event: None)  # a receiver, so the events before the crash are delivered
+    entity_id = lc.kind("booking").create("c1").id
+    lc.kind("booking").start_broadcast(entity_id, ["t1", "t2"])
+    lc.kind("booking").activate(entity_id, ttl=timedelta(hours=1))
+    print(json.dumps(str(entity_id)), flush=True)
+    lc.bus.connect(Killer(1), event_name="BOOKING_OFFERED")
+    lc.kind("booking").notify_more(entity_id, ["t2", "t3", "t4"])
+    print("survived", flush=True)
+    return 0
+
+
 RECORD_ENV = "BL_TEST_RECORD_FILE"
 """Where :func:`record_to_env_file` writes (for ``broadcast-lifecycle --receiver crash_worker:...``)."""
 URL_ENV = "BL_TEST_DATABASE_URL"
@@ -176,6 +193,8 @@ def main(argv: list[str]) -> int:
         return transitions(url, Path(record_file), Path(claim_dir), int(kill_at))
     if mode == "activate":
         return activate(url, int(rest[0]))
+    if mode == "offers":
+        return offers(url)
     raise SystemExit(f"unknown mode {mode!r}")
 
 

@@ -16,11 +16,12 @@ from sqlalchemy import select
 from broadcast_lifecycle import BroadcastLifecycle, BroadcastStatus, Recipient
 from broadcast_lifecycle.stores.schema import history_table, outbox_table
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
+from broadcast_lifecycle.testing import EventRecorder
 
 WORKER = Path(__file__).resolve().parent / "crash_worker.py"
-KILL_AT = 31
+KILL_AT = 36
 """The event the worker dies on: the state-changed event of broadcast #4's fill (its fully-filled event is
-never dispatched by the worker)."""
+never dispatched by the worker). Each start_broadcast announces two events: the state change and the offer."""
 
 
 def _store(url: str) -> SQLAlchemyStore:
@@ -72,6 +73,29 @@ def test_killed_mid_dispatch_then_relayed_exactly_once(database_url: str, tmp_pa
     entity_id = int(rolled_back)
     assert checker.kind("booking").get(entity_id).status is BroadcastStatus.BROADCASTING
     assert [h.trigger for h in checker.kind("booking").history(entity_id)] == ["create", "start_broadcast"]
+
+
+def test_offer_of_a_process_killed_after_notify_more_is_relayed_to_the_new_transporters(database_url: str) -> None:
+    """SIGKILLed after notify_more committed, mid-dispatch: the relay delivers the offer to exactly the transporters
+    it added (not to one already notified), once."""
+    store = _store(database_url)
+    worker = _run_worker("offers", database_url)
+    assert worker.returncode == -signal.SIGKILL, worker.stderr
+    assert "survived" not in worker.stdout
+    entity_id = int(json.loads(worker.stdout.splitlines()[0]))
+
+    relay_side = BroadcastLifecycle(SQLAlchemyStore.from_url(database_url))
+    recorder = EventRecorder()
+    relay_side.bus.connect(recorder)
+    report = relay_side.relay(grace=timedelta(0)).relay_once()
+    assert (report.delivered, report.failed, report.dead) == (1, 0, 0)
+    (offer,) = recorder.events
+    assert (offer.name, offer.entity_id, offer.trigger, offer.version) == ("BOOKING_OFFERED", entity_id,
+                                                                           "notify_more", 3)
+    assert offer.recipients == (Recipient("transporter", "t3"), Recipient("transporter", "t4"))
+    assert [a.payload["event"] for a in offer.addressed()] == ["BOOKING_OFFERED"] * 2
+    assert store.pending_events(100) == []
+    assert [r.transporter_id for r in relay_side.kind("booking").recipients(entity_id)] == ["t1", "t2", "t3", "t4"]
 
 
 def test_deadlines_survive_a_restart_and_a_fresh_sweeper_expires_them(database_url: str) -> None:

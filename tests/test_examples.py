@@ -39,7 +39,9 @@ def events_per_user(output: str) -> dict[str, list[tuple[str, str]]]:
 def test_quickstart_runs() -> None:
     """The quickstart fills the booking, prints a refusal and the history."""
     out = run_example("quickstart.py")
-    assert "BOOKING_FULLY_FILLED to [customer:c-1, transporter:t-1, transporter:t-2, transporter:t-3]" in out
+    for recipient in ("customer:c-1", "transporter:t-1", "transporter:t-2", "transporter:t-3"):
+        assert f"BOOKING_FULLY_FILLED to {recipient}: fully_filled v5 (accept)" in out
+    assert "BOOKING_OFFERED to transporter:t-3: broadcasting v2 (start_broadcast)" in out
     assert "\nfully_filled\n" in out
     assert "refused: accept is not allowed from fully_filled" in out
     assert "v5 partially_filled -> fully_filled (accept, actor t-2)" in out

@@ -12,6 +12,7 @@ PUBLIC_MODULES = {"broadcast_lifecycle", "broadcast_lifecycle.testing", "broadca
 """Modules a host or a store author imports from; the rest are implementation."""
 
 PINNED = {
+    "Addressed", "EventPayload",
     "BackgroundRunner", "BroadcastError", "BroadcastEvent", "BroadcastLifecycle", "BroadcastMixin",
     "BroadcastNotFound", "BroadcastSnapshot", "BroadcastStatus", "BroadcastStore", "CLOSED", "Clock",
     "CommandContext", "CommandResult", "ConcurrentUpdate", "CorruptState", "DEFAULT_KINDS", "Deduplicator",

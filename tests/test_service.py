@@ -383,7 +383,9 @@ def test_accept_after_deadline_is_refused_and_expires(
     assert (after.status, after.slots_filled, after.version) == (S.EXPIRED, 1, b.version + 2)
     last = lifecycle.kind("booking").history(b.id)[-1]
     assert (last.from_status, last.to_status, last.trigger) == (S.PARTIALLY_FILLED, S.EXPIRED, "expire")
-    assert (last.actor, last.reason) == ("system", "deadline passed before accept by t2")
+    assert (last.actor, last.reason) == ("system", "deadline passed before accept")
+    assert last.metadata == {"preempted": {"trigger": "accept", "actor": "t2"}}
+    assert all(e.reason == "deadline passed before accept" for e in recorder.events)
     assert recorder.names() == ["BROADCAST_STATE_CHANGED", "BOOKING_EXPIRED"]
     assert recipients_of(recorder.events[0]) == {CUSTOMER}
     assert recipients_of(recorder.events[1]) == everyone("t1", "t2", "t3")
@@ -645,7 +647,7 @@ def test_events_dispatched_after_commit(lifecycle: BroadcastLifecycle) -> None:
     lifecycle.kind("booking").accept(b.id, "t1")
     assert [(v, s) for v, _, s in observed][-2:] == [(4, S.FULLY_FILLED), (4, S.FULLY_FILLED)]
     assert all(event_version == seen_version for event_version, seen_version, _ in observed)
-    assert [v for v, _, _ in observed] == [1, 2, 3, 4, 4]
+    assert [v for v, _, _ in observed] == [1, 2, 2, 3, 4, 4]  # start_broadcast: state change and offer
 
 
 # -- payloads ------------------------------------------------------------------------------------------
@@ -660,14 +662,20 @@ def test_payload_is_camel_case_with_exact_keys(
     lifecycle.kind("booking").accept(b.id, "t1")
     payload = recorder.events[-1].payload()
     assert payload == {
+        "eventId": recorder.events[-1].event_id,
+        "event": "BROADCAST_STATE_CHANGED",
+        "kind": "booking",
+        "entityId": b.id,
         "bookingId": b.id,
         "status": "partially_filled",
         "previousStatus": "active",
         "stateChangedAt": "2026-01-01T12:03:00+00:00",
         "version": 4,
-        "eventId": recorder.events[-1].event_id,
         "slotsFilled": 1,
         "slotsRequested": 2,
+        "expiresAt": "2026-01-01T13:00:00+00:00",
+        "trigger": "accept",
+        "reason": None,
     }
     assert datetime.fromisoformat(payload["stateChangedAt"]).utcoffset() == timedelta(0)
     first = recorder.events[0].payload()
@@ -680,9 +688,11 @@ def test_order_payload_with_uuid_id(lifecycle: BroadcastLifecycle, recorder: Eve
     lifecycle.kind("order").create("c1", slots=2, entity_id=order_id)
     lifecycle.kind("order").cancel(order_id)
     payloads = [e.payload() for e in recorder.events]
-    assert [p["orderId"] for p in payloads] == [str(order_id)] * 3
-    assert all(set(p) == {"orderId", "status", "previousStatus", "stateChangedAt", "version", "eventId",
-                          "slotsFilled", "slotsRequested"} for p in payloads)
+    assert [dict(p)["orderId"] for p in payloads] == [str(order_id)] * 3  # the kind's id key: not in the TypedDict
+    assert all(set(p) == {"orderId", "status", "previousStatus", "stateChangedAt", "version", "eventId", "event",
+                          "kind", "entityId", "slotsFilled", "slotsRequested", "expiresAt", "trigger", "reason"}
+               for p in payloads)
+    assert [p["entityId"] for p in payloads] == [str(order_id)] * 3
     assert len({p["eventId"] for p in payloads}) == 3
     assert all(isinstance(p["eventId"], str) and uuid.UUID(p["eventId"]) for p in payloads)
     assert recorder.names() == ["BROADCAST_STATE_CHANGED", "BROADCAST_STATE_CHANGED", "ORDER_CANCELLED"]
@@ -738,12 +748,16 @@ def test_one_open_broadcast_per_customer(clock: ManualClock) -> None:
 def test_notify_more_adds_recipients_who_get_terminal_events(
     lifecycle: BroadcastLifecycle, recorder: EventRecorder
 ) -> None:
-    """Recipients added while open receive the terminal event; notify_more changes no state and sends nothing."""
+    """Recipients added while open receive the terminal event; notify_more changes no state and offers the
+    broadcast to the new transporters only."""
     b = open_booking(lifecycle, transporters=("t1",))
     events = len(recorder.events)
     after = lifecycle.kind("booking").notify_more(b.id, ["t2", "t1", "t3"])
     assert (after.status, after.version) == (S.ACTIVE, b.version)
-    assert len(recorder.events) == events
+    (offer,) = recorder.events[events:]
+    assert after.events == (offer,)
+    assert (offer.name, offer.version, offer.trigger) == ("BOOKING_OFFERED", b.version, "notify_more")
+    assert offer.recipients == (Recipient("transporter", "t2"), Recipient("transporter", "t3"))
     assert [r.transporter_id for r in lifecycle.kind("booking").recipients(b.id)] == ["t1", "t2", "t3"]
     lifecycle.kind("booking").accept(b.id, "t3")  # a newly notified transporter may accept
     lifecycle.kind("booking").cancel(b.id)
@@ -800,7 +814,7 @@ def test_no_event_reaches_transporters_outside_the_broadcast(
     open_booking(lifecycle, slots=1, transporters=("t2",), customer="c2")
     lifecycle.kind("booking").accept(a.id, "t1")
     assert all(e.entity_id == a.id for e in recorder.for_recipient("transporter", "t1"))
-    assert recorder.for_recipient("transporter", "t2") == []
+    assert all(e.entity_id != a.id for e in recorder.for_recipient("transporter", "t2"))
     assert all(
         {r.role for r in e.recipients} == {"customer"} for e in recorder.events if e.name == "BROADCAST_STATE_CHANGED"
     )

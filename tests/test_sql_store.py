@@ -88,7 +88,8 @@ def test_host_models_with_every_key_type(database_url: str, kind: str, entity_id
     assert [h.version for h in lc.kind(kind).history(entity_id)] == [1, 2, 3, 4, 5]
     assert recorder.names()[-1] == f"{kind.upper()}_FULLY_FILLED"
     payload = recorder.events[-1].payload()
-    assert payload[f"{kind}Id"] == (str(entity_id) if isinstance(entity_id, uuid.UUID) else entity_id)
+    wire_id = str(entity_id) if isinstance(entity_id, uuid.UUID) else entity_id
+    assert (payload["entityId"], dict(payload)[f"{kind}Id"]) == (wire_id, wire_id)
     model: Any = {"booking": Booking, "order": Order, "shipment": Shipment}[kind]
     with Session(engine) as session:
         row = session.get(model, entity_id)
@@ -205,8 +206,12 @@ def test_accept_paths_write_the_same_records(database_url: str) -> None:
         second = lifecycle.kind("booking").release(entity_id, "t1")
         history = [(h.from_status, h.to_status, h.trigger, h.actor, h.version, h.at == clock.now)
                    for h in lifecycle.kind("booking").history(entity_id)[-5:]]
-        events = [{k: v for k, v in e.payload().items() if k not in ("eventId", "bookingId", "stateChangedAt")}
-                  | {"to": e.recipients, "at_now": e.state_changed_at == clock.now} for e in recorder.events]
+        deadline = lifecycle.kind("booking").get(entity_id).expires_at
+        events = [{k: v for k, v in e.payload().items()
+                   if k not in ("eventId", "bookingId", "entityId", "stateChangedAt", "expiresAt")}
+                  | {"to": e.recipients, "at_now": e.state_changed_at == clock.now,
+                     "deadline": e.expires_at == deadline}
+                  for e in recorder.events]
         holdings = {r.transporter_id: (r.slots_held, r.response)
                     for r in lifecycle.kind("booking").recipients(entity_id)}
         records.append((first.status, second.snapshot.slots_filled, second.version, history, events, holdings))

@@ -49,6 +49,7 @@ from broadcast_lifecycle import (
     OpenBroadcastExists,
     Recipient,
     RecipientRecord,
+    Topic,
     TransitionRefused,
 )
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
@@ -198,7 +199,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             if other != key:
                 assert after_all[other] == before_all[other], f"{other} changed by a command on {key}"
         before, after = before_all[key], after_all[key]
-        new_events = self.recorder.events[events_before:]
+        new_events = self.check_offers(before, after, self.recorder.events[events_before:])
         if outcome in (Outcome.BAD_ARGS, Outcome.INVALID, Outcome.REFUSED):
             assert after == before, f"a {outcome.value} command changed the broadcast"
             assert new_events == [], f"a {outcome.value} command emitted {[e.name for e in new_events]}"
@@ -215,6 +216,22 @@ class LifecycleMachine(RuleBasedStateMachine):
             if on_ok is not None:
                 on_ok(before, after)
         return outcome
+
+    def check_offers(self, before: Observed, after: Observed, new_events: list[BroadcastEvent]) -> list[BroadcastEvent]:
+        """Transporters a command added (and only they) were offered the broadcast, in one event at the
+        broadcast's version; returns the command's other events."""
+        known = {r.transporter_id for r in before.recipients}
+        added = {Recipient("transporter", r.transporter_id) for r in after.recipients if r.transporter_id not in known}
+        offers = [e for e in new_events if e.topic is Topic.OFFERED]
+        if added:
+            (offer,) = offers
+            assert set(offer.recipients) == added and len(offer.recipients) == len(added)
+            assert (offer.version, offer.status) == (after.snapshot.version, after.snapshot.status)
+            assert offer.payload()["expiresAt"] == (after.snapshot.expires_at.isoformat()
+                                                    if after.snapshot.expires_at else None)
+        else:
+            assert offers == [], "an offer without a new transporter"
+        return [e for e in new_events if e.topic is not Topic.OFFERED]
 
     def check_transition(
         self, key: Key, before: Observed, after: Observed, new_events: list[BroadcastEvent],
@@ -567,9 +584,11 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert [e.version for e in changed] == list(range(1, snap.version + 1))
         for event, row in zip(changed, history, strict=True):
             assert event.recipients == (customer,)
-            assert (event.status, event.previous_status, event.state_changed_at) == (
-                row.to_status, row.from_status, row.at)
-        announced = [e for e in events if e.name != STATE_CHANGED]
+            assert (event.status, event.previous_status, event.state_changed_at, event.trigger, event.reason) == (
+                row.to_status, row.from_status, row.at, row.trigger, row.reason)
+        offered = [r for e in events if e.topic is Topic.OFFERED for r in e.recipients]
+        assert sorted(offered) == sorted(Recipient("transporter", t) for t in tracked.notified), "one offer each"
+        announced = [e for e in events if e.name != STATE_CHANGED and e.topic is not Topic.OFFERED]
         expected = [
             (f"{key[0].upper()}_{row.to_status.name}", row.version) for row in history
             if row.to_status in ANNOUNCED_TO_ALL

@@ -23,7 +23,7 @@ from .errors import (
     StoreError,
     TransitionRefused,
 )
-from .events import BroadcastEvent, Recipient, Topic
+from .events import Addressed, BroadcastEvent, EventPayload, Recipient, Topic
 from .guards import CommandContext, Guard
 from .kinds import DEFAULT_KINDS, KindConfig
 from .lifecycle import Trigger
@@ -88,6 +88,7 @@ __all__ = [
     "OPEN",
     "SYSTEM_ACTOR",
     "TERMINAL",
+    "Addressed",
     "BackgroundRunner",
     "BroadcastError",
     "BroadcastEvent",
@@ -107,6 +108,7 @@ __all__ = [
     "DeliveryReport",
     "DuplicateBroadcast",
     "EntityId",
+    "EventPayload",
     "Guard",
     "HistoryEntry",
     "IdempotencyKeyReused",

@@ -150,6 +150,22 @@ class StoreContract:
         assert {r.id for r in cancelled.recipients} == {"c1", "t1", "t2", "t3", "t4"}
         assert lc.kind("booking").history(entity_id)[-1].reason == "changed plans"
 
+    def test_offers_go_to_new_transporters_through_the_outbox(self) -> None:
+        """start_broadcast and notify_more write one offer each, to the transporters they add only, in the
+        outbox (pending while nobody listens), carrying the version, deadline, trigger and reason; a
+        notify_more that adds nobody writes none."""
+        clock = _Clock()
+        lc = BroadcastLifecycle(self.make_store(), clock=clock, kinds=_KINDS)
+        entity_id = self._active(lc)
+        lc.kind("booking").notify_more(entity_id, ["t3", "t4", "t5"])
+        lc.kind("booking").notify_more(entity_id, ["t1", "t5"])
+        pending = [entry.event for entry in lc.store.pending_events(100)]
+        offers = sorted((e for e in pending if e.name == "BOOKING_OFFERED"), key=lambda event: event.version)
+        deadline = lc.kind("booking").get(entity_id).expires_at
+        assert [(e.trigger, e.version, e.expires_at, [r.id for r in e.recipients]) for e in offers] == [
+            ("start_broadcast", 2, None, ["t1", "t2", "t3"]), ("notify_more", 3, deadline, ["t4", "t5"])]
+        assert all(r.role == "transporter" for e in offers for r in e.recipients)
+
     def test_notify_more_refused_when_closed(self) -> None:
         """notify_more on a closed broadcast adds nobody."""
         lc, _, _ = self._lifecycle()

@@ -1,7 +1,13 @@
-"""Events announced after a transition commits, and who receives them.
+"""Events announced after a write commits, who receives them, and what each recipient is sent.
 
 Pure data: this module builds frozen event values and their JSON-ready payloads. Sending them is
 the bus's job (:mod:`broadcast_lifecycle.bus`).
+
+A :class:`BroadcastEvent` is the envelope the bus, the outbox and the relay carry: the fact plus
+its ``recipients``. It is not a wire format. What goes to a client is :meth:`BroadcastEvent.payload`
+(the same for every recipient, naming nobody) or, per recipient, :meth:`BroadcastEvent.addressed`.
+Never serialise the event itself (``dataclasses.asdict``, orjson, FastAPI's ``jsonable_encoder``
+would copy ``recipients``, every notified transporter's id, into what each client receives).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple, TypedDict, cast
 from uuid import UUID
 
 from .records import BroadcastSnapshot, EntityId
@@ -20,7 +26,20 @@ from .states import BroadcastStatus
 if TYPE_CHECKING:
     from .kinds import KindConfig
 
-__all__ = ["BroadcastEvent", "Recipient", "Topic", "build_events", "topics_for"]
+__all__ = [
+    "Addressed",
+    "BroadcastEvent",
+    "EventPayload",
+    "NOTIFY_MORE",
+    "Recipient",
+    "Topic",
+    "build_events",
+    "build_offer",
+    "topics_for",
+]
+
+NOTIFY_MORE = "notify_more"
+"""The trigger an offer made by ``notify_more`` carries (it is no transition, so not a ``Trigger``)."""
 
 
 class Topic(str, Enum):
@@ -28,6 +47,8 @@ class Topic(str, Enum):
 
     STATE_CHANGED = "state_changed"
     """Every transition, creation included: to the customer."""
+    OFFERED = "offered"
+    """Transporters were notified (``start_broadcast``, ``notify_more``): to each newly notified one."""
     FULLY_FILLED = "fully_filled"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
@@ -48,7 +69,7 @@ _TOPICS: dict[BroadcastStatus, tuple[Topic, ...]] = {
 
 
 def topics_for(dest: BroadcastStatus) -> tuple[Topic, ...]:
-    """The topics a transition into ``dest`` announces."""
+    """The topics a transition into ``dest`` announces (offers are announced apart: see :func:`build_offer`)."""
     return _TOPICS[dest]
 
 
@@ -59,9 +80,59 @@ class Recipient(NamedTuple):
     id: str
 
 
-@dataclass(frozen=True, slots=True)
+class EventPayload(TypedDict):
+    """The JSON-ready body of an event, the same for each of its recipients (camelCase, ids as str or
+    int, times ISO-8601 UTC).
+
+    Besides these keys the payload carries the kind's id field (``bookingId``, ``orderId``: the kind's
+    ``id_field``), equal to ``entityId``. A ``TypedDict`` cannot name a key chosen at run time, so that
+    key is not declared here: read ``entityId``, or ``payload[kind.id_field]`` through a ``dict`` view.
+    """
+
+    # Unique per event: de-duplicate at-least-once deliveries on it.
+    eventId: str
+    # The wire name (``BROADCAST_STATE_CHANGED``, ``BOOKING_OFFERED``, ...).
+    event: str
+    kind: str
+    entityId: str | int
+    # The broadcast's state after the write.
+    status: str
+    # The state before the transition (``None`` for the creation; for an offer made by ``notify_more``,
+    # which changes no state, the current state).
+    previousStatus: str | None
+    # When the broadcast entered ``status``.
+    stateChangedAt: str
+    # The broadcast's version after the write: drop an event older than one already seen.
+    version: int
+    slotsFilled: int
+    slotsRequested: int
+    # The deadline for acceptances, if set.
+    expiresAt: str | None
+    # What caused it: a trigger's name (``accept``, ``cancel``, ``expire``, ...) or ``notify_more``.
+    trigger: str
+    # The reason given with the command (a cancel's, a release's; an expiry's), if any.
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Addressed:
+    """One recipient's copy of an event: whom to send it to, and what."""
+
+    recipient: Recipient
+    payload: EventPayload
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BroadcastEvent:
-    """One event for the socket layer: a name, its recipients and the broadcast's new state."""
+    """One event for the socket layer: a name, its recipients and the broadcast's state.
+
+    ``recipients`` is routing data for the bus, the outbox and the relay; it is never part of a
+    payload. Send :meth:`addressed` (or :meth:`payload`) to clients, never the event itself.
+    """
 
     event_id: str
     name: str
@@ -76,20 +147,36 @@ class BroadcastEvent:
     version: int
     slots_filled: int
     slots_requested: int
+    expires_at: datetime | None
+    trigger: str
+    reason: str | None
 
-    def payload(self) -> dict[str, Any]:
-        """The JSON-ready body for web clients (camelCase, ISO-8601 UTC times)."""
+    def payload(self) -> EventPayload:
+        """The JSON-ready body for web clients (see :class:`EventPayload`); it names no recipient."""
         entity_id = str(self.entity_id) if isinstance(self.entity_id, UUID) else self.entity_id
-        return {
-            self.id_field: entity_id,
-            "status": self.status.value,
-            "previousStatus": self.previous_status.value if self.previous_status else None,
-            "stateChangedAt": self.state_changed_at.astimezone(timezone.utc).isoformat(),
-            "version": self.version,
-            "eventId": self.event_id,
-            "slotsFilled": self.slots_filled,
-            "slotsRequested": self.slots_requested,
-        }
+        body = EventPayload(
+            eventId=self.event_id,
+            event=self.name,
+            kind=self.kind,
+            entityId=entity_id,
+            status=self.status.value,
+            previousStatus=self.previous_status.value if self.previous_status else None,
+            stateChangedAt=_iso(self.state_changed_at),
+            version=self.version,
+            slotsFilled=self.slots_filled,
+            slotsRequested=self.slots_requested,
+            expiresAt=_iso(self.expires_at) if self.expires_at else None,
+            trigger=self.trigger,
+            reason=self.reason,
+        )
+        cast("dict[str, object]", body)[self.id_field] = entity_id
+        return body
+
+    def addressed(self) -> tuple[Addressed, ...]:
+        """Each recipient with its own copy of the payload, in ``recipients`` order: what a socket
+        layer emits, one message per recipient (e.g. to a room per user)."""
+        body = self.payload()
+        return tuple(Addressed(recipient=recipient, payload=body.copy()) for recipient in self.recipients)
 
 
 def build_events(
@@ -98,26 +185,54 @@ def build_events(
     previous_status: BroadcastStatus | None,
     topics: Sequence[Topic],
     transporters: Sequence[str],
+    *,
+    trigger: str,
+    reason: str | None = None,
 ) -> tuple[BroadcastEvent, ...]:
     """The events of one transition: state-changed to the customer, the rest to everyone notified."""
     customer = (Recipient("customer", after.customer_id),)
     everyone = customer + tuple(Recipient("transporter", t) for t in transporters)
     return tuple(
-        BroadcastEvent(
-            event_id=str(uuid.uuid4()),
-            name=kind.event_name(topic),
-            topic=topic,
-            kind=after.kind,
-            id_field=kind.id_field,
-            entity_id=after.id,
-            recipients=customer if topic is Topic.STATE_CHANGED else everyone,
-            status=after.status,
-            previous_status=previous_status,
-            state_changed_at=after.state_changed_at,
-            version=after.version,
-            slots_filled=after.slots_filled,
-            slots_requested=after.slots_requested,
-        )
+        _event(kind, after, topic, customer if topic is Topic.STATE_CHANGED else everyone, previous_status,
+               trigger, reason)
         for topic in topics
     )
 
+
+def build_offer(
+    kind: KindConfig,
+    snapshot: BroadcastSnapshot,
+    previous_status: BroadcastStatus | None,
+    transporters: Sequence[str],
+    *,
+    trigger: str,
+    reason: str | None = None,
+) -> tuple[BroadcastEvent, ...]:
+    """The offer to newly notified ``transporters`` (one event addressed to each of them; none when
+    there is nobody new), carrying the broadcast as ``snapshot`` shows it."""
+    if not transporters:
+        return ()
+    recipients = tuple(Recipient("transporter", t) for t in transporters)
+    return (_event(kind, snapshot, Topic.OFFERED, recipients, previous_status, trigger, reason),)
+
+
+def _event(kind: KindConfig, snapshot: BroadcastSnapshot, topic: Topic, recipients: tuple[Recipient, ...],
+           previous_status: BroadcastStatus | None, trigger: str, reason: str | None) -> BroadcastEvent:
+    return BroadcastEvent(
+        event_id=str(uuid.uuid4()),
+        name=kind.event_name(topic),
+        topic=topic,
+        kind=snapshot.kind,
+        id_field=kind.id_field,
+        entity_id=snapshot.id,
+        recipients=recipients,
+        status=snapshot.status,
+        previous_status=previous_status,
+        state_changed_at=snapshot.state_changed_at,
+        version=snapshot.version,
+        slots_filled=snapshot.slots_filled,
+        slots_requested=snapshot.slots_requested,
+        expires_at=snapshot.expires_at,
+        trigger=trigger,
+        reason=reason,
+    )

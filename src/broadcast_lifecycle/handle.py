@@ -119,7 +119,8 @@ class KindHandle:
         reason: str | None = None, metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
         tx: Session | None = None,
     ) -> CommandResult:
-        """Notify ``transporters`` (recorded as recipients): created -> broadcasting."""
+        """Notify ``transporters`` (recorded as recipients, each offered the broadcast in ``{KIND}_OFFERED``):
+        created -> broadcasting."""
         recipients = require_transporters(transporters)
         return self._run(entity_id, tx, Trigger.START_BROADCAST, actor=actor, reason=reason, metadata=metadata,
                          idempotency_key=idempotency_key, recipients=recipients)
@@ -131,9 +132,10 @@ class KindHandle:
         """Add recipients while the broadcast is open (radius expansion); changes no state.
 
         It is not a transition (the version, which clients order events by, stays), so it writes no
-        history row and takes no idempotency key: it is idempotent by nature, since an already
-        notified transporter is left as it is and offered nothing again. On an overdue broadcast it
-        expires it instead and raises ``TransitionRefused("expired at ...")``.
+        history row and takes no idempotency key: it is idempotent by nature. Each transporter not
+        notified before is offered the broadcast (``{KIND}_OFFERED``, written with it); an already
+        notified one is left as it is and offered nothing again. On an overdue broadcast it expires
+        it instead and raises ``TransitionRefused("expired at ...")``.
         """
         recipients = require_transporters(transporters)
         command = self._command(entity_id, Trigger.START_BROADCAST, actor=actor, reason=reason, metadata=None,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from .errors import InvalidArgument
-from .events import Topic
+from .events import EventPayload, Topic
 
 __all__ = ["DEFAULT_KINDS", "KindConfig"]
 
@@ -16,8 +16,9 @@ __all__ = ["DEFAULT_KINDS", "KindConfig"]
 class KindConfig:
     """How one kind of broadcast (``booking``, ``order``, ...) is named and governed.
 
-    ``id_field`` is the payload key of the id (``bookingId``); events are named
-    ``{event_prefix}_{TOPIC}`` (``BOOKING_EXPIRED``) unless ``event_names`` overrides a topic.
+    ``id_field`` is the payload key of the id (``bookingId``), besides ``entityId``; events are named
+    ``{event_prefix}_{TOPIC}`` (``BOOKING_EXPIRED``, ``BOOKING_OFFERED``) unless ``event_names``
+    overrides a topic.
     """
 
     name: str
@@ -35,6 +36,9 @@ class KindConfig:
             raise InvalidArgument(f"default_ttl of {self.name} must be positive, got {self.default_ttl}")
         if not self.id_field:
             object.__setattr__(self, "id_field", f"{self.name}Id")
+        if self.id_field in EventPayload.__annotations__:
+            raise InvalidArgument(f"id_field of {self.name} must not be a payload key, got {self.id_field!r}; "
+                                  f"taken: {', '.join(EventPayload.__annotations__)}")
         if not self.event_prefix:
             object.__setattr__(self, "event_prefix", self.name.upper())
 

@@ -34,6 +34,7 @@ from .records import EntityId
 from .results import CommandResult, WritePath
 from .states import OPEN
 from .stores.base import (
+    SWEEP_REASON,
     Adoption,
     AdoptsRows,
     BroadcastStore,
@@ -43,6 +44,7 @@ from .stores.base import (
     DecidesUnderLock,
     Loaded,
     NewBroadcast,
+    NewRecipients,
     missing_store_methods,
 )
 from .stores.memory import InMemoryStore
@@ -215,10 +217,13 @@ class BroadcastLifecycle:
             self._run(_expiry_of(command), entity_id, tx)
             raise TransitionRefused(kind, entity_id, current.status.value, "notify_more",
                                     f"expired at {current.expires_at.isoformat()}")
-        snapshot = self.store.add_recipients(kind, entity_id, command.recipients, now, OPEN, tx)
+        new = NewRecipients(kind=command.config, entity_id=entity_id, transporters=command.recipients, at=now,
+                            open_states=OPEN, reason=command.reason)
+        committed = self.store.add_recipients(new, self._announce, tx)
+        snapshot = committed.snapshot
         if snapshot.status not in OPEN:
             raise InvalidTransition(kind, entity_id, snapshot.status.value, "notify_more", (s.value for s in OPEN))
-        return CommandResult(snapshot=snapshot, path=WritePath.RECIPIENTS)
+        return CommandResult(snapshot=snapshot, events=committed.events, path=WritePath.RECIPIENTS)
 
     def _run(self, command: Command, entity_id: EntityId, tx: object) -> CommandResult:
         """Apply ``command`` on the path :meth:`_path` picks; retry lost races, replay recorded keys."""
@@ -294,8 +299,9 @@ class BroadcastLifecycle:
         decision = decide(before, trigger, ctx, self._guards_for(config.name, trigger))
         stamp = max(at, before.state_changed_at)
         if decision.superseded is not None:
-            return Change(config, before, decision, stamp, SYSTEM_ACTOR,
-                          f"deadline passed before {trigger.value} by {command.actor or 'unknown'}")
+            # The reason reaches every recipient of the expiry: who was pre-empted stays in the history's metadata.
+            return Change(config, before, decision, stamp, SYSTEM_ACTOR, f"{SWEEP_REASON} before {trigger.value}",
+                          {"preempted": {"trigger": trigger.value, "actor": command.actor}})
         return Change(config, before, decision, stamp, command.actor, command.reason, command.metadata,
                       command.transporter_id, command.recipients, command.idempotency_key, command.fingerprint)
 

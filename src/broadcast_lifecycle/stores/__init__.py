@@ -1,6 +1,6 @@
 """Persistence adapters: the protocol and the stores that ship with the library."""
 
-from .base import AfterCommit, BroadcastStore, Change, Committed, Loaded, NewBroadcast, OutboxEntry
+from .base import AfterCommit, BroadcastStore, Change, Committed, Loaded, NewBroadcast, NewRecipients, OutboxEntry
 from .memory import InMemoryStore
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "InMemoryStore",
     "Loaded",
     "NewBroadcast",
+    "NewRecipients",
     "OutboxEntry",
 ]

@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 from typing_extensions import get_protocol_members
 
 from ..decision import Decision
-from ..events import BroadcastEvent, Topic, build_events
+from ..events import NOTIFY_MORE, BroadcastEvent, Topic, build_events, build_offer
 from ..kinds import KindConfig
 from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
@@ -36,6 +36,7 @@ __all__ = [
     "InspectsOutbox",
     "Loaded",
     "NewBroadcast",
+    "NewRecipients",
     "OutboxBucket",
     "OutboxEntry",
     "Plan",
@@ -44,7 +45,8 @@ __all__ = [
 ]
 
 SWEEP_REASON = "deadline passed"
-"""The reason every store records in the history row of a broadcast that ``expire_overdue`` expired."""
+"""The reason every store records in the history row (and the events) of a broadcast that
+``expire_overdue`` expired."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ class NewBroadcast:
 
     def events(self, after: BroadcastSnapshot) -> tuple[BroadcastEvent, ...]:
         """The events of the creation."""
-        return build_events(self.kind, after, None, (Topic.STATE_CHANGED,), ())
+        return build_events(self.kind, after, None, (Topic.STATE_CHANGED,), (), trigger="create", reason=self.reason)
 
     def outcome(self, after: BroadcastSnapshot) -> IdempotentOutcome | None:
         """What to record under the idempotency key (``None`` without one)."""
@@ -117,7 +119,9 @@ class Change:
     """A decided transition, to be applied only if the broadcast is still at ``before.version``.
 
     ``transporter_id`` is whose holding moves by ``decision.fill_delta`` (accept, release);
-    ``recipients`` are transporters to record as notified in the same transaction.
+    ``recipients`` are transporters to record as notified in the same transaction, and to offer the
+    broadcast to. Only ``start_broadcast`` records recipients, from ``created``, where nobody is
+    notified yet, so each of them is new (``notify_more`` adds more through :class:`NewRecipients`).
     """
 
     kind: KindConfig
@@ -156,8 +160,13 @@ class Change:
         return len(self.decision.topics) > 1
 
     def events(self, after: BroadcastSnapshot, transporters: Sequence[str]) -> tuple[BroadcastEvent, ...]:
-        """The events of the change, addressed to the customer and ``transporters``."""
-        return build_events(self.kind, after, self.decision.from_status, self.decision.topics, transporters)
+        """The events of the change, addressed to the customer and ``transporters``, then the offer to
+        the new ``recipients``."""
+        d = self.decision
+        trigger = d.trigger.value
+        return (build_events(self.kind, after, d.from_status, d.topics, transporters, trigger=trigger,
+                             reason=self.reason)
+                + build_offer(self.kind, after, d.from_status, self.recipients, trigger=trigger, reason=self.reason))
 
     def outcome(self, after: BroadcastSnapshot) -> IdempotentOutcome | None:
         """What to record under the idempotency key (``None`` without one)."""
@@ -165,6 +174,26 @@ class Change:
             return None
         return IdempotentOutcome(self.idempotency_key, self.decision.trigger.value, after, self.actor,
                                  self.fingerprint)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewRecipients:
+    """Transporters to record as notified (``notify_more``) while the broadcast is in ``open_states``.
+
+    Written with the offer to those not notified before, in one transaction; no state changes, so
+    the offer carries the broadcast's current version.
+    """
+
+    kind: KindConfig
+    entity_id: EntityId
+    transporters: tuple[str, ...]
+    at: datetime
+    open_states: frozenset[BroadcastStatus]
+    reason: str | None = None
+
+    def events(self, snapshot: BroadcastSnapshot, added: Sequence[str]) -> tuple[BroadcastEvent, ...]:
+        """The offer to the transporters ``added`` (those not notified before), if any."""
+        return build_offer(self.kind, snapshot, snapshot.status, added, trigger=NOTIFY_MORE, reason=self.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,12 +371,15 @@ class BroadcastStore(Protocol):
         """
         ...
 
-    def add_recipients(self, kind: str, entity_id: EntityId, transporters: Sequence[str], at: datetime,
-                       open_states: frozenset[BroadcastStatus], tx: object = None) -> BroadcastSnapshot:
-        """Record ``transporters`` as notified while the broadcast is in ``open_states``.
+    def add_recipients(self, new: NewRecipients, after_commit: AfterCommit, tx: object = None) -> Committed:
+        """Record ``new.transporters`` as notified while the broadcast is in ``new.open_states``, with
+        the offer to those not notified before (``new.events``) in the outbox, in one transaction.
 
-        Returns the snapshot it checked; the caller compares its status (nothing is written when
-        the status is not open). Already-notified transporters are left as they are.
+        Returns the snapshot it checked and the offer it wrote (``after_commit`` gets them once
+        committed, as for ``apply``); the caller compares the status: nothing is written, and no
+        event returned, when it is not open. Already-notified transporters are left as they are and
+        offered nothing. It must hold the broadcast against writers while it checks and writes, so a
+        concurrent terminal transition either lists the new recipients or makes this call see it closed.
         """
         ...
 

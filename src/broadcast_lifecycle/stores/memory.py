@@ -21,9 +21,19 @@ from ..guards import CommandContext
 from ..kinds import KindConfig
 from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
-from ..states import CLOSED, BroadcastStatus
+from ..states import CLOSED
 from ..validation import is_entity_id
-from .base import SWEEP_REASON, AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast, OutboxEntry
+from .base import (
+    SWEEP_REASON,
+    AfterCommit,
+    Change,
+    Committed,
+    ExpiredBatch,
+    Loaded,
+    NewBroadcast,
+    NewRecipients,
+    OutboxEntry,
+)
 
 __all__ = ["InMemoryStore"]
 
@@ -115,18 +125,24 @@ class InMemoryStore:
         after_commit(committed)
         return committed
 
-    def add_recipients(self, kind: str, entity_id: EntityId, transporters: Sequence[str], at: datetime,
-                       open_states: frozenset[BroadcastStatus], tx: object = None) -> BroadcastSnapshot:
+    def add_recipients(self, new: NewRecipients, after_commit: AfterCommit, tx: object = None) -> Committed:
         """See :meth:`BroadcastStore.add_recipients`."""
         _no_tx(tx)
-        key = (kind, entity_id)
+        key = (new.kind.name, new.entity_id)
+        events: tuple[BroadcastEvent, ...] = ()
         with self._lock:
             snapshot = self._get(key)
-            if snapshot.status in open_states:
+            if snapshot.status in new.open_states:
                 recipients = self._recipients[key]
-                for transporter in transporters:
-                    recipients.setdefault(transporter, RecipientRecord(transporter, at))
-        return snapshot
+                added = [t for t in new.transporters if t not in recipients]
+                for transporter in added:
+                    recipients[transporter] = RecipientRecord(transporter, new.at)
+                events = new.events(snapshot, added)
+                self._outbox.update((e.event_id, OutboxEntry(e, new.at)) for e in events)
+        committed = Committed(snapshot, events)
+        if events:
+            after_commit(committed)
+        return committed
 
     def recipients(self, kind: str, entity_id: EntityId, tx: object = None) -> tuple[RecipientRecord, ...]:
         """See :meth:`BroadcastStore.recipients`."""

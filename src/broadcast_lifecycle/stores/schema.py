@@ -30,6 +30,7 @@ from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 from ..clock import utc_now
 from ..lifecycle import Trigger, allowed_from
 from ..states import CLOSED, BroadcastStatus
+from .outbox_row import OUTBOX_ROW
 from .sql_text import EVERYONE_SIGNATURE, pg_everyone_function_body, pg_function_ddl
 
 __all__ = [
@@ -140,19 +141,7 @@ recipients_table = Table(
 outbox_table = Table(
     "bl_outbox",
     library_metadata,
-    Column("event_id", String(36), primary_key=True),
-    Column("name", String(64), nullable=False),
-    Column("topic", String(32), nullable=False),
-    Column("kind", String(32), nullable=False),
-    Column("id_field", String(64), nullable=False),
-    Column("entity_id", _Key, nullable=False),
-    Column("status", String(32), nullable=False),
-    Column("previous_status", String(32)),
-    Column("state_changed_at", _Tz, nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("slots_filled", Integer, nullable=False),
-    Column("slots_requested", Integer, nullable=False),
-    Column("recipients", JSON, nullable=False),
+    *OUTBOX_ROW.table_columns(),  # the event: described once, in outbox_row
     Column("created_at", _Tz, nullable=False),
     Column("delivered_at", _Tz),
     Column("attempts", Integer, nullable=False, server_default=text("0")),

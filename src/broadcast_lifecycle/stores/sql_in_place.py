@@ -3,21 +3,20 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from ..errors import StoreError
-from ..events import BroadcastEvent, Recipient, Topic
+from ..events import Topic
 from ..kinds import KindConfig
 from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId
 from ..states import BroadcastStatus
 from .base import AfterCommit, Committed, Loaded
+from .outbox_row import OUTBOX_ROW
 from .sql_errors import sqlstate
 from .sql_plumbing import SqlPlumbing, utc
 from .sql_text import EVERYONE_SIGNATURE
@@ -53,9 +52,10 @@ class SqlInPlace(SqlPlumbing):
         delta = slots if trigger is Trigger.ACCEPT else -slots
         params = {"id": self._lookup_id(sql, kind.name, entity_id), "kind": kind.name, "key": str(entity_id),
                   "delta": delta, "at": at, "transporter": transporter_id, "trigger": trigger.value,
-                  "ev_id": str(uuid.uuid4()),
-                  "ev_name": kind.event_name(Topic.STATE_CHANGED), "ev_id_field": kind.id_field,
-                  "filled_id": str(uuid.uuid4()), "filled_name": kind.event_name(Topic.FULLY_FILLED)}
+                  "id_field": kind.id_field, "ev_event_id": str(uuid.uuid4()),
+                  "ev_name": kind.event_name(Topic.STATE_CHANGED), "ev_topic": Topic.STATE_CHANGED.value,
+                  "fill_event_id": str(uuid.uuid4()), "fill_name": kind.event_name(Topic.FULLY_FILLED),
+                  "fill_topic": Topic.FULLY_FILLED.value}
         try:
             with self._cursor(None, write=True, single=True) as cur:
                 cur.execute(statement, params)
@@ -71,15 +71,7 @@ class SqlInPlace(SqlPlumbing):
             return self.change_in_place(kind, trigger, entity_id, transporter_id, slots, at, after_commit)
         if row is None:
             return self._loaded(sql, kind.name, entity_id, found)
-        changed, after = self._in_place_result(kind, entity_id, trigger, slots, params["ev_id"], row)
-        addressed = row[-1]
-        if addressed is None:
-            return self._committed(Committed(after, (changed,)), after_commit, None)
-        if isinstance(addressed, str):
-            addressed = json.loads(addressed)
-        filled = replace(changed, event_id=params["filled_id"], name=params["filled_name"], topic=Topic.FULLY_FILLED,
-                         recipients=tuple(Recipient(role, rid) for role, rid in addressed))
-        return self._committed(Committed(after, (changed, filled)), after_commit, None)
+        return self._committed(self._in_place_result(kind, entity_id, row), after_commit, None)
 
     def _can_fill_in_place(self) -> bool:
         """Whether :data:`~broadcast_lifecycle.stores.sql_text.EVERYONE_FUNCTION` exists (asked once per
@@ -101,18 +93,13 @@ class SqlInPlace(SqlPlumbing):
             "run broadcast_lifecycle.stores.schema.postgresql_functions_ddl() in a migration (docs/persistence.md); "
             "this store looks for it again after create_all() or a restart", EVERYONE_SIGNATURE)
 
-    @staticmethod
-    def _in_place_result(kind: KindConfig, entity_id: EntityId, trigger: Trigger, slots: int, event_id: str,
-                         row: Sequence[Any]) -> tuple[BroadcastEvent, BroadcastSnapshot]:
-        """The state-changed event and the new snapshot from an in-place statement's row."""
-        customer_id, requested, filled, version, changed_at, created_at, expires_at, status, _ = row
+    def _in_place_result(self, kind: KindConfig, entity_id: EntityId, row: Sequence[Any]) -> Committed:
+        """The new snapshot and the events an applied in-place statement wrote, rebuilt from the
+        outbox rows it returned (see ``sql_text.IN_PLACE_ROW``)."""
+        customer_id, requested, filled, version, changed_at, created_at, expires_at, status = row[:8]
         after = BroadcastSnapshot(kind.name, entity_id, customer_id, BroadcastStatus(status), requested, filled,
                                   version, utc(changed_at), utc(created_at), utc(expires_at) if expires_at else None)
-        if trigger is Trigger.ACCEPT:
-            previous = BroadcastStatus.ACTIVE if filled == slots else BroadcastStatus.PARTIALLY_FILLED
-        else:
-            previous = BroadcastStatus.FULLY_FILLED if filled + slots == requested else BroadcastStatus.PARTIALLY_FILLED
-        event = BroadcastEvent(event_id, kind.event_name(Topic.STATE_CHANGED), Topic.STATE_CHANGED, kind.name,
-                               kind.id_field, entity_id, (Recipient("customer", customer_id),), after.status, previous,
-                               after.state_changed_at, version, filled, requested)
-        return event, after
+        width = len(OUTBOX_ROW.names)
+        rows = (row[start:start + width] for start in range(8, len(row), width))
+        events = tuple(self._rebuild_tuple(values) for values in rows if values[0] is not None)
+        return Committed(after, events)

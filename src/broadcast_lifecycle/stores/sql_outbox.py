@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, func, or_, select, update
 
-from ..events import BroadcastEvent, Recipient, Topic
 from ..records import EntityId
-from ..states import BroadcastStatus
 from .base import OutboxBucket, OutboxEntry
 from .schema import outbox_table
 from .sql_plumbing import SqlPlumbing, utc
@@ -70,31 +67,10 @@ class SqlOutbox(SqlPlumbing):
         return [self._entry(row) for row in rows]
 
     def _entry(self, row: Mapping[str, Any]) -> OutboxEntry:
-        event = self._event(row["kind"], row["id_field"], row["event_id"], row["name"], row["topic"],
-                            row["entity_id"], row["status"], row["previous_status"], row["state_changed_at"],
-                            row["version"], row["slots_filled"], row["slots_requested"], row["recipients"])
-        return OutboxEntry(event, utc(row["created_at"]), row["attempts"], row["last_error"],
+        return OutboxEntry(self._rebuild(row), utc(row["created_at"]), row["attempts"], row["last_error"],
                            utc(row["next_attempt_at"]) if row["next_attempt_at"] else None,
                            utc(row["dead_at"]) if row["dead_at"] else None,
                            utc(row["delivered_at"]) if row["delivered_at"] else None)
-
-    def _event(self, kind: str, id_field: str, event_id: str, name: str, topic: str, key: str, status: str,
-               previous: str | None, changed_at: Any, version: int, filled: int, requested: int,
-               recipients: Any) -> BroadcastEvent:
-        """An event rebuilt from an outbox row (as Core or the raw driver returned it)."""
-        sql = self._entity(kind)
-        id_type = sql.pk.type.python_type
-        if isinstance(recipients, str):
-            recipients = json.loads(recipients)
-        return BroadcastEvent(
-            event_id=event_id, name=name, topic=Topic(topic), kind=kind, id_field=id_field,
-            entity_id=key if id_type is str else id_type(key),
-            recipients=tuple(Recipient(role, rid) for role, rid in recipients),
-            status=BroadcastStatus(status), previous_status=BroadcastStatus(previous) if previous else None,
-            state_changed_at=utc(changed_at) if isinstance(changed_at, datetime)
-            else sql.time.result(changed_at),  # type: ignore[arg-type]
-            version=version, slots_filled=filled, slots_requested=requested,
-        )
 
     def outbox_summary(self) -> dict[str, OutboxBucket]:
         """See :class:`~broadcast_lifecycle.stores.base.InspectsOutbox` (one grouped query)."""

@@ -3,7 +3,7 @@ SQLAlchemy Core connections, after-commit hand-off, and error wrapping."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
@@ -13,10 +13,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ..errors import BroadcastError, BroadcastNotFound, CorruptState, IdempotencyKeyReused, InvalidArgument, StoreError
+from ..events import BroadcastEvent
 from ..records import BroadcastSnapshot, EntityId
 from ..states import BroadcastStatus
 from .after_commit import defer_until_commit
 from .base import AfterCommit, Committed, Loaded
+from .outbox_row import OUTBOX_ROW
 from .schema import idempotency_table, library_metadata
 from .sql_errors import Violation, primary_key_name, violation
 from .sql_text import EntitySql, LibrarySql
@@ -93,6 +95,21 @@ class SqlPlumbing:
         if row is None:
             raise BroadcastNotFound(kind, entity_id)
         return Loaded(self._snapshot(sql, kind, entity_id, row), row[8])
+
+    def _rebuild(self, row: Mapping[str, Any]) -> BroadcastEvent:
+        """The event in an outbox row (as Core or the raw driver returned it), keyed by column name."""
+        return OUTBOX_ROW.rebuild(row, self._entity_id, self._time)
+
+    def _rebuild_tuple(self, values: Sequence[Any]) -> BroadcastEvent:
+        """The event in a row of ``OUTBOX_ROW.returning`` columns."""
+        return OUTBOX_ROW.rebuild_tuple(values, self._entity_id, self._time)
+
+    def _entity_id(self, kind: str, key: str) -> EntityId:
+        id_type = self._entity(kind).pk.type.python_type
+        return key if id_type is str else id_type(key)
+
+    def _time(self, value: Any) -> datetime | None:
+        return utc(value) if isinstance(value, datetime) else self._lib.time.result(value)
 
     def _committed(self, committed: Committed, after_commit: AfterCommit, tx: object) -> Committed:
         if tx is None:

@@ -15,15 +15,13 @@ from typing import Any
 
 from sqlalchemy import Dialect, Table
 
+from ..lifecycle import Trigger
+from ..states import BroadcastStatus
+from .outbox_row import OUTBOX_ROW
 from .schema import EXPIRABLE_SQL, EXPIRABLE_SQL_IN_LIST
-from .sql_text import OUTBOX_COLUMNS, EntitySql, pg_everyone_json, render
+from .sql_text import EntitySql, pg_everyone_json, render
 
 __all__ = ["SweepSql"]
-
-_RETURNING = (
-    " RETURNING event_id, name, topic, entity_id, status, previous_status, state_changed_at, version, "
-    "slots_filled, slots_requested, recipients"
-)
 
 
 def _hex_as_uuid(column: str) -> str:
@@ -47,25 +45,35 @@ class SweepSql:
         history_insert = (f"INSERT INTO {history.name} (kind, entity_id, from_status, to_status, {trigger}, actor, "
                           "reason, meta, at, version) SELECT :kind, key, old_status, 'expired', 'expire', :actor, "
                           ":reason, {meta}, :now, version FROM {due}")
-        outbox_insert = (f"INSERT INTO {outbox.name} ({OUTBOX_COLUMNS}) SELECT {{event_id}}, {{name}}, {{topic}}, "
-                         ":kind, :id_field, key, 'expired', old_status, :now, version, slots_filled, "
-                         "slots_requested, {recipients}, :now, 0 FROM {due} d")
+        self._returning = f" RETURNING {OUTBOX_ROW.returning(dialect)}"
+
+        def outbox_insert(event_id: str, name: str, topic: str, due: str, recipients: str) -> str:
+            """One outbox row per broadcast in ``due`` (alias ``d``), every column computed here."""
+            values = OUTBOX_ROW.select_list(dialect, prefix=None, written_at=":now", sql={
+                "event_id": event_id, "name": name, "topic": topic, "kind": ":kind", "id_field": ":id_field",
+                "entity_id": "key", "status": f"'{BroadcastStatus.EXPIRED.value}'", "previous_status": "old_status",
+                "state_changed_at": ":now", "version": "version", "slots_filled": "slots_filled",
+                "slots_requested": "slots_requested", "expires_at": "expires_at",
+                "trigger": f"'{Trigger.EXPIRE.value}'", "reason": ":reason", "recipients": recipients,
+            })
+            return f"INSERT INTO {outbox.name} ({OUTBOX_ROW.insert_columns(dialect)}) SELECT {values} FROM {due} d"
         if self._pg:
             everyone = pg_everyone_json(recipients, "d.customer_id", "d.key")
-            changed = outbox_insert.format(event_id="gen_random_uuid()::text", name=":changed_name",
-                                           topic="'state_changed'", due="due",
-                                           recipients="json_build_array(json_build_array('customer', customer_id))")
-            expired = outbox_insert.format(event_id="gen_random_uuid()::text", name=":expired_name",
-                                           topic="'expired'", due="due", recipients=everyone)
+            changed = outbox_insert(event_id="gen_random_uuid()::text", name=":changed_name",
+                                    topic="'state_changed'", due="due",
+                                    recipients="json_build_array(json_build_array('customer', customer_id))")
+            expired = outbox_insert(event_id="gen_random_uuid()::text", name=":expired_name",
+                                    topic="'expired'", due="due", recipients=everyone)
             head = (
                 f"WITH due AS (SELECT {pk} AS id, CAST({pk} AS TEXT) AS key, status AS old_status, customer_id, "
-                f"version + 1 AS version, slots_filled, slots_requested FROM {table} WHERE {overdue} "
+                f"version + 1 AS version, slots_filled, slots_requested, expires_at FROM {table} WHERE {overdue} "
                 "FOR UPDATE SKIP LOCKED), "
                 f"upd AS (UPDATE {table} t SET status = 'expired', state_changed_at = :now, version = due.version "
                 f"FROM due WHERE t.{pk} = due.id), "
                 f"hist AS ({history_insert.format(meta=_PG_EMPTY_JSON, due='due')}), "
             )
-            self._with_events = [render(f"{head}ev1 AS ({changed}{_RETURNING}), ev2 AS ({expired}{_RETURNING}) "
+            self._with_events = [render(f"{head}ev1 AS ({changed}{self._returning}), "
+                                        f"ev2 AS ({expired}{self._returning}) "
                                         "SELECT * FROM ev1 UNION ALL SELECT * FROM ev2", dialect)]
             self._without_events = [render(f"{head}ev1 AS ({changed}), ev2 AS ({expired}) SELECT count(*) FROM due",
                                            dialect)]
@@ -78,22 +86,22 @@ class SweepSql:
                     "group_concat(q, '],[\"transporter\",') FROM (SELECT json_quote(r.transporter_id) AS q "
                     f"FROM {recipients.name} r WHERE r.kind = :kind AND r.entity_id = d.key "
                     "ORDER BY r.notified_at, r.transporter_id)), '') || ']]'")
-        changed = outbox_insert.format(event_id=_sqlite_uuid7("d.rowid"), name=":changed_name",
-                                       topic="'state_changed'", due="temp.bl_due",
-                                       recipients="'[[\"customer\",' || json_quote(d.customer_id) || ']]'")
-        expired = outbox_insert.format(event_id=_sqlite_uuid7(f"d.rowid + {_EXPIRED_COUNTER}"), name=":expired_name",
-                                       topic="'expired'", due="temp.bl_due", recipients=everyone)
+        changed = outbox_insert(event_id=_sqlite_uuid7("d.rowid"), name=":changed_name",
+                                topic="'state_changed'", due="temp.bl_due",
+                                recipients="'[[\"customer\",' || json_quote(d.customer_id) || ']]'")
+        expired = outbox_insert(event_id=_sqlite_uuid7(f"d.rowid + {_EXPIRED_COUNTER}"), name=":expired_name",
+                                topic="'expired'", due="temp.bl_due", recipients=everyone)
         prepare = [
             "CREATE TEMP TABLE IF NOT EXISTS bl_due (id, key, old_status, customer_id, version, slots_filled, "
-            "slots_requested)",
+            "slots_requested, expires_at)",
             "DELETE FROM temp.bl_due",
             f"INSERT INTO temp.bl_due SELECT {pk}, {key}, status, customer_id, version + 1, slots_filled, "
-            f"slots_requested FROM {table} WHERE {overdue}",
+            f"slots_requested, expires_at FROM {table} WHERE {overdue}",
             f"UPDATE {table} SET status = 'expired', state_changed_at = :now, version = version + 1 "
             f"WHERE {pk} IN (SELECT id FROM temp.bl_due)",
             history_insert.format(meta="'{}'", due="temp.bl_due"),
         ]
-        self._with_events = [*prepare, changed + _RETURNING, expired + _RETURNING]
+        self._with_events = [*prepare, changed + self._returning, expired + self._returning]
         self._without_events = [*prepare, changed, expired]
 
     def run(self, cursor: Any, params: dict[str, Any], with_events: bool) -> tuple[int, list[tuple[Any, ...]]]:
@@ -109,7 +117,7 @@ class SweepSql:
             cursor.execute(statement, params)
             if statement.startswith("UPDATE"):
                 count = cursor.rowcount
-            elif with_events and (statement.startswith("WITH") or _RETURNING in statement):
+            elif with_events and (statement.startswith("WITH") or self._returning in statement):
                 rows += cursor.fetchall()
             elif statement.startswith("WITH"):
                 (count,) = cursor.fetchone()

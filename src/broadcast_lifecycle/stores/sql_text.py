@@ -16,18 +16,19 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, Dialect, Integer, SmallInteger, Table
 from sqlalchemy.dialects import sqlite
 
-from ..events import BroadcastEvent
 from ..validation import is_entity_id
+from .outbox_row import OUTBOX_ROW
 
 __all__ = [
     "ColumnCapacity",
     "EVERYONE_FUNCTION",
     "EVERYONE_SIGNATURE",
+    "IN_PLACE_ROW",
+    "SINGLE_STATEMENT_EVENTS",
     "EntitySql",
     "LibrarySql",
     "TimeCodec",
     "dumps",
-    "event_params",
     "pg_change_in_place",
     "pg_everyone_function_body",
     "pg_everyone_json",
@@ -37,16 +38,6 @@ __all__ = [
 ]
 
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
-
-
-OUTBOX_COLUMNS = (
-    "event_id, name, topic, kind, id_field, entity_id, status, previous_status, state_changed_at, version, "
-    "slots_filled, slots_requested, recipients, created_at, attempts"
-)
-OUTBOX_VALUES = (
-    ":ev_id, :ev_name, :ev_topic, :kind, :ev_id_field, :key, :ev_status, :ev_previous, :ev_changed_at, "
-    ":ev_version, :ev_filled, :ev_requested, {recipients}, :at, 0"
-)
 
 
 def render(sql: str, dialect: Dialect) -> str:
@@ -76,15 +67,24 @@ class TimeCodec:
         impl = column.type.dialect_impl(dialect)
         self._iso_text = (isinstance(impl, sqlite.DATETIME) and not getattr(impl, "_reg", None)
                           and impl._storage_format == sqlite.DATETIME._storage_format)
+        self._last: tuple[datetime | None, Any] = (None, None)
+        """The last value bound and its result: a command binds its time for the row, the history and each
+        event (one tuple, replaced whole, so threads never see half of it)."""
 
     def bind(self, value: datetime | None) -> Any:
         """The value to send for ``value``."""
         if value is None:
             return None
+        last = self._last
+        if last[0] is value:
+            return last[1]
         utc = value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
         if self._iso_text:
-            return utc.isoformat(" ", "microseconds")[:26]  # the naive text, without "+00:00"
-        return self._bind(utc) if self._bind else utc
+            bound: Any = utc.isoformat(" ", "microseconds")[:26]  # the naive text, without "+00:00"
+        else:
+            bound = self._bind(utc) if self._bind else utc
+        self._last = (value, bound)
+        return bound
 
     def result(self, value: Any) -> datetime | None:
         """The aware UTC datetime for a stored value."""
@@ -139,18 +139,26 @@ class LibrarySql:
             f"UPDATE {outbox.name} SET attempts = attempts + 1, last_error = :error WHERE event_id = :event_id",
             dialect)
         self.add_event = render(
-            f"INSERT INTO {outbox.name} ({OUTBOX_COLUMNS}) "
-            f"VALUES ({OUTBOX_VALUES.format(recipients=json_param.format('ev_recipients'))})",
+            f"INSERT INTO {outbox.name} ({OUTBOX_ROW.insert_columns(dialect)}) "
+            f"VALUES ({OUTBOX_ROW.select_list(dialect)})",
             dialect,
         )
+        """One outbox row: ``OUTBOX_ROW.params(event, time.bind)`` and ``:at``."""
 
 
-def pg_single_statement(entity: EntitySql, library_tables: tuple[Table, Table, Table], dialect: Dialect) -> str:
-    """One PostgreSQL statement that applies a non-terminal transition: the compare-and-set UPDATE,
-    the recipients, the holder's slots, the history row and the (single) outbox row. Each
-    data-modifying CTE is tied to the UPDATE's row, so a lost race writes nothing.
+def pg_single_statement(entity: EntitySql, library_tables: tuple[Table, Table, Table], dialect: Dialect,
+                        events: int) -> str:
+    """One PostgreSQL statement that applies a transition whose events need no recipient list: the
+    compare-and-set UPDATE, the recipients, the holder's slots, the history row and ``events``
+    outbox rows (parameters ``:ev0_*``, ``:ev1_*``, ...: ``OUTBOX_ROW.params(event, bind, prefix)``).
+    Each data-modifying CTE is tied to the UPDATE's row, so a lost race writes nothing.
     """
     history, recipients, outbox = library_tables
+    rows = "".join(
+        f"ev{i} AS (INSERT INTO {outbox.name} ({OUTBOX_ROW.insert_columns(dialect)}) "
+        f"SELECT {OUTBOX_ROW.select_list(dialect, prefix=f'ev{i}_')} FROM upd), "
+        for i in range(events)
+    )
     return render(
         f"WITH upd AS ({entity.update} RETURNING 1), "
         f"rec AS (INSERT INTO {recipients.name} (kind, entity_id, transporter_id, notified_at, slots_held) "
@@ -162,8 +170,7 @@ def pg_single_statement(entity: EntitySql, library_tables: tuple[Table, Table, T
         f"hist AS (INSERT INTO {history.name} (kind, entity_id, from_status, to_status, {_q(dialect, 'trigger')}, "
         "actor, reason, meta, at, version) SELECT :kind, :key, :from_status, :to_status, :trigger, :actor, "
         ":reason, CAST(:meta AS JSON), :at, :new_version FROM upd), "
-        f"ev AS (INSERT INTO {outbox.name} ({OUTBOX_COLUMNS}) "
-        f"SELECT {OUTBOX_VALUES.format(recipients='CAST(:ev_recipients AS JSON)')} FROM upd), "
+        f"{rows}"
         f"idem AS (INSERT INTO bl_idempotency (key, kind, entity_id, {_q(dialect, 'trigger')}, outcome, created_at) "
         "SELECT CAST(:idem_key AS VARCHAR), :kind, :key, :trigger, CAST(:idem_outcome AS JSON), :at FROM upd "
         "WHERE CAST(:idem_key AS VARCHAR) IS NOT NULL) "
@@ -172,16 +179,9 @@ def pg_single_statement(entity: EntitySql, library_tables: tuple[Table, Table, T
     )
 
 
-def event_params(event: BroadcastEvent, changed_at: Any) -> dict[str, Any]:
-    """The ``:ev_*`` parameters of one outbox row; ``changed_at`` is its ``state_changed_at`` as bound
-    (callers usually hold it already: it is the transition's time)."""
-    return {
-        "ev_id": event.event_id, "ev_name": event.name, "ev_topic": event.topic.value, "ev_id_field": event.id_field,
-        "ev_status": event.status.value, "ev_previous": event.previous_status.value if event.previous_status else None,
-        "ev_changed_at": changed_at, "ev_version": event.version,
-        "ev_filled": event.slots_filled, "ev_requested": event.slots_requested,
-        "ev_recipients": dumps([list(r) for r in event.recipients]),
-    }
+SINGLE_STATEMENT_EVENTS = (1, 2)
+"""The event counts the one-statement path is rendered for (a transition's state-changed event, and
+start_broadcast's offer); anything else takes the general path."""
 
 
 _IN_PLACE = {
@@ -218,10 +218,9 @@ def pg_change_in_place(entity: EntitySql, variant: str, library_tables: tuple[Ta
 
     No read first and no version compare: concurrent writers queue on the row lock and each
     re-checks the guards on the row as the previous one left it, so a hot broadcast has no retry
-    storm. It returns the new state (the previous status follows from it; ``:delta`` is signed: +
-    for accept, - for release) and, last, the recipients of the ``fully_filled`` event when this
-    accept filled the broadcast; no row means a guard failed and the caller reads the row to decide
-    the refusal (see ``SqlInPlace``).
+    storm. It returns the new state and the outbox rows it wrote (see :data:`IN_PLACE_ROW`;
+    ``:delta`` is signed: + for accept, - for release); no row means a guard failed and the caller
+    reads the row to decide the refusal (see ``SqlInPlace``).
 
     The ``fully_filled`` recipients come from :data:`EVERYONE_FUNCTION`, a VOLATILE function, which
     PostgreSQL runs on a snapshot of its own taken when it is called: after the UPDATE holds the row
@@ -232,39 +231,47 @@ def pg_change_in_place(entity: EntitySql, variant: str, library_tables: tuple[Ta
     state_guard, fill_guard, new_status, previous, holder_guard = _IN_PLACE[variant]
     name = _q(dialect, entity.table.name)
     where = f"{_q(dialect, entity.pk.name)} = :id" + (" AND kind = :kind" if "kind" in entity.table.c else "")
-    filled = "NULL"
-    filled_cte = ""
+    computed = {  # the event columns this statement computes from the updated row; the rest are parameters
+        "kind": ":kind", "entity_id": ":key", "id_field": ":id_field", "status": "status",
+        "previous_status": previous, "state_changed_at": "state_changed_at", "version": "version",
+        "slots_filled": "slots_filled", "slots_requested": "slots_requested", "expires_at": "expires_at",
+        "trigger": ":trigger", "reason": "NULL",  # in place only without a reason (see the service)
+    }
+    insert = f"INSERT INTO {outbox.name} ({OUTBOX_ROW.insert_columns(dialect)}) SELECT "
+    returning = f" RETURNING {OUTBOX_ROW.returning(dialect)}"
+    customer = "json_build_array(json_build_array('customer', customer_id))"
+    changed = OUTBOX_ROW.select_list(dialect, prefix="ev_", sql={**computed, "recipients": customer})
+    tail = f" SELECT {IN_PLACE_ROW}, {OUTBOX_ROW.returning(dialect, 'ev')} FROM upd CROSS JOIN ev"
     if variant == "accept":
-        filled = "(SELECT recipients FROM filled)"
-        filled_cte = (
-            f", filled AS (INSERT INTO {outbox.name} ({OUTBOX_COLUMNS}) SELECT :filled_id, :filled_name, "
-            f"'fully_filled', :kind, :ev_id_field, :key, status, {previous}, state_changed_at, version, "
-            f"slots_filled, slots_requested, {EVERYONE_FUNCTION}(:kind, :key, CAST(customer_id AS TEXT)), :at, 0 "
-            "FROM upd WHERE status = 'fully_filled' RETURNING recipients)"
-        )
+        everyone = f"{EVERYONE_FUNCTION}(:kind, :key, CAST(customer_id AS TEXT))"
+        filled = OUTBOX_ROW.select_list(dialect, prefix="fill_", sql={**computed, "recipients": everyone})
+        tail = (f", filled AS ({insert}{filled} FROM upd WHERE status = 'fully_filled'{returning})"
+                f" SELECT {IN_PLACE_ROW}, {OUTBOX_ROW.returning(dialect, 'ev')}, "
+                f"{OUTBOX_ROW.returning(dialect, 'filled')} FROM upd CROSS JOIN ev LEFT JOIN filled ON TRUE")
     return render(
         f"WITH upd AS (UPDATE {name} SET slots_filled = slots_filled + :delta, status = {new_status}, "
         "version = version + 1, state_changed_at = GREATEST(state_changed_at, :at) "
         f"WHERE {where} AND {state_guard} AND {fill_guard} "
         f"AND EXISTS (SELECT 1 FROM {recipients.name} r WHERE r.kind = :kind AND r.entity_id = :key "
         f"AND r.transporter_id = :transporter{holder_guard}) "
-        f"RETURNING {_ROW}), "
+        f"RETURNING {', '.join(_ROW)}), "
         f"hold AS (UPDATE {recipients.name} SET slots_held = slots_held + :delta, response = :trigger, "
         "responded_at = :at WHERE kind = :kind AND entity_id = :key AND transporter_id = :transporter "
         "AND EXISTS (SELECT 1 FROM upd)), "
         f"hist AS (INSERT INTO {history.name} (kind, entity_id, from_status, to_status, {_q(dialect, 'trigger')}, "
         f"actor, reason, meta, at, version) SELECT :kind, :key, {previous}, status, :trigger, "
         "CAST(:transporter AS VARCHAR), NULL, CAST('{}' AS JSON), state_changed_at, version FROM upd), "
-        f"ev AS (INSERT INTO {outbox.name} ({OUTBOX_COLUMNS}) SELECT :ev_id, :ev_name, 'state_changed', :kind, "
-        f":ev_id_field, :key, status, {previous}, state_changed_at, version, slots_filled, "
-        "slots_requested, json_build_array(json_build_array('customer', customer_id)), :at, 0 FROM upd)"
-        f"{filled_cte} SELECT {_ROW}, {filled} FROM upd",
+        f"ev AS ({insert}{changed} FROM upd{returning})"
+        f"{tail}",
         dialect,
     )
 
 
-_ROW = "customer_id, slots_requested, slots_filled, version, state_changed_at, created_at, expires_at, status"
-"""The columns an applied in-place statement returns (then the ``fully_filled`` recipients, or NULL)."""
+_ROW = ("customer_id", "slots_requested", "slots_filled", "version", "state_changed_at", "created_at", "expires_at",
+        "status")
+IN_PLACE_ROW = ", ".join(f"upd.{column}" for column in _ROW)
+"""The broadcast's columns an applied in-place statement returns first; then the state-changed
+outbox row and (for ``accept``) the ``fully_filled`` one or NULLs, each in ``OUTBOX_ROW.returning`` order."""
 
 
 EVERYONE_FUNCTION = "bl_everyone_json"
@@ -325,8 +332,9 @@ class EntitySql:
             f"WHERE {where} AND version = :version",
             dialect,
         )
-        self.single_apply: str | None = None
-        """PostgreSQL only: the one-statement form of a non-terminal transition (see pg_single_statement)."""
+        self.single_apply: dict[int, str] = {}
+        """PostgreSQL only: the one-statement form of a transition, by its number of events (see
+        pg_single_statement)."""
         self.in_place: dict[str, str] = {}
         """PostgreSQL only: guarded one-statement accept and release, by variant (see pg_change_in_place)."""
         self.load_for_update = self.load + (" FOR UPDATE" if dialect.name == "postgresql" else "")

@@ -31,8 +31,20 @@ from ..events import BroadcastEvent, Topic
 from ..kinds import DEFAULT_KINDS, KindConfig
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import BroadcastStatus
-from .base import SWEEP_REASON, Adoption, AfterCommit, Change, Committed, ExpiredBatch, Loaded, NewBroadcast, Plan
+from .base import (
+    SWEEP_REASON,
+    Adoption,
+    AfterCommit,
+    Change,
+    Committed,
+    ExpiredBatch,
+    Loaded,
+    NewBroadcast,
+    NewRecipients,
+    Plan,
+)
 from .orm_sync import ModelSync
+from .outbox_row import OUTBOX_ROW, WRITTEN_AT
 from .schema import (
     broadcasts_table,
     due_index_ddl,
@@ -50,10 +62,10 @@ from .sql_outbox import SqlOutbox
 from .sql_plumbing import LostRace, session_of, utc
 from .sql_sweep import SweepSql
 from .sql_text import (
+    SINGLE_STATEMENT_EVENTS,
     EntitySql,
     LibrarySql,
     dumps,
-    event_params,
     pg_change_in_place,
     pg_single_statement,
 )
@@ -100,7 +112,8 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
         if self._pg:
             for sql in (self._standalone, *self._tables.values()):
                 library = (history_table, recipients_table, outbox_table)
-                sql.single_apply = pg_single_statement(sql, library, engine.dialect)
+                sql.single_apply = {n: pg_single_statement(sql, library, engine.dialect, n)
+                                    for n in SINGLE_STATEMENT_EVENTS}
                 sql.in_place = {variant: pg_change_in_place(sql, variant, library, engine.dialect)
                                 for variant in ("accept", "accept_partial", "release")}
 
@@ -195,7 +208,7 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
                 error = self._database_error(exc.orig, f"record the key of {snapshot.kind} {entity_id!r}")
                 raise (IdempotencyKeyReused(outcome.key, "is already recorded")
                        if isinstance(error, IdempotencyKeyReused) else error) from exc
-        conn.execute(insert(outbox_table), [_outbox_row(e, new.at) for e in events])
+        conn.execute(insert(outbox_table), [{**OUTBOX_ROW.values(e), WRITTEN_AT: new.at} for e in events])
         return Committed(snapshot, events)
 
     def _committed(self, committed: Committed, after_commit: AfterCommit, tx: object) -> Committed:
@@ -286,8 +299,12 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
     def apply(self, change: Change, after_commit: AfterCommit, tx: object = None) -> Committed | None:
         """See :meth:`BroadcastStore.apply`."""
         sql = self._entity(change.before.kind)
-        if sql.single_apply is not None and tx is None and not change.needs_recipients:
-            return self._apply_in_one_statement(sql, change, after_commit)
+        if sql.single_apply and tx is None and not change.needs_recipients:
+            after = change.after()
+            events = change.events(after, ())
+            statement = sql.single_apply.get(len(events))
+            if statement is not None:
+                return self._apply_in_one_statement(statement, sql, change, after, events, after_commit)
         try:
             with self._cursor(tx, write=True) as cur:
                 committed = self._write(cur, sql, change)
@@ -345,18 +362,18 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
             "version": after.version,
         })
         for event in events:
-            cur.execute(lib.add_event, {"kind": kind, "key": key, "at": at, **event_params(event, at)})
+            cur.execute(lib.add_event, {"at": at, **OUTBOX_ROW.params(event, lib.time.bind)})
         if (outcome := change.outcome(after)) is not None:
             cur.execute(lib.add_key, {"kind": kind, "key": key, "at": at, "idem_key": outcome.key,
                                       "trigger": trigger, "idem_outcome": dumps(outcome.to_json())})
         return Committed(after, events)
 
-    def _apply_in_one_statement(self, sql: EntitySql, change: Change, after_commit: AfterCommit) -> Committed | None:
-        """PostgreSQL, non-terminal: one round trip, atomic on its own (autocommit)."""
+    def _apply_in_one_statement(self, statement: str, sql: EntitySql, change: Change, after: BroadcastSnapshot,
+                                events: tuple[BroadcastEvent, ...], after_commit: AfterCommit) -> Committed | None:
+        """PostgreSQL, events without a recipient list: one round trip, atomic on its own (autocommit)."""
         before, decision = change.before, change.decision
-        after = change.after()
-        base = {"kind": before.kind, "key": str(before.id), "at": self._lib.time.bind(change.at)}
-        (event,) = change.events(after, ())
+        bind = self._lib.time.bind
+        base = {"kind": before.kind, "key": str(before.id), "at": bind(change.at)}
         entry = change.history_entry()
         params = {
             **base, "id": sql.id_param(before.id), "to_status": decision.to_status.value,
@@ -367,26 +384,36 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
             "trigger": entry.trigger, "actor": entry.actor, "reason": entry.reason, "meta": dumps(entry.metadata),
             "idem_key": change.idempotency_key,
             "idem_outcome": dumps(outcome.to_json()) if (outcome := change.outcome(after)) is not None else None,
-            **event_params(event, base["at"]),
         }
+        for i, event in enumerate(events):
+            params.update(OUTBOX_ROW.params(event, bind, prefix=f"ev{i}_"))
         with self._cursor(None, write=True, single=True) as cur:
-            cur.execute(sql.single_apply, params)
+            cur.execute(statement, params)
             (applied,) = cur.fetchone()
         if applied != 1:
             return None
-        return self._committed(Committed(after, (event,)), after_commit, None)
+        return self._committed(Committed(after, events), after_commit, None)
 
-    def add_recipients(self, kind: str, entity_id: EntityId, transporters: Sequence[str], at: datetime,
-                       open_states: frozenset[BroadcastStatus], tx: object = None) -> BroadcastSnapshot:
+    def add_recipients(self, new: NewRecipients, after_commit: AfterCommit, tx: object = None) -> Committed:
         """See :meth:`BroadcastStore.add_recipients`. Locks the broadcast row, so a concurrent
         terminal transition either sees the new recipients or makes this call see it closed."""
-        sql = self._entity(kind)
-        base = {"kind": kind, "key": str(entity_id), "at": self._lib.time.bind(at)}
+        kind = new.kind.name
+        sql, lib = self._entity(kind), self._lib
+        base = {"kind": kind, "key": str(new.entity_id), "at": lib.time.bind(new.at)}
+        events: tuple[BroadcastEvent, ...] = ()
         with self._cursor(tx, write=True) as cur:
-            snapshot = self._read_loaded(cur, sql, kind, entity_id, None, sql.load_for_update).snapshot
-            if snapshot.status in open_states:
-                cur.executemany(self._lib.add_recipient, [{**base, "transporter": t} for t in transporters])
-        return snapshot
+            snapshot = self._read_loaded(cur, sql, kind, new.entity_id, None, sql.load_for_update).snapshot
+            if snapshot.status in new.open_states:
+                cur.execute(lib.list_recipients, base)
+                known = {row[0] for row in cur.fetchall()}
+                added = [t for t in new.transporters if t not in known]
+                if added:
+                    cur.executemany(lib.add_recipient, [{**base, "transporter": t} for t in added])
+                events = new.events(snapshot, added)
+                for event in events:
+                    cur.execute(lib.add_event, {"at": base["at"], **OUTBOX_ROW.params(event, lib.time.bind)})
+        committed = Committed(snapshot, events)
+        return self._committed(committed, after_commit, tx) if events else committed
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -435,7 +462,7 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
             count, rows = sweep.run(cur, params, with_events)
 
         def load_events() -> list[BroadcastEvent]:
-            return [self._event(kind.name, kind.id_field, *row) for row in rows]
+            return [self._rebuild_tuple(row) for row in rows]
 
         return ExpiredBatch(count, load_events)
 
@@ -470,15 +497,4 @@ def _history_row(entry: HistoryEntry) -> dict[str, Any]:
         "from_status": entry.from_status.value if entry.from_status else None,
         "to_status": entry.to_status.value, "trigger": entry.trigger, "actor": entry.actor,
         "reason": entry.reason, "meta": entry.metadata, "at": entry.at, "version": entry.version,
-    }
-
-
-def _outbox_row(event: BroadcastEvent, at: datetime) -> dict[str, Any]:
-    return {
-        "event_id": event.event_id, "name": event.name, "topic": event.topic.value, "kind": event.kind,
-        "id_field": event.id_field, "entity_id": str(event.entity_id), "status": event.status.value,
-        "previous_status": event.previous_status.value if event.previous_status else None,
-        "state_changed_at": event.state_changed_at, "version": event.version, "slots_filled": event.slots_filled,
-        "slots_requested": event.slots_requested, "recipients": [list(r) for r in event.recipients],
-        "created_at": at, "attempts": 0,
     }

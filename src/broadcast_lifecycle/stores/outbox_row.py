@@ -1,0 +1,195 @@
+"""The outbox row, described once: which column holds which event field, and how each value is
+written and read back.
+
+Every path that touches ``bl_outbox`` derives from :data:`OUTBOX_ROW`:
+
+- the table's event columns (``schema.outbox_table``);
+- the pre-rendered INSERTs: their column list and their ``:ev_*`` parameters (the general path,
+  PostgreSQL's one statement), and the SELECT list of the statements that compute columns in SQL
+  (PostgreSQL's in-place accept and release, both sweeps), which must name a source for each column
+  they compute and refuse to render when the description has a column they do not know;
+- the Core rows of the create path;
+- the rebuild of an event from a stored row (the relay, the sweeps' and the in-place read-backs).
+
+Each column is named after the :class:`~broadcast_lifecycle.events.BroadcastEvent` field it holds.
+A new event field is one more :class:`EventColumn` here (and a migration).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import JSON, Column, DateTime, Dialect, Integer, String, Text
+from sqlalchemy.types import TypeEngine
+
+from ..events import BroadcastEvent, Recipient, Topic
+from ..records import EntityId
+from ..states import BroadcastStatus
+
+__all__ = ["OUTBOX_ROW", "WRITTEN_AT", "EventColumn", "OutboxRow"]
+
+Form = Literal["value", "topic", "status", "key", "time", "recipients"]
+"""How a field is stored: as it is, an enum's value, the id as text, a time, the recipients as JSON."""
+
+
+@dataclass(frozen=True)
+class EventColumn:
+    """One outbox column: the event field of the same name, its SQL type, and its stored form."""
+
+    name: str
+    type: TypeEngine[Any]
+    nullable: bool = False
+    form: Form = "value"
+
+
+_Tz = DateTime(timezone=True)
+
+WRITTEN_AT = "created_at"
+"""The column every INSERT fills with the write's time (the relay's grace counts from it)."""
+
+
+class OutboxRow:
+    """Renders and reads the event part of an outbox row from its :class:`EventColumn` list."""
+
+    def __init__(self, columns: tuple[EventColumn, ...]) -> None:
+        self.columns = columns
+        self.names = tuple(column.name for column in columns)
+        self._writers: dict[str, _Writer] = {}
+
+    def table_columns(self) -> list[Column[Any]]:
+        """New ``Column`` objects for the table (``event_id`` is the primary key)."""
+        return [Column(c.name, c.type, primary_key=c.name == "event_id", nullable=c.nullable) for c in self.columns]
+
+    def insert_columns(self, dialect: Dialect) -> str:
+        """The column list of an INSERT: the event's columns, then :data:`WRITTEN_AT`."""
+        quote = dialect.identifier_preparer.quote
+        return ", ".join(quote(name) for name in (*self.names, WRITTEN_AT))
+
+    def returning(self, dialect: Dialect, table: str = "") -> str:
+        """The event's columns, for a RETURNING or SELECT list whose rows :meth:`rebuild` reads
+        (qualified with ``table`` when given)."""
+        quote = dialect.identifier_preparer.quote
+        return ", ".join(f"{table}.{quote(n)}" if table else quote(n) for n in self.names)
+
+    def select_list(self, dialect: Dialect, *, prefix: str | None = "ev_", sql: Mapping[str, str] | None = None,
+                    written_at: str = ":at") -> str:
+        """The values of one row, in :meth:`insert_columns` order.
+
+        A column named in ``sql`` takes that SQL expression; any other is the parameter
+        ``:{prefix}{column}`` (see :meth:`params`). With ``prefix=None`` every column must be in ``sql``.
+        """
+        sql = sql or {}
+        unknown = set(sql) - set(self.names)
+        if unknown:
+            raise ValueError(f"not outbox event columns: {', '.join(sorted(unknown))}")
+        values = []
+        for column in self.columns:
+            if column.name in sql:
+                values.append(sql[column.name])
+            elif prefix is None:
+                raise ValueError(f"no SQL source for the outbox column {column.name}")
+            elif column.form == "recipients" and dialect.name == "postgresql":
+                values.append(f"CAST(:{prefix}{column.name} AS JSON)")
+            else:
+                values.append(f":{prefix}{column.name}")
+        return ", ".join((*values, written_at))
+
+    def values(self, event: BroadcastEvent) -> dict[str, Any]:
+        """The row's event columns as Python values for SQLAlchemy Core (times as datetimes, the
+        recipients as a JSON-ready list)."""
+        return self._writer("")(event, _same, _same)
+
+    def params(self, event: BroadcastEvent, bind_time: Callable[[datetime | None], Any],
+               prefix: str = "ev_") -> dict[str, Any]:
+        """The ``:{prefix}*`` parameters of one row for a pre-rendered statement (times through
+        ``bind_time``, the recipients as JSON text)."""
+        return self._writer(prefix)(event, bind_time, _JSON.encode)
+
+    def _writer(self, prefix: str) -> _Writer:
+        """A function building the row's values as one dict display, generated from the columns (as
+        ``dataclasses`` generates ``__init__``): it runs on every command, where a loop over the
+        columns cost 4-5 us more per row."""
+        writer = self._writers.get(prefix)
+        if writer is None:
+            items = ", ".join(f"{prefix + c.name!r}: {_expression(c)}" for c in self.columns)
+            namespace: dict[str, Any] = {}
+            exec(f"def write(e, bind, encode):\n    return {{{items}}}", namespace)
+            writer = self._writers[prefix] = namespace["write"]
+        return writer
+
+    def rebuild(self, row: Mapping[str, Any], entity_id: Callable[[str, str], EntityId],
+                time: Callable[[Any], datetime | None]) -> BroadcastEvent:
+        """The event a stored row holds; ``row`` maps column names to values as the driver returned
+        them, ``entity_id(kind, key)`` turns the stored key back into the id, ``time`` reads a time."""
+        fields: dict[str, Any] = {}
+        for column in self.columns:
+            value = row[column.name]
+            if value is not None:
+                if column.form == "topic":
+                    value = Topic(value)
+                elif column.form == "status":
+                    value = BroadcastStatus(value)
+                elif column.form == "key":
+                    value = entity_id(row["kind"], value)
+                elif column.form == "time":
+                    value = time(value)
+                elif column.form == "recipients":
+                    pairs = json.loads(value) if isinstance(value, str) else value
+                    value = tuple(Recipient(role, rid) for role, rid in pairs)
+            fields[column.name] = value
+        return BroadcastEvent(**fields)
+
+    def rebuild_tuple(self, values: Sequence[Any], entity_id: Callable[[str, str], EntityId],
+                      time: Callable[[Any], datetime | None]) -> BroadcastEvent:
+        """:meth:`rebuild` for a row in :meth:`returning` order."""
+        return self.rebuild(dict(zip(self.names, values, strict=True)), entity_id, time)
+
+
+_Writer = Callable[[BroadcastEvent, Callable[[Any], Any], Callable[[Any], Any]], dict[str, Any]]
+
+
+def _expression(column: EventColumn) -> str:
+    """Python for the stored value of ``column`` of event ``e`` (see ``OutboxRow._writer``)."""
+    if not column.name.isidentifier():
+        raise ValueError(f"outbox column names must be identifiers, got {column.name!r}")
+    value = f"e.{column.name}"
+    if column.form == "key":
+        return f"str({value})"
+    if column.form == "time":
+        return f"bind({value})"
+    if column.form == "recipients":
+        return f"encode([[r.role, r.id] for r in {value}])"
+    if column.form in ("topic", "status"):
+        return f"(None if {value} is None else {value}.value)" if column.nullable else f"{value}.value"
+    return value
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+OUTBOX_ROW = OutboxRow((
+    EventColumn("event_id", String(36)),
+    EventColumn("name", String(64)),
+    EventColumn("topic", String(32), form="topic"),
+    EventColumn("kind", String(32)),
+    EventColumn("id_field", String(64)),
+    EventColumn("entity_id", Text(), form="key"),  # unbounded, as schema's keys: it holds any host key
+    EventColumn("status", String(32), form="status"),
+    EventColumn("previous_status", String(32), nullable=True, form="status"),
+    EventColumn("state_changed_at", _Tz, form="time"),
+    EventColumn("version", Integer()),
+    EventColumn("slots_filled", Integer()),
+    EventColumn("slots_requested", Integer()),
+    EventColumn("expires_at", _Tz, nullable=True, form="time"),
+    EventColumn("trigger", String(32)),
+    EventColumn("reason", Text(), nullable=True),
+    EventColumn("recipients", JSON(), form="recipients"),
+))
+"""The outbox row's event columns, in table order."""
