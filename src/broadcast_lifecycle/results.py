@@ -26,7 +26,8 @@ class WritePath(str, Enum):
     IN_PLACE = "in_place"
     """An accept or release with its guards in the write itself (PostgreSQL), no read first."""
     RECIPIENTS = "recipients"
-    """``notify_more``: recipients added under the broadcast's row lock; no state change."""
+    """``notify_more``: recipients (and the offer to the new ones) added under the broadcast's row lock; no state
+    change."""
     REPLAYED = "replayed"
     """Nothing was written: the idempotency key's first outcome was returned."""
 
