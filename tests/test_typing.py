@@ -9,12 +9,14 @@ import pytest
 from typing_extensions import assert_type
 
 from broadcast_lifecycle import (
+    Addressed,
     BroadcastEvent,
     BroadcastLifecycle,
     BroadcastNotFound,
     BroadcastSnapshot,
     BroadcastStatus,
     CommandResult,
+    EventPayload,
     HistoryEntry,
     KindHandle,
     RecipientRecord,
@@ -42,6 +44,23 @@ def test_handles_results_and_records_are_precisely_typed() -> None:
     assert_type(bookings.recipients(result.id), tuple[RecipientRecord, ...])
     event = result.events[0]
     assert_type(event.entity_id, int | str | UUID)
+
+
+def test_payloads_are_typed_dicts() -> None:
+    """An event's payload is the EventPayload TypedDict (per key, no Any), also in each addressed copy."""
+    bookings = BroadcastLifecycle().kind("booking")
+    created = bookings.create("c1")
+    offer = bookings.start_broadcast(created.id, ["t1"]).events[-1]
+    payload = assert_type(offer.payload(), EventPayload)
+    assert_type(payload["entityId"], str | int)
+    assert_type(payload["expiresAt"], str | None)
+    assert_type(payload["trigger"], str)
+    assert_type(payload["reason"], str | None)
+    assert_type(payload["version"], int)
+    (copy,) = assert_type(offer.addressed(), tuple[Addressed, ...])
+    assert_type(copy.payload, EventPayload)
+    assert (copy.recipient.id, copy.payload["event"], copy.payload["trigger"]) == ("t1", "BOOKING_OFFERED",
+                                                                                   "start_broadcast")
 
 
 def test_error_attributes_use_the_id_type() -> None:
