@@ -33,6 +33,7 @@ __all__ = [
     "NOTIFY_MORE",
     "Recipient",
     "Topic",
+    "build_event",
     "build_events",
     "build_offer",
     "topics_for",
@@ -193,8 +194,8 @@ def build_events(
     customer = (Recipient("customer", after.customer_id),)
     everyone = customer + tuple(Recipient("transporter", t) for t in transporters)
     return tuple(
-        _event(kind, after, topic, customer if topic is Topic.STATE_CHANGED else everyone, previous_status,
-               trigger, reason)
+        build_event(kind, after, topic, customer if topic is Topic.STATE_CHANGED else everyone,
+                    previous_status=previous_status, trigger=trigger, reason=reason)
         for topic in topics
     )
 
@@ -213,13 +214,16 @@ def build_offer(
     if not transporters:
         return ()
     recipients = tuple(Recipient("transporter", t) for t in transporters)
-    return (_event(kind, snapshot, Topic.OFFERED, recipients, previous_status, trigger, reason),)
+    return (build_event(kind, snapshot, Topic.OFFERED, recipients, previous_status=previous_status, trigger=trigger,
+                        reason=reason),)
 
 
-def _event(kind: KindConfig, snapshot: BroadcastSnapshot, topic: Topic, recipients: tuple[Recipient, ...],
-           previous_status: BroadcastStatus | None, trigger: str, reason: str | None) -> BroadcastEvent:
+def build_event(kind: KindConfig, snapshot: BroadcastSnapshot, topic: Topic, recipients: tuple[Recipient, ...], *,
+                previous_status: BroadcastStatus | None, trigger: str, reason: str | None = None,
+                event_id: str | None = None) -> BroadcastEvent:
+    """One event about ``snapshot`` (a new id unless ``event_id`` is given: a statement wrote it already)."""
     return BroadcastEvent(
-        event_id=str(uuid.uuid4()),
+        event_id=event_id if event_id is not None else str(uuid.uuid4()),
         name=kind.event_name(topic),
         topic=topic,
         kind=snapshot.kind,

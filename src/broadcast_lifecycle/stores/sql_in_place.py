@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Sequence
@@ -10,13 +11,12 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import StoreError
-from ..events import Topic
+from ..events import Recipient, Topic, build_event
 from ..kinds import KindConfig
 from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId
 from ..states import BroadcastStatus
 from .base import AfterCommit, Committed, Loaded
-from .outbox_row import OUTBOX_ROW
 from .sql_errors import sqlstate
 from .sql_plumbing import SqlPlumbing, utc
 from .sql_text import EVERYONE_SIGNATURE
@@ -71,7 +71,7 @@ class SqlInPlace(SqlPlumbing):
             return self.change_in_place(kind, trigger, entity_id, transporter_id, slots, at, after_commit)
         if row is None:
             return self._loaded(sql, kind.name, entity_id, found)
-        return self._committed(self._in_place_result(kind, entity_id, row), after_commit, None)
+        return self._committed(self._in_place_result(kind, entity_id, trigger, slots, params, row), after_commit, None)
 
     def _can_fill_in_place(self) -> bool:
         """Whether :data:`~broadcast_lifecycle.stores.sql_text.EVERYONE_FUNCTION` exists (asked once per
@@ -93,13 +93,25 @@ class SqlInPlace(SqlPlumbing):
             "run broadcast_lifecycle.stores.schema.postgresql_functions_ddl() in a migration (docs/persistence.md); "
             "this store looks for it again after create_all() or a restart", EVERYONE_SIGNATURE)
 
-    def _in_place_result(self, kind: KindConfig, entity_id: EntityId, row: Sequence[Any]) -> Committed:
-        """The new snapshot and the events an applied in-place statement wrote, rebuilt from the
-        outbox rows it returned (see ``sql_text.IN_PLACE_ROW``)."""
-        customer_id, requested, filled, version, changed_at, created_at, expires_at, status = row[:8]
+    @staticmethod
+    def _in_place_result(kind: KindConfig, entity_id: EntityId, trigger: Trigger, slots: int,
+                         params: dict[str, Any], row: Sequence[Any]) -> Committed:
+        """The new snapshot and the events an applied in-place statement wrote, from the row it returned
+        (``tests/test_outbox_row.py`` holds these events to the stored rows)."""
+        customer_id, requested, filled, version, changed_at, created_at, expires_at, status, addressed = row
         after = BroadcastSnapshot(kind.name, entity_id, customer_id, BroadcastStatus(status), requested, filled,
                                   version, utc(changed_at), utc(created_at), utc(expires_at) if expires_at else None)
-        width = len(OUTBOX_ROW.names)
-        rows = (row[start:start + width] for start in range(8, len(row), width))
-        events = tuple(self._rebuild_tuple(values) for values in rows if values[0] is not None)
-        return Committed(after, events)
+        if trigger is Trigger.ACCEPT:
+            previous = BroadcastStatus.ACTIVE if filled == slots else BroadcastStatus.PARTIALLY_FILLED
+        else:
+            previous = BroadcastStatus.FULLY_FILLED if filled + slots == requested else BroadcastStatus.PARTIALLY_FILLED
+        changed = build_event(kind, after, Topic.STATE_CHANGED, (Recipient("customer", customer_id),),
+                              previous_status=previous, trigger=trigger.value, event_id=params["ev_event_id"])
+        if addressed is None:
+            return Committed(after, (changed,))
+        if isinstance(addressed, str):
+            addressed = json.loads(addressed)
+        everyone = tuple(Recipient(role, rid) for role, rid in addressed)
+        fully_filled = build_event(kind, after, Topic.FULLY_FILLED, everyone, previous_status=previous,
+                                   trigger=trigger.value, event_id=params["fill_event_id"])
+        return Committed(after, (changed, fully_filled))
