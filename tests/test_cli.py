@@ -45,7 +45,8 @@ def _cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Complet
 
 
 def _overdue_lifecycle(url: str) -> BroadcastLifecycle:
-    """Three broadcasts overdue since 2020 and one due in 2040; no receivers, so 12 events are pending."""
+    """Three broadcasts overdue since 2020 and one due in 2040; no receivers, so 16 events are pending (each
+    broadcast's three state changes and its offer)."""
     store = SQLAlchemyStore.from_url(url)
     store.create_all()
     lc = BroadcastLifecycle(store, clock=ManualClock(PAST))
@@ -65,7 +66,7 @@ def test_sweep_relay_and_status_once(database_url: str, tmp_path: Path) -> None:
     status = _cli("status", env={ENV_DATABASE_URL: database_url})
     assert status.returncode == 0, status.stderr
     assert [line.split()[:3] for line in status.stdout.splitlines()] == [
-        ["outbox", "count", "oldest"], ["pending", "12", "2020-01-01T00:00:00+00:00"], ["retrying", "0", "-"],
+        ["outbox", "count", "oldest"], ["pending", "16", "2020-01-01T00:00:00+00:00"], ["retrying", "0", "-"],
         ["dead", "0", "-"]]
 
     first, second = _cli("sweep", "--once", *url), _cli("sweep", "--once", "--batch-size", "1", *url)
@@ -77,9 +78,9 @@ def test_sweep_relay_and_status_once(database_url: str, tmp_path: Path) -> None:
                  env={RECORD_ENV: str(record)})
     assert relay.returncode == 0, relay.stderr
     assert [line.split(" INFO ", 1)[1] for line in relay.stderr.splitlines()] == [
-        "relay: delivered 18, failed 0, dead 0"]
+        "relay: delivered 22, failed 0, dead 0"]
     records = read_records(record)
-    assert len({r.event_id for r in records}) == len(records) == 18
+    assert len({r.event_id for r in records}) == len(records) == 22
     assert sorted(r.name for r in records if r.status == "expired") == ["BOOKING_EXPIRED"] * 3 + [
         "BROADCAST_STATE_CHANGED"] * 3
 
@@ -94,8 +95,8 @@ def test_relay_with_the_hosts_lifecycle(tmp_path: Path) -> None:
     relay = _cli("relay", "--once", "--grace", "0", "--lifecycle", "crash_worker:host_lifecycle",
                  env={RECORD_ENV: str(record), URL_ENV: url})
     assert relay.returncode == 0, relay.stderr
-    assert "relay: delivered 12, failed 0, dead 0" in relay.stderr
-    assert len(read_records(record)) == 12
+    assert "relay: delivered 16, failed 0, dead 0" in relay.stderr
+    assert len(read_records(record)) == 16
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -231,7 +232,7 @@ def test_relay_thread_delivers_pending_events(tmp_path: Path) -> None:
     runner = start_relay_thread(lc.relay(grace=timedelta(0)), 3600.0)
     assert done.wait(30)
     assert runner.stop(timeout=30)
-    assert len(recorder.events) == 12
+    assert len(recorder.events) == 16  # the 12 state changes and the 4 offers
 
 
 def test_a_failing_pass_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureFixture) -> None:
