@@ -230,7 +230,9 @@ class _Cursor:
                 raw = parts._threads.get()
             else:
                 self._fairy = parts.engine.raw_connection()
-                raw = self._fairy.driver_connection
+                # The DBAPI connection as SQLAlchemy adapts it: the driver's own for a sync driver, sync-looking
+                # methods that await on the loop (in a greenlet, see async_store) for an asyncio one.
+                raw = self._fairy.dbapi_connection
                 if self._write and not parts._pg:
                     self._borrowed = parts._borrow(raw)
             if parts._pg:
@@ -276,7 +278,7 @@ class _Cursor:
             self._fairy = None
             try:
                 if self._parts._pg:
-                    fairy.driver_connection.autocommit = False
+                    fairy.dbapi_connection.autocommit = False
                 elif self._borrowed is not None:
                     self._borrowed.restore()
             finally:

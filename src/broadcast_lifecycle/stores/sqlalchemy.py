@@ -100,9 +100,10 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
         self._owns_engine = False
         self._pg = engine.dialect.name == "postgresql"
         # Per-thread connections only where the pool keeps connections anyway (a file database);
-        # a NullPool or an in-memory database's pool has its reasons.
-        self._threads = (ThreadConnections(engine, self._sqlite) if not self._pg and isinstance(engine.pool, QueuePool)
-                         else None)
+        # a NullPool or an in-memory database's pool has its reasons. Never for an asyncio driver: one
+        # thread runs every task there (and AsyncAdaptedQueuePool is a QueuePool too).
+        self._threads = (ThreadConnections(engine, self._sqlite) if not self._pg and not engine.dialect.is_async
+                         and isinstance(engine.pool, QueuePool) else None)
         self._lib = LibrarySql(engine.dialect, history_table, recipients_table, outbox_table)
         self._standalone = EntitySql(broadcasts_table, engine.dialect, kind_column=True)
         self._tables = {kind: EntitySql(_table_of(model), engine.dialect, kind_column=False)
