@@ -2,26 +2,29 @@
 
 Unlike a bare blinker ``send``, one receiver raising does not stop the others: every failure is
 logged and returned in the :class:`Delivery`, so the caller can keep the event for the relay.
-Receivers are held strongly, so a closure connected by the host is never dropped silently.
+Receivers are held strongly, so a closure connected by the host is never dropped silently. A
+receiver may be a coroutine function: it is awaited on the event loop it was connected on (see
+:mod:`~broadcast_lifecycle.loop_receivers`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from blinker import ANY, Namespace
 
 from .events import BroadcastEvent
+from .loop_receivers import LoopReceiver, is_coroutine_receiver
 
 __all__ = ["Deduplicator", "Delivery", "Receiver", "ReceiverFailure", "SignalBus"]
 
 logger = logging.getLogger(__name__)
 
-Receiver = Callable[[BroadcastEvent], None]
-"""A host callback: it gets each event it subscribed to."""
+Receiver = Callable[[BroadcastEvent], "None | Awaitable[None]"]
+"""A host callback: it gets each event it subscribed to (a coroutine function is awaited on its loop)."""
 
 _EVERY_EVENT = "*"
 
@@ -62,7 +65,12 @@ class SignalBus:
     def connect(self, receiver: Receiver, event_name: str | None = None, kind: str | None = None) -> Callable[[], None]:
         """Call ``receiver`` for each event named ``event_name`` (all events when ``None``),
         of ``kind`` only when given. Returns a function that disconnects it.
+
+        A coroutine function must be connected while its event loop runs; it is awaited on that
+        loop, never on another.
         """
+        if is_coroutine_receiver(receiver):
+            receiver = LoopReceiver(receiver)  # type: ignore[arg-type]
         signal = self._namespace.signal(event_name or _EVERY_EVENT)
         sender = ANY if kind is None else kind
         with self._lock:
@@ -118,6 +126,8 @@ class Deduplicator:
             raise InvalidArgument(f"capacity must be at least 1, got {capacity}")
         if release is not None and claim is None:
             raise InvalidArgument("release is only meaningful with claim")
+        if is_coroutine_receiver(receiver):
+            receiver = LoopReceiver(receiver)  # type: ignore[arg-type]
         self.receiver = receiver
         self.capacity = capacity
         self._claim = claim

@@ -1,0 +1,85 @@
+"""``AsyncSQLAlchemyStore``: the SQL store on SQLAlchemy's ``AsyncEngine``, with no second copy of it.
+
+The store is :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore` itself, built on the async
+engine's ``sync_engine``. Its code runs in a greenlet (SQLAlchemy's ``greenlet_spawn``, the bridge
+behind ``AsyncSession.run_sync``): every statement it sends goes through the driver's SQLAlchemy
+adapter, which awaits the asyncio driver (aiosqlite, psycopg's async mode) on the running loop. So
+the decisions, the statements and the event building are those of the sync store; only the I/O
+waits differently. A task cancelled while it waits gets ``CancelledError`` raised at that statement,
+inside the store's transaction, which rolls back as for any other error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..errors import InvalidArgument
+from ..kinds import DEFAULT_KINDS, KindConfig
+from .sqlalchemy import SQLAlchemyStore
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["AsyncSQLAlchemyStore", "bridge"]
+
+T = TypeVar("T")
+
+
+async def bridge(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run the sync ``fn`` in a greenlet on the running loop; its database calls await the asyncio driver."""
+    from sqlalchemy.util import greenlet_spawn
+
+    return await greenlet_spawn(fn, *args, **kwargs)
+
+
+class AsyncSQLAlchemyStore:
+    """The SQL store on an ``AsyncEngine`` (``sqlite+aiosqlite://``, ``postgresql+psycopg://``).
+
+    ``models`` maps kinds to the host's mapped classes, as for ``SQLAlchemyStore``. The commands
+    go through :class:`~broadcast_lifecycle.async_service.AsyncBroadcastLifecycle`; for anything else
+    the sync store offers (the outbox's pending and dead events, counts), call it through
+    :meth:`run_sync`: ``await store.run_sync(SQLAlchemyStore.pending_events, 100)``.
+    """
+
+    def __init__(self, engine: AsyncEngine, models: Mapping[str, Any] | None = None) -> None:
+        from sqlalchemy.ext.asyncio import AsyncEngine
+
+        if not isinstance(engine, AsyncEngine):
+            raise InvalidArgument(
+                f"engine must be a sqlalchemy AsyncEngine (create_async_engine), got {type(engine).__name__}; "
+                "for a sync Engine use SQLAlchemyStore")
+        self.engine = engine
+        self.sync = SQLAlchemyStore(engine.sync_engine, models)
+        """The store itself: call it only through :meth:`run_sync` (its I/O must run in the bridge)."""
+        self._owns_engine = False
+
+    @classmethod
+    def from_url(cls, url: str, models: Mapping[str, Any] | None = None,
+                 **engine_options: Any) -> AsyncSQLAlchemyStore:
+        """A store on a new async engine for ``url`` (e.g. ``sqlite+aiosqlite:///broadcasts.db``)."""
+        from sqlalchemy.exc import ArgumentError, InvalidRequestError
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        try:
+            engine = create_async_engine(url, **engine_options)
+        except (ArgumentError, InvalidRequestError) as exc:
+            raise InvalidArgument(f"url must name an asyncio driver (sqlite+aiosqlite://, postgresql+psycopg://), "
+                                  f"got {url.split('://', 1)[0]}://: {exc}") from exc
+        store = cls(engine, models)
+        store._owns_engine = True
+        return store
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(store, *args, **kwargs)`` on the sync store, its I/O awaited on the running loop."""
+        return await bridge(fn, self.sync, *args, **kwargs)
+
+    async def create_all(self, kinds: Iterable[KindConfig] = DEFAULT_KINDS) -> None:
+        """See :meth:`SQLAlchemyStore.create_all <broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore.create_all>`."""
+        await self.run_sync(SQLAlchemyStore.create_all, tuple(kinds))
+
+    async def close(self) -> None:
+        """Close the store's connections (and, for a store made by :meth:`from_url`, dispose of the engine)."""
+        await self.run_sync(SQLAlchemyStore.close)
+        if self._owns_engine:
+            await self.engine.dispose()
