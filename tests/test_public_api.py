@@ -13,6 +13,7 @@ PUBLIC_MODULES = {"broadcast_lifecycle", "broadcast_lifecycle.testing", "broadca
 
 PINNED = {
     "Addressed", "EventPayload",
+    "AsyncBroadcastLifecycle", "AsyncKindHandle", "AsyncOutboxRelay", "AsyncSQLAlchemyStore", "lifecycle_tasks",
     "BackgroundRunner", "BroadcastError", "BroadcastEvent", "BroadcastLifecycle", "BroadcastMixin",
     "BroadcastNotFound", "BroadcastSnapshot", "BroadcastStatus", "BroadcastStore", "CLOSED", "Clock",
     "CommandContext", "CommandResult", "ConcurrentUpdate", "CorruptState", "DEFAULT_KINDS", "Deduplicator",

@@ -32,17 +32,30 @@ from .results import CommandResult, WritePath
 from .states import CLOSED, OPEN, TERMINAL, BroadcastStatus
 
 if TYPE_CHECKING:
+    from .async_handle import AsyncKindHandle
+    from .async_service import AsyncBroadcastLifecycle, AsyncOutboxRelay
     from .bus import Deduplicator, Delivery, Receiver, ReceiverFailure, SignalBus
     from .handle import KindHandle
     from .outbox import DeliveryReport, OutboxRelay, RetryPolicy
-    from .runners import BackgroundRunner, relay_task, start_relay_thread, start_sweeper_thread, sweeper_task
+    from .runners import (
+        BackgroundRunner,
+        lifecycle_tasks,
+        relay_task,
+        start_relay_thread,
+        start_sweeper_thread,
+        sweeper_task,
+    )
     from .service import SYSTEM_ACTOR, BroadcastLifecycle
     from .stores import BroadcastStore, InMemoryStore
+    from .stores.async_sqlalchemy import AsyncSQLAlchemyStore
     from .stores.schema import BroadcastMixin, library_metadata, postgresql_functions_ddl
     from .stores.sqlalchemy import SQLAlchemyStore
     from .stores.sqlite_setup import SqliteSettings
 
 _LAZY = {
+    "AsyncKindHandle": ".async_handle",
+    "AsyncBroadcastLifecycle": ".async_service",
+    "AsyncOutboxRelay": ".async_service",
     "Deduplicator": ".bus",
     "Delivery": ".bus",
     "Receiver": ".bus",
@@ -53,6 +66,7 @@ _LAZY = {
     "OutboxRelay": ".outbox",
     "RetryPolicy": ".outbox",
     "BackgroundRunner": ".runners",
+    "lifecycle_tasks": ".runners",
     "relay_task": ".runners",
     "start_relay_thread": ".runners",
     "start_sweeper_thread": ".runners",
@@ -64,6 +78,7 @@ _LAZY = {
     "BroadcastMixin": ".stores.schema",
     "library_metadata": ".stores.schema",
     "postgresql_functions_ddl": ".stores.schema",
+    "AsyncSQLAlchemyStore": ".stores.async_sqlalchemy",
     "SQLAlchemyStore": ".stores.sqlalchemy",
     "SqliteSettings": ".stores.sqlite_setup",
 }
@@ -89,6 +104,10 @@ __all__ = [
     "SYSTEM_ACTOR",
     "TERMINAL",
     "Addressed",
+    "AsyncBroadcastLifecycle",
+    "AsyncKindHandle",
+    "AsyncOutboxRelay",
+    "AsyncSQLAlchemyStore",
     "BackgroundRunner",
     "BroadcastError",
     "BroadcastEvent",
@@ -133,6 +152,7 @@ __all__ = [
     "Trigger",
     "WritePath",
     "library_metadata",
+    "lifecycle_tasks",
     "postgresql_functions_ddl",
     "relay_task",
     "start_relay_thread",

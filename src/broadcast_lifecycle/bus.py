@@ -23,7 +23,7 @@ __all__ = ["Deduplicator", "Delivery", "Receiver", "ReceiverFailure", "SignalBus
 
 logger = logging.getLogger(__name__)
 
-Receiver = Callable[[BroadcastEvent], "None | Awaitable[None]"]
+Receiver = Callable[[BroadcastEvent], "Awaitable[None] | None"]
 """A host callback: it gets each event it subscribed to (a coroutine function is awaited on its loop)."""
 
 _EVERY_EVENT = "*"

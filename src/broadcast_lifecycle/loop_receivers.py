@@ -32,8 +32,9 @@ class ReceiverUnreachable(RuntimeError):
 
 def is_coroutine_receiver(receiver: object) -> bool:
     """True for an ``async def`` function, or an object whose ``__call__`` is one."""
-    return inspect.iscoroutinefunction(receiver) or inspect.iscoroutinefunction(
-        getattr(type(receiver), "__call__", None))
+    call = None if inspect.isroutine(receiver) else next(
+        (klass.__dict__["__call__"] for klass in type(receiver).__mro__ if "__call__" in klass.__dict__), None)
+    return inspect.iscoroutinefunction(receiver) or inspect.iscoroutinefunction(call)
 
 
 class LoopReceiver:

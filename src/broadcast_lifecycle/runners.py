@@ -1,8 +1,11 @@
 """Running the sweeper and the relay inside a host process: a daemon thread or an asyncio task.
 
 Each runs its job at once and then every ``interval``; a pass that raises is logged and the loop
-goes on (the database may come back). Stopping waits for the current pass, never interrupts it.
-For a separate process, use the CLI (``broadcast-lifecycle sweep`` / ``relay``) instead.
+goes on (the database may come back). Stopping waits for the current pass, never interrupts it;
+cancelling an asyncio task interrupts it, which is safe: the pass's transaction rolls back (an
+async lifecycle's) or finishes in its thread (a sync one's). :func:`lifecycle_tasks` starts and
+stops both tasks with an app (its lifespan). For a separate process, use the CLI
+(``broadcast-lifecycle sweep`` / ``relay``) instead.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeAlias
@@ -19,11 +22,13 @@ from typing import TYPE_CHECKING, TypeAlias
 from .errors import InvalidArgument
 
 if TYPE_CHECKING:
+    from .async_service import AsyncBroadcastLifecycle, AsyncOutboxRelay
     from .outbox import OutboxRelay
     from .service import BroadcastLifecycle
 
 __all__ = [
     "BackgroundRunner",
+    "lifecycle_tasks",
     "relay_task",
     "run_periodically",
     "start_relay_thread",
@@ -120,22 +125,82 @@ async def run_periodically(job: Callable[[], object], interval: Interval, stop: 
             await asyncio.wait_for(stop.wait(), seconds)
 
 
-def sweeper_task(lc: BroadcastLifecycle, interval: Interval, *, batch_size: int = 1000,
+async def run_periodically_async(job: Callable[[], Awaitable[object]], interval: Interval, stop: asyncio.Event, *,
+                                 name: str = "broadcast-lifecycle") -> None:
+    """Await ``job()`` at once and then every ``interval`` until ``stop`` is set (or the task is cancelled)."""
+    seconds = _seconds(interval)
+    while not stop.is_set():
+        try:
+            await job()
+        except Exception:
+            logger.exception("%s: pass failed; trying again at the next interval", name)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
+
+def sweeper_task(lc: BroadcastLifecycle | AsyncBroadcastLifecycle, interval: Interval, *, batch_size: int = 1000,
                  stop: asyncio.Event | None = None) -> asyncio.Task[None]:
     """An asyncio task on the running loop expiring overdue broadcasts every ``interval``.
 
-    Stop it by setting ``stop`` (it finishes its current pass) or by cancelling it.
+    Stop it by setting ``stop`` (it finishes its current pass) or by cancelling it. A sync
+    lifecycle's passes run in a worker thread; an async one's on the loop.
     """
+    from .async_service import AsyncBroadcastLifecycle
+
     if batch_size < 1:
         raise InvalidArgument(f"batch_size must be at least 1, got {batch_size}")
+    name = "broadcast-lifecycle-sweeper"
+    if isinstance(lc, AsyncBroadcastLifecycle):
+        alc = lc
+        return asyncio.create_task(run_periodically_async(lambda: alc.expire_due(batch_size=batch_size), interval,
+                                                          stop or asyncio.Event(), name=name), name=name)
+    sync = lc
     return asyncio.create_task(
-        run_periodically(lambda: lc.expire_due(batch_size=batch_size), interval, stop or asyncio.Event(),
-                         name="broadcast-lifecycle-sweeper"),
-        name="broadcast-lifecycle-sweeper")
+        run_periodically(lambda: sync.expire_due(batch_size=batch_size), interval, stop or asyncio.Event(),
+                         name=name),
+        name=name)
 
 
-def relay_task(relay: OutboxRelay, interval: Interval, *, stop: asyncio.Event | None = None) -> asyncio.Task[None]:
+def relay_task(relay: OutboxRelay | AsyncOutboxRelay, interval: Interval, *,
+               stop: asyncio.Event | None = None) -> asyncio.Task[None]:
     """An asyncio task on the running loop delivering due outbox events every ``interval``."""
-    return asyncio.create_task(
-        run_periodically(relay.relay_once, interval, stop or asyncio.Event(), name="broadcast-lifecycle-relay"),
-        name="broadcast-lifecycle-relay")
+    from .async_service import AsyncOutboxRelay
+
+    name = "broadcast-lifecycle-relay"
+    if isinstance(relay, AsyncOutboxRelay):
+        return asyncio.create_task(run_periodically_async(relay.relay_once, interval, stop or asyncio.Event(),
+                                                          name=name), name=name)
+    return asyncio.create_task(run_periodically(relay.relay_once, interval, stop or asyncio.Event(), name=name),
+                               name=name)
+
+
+@contextlib.asynccontextmanager
+async def lifecycle_tasks(lc: AsyncBroadcastLifecycle, *, sweep_every: Interval = timedelta(seconds=5),
+                          relay_every: Interval = timedelta(seconds=5), batch_size: int = 1000,
+                          relay: AsyncOutboxRelay | None = None) -> AsyncIterator[tuple[asyncio.Task[None], ...]]:
+    """Run the sweeper and the relay (``lc.relay()`` unless given) as tasks while the block runs.
+
+    For an app's lifespan::
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):
+            async with lifecycle_tasks(lifecycle):
+                yield
+
+    Leaving the block lets each task finish its current pass, then they end. Leaving it by
+    cancellation cancels them at once (a pass cut short rolls back) and waits until they have ended.
+    """
+    for interval in (sweep_every, relay_every):
+        _seconds(interval)
+    stop = asyncio.Event()
+    tasks = (sweeper_task(lc, sweep_every, batch_size=batch_size, stop=stop),
+             relay_task(relay if relay is not None else lc.relay(), relay_every, stop=stop))
+    try:
+        yield tasks
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        raise
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
