@@ -1,0 +1,64 @@
+"""The shipped store contract, run through AsyncBroadcastLifecycle on aiosqlite and on async psycopg."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from async_adapter import BlockingLifecycle, blocking_lifecycle
+from postgres_server import PostgresServer
+
+from broadcast_lifecycle import BroadcastLifecycle, BroadcastStore, KindConfig
+from broadcast_lifecycle.contract import StoreContract, _Clock
+from broadcast_lifecycle.testing import EventRecorder
+
+_KINDS = (KindConfig("booking"), KindConfig("order", one_open_per_customer=True))
+
+
+class AsyncContract(StoreContract):
+    """The contract through the async facade: each test's lifecycles are closed after it."""
+
+    url: str | None = None
+
+    @pytest.fixture(autouse=True)
+    def _close_after(self) -> Iterator[None]:
+        self.opened: list[BlockingLifecycle] = []
+        yield
+        for adapter in self.opened:
+            adapter.close()
+
+    def make_store(self) -> BroadcastStore:
+        raise NotImplementedError("the async contract builds whole lifecycles (see _lifecycle)")
+
+    def _lifecycle(self) -> tuple[BroadcastLifecycle, EventRecorder, _Clock]:
+        clock = _Clock()
+        lc, adapter = blocking_lifecycle(self.url, clock=clock, kinds=_KINDS)
+        self.opened.append(adapter)
+        recorder = EventRecorder()
+        lc.bus.connect(recorder)
+        return lc, recorder, clock
+
+
+class TestAsyncInMemory(AsyncContract):
+    """The async facade on the in-memory store (no I/O: every command runs in the bridge at once)."""
+
+    explicit_ids = (424242, "bk-17", uuid.UUID("12345678-1234-5678-1234-567812345678"))
+
+
+class TestAsyncSQLite(AsyncContract):
+    """AsyncSQLAlchemyStore on a real SQLite file through aiosqlite."""
+
+    @pytest.fixture(autouse=True)
+    def _database(self, tmp_path: Path) -> None:
+        self.url = f"sqlite+aiosqlite:///{tmp_path / 'contract.db'}"
+
+
+@pytest.mark.postgres
+class TestAsyncPostgres(AsyncContract):
+    """AsyncSQLAlchemyStore on the suite's PostgreSQL server through psycopg's async mode."""
+
+    @pytest.fixture(autouse=True)
+    def _database(self, postgres_server: PostgresServer, request: pytest.FixtureRequest) -> None:
+        self.url = postgres_server.create_database(f"async_contract_{abs(hash(request.node.nodeid))}")
