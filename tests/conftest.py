@@ -72,3 +72,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'broadcasts.db'}"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return server.create_database(f"test_{next(_database_counter)}")
+
+
+@pytest.fixture
+def async_database_url(database_url: str) -> str:
+    """``database_url`` for the asyncio drivers: aiosqlite on the SQLite file, psycopg's async mode on PostgreSQL."""
+    from async_adapter import async_url
+
+    return async_url(database_url)

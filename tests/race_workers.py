@@ -60,3 +60,36 @@ def terminal_worker(url: str, command: str, start: datetime, after_deadline: dat
             results.put((command, "refused"))
         except Exception as exc:
             results.put((command, f"error: {type(exc).__name__}: {exc}"))
+
+
+def async_accept_worker(url: str, names: list[str], jobs: Queue[int | None], results: Queue[tuple[str, str]],
+                        barrier: Barrier) -> None:
+    """For each broadcast id from ``jobs``, one asyncio task per name in ``names`` accepts one slot, all
+    started together once every process has reached the barrier."""
+    import asyncio
+
+    from broadcast_lifecycle import AsyncBroadcastLifecycle, AsyncSQLAlchemyStore
+
+    async def main() -> None:
+        store = AsyncSQLAlchemyStore.from_url(url, pool_size=len(names))
+        bookings = AsyncBroadcastLifecycle(store).kind("booking")
+
+        async def accept(entity_id: int, name: str, go: asyncio.Event) -> None:
+            await go.wait()
+            try:
+                await bookings.accept(entity_id, name)
+                results.put((name, "won"))
+            except TransitionRefused:
+                results.put((name, "refused"))
+            except Exception as exc:
+                results.put((name, f"error: {type(exc).__name__}: {exc}"))
+
+        while (entity_id := await asyncio.to_thread(jobs.get)) is not None:
+            go = asyncio.Event()
+            tasks = [asyncio.create_task(accept(entity_id, name, go)) for name in names]
+            await asyncio.to_thread(barrier.wait)
+            go.set()
+            await asyncio.gather(*tasks)
+        await store.close()
+
+    asyncio.run(main())
