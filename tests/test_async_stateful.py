@@ -52,9 +52,9 @@ class AsyncPostgresLifecycleMachine(LifecycleMachine):
         self._adapter.close()
 
 
-_SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
-AsyncSQLiteLifecycleMachine.TestCase.settings = settings(max_examples=20, stateful_step_count=25, **_SETTINGS)
-AsyncPostgresLifecycleMachine.TestCase.settings = settings(max_examples=12, stateful_step_count=25, **_SETTINGS)
+_BASE = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+AsyncSQLiteLifecycleMachine.TestCase.settings = settings(_BASE, max_examples=20, stateful_step_count=25)
+AsyncPostgresLifecycleMachine.TestCase.settings = settings(_BASE, max_examples=12, stateful_step_count=25)
 
 
 @pytest.fixture

@@ -244,7 +244,7 @@ class _Cursor:
             self._cur = cur
             return cur
         except BaseException as exc:
-            self._release()
+            self._release(broken=True)
             wrapped = parts._wrapped(exc, "write" if self._write else "read")
             if wrapped is None:
                 raise
@@ -252,6 +252,7 @@ class _Cursor:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         parts = self._parts
+        broken = False
         try:
             if self._joined:
                 if exc is not None:
@@ -261,10 +262,9 @@ class _Cursor:
                 self._cur.execute("COMMIT" if exc is None else "ROLLBACK")
         except BaseException as failure:
             exc = exc or failure
-            if parts._threads is not None:
-                parts._threads.discard()  # its transaction state is unknown: start afresh
+            broken = True
         finally:
-            self._release()
+            self._release(broken)
         if exc is not None:
             wrapped = parts._wrapped(exc, "write" if self._write else "read")
             if wrapped is not None:
@@ -272,17 +272,26 @@ class _Cursor:
             if exc_type is None:
                 raise exc
 
-    def _release(self) -> None:
+    def _release(self, broken: bool = False) -> None:
+        """Hand the connection back. One left in an unknown state (its BEGIN, COMMIT or ROLLBACK failed,
+        or a cancellation interrupted it) is closed instead: the next command gets a clean one."""
+        parts = self._parts
+        if broken and parts._threads is not None:
+            parts._threads.discard()
         fairy = self._fairy
-        if fairy is not None:
-            self._fairy = None
-            try:
-                if self._parts._pg:
-                    fairy.dbapi_connection.autocommit = False
-                elif self._borrowed is not None:
-                    self._borrowed.restore()
-            finally:
-                fairy.close()
+        if fairy is None:
+            return
+        self._fairy = None
+        if broken:
+            fairy.invalidate()  # closes it and returns its slot to the pool
+            return
+        try:
+            if parts._pg:
+                fairy.dbapi_connection.autocommit = False
+            elif self._borrowed is not None:
+                self._borrowed.restore()
+        finally:
+            fairy.close()
 
 
 _SAVEPOINT = "bl_write"

@@ -11,6 +11,7 @@ docs/persistence.md, "What the library changes on your engine").
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import threading
@@ -91,6 +92,26 @@ class Borrowed:
         """Give the connection its own settings back (after the transaction ended)."""
         self._connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout)}")
         self._connection.isolation_level = self._isolation_level
+
+    if engine.dialect.is_async:
+        event.listen(engine, "invalidate", _end_transaction_before_close)
+
+
+def _end_transaction_before_close(_dbapi_connection: Any, record: Any, _exc: BaseException | None) -> None:
+    """Roll back an aiosqlite connection that SQLAlchemy is about to close because a task was cancelled.
+
+    SQLAlchemy closes such a connection without closing the cursor of the interrupted statement;
+    sqlite3 then keeps that statement, so the closed connection lingers with its transaction, and the
+    database's write lock, until garbage collection, and every other writer waits out its busy
+    timeout. Ending the transaction first releases the lock at once.
+    """
+    from sqlalchemy.util.concurrency import await_, in_greenlet
+
+    driver = record.driver_connection
+    if driver is None or not in_greenlet():
+        return
+    with contextlib.suppress(Exception):  # a broken connection: closing it is all that is left to do
+        await_(asyncio.shield(driver.rollback()))
 
 
 class ThreadConnections:
