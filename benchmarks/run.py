@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+import bench_async
 import bench_core
 import bench_sql
 import bench_sweep
@@ -23,6 +24,8 @@ SECTIONS: list[Section] = [
     ("core: decide() vs dict lookup vs transitions; memory per broadcast", bench_core.main),
     ("sweep: 50,000 overdue among 100,000 on SQLite and PostgreSQL", bench_sweep.main),
     ("sql: us per transition vs raw sqlite3 and psycopg; PostgreSQL hot row (16 threads, 5 slots)", bench_sql.main),
+    ("async: us per transition, async vs sync vs raw aiosqlite/psycopg/asyncpg; PostgreSQL hot row (16 tasks)",
+     bench_async.main),
 ]
 """Every section, in the order they run."""
 

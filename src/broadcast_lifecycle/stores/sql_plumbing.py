@@ -28,6 +28,7 @@ __all__ = ["LostRace", "SqlPlumbing", "joined_connection", "session_of", "utc"]
 
 
 _STATUSES = [s.value for s in BroadcastStatus]
+_CURSOR = "broadcast_lifecycle.cursor"
 _STATUS_OF = {s.value: s for s in BroadcastStatus}
 
 
@@ -237,7 +238,14 @@ class _Cursor:
                     self._borrowed = parts._borrow(raw)
             if parts._pg:
                 raw.autocommit = True
-            cur = raw.cursor()
+            if self._fairy is not None and parts.engine.dialect.is_async:
+                # An asyncio driver's cursor costs a wait on the loop to open and another to close (a thread
+                # hop each, for aiosqlite): keep one per connection (the pool drops it with the connection).
+                cur = self._fairy.info.get(_CURSOR)
+                if cur is None:
+                    cur = self._fairy.info[_CURSOR] = raw.cursor()
+            else:
+                cur = raw.cursor()
             if self._write and not self._single:
                 cur.execute("BEGIN" if parts._pg else "BEGIN IMMEDIATE")
                 self._own = True

@@ -1,0 +1,431 @@
+"""The async lifecycle against the sync one and against the raw asyncio drivers, on SQLite and PostgreSQL,
+and the PostgreSQL hot row with tasks instead of threads.
+
+1. SQLite: us per transition, sync library vs async library (aiosqlite) vs raw aiosqlite running the
+   library's statements (BEGIN IMMEDIATE | SELECT | UPDATE | UPDATE holder | INSERT history | INSERT
+   outbox | COMMIT). Target: async <= 1.3x sync.
+2. PostgreSQL: us per transition, sync library vs async library (psycopg's async mode) vs the library's
+   own in-place statement run on raw ``psycopg.AsyncConnection`` and on raw asyncpg (the driver choice).
+   Target: async <= 1.3x sync.
+3. PostgreSQL hot row: 16 tasks on one loop accept 1 slot each of a fresh 5-slot booking; rounds/s against
+   16 tasks each running one conditional UPDATE on raw async psycopg. Target: >= 0.8x.
+
+The workload is bench_sql's: one booking of 10^6 slots, one notified transporter accepting and releasing
+one slot alternately, no receivers. Every command is awaited in turn by one task (the sync library is
+called from the same loop, blocking it: a fair per-command figure). The async figures also count the
+task suspensions per command: every one is a wake-up by the loop (a thread hop, for aiosqlite).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Generator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import psycopg
+from bench_sql import SQLITE_PRAGMAS, RawSqlite, _sqlite_now
+from pg import next_state
+from postgres_server import PostgresServer, find_binaries
+
+from broadcast_lifecycle import (
+    AsyncBroadcastLifecycle,
+    AsyncSQLAlchemyStore,
+    BroadcastLifecycle,
+    KindConfig,
+    SQLAlchemyStore,
+    Topic,
+    TransitionRefused,
+)
+
+__all__ = ["main"]
+
+KIND = "booking"
+TRANSPORTER = "transporter-1"
+SLOTS = 1_000_000
+REPEATS = 7
+SQLITE_BATCH = 1_000
+PG_BATCH = 1_000
+HOT_TASKS = 16
+HOT_SLOTS = 5
+HOT_ROUNDS = 50
+HOT_WARMUP = 3
+
+Step = Callable[[int], Awaitable[None]]
+"""Runs ``n`` transitions."""
+
+
+class Suspensions:
+    """Awaits a coroutine and counts how often it suspended (each one a wake-up by the loop)."""
+
+    def __init__(self, awaitable: Awaitable[Any]) -> None:
+        self.inner = awaitable.__await__()
+        self.count = 0
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                yielded = self.inner.throw(error) if error is not None else self.inner.send(value)
+            except StopIteration as stop:
+                return stop.value
+            self.count += 1
+            try:
+                value, error = (yield yielded), None
+            except BaseException as exc:
+                value, error = None, exc
+
+
+async def _measure(variants: dict[str, Step], batch: int) -> dict[str, tuple[float, float]]:
+    """us per transition of each variant: (best, median) of REPEATS interleaved batches of ``batch``."""
+    for run in variants.values():
+        await run(batch // 4)
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(REPEATS):
+        for name, run in variants.items():
+            started = time.perf_counter()
+            await run(batch)
+            samples[name].append((time.perf_counter() - started) / batch * 1e6)
+    return {name: (min(values), statistics.median(values)) for name, values in samples.items()}
+
+
+def _line(label: str, figures: tuple[float, float]) -> None:
+    print(f"   {label:<62} {figures[0]:7.1f} us  (median {figures[1]:7.1f})")
+
+
+def _ratios(label: str, a: tuple[float, float], b: tuple[float, float], target: float | None = None) -> None:
+    """``a / b`` of the best figures (judged against ``target``) and of the medians (this machine is shared:
+    the two differ when its load moves)."""
+    _ratio(label, a[0] / b[0], target)
+    print(f"   {'':<62} {a[1] / b[1]:7.2f}x  of the medians")
+
+
+def _ratio(label: str, ratio: float, target: float | None = None, at_least: bool = False) -> None:
+    verdict = ""
+    if target is not None:
+        ok = ratio >= target if at_least else ratio <= target
+        verdict = f"  (target {'>=' if at_least else '<='} {target}x: {'OK' if ok else 'MISSED'})"
+    print(f"   {label:<62} {ratio:7.2f}x{verdict}")
+
+
+def _prepare_sync(lifecycle: BroadcastLifecycle, customer: str, slots: int = SLOTS) -> int:
+    entity_id = lifecycle.kind(KIND).create(customer, slots=slots).id
+    lifecycle.kind(KIND).start_broadcast(entity_id, [TRANSPORTER])
+    lifecycle.kind(KIND).activate(entity_id, ttl=timedelta(days=1))
+    assert isinstance(entity_id, int)
+    return entity_id
+
+
+async def _prepare(lifecycle: AsyncBroadcastLifecycle, customer: str, slots: int = SLOTS,
+                   transporters: list[str] | None = None) -> int:
+    bookings = lifecycle.kind(KIND)
+    entity_id = (await bookings.create(customer, slots=slots)).id
+    await bookings.start_broadcast(entity_id, transporters or [TRANSPORTER])
+    await bookings.activate(entity_id, ttl=timedelta(days=1))
+    assert isinstance(entity_id, int)
+    return entity_id
+
+
+def _sync_step(lifecycle: BroadcastLifecycle, entity_id: int) -> Step:
+    bookings = lifecycle.kind(KIND)
+
+    async def run(n: int) -> None:
+        for _ in range(n // 2):
+            bookings.accept(entity_id, TRANSPORTER)
+            bookings.release(entity_id, TRANSPORTER)
+    return run
+
+
+def _async_step(lifecycle: AsyncBroadcastLifecycle, entity_id: int) -> Step:
+    bookings = lifecycle.kind(KIND)
+
+    async def run(n: int) -> None:
+        for _ in range(n // 2):
+            await bookings.accept(entity_id, TRANSPORTER)
+            await bookings.release(entity_id, TRANSPORTER)
+    return run
+
+
+async def _suspensions(lifecycle: AsyncBroadcastLifecycle, entity_id: int) -> tuple[int, str]:
+    accept = Suspensions(lifecycle.kind(KIND).accept(entity_id, TRANSPORTER))
+    result = await accept
+    await lifecycle.kind(KIND).release(entity_id, TRANSPORTER)
+    return accept.count, result.path.value
+
+
+# -- 1. SQLite -----------------------------------------------------------------------------------
+
+
+class RawAiosqlite:
+    """bench_sql's RawSqlite transition on a bare aiosqlite connection (one thread hop per statement)."""
+
+    def __init__(self, conn: Any, entity_id: int) -> None:
+        self.conn, self.entity_id, self.key = conn, entity_id, str(entity_id)
+
+    async def transition(self, accept: bool) -> None:
+        conn, raw = self.conn, RawSqlite
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = await conn.execute(raw.LOAD, (KIND, self.key, TRANSPORTER, self.entity_id, KIND))
+            status, customer, requested, filled, version, expires_at, held = await cur.fetchone()
+            to, delta = next_state(status, requested, filled, held, accept)
+            trigger = "accept" if accept else "release"
+            now = _sqlite_now()
+            cur = await conn.execute(raw.UPDATE, (to, now, version + 1, delta, expires_at, self.entity_id, KIND,
+                                                  version))
+            if cur.rowcount != 1:
+                raise RuntimeError("raw compare-and-set lost")
+            await conn.execute(raw.HOLD, (delta, trigger, now, KIND, self.key, TRANSPORTER))
+            await conn.execute(raw.HISTORY, (KIND, self.key, status, to, trigger, TRANSPORTER, None, "{}", now,
+                                             version + 1))
+            await conn.execute(raw.OUTBOX, (str(uuid.uuid4()), "BROADCAST_STATE_CHANGED", "state_changed", KIND,
+                                            "bookingId", self.key, to, status, now, version + 1, filled + delta,
+                                            requested, json.dumps([["customer", customer]]), now))
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
+    def step(self) -> Step:
+        async def run(n: int) -> None:
+            for _ in range(n // 2):
+                await self.transition(True)
+                await self.transition(False)
+        return run
+
+
+async def sqlite_section() -> None:
+    """Sync library vs async library vs raw aiosqlite, one file."""
+    import aiosqlite
+
+    print(f"   one SQLite file (WAL, synchronous=NORMAL); {REPEATS} interleaved batches of {SQLITE_BATCH:,} "
+          "transitions per variant")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/bench.db"
+        sync_store = SQLAlchemyStore.from_url(f"sqlite:///{path}")
+        sync_store.create_all()
+        sync = BroadcastLifecycle(sync_store)
+        store = AsyncSQLAlchemyStore.from_url(f"sqlite+aiosqlite:///{path}")
+        lifecycle = AsyncBroadcastLifecycle(store)
+        raw_conn = await aiosqlite.connect(path, isolation_level=None)
+        for pragma in SQLITE_PRAGMAS:
+            await raw_conn.execute(pragma)
+        raw = RawAiosqlite(raw_conn, _prepare_sync(sync, "customer-raw"))
+        async_id = await _prepare(lifecycle, "customer-async")
+        results = await _measure({
+            "sync": _sync_step(sync, _prepare_sync(sync, "customer-sync")),
+            "async": _async_step(lifecycle, async_id),
+            "raw": raw.step(),
+        }, SQLITE_BATCH)
+        _line("sync library (sqlite3, per-thread connection)", results["sync"])
+        _line("async library (aiosqlite, greenlet bridge)", results["async"])
+        _line("raw aiosqlite, the same statements in one transaction", results["raw"])
+        _ratios("async / sync", results["async"], results["sync"], 1.3)
+        _ratios("async / raw aiosqlite", results["async"], results["raw"])
+        suspended, path_taken = await _suspensions(lifecycle, async_id)
+        print(f"   async accept: {suspended} task suspensions (thread hops to aiosqlite's thread), path {path_taken}; "
+              "raw: 8 (7 statements + fetchone). A hop costs more than sqlite3's own work on a statement, so the "
+              "async figure follows the hops, not the library")
+        await raw_conn.close()
+        await store.close()
+        sync_store.close()
+
+
+# -- 2. PostgreSQL -------------------------------------------------------------------------------
+
+
+def _in_place_params(entity_id: int, accept: bool) -> dict[str, Any]:
+    """The parameters the library's in-place statement takes (see SqlInPlace.change_in_place)."""
+    config = KindConfig(KIND)
+    return {"id": entity_id, "kind": KIND, "key": str(entity_id), "delta": 1 if accept else -1,
+            "at": datetime.now(timezone.utc), "transporter": TRANSPORTER, "trigger": "accept" if accept else "release",
+            "ev_id": str(uuid.uuid4()), "ev_name": config.event_name(Topic.STATE_CHANGED),
+            "ev_id_field": config.id_field, "filled_id": str(uuid.uuid4()),
+            "filled_name": config.event_name(Topic.FULLY_FILLED)}
+
+
+def _positional(statement: str) -> tuple[str, list[str]]:
+    """``%(name)s`` placeholders as asyncpg's ``$n``, and the names in order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+    return re.sub(r"%\((\w+)\)s", number, statement), names
+
+
+async def postgres_section(url: str, dsn: str) -> None:
+    """Sync library vs async library vs the same statement on raw async psycopg and raw asyncpg."""
+    print(f"   the suite's PostgreSQL server (Unix socket); {REPEATS} interleaved batches of {PG_BATCH:,} "
+          "transitions per variant")
+    sync_store = SQLAlchemyStore.from_url(url)
+    sync_store.create_all()
+    sync = BroadcastLifecycle(sync_store)
+    store = AsyncSQLAlchemyStore.from_url(url)
+    lifecycle = AsyncBroadcastLifecycle(store)
+    statements = store.sync._entity(KIND).in_place
+    accept_sql, release_sql = statements["accept"], statements["release"]
+    raw = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    raw_id = _prepare_sync(sync, "customer-raw")
+
+    async def raw_step(n: int) -> None:
+        for _ in range(n // 2):
+            for statement, accept in ((accept_sql, True), (release_sql, False)):
+                cur = await raw.execute(statement, _in_place_params(raw_id, accept))
+                if await cur.fetchone() is None:
+                    raise RuntimeError("raw in-place statement declined")
+
+    variants: dict[str, Step] = {
+        "sync": _sync_step(sync, _prepare_sync(sync, "customer-sync")),
+        "async": _async_step(lifecycle, await _prepare(lifecycle, "customer-async")),
+        "raw": raw_step,
+    }
+    asyncpg_conn: Any = None
+    try:
+        import asyncpg  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        print("   (asyncpg is not installed: its column is left out; pip install asyncpg to add it)")
+    else:
+        asyncpg_conn = await asyncpg.connect(dsn=url.replace("postgresql+psycopg", "postgresql"))
+        apg_id = _prepare_sync(sync, "customer-asyncpg")
+        prepared = [(await asyncpg_conn.prepare(sql), names, accept)
+                    for (sql, names), accept in ((_positional(accept_sql), True), (_positional(release_sql), False))]
+
+        async def asyncpg_step(n: int) -> None:
+            for _ in range(n // 2):
+                for statement, names, accept in prepared:
+                    params = _in_place_params(apg_id, accept)
+                    if await statement.fetchrow(*(params[name] for name in names)) is None:
+                        raise RuntimeError("asyncpg in-place statement declined")
+        variants["asyncpg"] = asyncpg_step
+    results = await _measure(variants, PG_BATCH)
+    _line("sync library (psycopg)", results["sync"])
+    _line("async library (psycopg async mode, greenlet bridge)", results["async"])
+    _line("raw psycopg AsyncConnection, the library's in-place statement", results["raw"])
+    if "asyncpg" in results:
+        _line("raw asyncpg, the same statement (prepared)", results["asyncpg"])
+    _ratios("async / sync", results["async"], results["sync"], 1.3)
+    _ratios("async / raw async psycopg", results["async"], results["raw"])
+    if "asyncpg" in results:
+        _ratios("async / raw asyncpg", results["async"], results["asyncpg"])
+        _ratios("raw asyncpg / raw async psycopg", results["asyncpg"], results["raw"])
+        await asyncpg_conn.close()
+    suspended, path_taken = await _suspensions(lifecycle, await _prepare(lifecycle, "customer-probe"))
+    print(f"   async accept: {suspended} task suspension(s) (round trips waited on), path {path_taken}")
+    await raw.close()
+    await store.close()
+    sync_store.close()
+
+
+# -- 3. PostgreSQL hot row with tasks ------------------------------------------------------------
+
+
+async def _hot_rounds(prepare: Callable[[int], Awaitable[int]], work: Callable[[int, int], Awaitable[bool]],
+                      ) -> tuple[list[float], list[int]]:
+    """HOT_TASKS tasks run ``work(task, entity_id)`` at once on a fresh ``prepare(round)`` broadcast per round."""
+    seconds: list[float] = []
+    winners: list[int] = []
+    for number in range(HOT_WARMUP + HOT_ROUNDS):
+        entity_id = await prepare(number)
+        started = time.perf_counter()
+        won = await asyncio.gather(*(work(index, entity_id) for index in range(HOT_TASKS)))
+        if number >= HOT_WARMUP:
+            seconds.append(time.perf_counter() - started)
+            winners.append(sum(won))
+    return seconds, winners
+
+
+def _hot_report(label: str, seconds: list[float], winners: list[int]) -> float:
+    rate = len(seconds) / sum(seconds)
+    bad = [n for n in winners if n != HOT_SLOTS]
+    print(f"   {label:<52} {rate:6.1f} rounds/s  (median round {statistics.median(seconds) * 1e3:5.1f} ms)"
+          + (f"  !!! {len(bad)} rounds without exactly {HOT_SLOTS} winners" if bad else
+             f"; exactly {HOT_SLOTS} winners in each of {len(winners)} rounds"))
+    return rate
+
+
+async def hot_row_section(url: str, dsn: str) -> None:
+    """16 tasks race for 5 slots: the async library against one conditional UPDATE per task."""
+    print(f"   {HOT_TASKS} tasks on one loop each accept 1 slot of a fresh {HOT_SLOTS}-slot booking; {HOT_ROUNDS} "
+          f"timed rounds after {HOT_WARMUP} warm-up rounds; the library's pool holds {HOT_TASKS + 2} connections")
+    store = AsyncSQLAlchemyStore.from_url(url, pool_size=HOT_TASKS + 2, max_overflow=0)
+    lifecycle = AsyncBroadcastLifecycle(store)
+    bookings = lifecycle.kind(KIND)
+    transporters = [f"hot-{i}" for i in range(HOT_TASKS)]
+
+    async def notified(number: int) -> int:
+        return await _prepare(lifecycle, f"hot-customer-{number}", HOT_SLOTS, transporters)
+
+    async def accept(index: int, entity_id: int) -> bool:
+        try:
+            await bookings.accept(entity_id, transporters[index])
+        except TransitionRefused:
+            return False
+        return True
+
+    library = _hot_report("async library accept", *await _hot_rounds(notified, accept))
+    connections = [await psycopg.AsyncConnection.connect(dsn, autocommit=True) for _ in range(HOT_TASKS)]
+    update = "UPDATE bl_broadcasts SET slots_filled = slots_filled + 1 WHERE id = %s AND slots_filled < slots_requested"
+
+    async def fresh_row(number: int) -> int:
+        entity_id = (await bookings.create(f"raw-hot-{number}", slots=HOT_SLOTS)).id
+        assert isinstance(entity_id, int)
+        return entity_id
+
+    async def raw_update(index: int, entity_id: int) -> bool:
+        return (await connections[index].execute(update, (entity_id,))).rowcount == 1
+
+    in_place = store.sync._entity(KIND).in_place["accept"]
+    load = store.sync._entity(KIND).load
+
+    async def raw_library_statement(index: int, entity_id: int) -> bool:
+        params = {**_in_place_params(entity_id, True), "transporter": transporters[index]}
+        if await (await connections[index].execute(in_place, params)).fetchone() is not None:
+            return True
+        await connections[index].execute(load, params)  # the library reads a refused row back, once
+        return False
+
+    same = _hot_report("raw async psycopg, the library's statement (+ read-back)",
+                       *await _hot_rounds(notified, raw_library_statement))
+    reference = _hot_report("raw single conditional UPDATE (async psycopg)", *await _hot_rounds(fresh_row, raw_update))
+    _ratio("async library / raw conditional UPDATE (rounds/s)", library / reference, 0.8, at_least=True)
+    _ratio("async library / raw async psycopg running its statement", library / same)
+    print("   (the conditional UPDATE only counts; the library's statement also writes the history, outbox and "
+          "holder rows and, on the filling accept, names every recipient, all under the row lock)")
+    for conn in connections:
+        await conn.close()
+    await store.close()
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    """Print the async figures beside the sync ones."""
+    print("-- 1. SQLite: us per persisted transition, sync and async")
+    asyncio.run(sqlite_section())
+    if find_binaries() is None:
+        print("-- PostgreSQL: skipped, no server binaries (apt-get install postgresql)")
+        return
+    with PostgresServer() as server:
+        url = server.create_database("bench_async")
+        print("-- 2. PostgreSQL: us per persisted transition, sync and async")
+        asyncio.run(postgres_section(url, server.dsn("bench_async")))
+        print(f"-- 3. PostgreSQL hot row: {HOT_TASKS} tasks, {HOT_SLOTS} slots")
+        asyncio.run(hot_row_section(url, server.dsn("bench_async")))
+
+
+if __name__ == "__main__":
+    main()
