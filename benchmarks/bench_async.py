@@ -53,9 +53,9 @@ __all__ = ["main"]
 KIND = "booking"
 TRANSPORTER = "transporter-1"
 SLOTS = 1_000_000
-REPEATS = 7
-SQLITE_BATCH = 1_000
-PG_BATCH = 1_000
+REPEATS = 15
+SQLITE_BATCH = 200
+PG_BATCH = 200
 HOT_TASKS = 16
 HOT_SLOTS = 5
 HOT_ROUNDS = 50
@@ -88,7 +88,8 @@ class Suspensions:
 
 
 async def _measure(variants: dict[str, Step], batch: int) -> dict[str, tuple[float, float]]:
-    """us per transition of each variant: (best, median) of REPEATS interleaved batches of ``batch``."""
+    """us per transition of each variant: (best, median) of REPEATS interleaved batches of ``batch`` (short
+    batches, many of them: this machine is shared, and its load moves within seconds)."""
     for run in variants.values():
         await run(batch // 4)
     samples: dict[str, list[float]] = {name: [] for name in variants}

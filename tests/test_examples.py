@@ -95,3 +95,20 @@ def test_readme_first_screen_has_setup_commands() -> None:
     first_screen = "\n".join(README.read_text(encoding="utf-8").splitlines()[:40])
     assert "make demo" in first_screen
     assert "make test" in first_screen
+
+
+def test_async_quickstart_runs() -> None:
+    """The async quickstart fills the booking with two of three racing tasks and prints the events."""
+    out = run_example("async_quickstart.py")
+    assert "BOOKING_FULLY_FILLED to [customer:c-1, transporter:t-1, transporter:t-2, transporter:t-3] v5" in out
+    assert out.count("accepted:") == 2
+    assert "refused: accept is not allowed from fully_filled" in out
+    assert out.endswith("fully_filled\n")
+
+
+def test_readme_async_quickstart_is_the_example() -> None:
+    """The README's python block under "Async quickstart" is byte-identical to examples/async_quickstart.py."""
+    readme = README.read_text(encoding="utf-8")
+    match = re.search(r"^## Async quickstart\n.*?^```python\n(.*?)^```$", readme, re.DOTALL | re.MULTILINE)
+    assert match is not None, "README.md has no async quickstart block"
+    assert match.group(1) == (EXAMPLES / "async_quickstart.py").read_text(encoding="utf-8")
