@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.exc import DBAPIError
@@ -22,7 +22,10 @@ from .outbox_row import OUTBOX_ROW
 from .schema import idempotency_table, library_metadata
 from .sql_errors import Violation, primary_key_name, violation
 from .sql_text import EntitySql, LibrarySql
-from .sqlite_setup import Borrowed, SqliteSettings, ThreadConnections, use_wal
+from .sqlite_setup import Borrowed, SqliteSettings, ThreadConnections, in_transaction, use_wal
+
+if TYPE_CHECKING:
+    from .async_sqlite import LoopConnections, OwnConnection
 
 __all__ = ["LostRace", "SqlPlumbing", "joined_connection", "session_of", "utc"]
 
@@ -44,6 +47,8 @@ class SqlPlumbing:
     _lib: LibrarySql
     _threads: ThreadConnections | None
     """SQLite on a file: each thread's own connection, used instead of the pool (see ThreadConnections)."""
+    _loop_connections: LoopConnections | None = None
+    """SQLite on an asyncio engine: the store's own connections, shared by the loop's tasks."""
     _sqlite: SqliteSettings
     """SQLite: how the library's own connections, and pool connections lent to its writes, are set up."""
     _wal_checked = False
@@ -145,15 +150,16 @@ class SqlPlumbing:
                 yield joined_connection(tx)
             elif write and not self._pg:
                 with self.engine.connect() as conn:
-                    driver: Any = conn.connection.driver_connection
+                    driver: Any = conn.connection.dbapi_connection  # as adapted: an aiosqlite one's awaits
                     borrowed = self._borrow(driver)
                     try:
                         with conn.begin():
-                            if not driver.in_transaction:
-                                driver.execute("BEGIN IMMEDIATE")
+                            if not in_transaction(driver):
+                                driver.execute("BEGIN IMMEDIATE").close()
                             yield conn
                     finally:
-                        borrowed.restore()
+                        if not conn.invalidated:  # else closed (say, by a cancellation): nothing to give back
+                            borrowed.restore()
             else:
                 with self.engine.begin() as conn:
                     yield conn
@@ -205,11 +211,12 @@ class SqlPlumbing:
 class _Cursor:
     """The context manager behind :meth:`SqlPlumbing._cursor` (a class: it runs on every command)."""
 
-    __slots__ = ("_borrowed", "_cur", "_fairy", "_joined", "_own", "_parts", "_single", "_tx", "_write")
+    __slots__ = ("_borrowed", "_cur", "_fairy", "_held", "_joined", "_own", "_parts", "_single", "_tx", "_write")
 
     def __init__(self, parts: SqlPlumbing, tx: object, write: bool, single: bool) -> None:
         self._parts, self._tx, self._write, self._single = parts, tx, write, single
         self._fairy: Any = None
+        self._held: OwnConnection | None = None  # SQLite on an asyncio engine: the store's own connection
         self._borrowed: Borrowed | None = None  # SQLite: a pool connection lent to this write
         self._own = False  # this cursor began the transaction, so it commits or rolls back
         self._joined = False  # this cursor set a savepoint in the host's transaction, so it releases it
@@ -227,8 +234,12 @@ class _Cursor:
                 self._cur = cur
                 return cur
             raw: Any
+            cur: Any = None
             if parts._threads is not None:
                 raw = parts._threads.get()
+            elif parts._loop_connections is not None:
+                self._held = parts._loop_connections.get()
+                raw, cur = self._held.connection, self._held.cursor
             else:
                 self._fairy = parts.engine.raw_connection()
                 # The DBAPI connection as SQLAlchemy adapts it: the driver's own for a sync driver, sync-looking
@@ -238,7 +249,9 @@ class _Cursor:
                     self._borrowed = parts._borrow(raw)
             if parts._pg:
                 raw.autocommit = True
-            if self._fairy is not None and parts.engine.dialect.is_async:
+            if cur is not None:
+                pass
+            elif self._fairy is not None and parts.engine.dialect.is_async:
                 # An asyncio driver's cursor costs a wait on the loop to open and another to close (a thread
                 # hop each, for aiosqlite): keep one per connection (the pool drops it with the connection).
                 cur = self._fairy.info.get(_CURSOR)
@@ -286,6 +299,13 @@ class _Cursor:
         parts = self._parts
         if broken and parts._threads is not None:
             parts._threads.discard()
+        held = self._held
+        if held is not None:
+            self._held = None
+            if broken:
+                parts._loop_connections.discard(held)  # type: ignore[union-attr]
+            else:
+                parts._loop_connections.put(held)  # type: ignore[union-attr]
         fairy = self._fairy
         if fairy is None:
             return

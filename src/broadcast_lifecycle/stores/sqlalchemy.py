@@ -104,6 +104,13 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
         # thread runs every task there (and AsyncAdaptedQueuePool is a QueuePool too).
         self._threads = (ThreadConnections(engine, self._sqlite) if not self._pg and not engine.dialect.is_async
                          and isinstance(engine.pool, QueuePool) else None)
+        self._loop_connections = None
+        if not self._pg and engine.dialect.is_async:
+            from .async_sqlite import LoopConnections, roll_back_before_close
+
+            roll_back_before_close(engine)
+            if isinstance(engine.pool, QueuePool):  # the async pool of a file database (as for ThreadConnections)
+                self._loop_connections = LoopConnections(engine, self._sqlite, engine.pool.size() + 5)
         self._lib = LibrarySql(engine.dialect, history_table, recipients_table, outbox_table)
         self._standalone = EntitySql(broadcasts_table, engine.dialect, kind_column=True)
         self._tables = {kind: EntitySql(_table_of(model), engine.dialect, kind_column=False)
@@ -131,6 +138,8 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
         :meth:`from_url`, the engine's pool. The store opens connections again if used."""
         if self._threads is not None:
             self._threads.close()
+        if self._loop_connections is not None:
+            self._loop_connections.close()
         if self._owns_engine:
             self.engine.dispose()
 

@@ -11,7 +11,6 @@ docs/persistence.md, "What the library changes on your engine").
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import threading
@@ -23,7 +22,7 @@ from sqlalchemy import Engine
 
 from ..errors import StoreError
 
-__all__ = ["Borrowed", "SqliteSettings", "ThreadConnections", "own_connection", "use_wal"]
+__all__ = ["Borrowed", "SqliteSettings", "ThreadConnections", "in_transaction", "own_connection", "use_wal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +69,12 @@ def own_connection(connection: Any, settings: SqliteSettings) -> None:
     use_wal(connection, settings)
 
 
+def in_transaction(connection: Any) -> bool:
+    """Whether a sqlite3 connection, or SQLAlchemy's adapter of an aiosqlite one, is inside a transaction."""
+    driver = getattr(connection, "driver_connection", connection)  # the adapter's aiosqlite connection
+    return bool(driver.in_transaction)
+
+
 class Borrowed:
     """A pool connection lent to one library write transaction: no implicit transactions and the
     library's busy timeout while it lasts, then the host's settings back (:meth:`restore`)."""
@@ -77,41 +82,23 @@ class Borrowed:
     __slots__ = ("_busy_timeout", "_connection", "_isolation_level")
 
     def __init__(self, connection: Any, settings: SqliteSettings) -> None:
-        if connection.in_transaction:
+        if in_transaction(connection):
             # Only a connection shared with the host can be (an in-memory database's, in this thread);
             # ending the host's transaction to begin ours would commit it behind its back.
             raise StoreError("could not write: this thread's SQLite connection is inside a transaction the "
                              "library did not begin; pass tx=<the Session that began it> to write in it")
         self._connection = connection
         self._isolation_level = connection.isolation_level
-        (self._busy_timeout,) = connection.execute("PRAGMA busy_timeout").fetchone()
+        cursor = connection.execute("PRAGMA busy_timeout")
+        (self._busy_timeout,) = cursor.fetchone()
+        cursor.close()
         connection.isolation_level = None
-        connection.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
+        connection.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}").close()
 
     def restore(self) -> None:
         """Give the connection its own settings back (after the transaction ended)."""
-        self._connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout)}")
+        self._connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout)}").close()
         self._connection.isolation_level = self._isolation_level
-
-    if engine.dialect.is_async:
-        event.listen(engine, "invalidate", _end_transaction_before_close)
-
-
-def _end_transaction_before_close(_dbapi_connection: Any, record: Any, _exc: BaseException | None) -> None:
-    """Roll back an aiosqlite connection that SQLAlchemy is about to close because a task was cancelled.
-
-    SQLAlchemy closes such a connection without closing the cursor of the interrupted statement;
-    sqlite3 then keeps that statement, so the closed connection lingers with its transaction, and the
-    database's write lock, until garbage collection, and every other writer waits out its busy
-    timeout. Ending the transaction first releases the lock at once.
-    """
-    from sqlalchemy.util.concurrency import await_, in_greenlet
-
-    driver = record.driver_connection
-    if driver is None or not in_greenlet():
-        return
-    with contextlib.suppress(Exception):  # a broken connection: closing it is all that is left to do
-        await_(asyncio.shield(driver.rollback()))
 
 
 class ThreadConnections:

@@ -1,0 +1,138 @@
+"""SQLite on an asyncio engine (aiosqlite): the store's own connections, shared by the tasks of a loop.
+
+On a sync engine each thread keeps one connection of the library's own (``ThreadConnections``). Under
+asyncio one thread runs every task, so instead a command takes an idle connection of the store's own,
+or opens one (at most ``limit`` at once; past that it waits on the loop for one to come back), and
+gives it back when its transaction has ended. Each is opened by the engine (the host's ``connect``
+hooks run), detached from the pool and set up once for the library (``own_connection``), so a command
+pays neither the pool's checkout and reset nor a borrow's settings, each a hop to aiosqlite's thread.
+All of it runs in the greenlet bridge (``await_`` waits on the loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Any
+
+from sqlalchemy import Engine, event
+
+from .sqlite_setup import SqliteSettings, own_connection
+
+__all__ = ["LoopConnections", "OwnConnection", "roll_back_before_close"]
+
+
+class OwnConnection:
+    """A connection of the store's own and the one cursor it keeps (opening and closing one are hops)."""
+
+    __slots__ = ("connection", "cursor")
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.cursor = connection.cursor()
+
+
+class LoopConnections:
+    """The store's own aiosqlite connections (see the module's docstring)."""
+
+    def __init__(self, engine: Engine, settings: SqliteSettings, limit: int) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._limit = limit
+        self._idle: list[OwnConnection] = []
+        self._open = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    def get(self) -> OwnConnection:
+        """An idle connection, a new one, or (``limit`` open) the next one given back."""
+        from sqlalchemy.util.concurrency import await_
+
+        while not self._idle and self._open >= self._limit:
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.append(turn)
+            try:
+                await_(turn)
+            except BaseException:
+                if turn.done() and not turn.cancelled():
+                    self._wake()  # woken and cancelled at once: pass the turn on
+                else:
+                    self._waiting.remove(turn)
+                raise
+        if self._idle:
+            return self._idle.pop()
+        self._open += 1
+        try:
+            return self._new()
+        except BaseException:
+            self._open -= 1
+            self._wake()
+            raise
+
+    def put(self, held: OwnConnection) -> None:
+        """Take back a connection whose transaction has ended."""
+        self._idle.append(held)
+        self._wake()
+
+    def discard(self, held: OwnConnection) -> None:
+        """Close a connection a failure or a cancellation left in an unknown state."""
+        self._open -= 1
+        self._wake()
+        _close(held)
+
+    def close(self) -> None:
+        """Close the idle connections (the store opens new ones when used again)."""
+        idle, self._idle = self._idle, []
+        self._open -= len(idle)
+        for held in idle:
+            _close(held)
+
+    def _new(self) -> OwnConnection:
+        fairy = self._engine.raw_connection()
+        connection: Any = fairy.dbapi_connection
+        fairy.detach()
+        try:
+            own_connection(connection, self._settings)
+            return OwnConnection(connection)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                connection.close()
+            raise
+
+    def _wake(self) -> None:
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+
+
+def _close(held: OwnConnection) -> None:
+    # End a transaction an interrupted statement kept open and close its cursor before the connection
+    # (see roll_back_before_close); a broken connection fails some of these: closing is all that is left.
+    for step in (held.connection.rollback, held.cursor.close, held.connection.close):
+        with contextlib.suppress(Exception):
+            step()
+
+
+def roll_back_before_close(engine: Engine) -> None:
+    """On an aiosqlite engine, roll back a connection SQLAlchemy is about to close because a task was
+    cancelled (once per engine).
+
+    SQLAlchemy closes such a connection without closing the cursor of the interrupted statement;
+    sqlite3 then keeps that statement, so the closed connection lingers with its transaction, and the
+    database's write lock, until garbage collection, and every other writer waits out its busy
+    timeout. Ending the transaction first releases the lock at once.
+    """
+    if not event.contains(engine, "invalidate", _end_transaction):
+        event.listen(engine, "invalidate", _end_transaction)
+
+
+def _end_transaction(_dbapi_connection: Any, record: Any, _exc: BaseException | None) -> None:
+    from sqlalchemy.util.concurrency import await_, in_greenlet
+
+    driver = record.driver_connection
+    if driver is None or not in_greenlet():
+        return
+    with contextlib.suppress(Exception):  # a broken connection: closing it is all that is left to do
+        await_(asyncio.shield(driver.rollback()))
