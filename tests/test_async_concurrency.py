@@ -7,6 +7,7 @@ import multiprocessing
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from conftest import START, ManualClock
@@ -181,5 +182,36 @@ def test_accept_expire_and_cancel_race_one_terminal_wins(async_database_url: str
             recorder.clear()
         assert await store.run_sync(lambda s: s.pending_events(10)) == [], "every event was delivered after commit"
         await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_sqlite_tasks_share_a_bounded_set_of_connections(tmp_path: Path) -> None:
+    """On SQLite, 32 tasks writing at once through a store on a 2-connection pool open at most 7 connections
+    of the store's own (the pool's size plus five) and all finish; the connections are reused afterwards."""
+
+    async def scenario() -> None:
+        store = AsyncSQLAlchemyStore.from_url(f"sqlite+aiosqlite:///{tmp_path / 'bounded.db'}", pool_size=2)
+        await store.create_all()
+        own = store.sync._loop_connections
+        assert own is not None
+        bookings = AsyncBroadcastLifecycle(store).kind("booking")
+        entity_id = await _open_broadcast(bookings, TASKS, customer="c-bounded")
+        peak = 0
+
+        async def accept(name: str) -> str:
+            nonlocal peak
+            try:
+                await bookings.accept(entity_id, name)
+            except TransitionRefused:
+                return "refused"
+            finally:
+                peak = max(peak, own._open)
+            return "won"
+
+        assert Counter(await asyncio.gather(*(accept(name) for name in TASKS))) == {"won": SLOTS, "refused": 27}
+        assert peak == 7 and own._open == len(own._idle) == 7  # the bound was reached, never passed
+        await store.close()
+        assert own._open == 0
 
     asyncio.run(scenario())

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import InvalidArgument
 from ..kinds import DEFAULT_KINDS, KindConfig
 from .sqlalchemy import SQLAlchemyStore
+from .sqlite_setup import SqliteSettings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -36,13 +37,15 @@ async def bridge(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 class AsyncSQLAlchemyStore:
     """The SQL store on an ``AsyncEngine`` (``sqlite+aiosqlite://``, ``postgresql+psycopg://``).
 
-    ``models`` maps kinds to the host's mapped classes, as for ``SQLAlchemyStore``. The commands
+    ``models`` maps kinds to the host's mapped classes and ``sqlite`` sets up the store's own SQLite
+    connections, as for ``SQLAlchemyStore``. The commands
     go through :class:`~broadcast_lifecycle.async_service.AsyncBroadcastLifecycle`; for anything else
     the sync store offers (the outbox's pending and dead events, counts), call it through
     :meth:`run_sync`: ``await store.run_sync(SQLAlchemyStore.pending_events, 100)``.
     """
 
-    def __init__(self, engine: AsyncEngine, models: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, models: Mapping[str, Any] | None = None, *,
+                 sqlite: SqliteSettings | None = None) -> None:
         from sqlalchemy.ext.asyncio import AsyncEngine
 
         if not isinstance(engine, AsyncEngine):
@@ -50,12 +53,12 @@ class AsyncSQLAlchemyStore:
                 f"engine must be a sqlalchemy AsyncEngine (create_async_engine), got {type(engine).__name__}; "
                 "for a sync Engine use SQLAlchemyStore")
         self.engine = engine
-        self.sync = SQLAlchemyStore(engine.sync_engine, models)
+        self.sync = SQLAlchemyStore(engine.sync_engine, models, sqlite=sqlite)
         """The store itself: call it only through :meth:`run_sync` (its I/O must run in the bridge)."""
         self._owns_engine = False
 
     @classmethod
-    def from_url(cls, url: str, models: Mapping[str, Any] | None = None,
+    def from_url(cls, url: str, models: Mapping[str, Any] | None = None, *, sqlite: SqliteSettings | None = None,
                  **engine_options: Any) -> AsyncSQLAlchemyStore:
         """A store on a new async engine for ``url`` (e.g. ``sqlite+aiosqlite:///broadcasts.db``)."""
         from sqlalchemy.exc import ArgumentError, InvalidRequestError
@@ -66,7 +69,7 @@ class AsyncSQLAlchemyStore:
         except (ArgumentError, InvalidRequestError) as exc:
             raise InvalidArgument(f"url must name an asyncio driver (sqlite+aiosqlite://, postgresql+psycopg://), "
                                   f"got {url.split('://', 1)[0]}://: {exc}") from exc
-        store = cls(engine, models)
+        store = cls(engine, models, sqlite=sqlite)
         store._owns_engine = True
         return store
 
