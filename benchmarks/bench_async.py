@@ -295,7 +295,7 @@ async def postgres_section(url: str, dsn: str) -> None:
     }
     asyncpg_conn: Any = None
     try:
-        import asyncpg  # type: ignore[import-not-found, unused-ignore]
+        import asyncpg  # type: ignore[import-untyped, import-not-found, unused-ignore]
     except ImportError:
         print("   (asyncpg is not installed: its column is left out; pip install asyncpg to add it)")
     else:

@@ -132,6 +132,7 @@ def test_accept_expire_and_cancel_race_one_terminal_wins(async_database_url: str
         recorder = EventRecorder()
         lifecycle.bus.connect(recorder)
         bookings = lifecycle.kind("booking")
+        late = AsyncBroadcastLifecycle(store, clock=ManualClock(AFTER_DEADLINE), bus=lifecycle.bus).kind("booking")
 
         async def expire_due(entity_id: int) -> bool:
             del entity_id
@@ -141,14 +142,14 @@ def test_accept_expire_and_cancel_race_one_terminal_wins(async_database_url: str
             "accept": lambda entity_id: bookings.accept(entity_id, "t1"),
             "cancel": lambda entity_id: bookings.cancel(entity_id, reason="customer changed plans"),
             # ...the expiry and the sweep are told it is past the deadline
-            "expire": lambda entity_id: bookings.expire(entity_id, now=AFTER_DEADLINE),
+            "expire": late.expire,
             "expire_due": expire_due,
         }
         for round_no in range(ROUNDS):
             entity_id = (await bookings.create(f"c{round_no}", slots=2)).id
             assert isinstance(entity_id, int)
             await bookings.start_broadcast(entity_id, ["t1", "t2"])
-            await bookings.activate(entity_id, deadline=DEADLINE)
+            await bookings.activate(entity_id, expires_at=DEADLINE)
             # the sweep is one quick statement and wins most races it is in: leave it out of every other round
             racers = list(commands) if round_no % 2 == 0 else [name for name in commands if name != "expire_due"]
             order = racers[round_no % len(racers):] + racers[:round_no % len(racers)]

@@ -21,7 +21,6 @@ from .kinds import KindConfig
 from .lifecycle import Trigger
 from .records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
 from .results import CommandResult
-from .service import SYSTEM_ACTOR
 from .stores.async_sqlalchemy import bridge
 
 if TYPE_CHECKING:
@@ -65,12 +64,12 @@ class AsyncKindHandle:
 
     async def create(
         self, customer_id: str, *, slots: int = 1, entity_id: EntityId | None = None,
-        expires_at: datetime | None = None, actor: str | None = None, reason: str | None = None,
-        metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
+        ttl: timedelta | None = None, expires_at: datetime | None = None, actor: str | None = None,
+        reason: str | None = None, metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
         tx: AsyncSession | None = None,
     ) -> CommandResult:
         """Create a broadcast of ``slots`` slots for ``customer_id`` in state ``created``."""
-        return await self._call(self._sync.create, tx, customer_id, slots=slots, entity_id=entity_id,
+        return await self._call(self._sync.create, tx, customer_id, slots=slots, entity_id=entity_id, ttl=ttl,
                                 expires_at=expires_at, actor=actor, reason=reason, metadata=metadata,
                                 idempotency_key=idempotency_key)
 
@@ -94,20 +93,18 @@ class AsyncKindHandle:
 
     async def notify_more(
         self, entity_id: EntityId, transporters: Sequence[str], *, actor: str | None = None,
-        reason: str | None = None, metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
-        tx: AsyncSession | None = None,
+        reason: str | None = None, tx: AsyncSession | None = None,
     ) -> CommandResult:
         """Add recipients while the broadcast is open (radius expansion); changes no state."""
-        return await self._call(self._sync.notify_more, tx, entity_id, transporters, actor=actor, reason=reason,
-                                metadata=metadata, idempotency_key=idempotency_key)
+        return await self._call(self._sync.notify_more, tx, entity_id, transporters, actor=actor, reason=reason)
 
     async def activate(
-        self, entity_id: EntityId, *, ttl: timedelta | None = None, deadline: datetime | None = None,
+        self, entity_id: EntityId, *, ttl: timedelta | None = None, expires_at: datetime | None = None,
         actor: str | None = None, reason: str | None = None, metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None, tx: AsyncSession | None = None,
     ) -> CommandResult:
-        """Open for acceptances until ``deadline`` (or now + ``ttl``, or the kind's default ttl)."""
-        return await self._call(self._sync.activate, tx, entity_id, ttl=ttl, deadline=deadline, actor=actor,
+        """Open for acceptances until ``expires_at`` (or now + ``ttl``, or the kind's default ttl)."""
+        return await self._call(self._sync.activate, tx, entity_id, ttl=ttl, expires_at=expires_at, actor=actor,
                                 reason=reason, metadata=metadata, idempotency_key=idempotency_key)
 
     async def accept(
@@ -156,12 +153,12 @@ class AsyncKindHandle:
                                 metadata=metadata, idempotency_key=idempotency_key)
 
     async def expire(
-        self, entity_id: EntityId, *, now: datetime | None = None, actor: str = SYSTEM_ACTOR,
-        reason: str | None = None, metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
+        self, entity_id: EntityId, *, actor: str | None = None, reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
         tx: AsyncSession | None = None,
     ) -> CommandResult:
-        """Expire a broadcast whose deadline has passed (by ``now``, default the clock's time)."""
-        return await self._call(self._sync.expire, tx, entity_id, now=now, actor=actor, reason=reason,
+        """Expire a broadcast whose deadline has passed (by the clock); the actor defaults to ``system``."""
+        return await self._call(self._sync.expire, tx, entity_id, actor=actor, reason=reason,
                                 metadata=metadata, idempotency_key=idempotency_key)
 
     # -- queries ---------------------------------------------------------------------------

@@ -234,7 +234,7 @@ class _Cursor:
                 self._cur = cur
                 return cur
             raw: Any
-            cur: Any = None
+            cur = None
             if parts._threads is not None:
                 raw = parts._threads.get()
             elif parts._loop_connections is not None:
@@ -329,9 +329,9 @@ def _begin_in_host(conn: Connection) -> None:
     """Make sure the host's connection is inside a transaction before a savepoint: Python's sqlite3
     begins one only before a data change, and a SAVEPOINT outside a transaction would start one of
     its own, whose release would commit the host's work behind its back."""
-    driver: Any = conn.connection.driver_connection
-    if conn.dialect.name == "sqlite" and not driver.in_transaction:
-        driver.execute("BEGIN")
+    dbapi: Any = conn.connection.dbapi_connection  # as adapted: an aiosqlite one's calls await on the loop
+    if conn.dialect.name == "sqlite" and not in_transaction(dbapi):
+        dbapi.execute("BEGIN").close()
 
 
 @contextmanager
