@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar, cast
 
 from broadcast_lifecycle import (
@@ -14,6 +14,8 @@ from broadcast_lifecycle import (
     AsyncBroadcastLifecycle,
     AsyncSQLAlchemyStore,
     BroadcastLifecycle,
+    BroadcastStore,
+    KindConfig,
     SQLAlchemyStore,
 )
 
@@ -25,8 +27,8 @@ class LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="async-adapter-loop", daemon=True)
-        self._thread.start()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="async-adapter-loop", daemon=True)
+        self.thread.start()
 
     def run(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable`` on the loop and return its result (or raise its error) here."""
@@ -35,7 +37,7 @@ class LoopThread:
     def close(self) -> None:
         """Stop the loop and its thread."""
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join()
+        self.thread.join()
         self.loop.close()
 
 
@@ -61,16 +63,29 @@ class _Blocking:
         return call
 
 
-class _BlockingStore:
-    """The sync store's methods, each run in the async store's bridge on the loop."""
+class BlockingStore:
+    """The sync store's methods, each run in the async store's bridge on the loop (directly, when called
+    from inside the bridge already: a sync lifecycle over this store dispatches events from there)."""
 
     def __init__(self, store: AsyncSQLAlchemyStore, loop: LoopThread) -> None:
-        self._store = store
-        self._loop = loop
+        self.async_store = store
+        self.loop = loop
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
+        from sqlalchemy.util.concurrency import in_greenlet
+
         method = getattr(SQLAlchemyStore, name)
-        return lambda *args, **kwargs: self._loop.run(self._store.run_sync(method, *args, **kwargs))
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread() is self.loop.thread and in_greenlet():
+                return method(self.async_store.sync, *args, **kwargs)
+            return self.loop.run(self.async_store.run_sync(method, *args, **kwargs))
+        return call
+
+    def close(self) -> None:
+        """Close the async store and its loop."""
+        self.loop.run(self.async_store.close())
+        self.loop.close()
 
 
 class BlockingLifecycle:
@@ -81,7 +96,7 @@ class BlockingLifecycle:
         self.loop = loop
         self.bus = lifecycle.bus
         store = lifecycle.store
-        self.store = _BlockingStore(store, loop) if isinstance(store, AsyncSQLAlchemyStore) else store
+        self.store = BlockingStore(store, loop) if isinstance(store, AsyncSQLAlchemyStore) else store
 
     def kind(self, name: str) -> Any:
         return _Blocking(self.async_lifecycle.kind(name), self.loop)
@@ -97,17 +112,28 @@ class BlockingLifecycle:
         self.loop.close()
 
 
-def blocking_lifecycle(url: str | None, **options: Any) -> tuple[BroadcastLifecycle, BlockingLifecycle]:
-    """An async lifecycle on a new ``AsyncSQLAlchemyStore`` for ``url`` (tables created for ``options["kinds"]``),
-    or on the in-memory store when ``url`` is None, behind the adapter: typed for the sync suites, and as itself."""
+def blocking_store(url: str, kinds: Sequence[KindConfig] = DEFAULT_KINDS) -> BlockingStore:
+    """A new ``AsyncSQLAlchemyStore`` for ``url`` (tables created for ``kinds``) on a loop of its own, with the
+    sync store's face."""
     loop = LoopThread()
 
-    async def build() -> AsyncBroadcastLifecycle:
-        if url is None:
-            return AsyncBroadcastLifecycle(**options)
+    async def build() -> AsyncSQLAlchemyStore:
         store = AsyncSQLAlchemyStore.from_url(url)
-        await store.create_all(options.get("kinds", DEFAULT_KINDS))
-        return AsyncBroadcastLifecycle(store, **options)
+        await store.create_all(kinds)
+        return store
+
+    return BlockingStore(loop.run(build()), loop)
+
+
+def blocking_lifecycle(store: BlockingStore | BroadcastStore | None,
+                       **options: Any) -> tuple[BroadcastLifecycle, BlockingLifecycle]:
+    """An async lifecycle on ``store`` (the async store behind a BlockingStore, a sync store that does no I/O,
+    or the in-memory default), behind the adapter: typed for the sync suites, and as itself."""
+    loop = store.loop if isinstance(store, BlockingStore) else LoopThread()
+    inner = store.async_store if isinstance(store, BlockingStore) else store
+
+    async def build() -> AsyncBroadcastLifecycle:
+        return AsyncBroadcastLifecycle(inner, **options)
 
     adapter = BlockingLifecycle(loop.run(build()), loop)
     return cast(BroadcastLifecycle, adapter), adapter

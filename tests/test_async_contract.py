@@ -8,42 +8,52 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-from async_adapter import BlockingLifecycle, blocking_lifecycle
+from async_adapter import BlockingLifecycle, BlockingStore, blocking_lifecycle, blocking_store
 from postgres_server import PostgresServer
 
-from broadcast_lifecycle import BroadcastLifecycle, BroadcastStore, KindConfig
+from broadcast_lifecycle import AsyncSQLAlchemyStore, BroadcastLifecycle, BroadcastStore, InMemoryStore, KindConfig
 from broadcast_lifecycle.contract import StoreContract, _Clock
 from broadcast_lifecycle.testing import EventRecorder
 
 _KINDS = (KindConfig("booking"), KindConfig("order", one_open_per_customer=True))
-_ASYNC = cast(BroadcastStore, object())
 
 
 class AsyncContract(StoreContract):
-    """The contract through the async facade: each test's lifecycles are closed after it."""
+    """The contract through the async facade; each test's stores (and their loops) are closed after it."""
 
     url: str | None = None
 
     @pytest.fixture(autouse=True)
     def _close_after(self) -> Iterator[None]:
-        self.opened: list[BlockingLifecycle] = []
+        self.opened: list[BlockingStore | BlockingLifecycle] = []
         yield
-        for adapter in self.opened:
-            adapter.close()
+        for each in self.opened:
+            each.close()
 
     def make_store(self) -> BroadcastStore:
-        """A marker: _lifecycle builds the async store (and its loop) itself."""
-        return _ASYNC
+        """The async store on a loop of its own, with the sync store's face (for the tests that build a
+        lifecycle themselves); ``_lifecycle`` puts the async facade on it."""
+        if self.url is None:
+            return _AsyncMemory()
+        store = blocking_store(self.url, _KINDS)
+        self.opened.append(store)
+        return cast(BroadcastStore, store)
 
     def _lifecycle(self, store: BroadcastStore | None = None) -> tuple[BroadcastLifecycle, EventRecorder, _Clock]:
-        if store is not None and store is not _ASYNC:
+        if store is not None and not isinstance(store, (BlockingStore, _AsyncMemory)):
             return super()._lifecycle(store)  # the reference store some tests compare with
         clock = _Clock()
-        lc, adapter = blocking_lifecycle(self.url, clock=clock, kinds=_KINDS)
-        self.opened.append(adapter)
+        lc, adapter = blocking_lifecycle(store if store is not None else self.make_store(), clock=clock,
+                                         kinds=_KINDS)
+        if not isinstance(adapter.async_lifecycle.store, AsyncSQLAlchemyStore):
+            self.opened.append(adapter)  # an async store is closed with its BlockingStore
         recorder = EventRecorder()
         lc.bus.connect(recorder)
         return lc, recorder, clock
+
+
+class _AsyncMemory(InMemoryStore):
+    """The in-memory store, marked for the async facade."""
 
 
 class TestAsyncInMemory(AsyncContract):

@@ -68,7 +68,8 @@ def test_joined_command_commits_with_the_host_and_announces_after(async_database
             assert (adopted.path, started.version) == (WritePath.ADOPT, 2)
             assert recorder.events == []  # nothing leaves before the commit
             await session.commit()
-        assert [e.version for e in recorder.events] == [1, 2]
+        assert [(e.name, e.version) for e in recorder.events] == [
+            ("BROADCAST_STATE_CHANGED", 1), ("BROADCAST_STATE_CHANGED", 2), ("BOOKING_OFFERED", 2)]
         assert (await bookings.get(1)).version == 2
         async with sessions() as session:
             assert await session.scalar(select(func.count()).select_from(AuditNote)) == 1

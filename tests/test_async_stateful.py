@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 
 import pytest
-from async_adapter import blocking_lifecycle
+from async_adapter import blocking_lifecycle, blocking_store
 from conftest import ManualClock
 from hypothesis import HealthCheck, settings
 from postgres_server import PostgresServer
@@ -23,13 +23,13 @@ class AsyncSQLiteLifecycleMachine(LifecycleMachine):
     def make_lifecycle(self, clock: ManualClock, kinds: Sequence[KindConfig]) -> BroadcastLifecycle:
         """An async lifecycle on a new SQLite database in a temporary directory, behind the adapter."""
         self._tmp = tempfile.mkdtemp(prefix="bl-async-stateful-")
-        lifecycle, self._adapter = blocking_lifecycle(f"sqlite+aiosqlite:///{self._tmp}/broadcasts.db",
-                                                      clock=clock, kinds=tuple(kinds))
+        self._store = blocking_store(f"sqlite+aiosqlite:///{self._tmp}/broadcasts.db", kinds)
+        lifecycle, _ = blocking_lifecycle(self._store, clock=clock, kinds=tuple(kinds))
         return lifecycle
 
     def close_lifecycle(self) -> None:
         """Close the store and its loop; delete the database."""
-        self._adapter.close()
+        self._store.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
@@ -44,12 +44,13 @@ class AsyncPostgresLifecycleMachine(LifecycleMachine):
         assert self.server is not None, "the postgres_machine fixture sets the server"
         type(self).runs += 1
         url = self.server.create_database(f"async_stateful_{type(self).runs}")
-        lifecycle, self._adapter = blocking_lifecycle(url, clock=clock, kinds=tuple(kinds))
+        self._store = blocking_store(url, kinds)
+        lifecycle, _ = blocking_lifecycle(self._store, clock=clock, kinds=tuple(kinds))
         return lifecycle
 
     def close_lifecycle(self) -> None:
         """Close the store and its loop."""
-        self._adapter.close()
+        self._store.close()
 
 
 _BASE = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
