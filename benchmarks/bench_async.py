@@ -251,9 +251,10 @@ def _in_place_params(entity_id: int, accept: bool) -> dict[str, Any]:
     config = KindConfig(KIND)
     return {"id": entity_id, "kind": KIND, "key": str(entity_id), "delta": 1 if accept else -1,
             "at": datetime.now(timezone.utc), "transporter": TRANSPORTER, "trigger": "accept" if accept else "release",
-            "ev_id": str(uuid.uuid4()), "ev_name": config.event_name(Topic.STATE_CHANGED),
-            "ev_id_field": config.id_field, "filled_id": str(uuid.uuid4()),
-            "filled_name": config.event_name(Topic.FULLY_FILLED)}
+            "id_field": config.id_field, "ev_event_id": str(uuid.uuid4()),
+            "ev_name": config.event_name(Topic.STATE_CHANGED), "ev_topic": Topic.STATE_CHANGED.value,
+            "fill_event_id": str(uuid.uuid4()), "fill_name": config.event_name(Topic.FULLY_FILLED),
+            "fill_topic": Topic.FULLY_FILLED.value}
 
 
 def _positional(statement: str) -> tuple[str, list[str]]:
