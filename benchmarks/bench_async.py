@@ -192,7 +192,8 @@ class RawAiosqlite:
                                              version + 1))
             await conn.execute(raw.OUTBOX, (str(uuid.uuid4()), "BROADCAST_STATE_CHANGED", "state_changed", KIND,
                                             "bookingId", self.key, to, status, now, version + 1, filled + delta,
-                                            requested, json.dumps([["customer", customer]]), now))
+                                            requested, expires_at, trigger, None,
+                                            json.dumps([["customer", customer]]), now))
             await conn.execute("COMMIT")
         except BaseException:
             await conn.execute("ROLLBACK")
