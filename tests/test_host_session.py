@@ -190,3 +190,32 @@ def test_keyed_transition_that_loses_the_race_in_a_host_session_is_undone(
     assert bookings.get(ids[1]).slots_filled == 0 and len(bookings.history(ids[1])) == 3
     assert session.get(Booking, 3) is not None
     assert bookings.get(ids[0]) == first.snapshot
+
+
+def test_create_fills_the_hosts_own_columns_and_replays_a_keyed_retry(
+        host: tuple[BroadcastLifecycle, Session, EventRecorder]) -> None:
+    """create(columns=) writes the host's required columns in the one INSERT; a retried keyed create replays."""
+    lifecycle, session, _ = host
+    bookings = lifecycle.kind("booking")
+    first = bookings.create("c1", slots=2, columns={"pickup": "Dock 4", "vehicle_type": "van"},
+                            idempotency_key="c1:req-1")
+    again = bookings.create("c1", slots=2, columns={"pickup": "Dock 4", "vehicle_type": "van"},
+                            idempotency_key="c1:req-1")
+    assert (again.replayed, again.id) == (True, first.id)
+    booking = session.get(Booking, first.id)
+    assert booking is not None and (booking.pickup, booking.vehicle_type, booking.status) == ("Dock 4", "van",
+                                                                                            "created")
+    with pytest.raises(IdempotencyKeyReused, match="different arguments"):
+        bookings.create("c1", slots=2, columns={"pickup": "Dock 5", "vehicle_type": "van"},
+                        idempotency_key="c1:req-1")
+
+
+def test_create_refuses_columns_that_are_not_the_hosts(host: tuple[BroadcastLifecycle, Session, EventRecorder]) -> None:
+    """columns= naming a lifecycle column, an unknown column, or a kind without a host model is InvalidArgument."""
+    lifecycle, _, _ = host
+    with pytest.raises(InvalidArgument, match=r"names status, wheels, which are not columns of host_bookings"):
+        lifecycle.kind("booking").create("c1", columns={"status": "active", "wheels": 6, "pickup": "A"})
+    with pytest.raises(InvalidArgument, match="columns= needs a host model for kind 'order'"):
+        lifecycle.kind("order").create("c1", columns={"pickup": "A"})
+    with pytest.raises(InvalidArgument, match="InMemoryStore keeps no columns of yours"):
+        BroadcastLifecycle().kind("booking").create("c1", columns={"pickup": "A"})

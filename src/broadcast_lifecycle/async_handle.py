@@ -66,12 +66,13 @@ class AsyncKindHandle:
         self, customer_id: str, *, slots: int = 1, entity_id: EntityId | None = None,
         ttl: timedelta | None = None, expires_at: datetime | None = None, actor: str | None = None,
         reason: str | None = None, metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
-        tx: AsyncSession | None = None,
+        columns: Mapping[str, Any] | None = None, tx: AsyncSession | None = None,
     ) -> CommandResult:
-        """Create a broadcast of ``slots`` slots for ``customer_id`` in state ``created``."""
+        """Create a broadcast of ``slots`` slots for ``customer_id`` in state ``created`` (see
+        :meth:`KindHandle.create <broadcast_lifecycle.handle.KindHandle.create>`)."""
         return await self._call(self._sync.create, tx, customer_id, slots=slots, entity_id=entity_id, ttl=ttl,
                                 expires_at=expires_at, actor=actor, reason=reason, metadata=metadata,
-                                idempotency_key=idempotency_key)
+                                idempotency_key=idempotency_key, columns=columns)
 
     async def adopt(
         self, entity_id: EntityId, *, actor: str | None = None, reason: str | None = None,

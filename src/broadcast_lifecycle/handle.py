@@ -76,12 +76,14 @@ class KindHandle:
         self, customer_id: str, *, slots: int = 1, entity_id: EntityId | None = None,
         ttl: timedelta | None = None, expires_at: datetime | None = None, actor: str | None = None,
         reason: str | None = None, metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
-        tx: Session | None = None,
+        columns: Mapping[str, Any] | None = None, tx: Session | None = None,
     ) -> CommandResult:
         """Create a broadcast of ``slots`` slots for ``customer_id`` in state ``created``.
 
         ``entity_id`` picks the id (else the store does); ``ttl`` or ``expires_at`` sets a deadline
-        now (else ``activate`` does). The actor defaults to the customer.
+        now (else ``activate`` does); ``columns`` fills the host model's own columns in the same
+        INSERT (``{"pickup": "Dock 4"}``), so a keyed create replays before anything is written. The
+        actor defaults to the customer.
         """
         require_id("customer_id", customer_id)
         require_slots("slots", slots)
@@ -92,8 +94,11 @@ class KindHandle:
         deadline = require_deadline(now, ttl, expires_at)
         if deadline is not None and deadline <= now:
             raise InvalidArgument(f"expires_at must be in the future, got {deadline.isoformat()} (now {now})")
-        digest = fingerprint("create", customer_id, slots, entity_id, ttl, expires_at, reason, meta) if key else ""
-        new = NewBroadcast(self._config, customer_id, slots, now, entity_id, deadline, who, meta, key, digest, reason)
+        own = require_metadata(columns, name="columns")
+        digest = (fingerprint("create", customer_id, slots, entity_id, ttl, expires_at, reason, meta, own)
+                  if key else "")
+        new = NewBroadcast(self._config, customer_id, slots, now, entity_id, deadline, who, meta, key, digest, reason,
+                           own)
         return self._lc._create(new, tx)
 
     def adopt(

@@ -100,12 +100,12 @@ def require_key(key: object, actor: str | None, *, default_actor: str | None = N
     return key
 
 
-def require_metadata(metadata: object) -> dict[str, Any]:
+def require_metadata(metadata: object, *, name: str = "metadata") -> dict[str, Any]:
     """``metadata`` (when given) must be a mapping with string keys; returns a copy (``{}`` for none)."""
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
-        raise InvalidArgument(f"metadata must be a mapping with string keys, got {metadata!r:.80}")
+        raise InvalidArgument(f"{name} must be a mapping with string keys, got {metadata!r:.80}")
     return dict(metadata)
 
 

@@ -65,6 +65,8 @@ class NewBroadcast:
     fingerprint: str = ""
     """The digest of the command's arguments, recorded with ``idempotency_key``."""
     reason: str | None = None
+    columns: Mapping[str, Any] = field(default_factory=dict)
+    """Values for the host's own columns of the row (a store without host models refuses any)."""
 
     def __post_init__(self) -> None:
         if self.entity_id is not None:  # one check for every store and facade: no store may hold it otherwise

@@ -64,6 +64,9 @@ class InMemoryStore:
     def insert(self, new: NewBroadcast, after_commit: AfterCommit, tx: object = None) -> Committed:
         """See :meth:`BroadcastStore.insert`."""
         _no_tx(tx)
+        if new.columns:
+            raise InvalidArgument("columns= needs a store with host models (SQLAlchemyStore(models=...)); "
+                                  "InMemoryStore keeps no columns of yours")
         with self._lock:
             entity_id = new.entity_id if new.entity_id is not None else self._next_id(new.kind.name)
             key = (new.kind.name, entity_id)

@@ -178,6 +178,8 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
             values["kind"] = kind
         if new.entity_id is not None:
             values[sql.pk.name] = new.entity_id
+        if new.columns:
+            values.update(_host_columns(sql, new, values))
         with self._core(tx, write=True) as conn:
             entity_id = self._insert_row(conn, sql, new, values)
             committed = self._record_creation(conn, new, new.snapshot(entity_id))
@@ -508,3 +510,21 @@ def _history_row(entry: HistoryEntry) -> dict[str, Any]:
         "to_status": entry.to_status.value, "trigger": entry.trigger, "actor": entry.actor,
         "reason": entry.reason, "meta": entry.metadata, "at": entry.at, "version": entry.version,
     }
+
+
+def _host_columns(sql: EntitySql, new: NewBroadcast, lifecycle: Mapping[str, Any]) -> dict[str, Any]:
+    """``new.columns`` checked against the kind's table: only the host's own columns of a host model."""
+    kind = new.kind.name
+    if sql.table is broadcasts_table:
+        raise InvalidArgument(f"columns= needs a host model for kind {kind!r}: the standalone table "
+                              f"{broadcasts_table.name} has no columns of yours (pass models= to SQLAlchemyStore)")
+    own = {c.name for c in sql.table.columns} - set(lifecycle) - {sql.pk.name, "kind"} - _LIFECYCLE_COLUMNS
+    unknown = sorted(set(new.columns) - own)
+    if unknown:
+        raise InvalidArgument(f"columns= names {', '.join(unknown)}, which are not columns of {sql.table.name} "
+                              f"the host may set (allowed: {', '.join(sorted(own)) or 'none'})")
+    return dict(new.columns)
+
+
+_LIFECYCLE_COLUMNS = frozenset({"status", "customer_id", "state_changed_at", "created_at", "version",
+                                "slots_requested", "slots_filled", "expires_at"})
