@@ -201,3 +201,19 @@ def test_lifecycle_refuses_an_object_that_is_not_a_store() -> None:
 
     with pytest.raises(InvalidArgument, match=r"HalfStore is not a BroadcastStore: it lacks claim_events, dead_events"):
         BroadcastLifecycle(HalfStore())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("returned", [False, True, "", 0])
+def test_a_guard_returning_no_reason_is_a_clear_error(returned: object) -> None:
+    """A guard written as a predicate (or with an empty reason) is named in an InvalidArgument; nothing changes."""
+    lc = BroadcastLifecycle()
+    bookings = lc.kind("booking")
+    created = bookings.create("c1")
+
+    def is_owner(_broadcast: BroadcastSnapshot, _ctx: CommandContext) -> Any:
+        return returned
+
+    bookings.add_guard(Trigger.CANCEL, is_owner)
+    with pytest.raises(InvalidArgument, match=r"guard .*is_owner returned .*: a guard returns None to allow"):
+        bookings.cancel(created.id, actor="c1")
+    assert bookings.get(created.id).version == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Any
 
 import pytest
@@ -66,9 +66,12 @@ def test_loaded_instance_is_current_after_a_joined_command(
     bookings.activate(created.id, ttl=timedelta(minutes=5))
     booking = session.get(Booking, created.id)
     assert booking is not None and booking.status == "active"
+    loaded_tz = booking.state_changed_at.tzinfo  # what this database's loads give (SQLite: naive UTC)
     result = bookings.accept(created.id, "t1", tx=session)
     assert (booking.status, booking.slots_filled, booking.version) == ("partially_filled", 1, 4)
-    assert booking.state_changed_at == result.snapshot.state_changed_at
+    assert (booking.state_changed_at.tzinfo is None) == (loaded_tz is None)
+    assert booking.state_changed_at.replace(tzinfo=booking.state_changed_at.tzinfo or timezone.utc) == (
+        result.snapshot.state_changed_at)
     assert not session.dirty
     session.commit()
     assert bookings.get(created.id).slots_filled == 1

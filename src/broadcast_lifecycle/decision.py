@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from .errors import InvalidTransition, TransitionRefused
+from .errors import InvalidArgument, InvalidTransition, TransitionRefused
 from .events import Topic, topics_for
 from .guards import BRANCH_TESTS, GUARDS, CommandContext, Guard
 from .lifecycle import ROUTES, Trigger, allowed_from
@@ -71,6 +71,10 @@ def decide(
     for guard in extra_guards:
         reason = guard(snapshot, ctx)
         if reason is not None:
+            if not isinstance(reason, str) or not reason:  # e.g. a predicate's False: it must not refuse silently
+                name = getattr(guard, "__qualname__", repr(guard))
+                raise InvalidArgument(f"guard {name} returned {reason!r}: a guard returns None to allow, or a "
+                                      "non-empty sentence saying why it refuses")
             raise TransitionRefused(snapshot.kind, snapshot.id, status.value, trigger.value, reason)
     dest = route.branches[-1][2]
     for branch, expected, candidate in route.branches:

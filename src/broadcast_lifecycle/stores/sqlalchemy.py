@@ -116,7 +116,8 @@ class SQLAlchemyStore(SqlOutbox, SqlInPlace):
         self._tables = {kind: EntitySql(_table_of(model), engine.dialect, kind_column=False)
                         for kind, model in (models or {}).items()}
         self._sweeps: dict[str, SweepSql] = {}
-        self._orm = {kind: ModelSync(model) for kind, model in (models or {}).items() if not isinstance(model, Table)}
+        self._orm = {kind: ModelSync(model, naive_times=not self._pg)
+                     for kind, model in (models or {}).items() if not isinstance(model, Table)}
         if self._pg:
             for sql in (self._standalone, *self._tables.values()):
                 library = (history_table, recipients_table, outbox_table)
