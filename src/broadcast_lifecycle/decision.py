@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from .errors import InvalidArgument, InvalidTransition, TransitionRefused
 from .events import Topic, topics_for
 from .guards import BRANCH_TESTS, GUARDS, CommandContext, Guard
 from .lifecycle import ROUTES, Trigger, allowed_from
-from .records import BroadcastSnapshot
+from .records import BroadcastSnapshot, HistoryEntry
 from .states import BroadcastStatus
 
 __all__ = ["Decision", "decide", "is_overdue"]
@@ -33,6 +34,22 @@ class Decision:
     expires_at: datetime | None
     topics: tuple[Topic, ...]
     superseded: Trigger | None = None
+
+    def next_snapshot(self, before: BroadcastSnapshot, at: datetime) -> BroadcastSnapshot:
+        """``before`` once this decision is applied at ``at``: the new state, fill and deadline,
+        stamped ``at``, one version up. Every write path and every store takes it from here."""
+        return BroadcastSnapshot(
+            kind=before.kind, id=before.id, customer_id=before.customer_id, status=self.to_status,
+            slots_requested=before.slots_requested, slots_filled=before.slots_filled + self.fill_delta,
+            version=before.version + 1, state_changed_at=at, created_at=before.created_at,
+            expires_at=self.expires_at,
+        )
+
+    def history_entry(self, before: BroadcastSnapshot, at: datetime, actor: str | None, reason: str | None,
+                      metadata: Mapping[str, Any]) -> HistoryEntry:
+        """The audit row of this decision applied to ``before`` at ``at``."""
+        return HistoryEntry(before.kind, before.id, self.from_status, self.to_status, self.trigger.value, actor,
+                            reason, at, before.version + 1, dict(metadata))
 
 
 def is_overdue(snapshot: BroadcastSnapshot, now: datetime) -> bool:

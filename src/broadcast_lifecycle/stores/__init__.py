@@ -1,16 +1,74 @@
-"""Persistence adapters: the protocol and the stores that ship with the library."""
+"""Persistence adapters: the protocol, the values it passes, the stores that ship with the library,
+and what an author of another store needs from the core (see docs/adapters.md)."""
 
-from .base import AfterCommit, BroadcastStore, Change, Committed, Loaded, NewBroadcast, NewRecipients, OutboxEntry
+from ..codec import (
+    decode_id,
+    encode_id,
+    event_from_json,
+    event_to_json,
+    history_from_json,
+    history_to_json,
+    outcome_from_json,
+    outcome_to_json,
+    snapshot_from_json,
+    snapshot_to_json,
+    time_from_text,
+    time_to_text,
+)
+from ..expiry import EXPIRABLE, SWEEP_REASON, Expiry, is_due
+from ..states import CLOSED, OPEN
+from .base import (
+    Adoption,
+    AdoptsRows,
+    AfterCommit,
+    BroadcastStore,
+    Change,
+    ChangesInPlace,
+    Committed,
+    DecidesUnderLock,
+    ExpiredBatch,
+    Loaded,
+    NewBroadcast,
+    NewRecipients,
+    OutboxEntry,
+    Plan,
+    missing_store_methods,
+)
 from .memory import InMemoryStore
 
 __all__ = [
+    "CLOSED",
+    "EXPIRABLE",
+    "OPEN",
+    "SWEEP_REASON",
+    "Adoption",
+    "AdoptsRows",
     "AfterCommit",
     "BroadcastStore",
     "Change",
+    "ChangesInPlace",
     "Committed",
+    "DecidesUnderLock",
+    "ExpiredBatch",
+    "Expiry",
     "InMemoryStore",
     "Loaded",
     "NewBroadcast",
     "NewRecipients",
     "OutboxEntry",
+    "Plan",
+    "decode_id",
+    "encode_id",
+    "event_from_json",
+    "event_to_json",
+    "history_from_json",
+    "history_to_json",
+    "is_due",
+    "missing_store_methods",
+    "outcome_from_json",
+    "outcome_to_json",
+    "snapshot_from_json",
+    "snapshot_to_json",
+    "time_from_text",
+    "time_to_text",
 ]

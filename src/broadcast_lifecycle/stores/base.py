@@ -17,6 +17,7 @@ from typing_extensions import get_protocol_members
 
 from ..decision import Decision
 from ..events import NOTIFY_MORE, BroadcastEvent, Topic, build_events, build_offer
+from ..expiry import SWEEP_REASON
 from ..kinds import KindConfig
 from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
@@ -43,11 +44,6 @@ __all__ = [
     "SWEEP_REASON",
     "missing_store_methods",
 ]
-
-SWEEP_REASON = "deadline passed"
-"""The reason every store records in the history row (and the events) of a broadcast that
-``expire_overdue`` expired."""
-
 
 @dataclass(frozen=True, slots=True)
 class NewBroadcast:
@@ -141,20 +137,11 @@ class Change:
 
     def after(self) -> BroadcastSnapshot:
         """The broadcast as it will be once the change is applied."""
-        b, d = self.before, self.decision
-        return BroadcastSnapshot(
-            kind=b.kind, id=b.id, customer_id=b.customer_id, status=d.to_status,
-            slots_requested=b.slots_requested, slots_filled=b.slots_filled + d.fill_delta,
-            version=b.version + 1, state_changed_at=self.at, created_at=b.created_at,
-            expires_at=d.expires_at,
-        )
+        return self.decision.next_snapshot(self.before, self.at)
 
     def history_entry(self) -> HistoryEntry:
         """The audit row of the change."""
-        d = self.decision
-        return HistoryEntry(self.before.kind, self.before.id, d.from_status, d.to_status,
-                            d.trigger.value, self.actor, self.reason, self.at,
-                            self.before.version + 1, dict(self.metadata))
+        return self.decision.history_entry(self.before, self.at, self.actor, self.reason, self.metadata)
 
     @property
     def needs_recipients(self) -> bool:

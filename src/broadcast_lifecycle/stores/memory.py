@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from ..decision import decide, is_overdue
 from ..errors import (
     BroadcastNotFound,
     DuplicateBroadcast,
@@ -17,14 +16,12 @@ from ..errors import (
     OpenBroadcastExists,
 )
 from ..events import BroadcastEvent
-from ..guards import CommandContext
+from ..expiry import Expiry, is_due
 from ..kinds import KindConfig
-from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import CLOSED
 from ..validation import is_entity_id
 from .base import (
-    SWEEP_REASON,
     AfterCommit,
     Change,
     Committed,
@@ -171,14 +168,12 @@ class InMemoryStore:
             for key, before in list(self._broadcasts.items()):
                 if count == limit:
                     break
-                if key[0] != kind.name or not is_overdue(before, now) or before.state_changed_at > now:
+                if key[0] != kind.name or not is_due(before, now):
                     continue
-                decision = decide(before, Trigger.EXPIRE, CommandContext(now))
-                change = Change(kind, before, decision, now, actor, SWEEP_REASON)
-                after = change.after()
-                batch = change.events(after, _in_order(self._recipients[key]))
-                self._broadcasts[key] = after
-                self._history[key].append(change.history_entry())
+                expiry = Expiry(kind=kind, before=before, at=now, actor=actor)
+                batch = expiry.events(_in_order(self._recipients[key]))
+                self._broadcasts[key] = expiry.after()
+                self._history[key].append(expiry.history_entry())
                 self._outbox.update((e.event_id, OutboxEntry(e, now)) for e in batch)
                 events += batch
                 count += 1
