@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 from postgres_server import PostgresServer
 
-from broadcast_lifecycle.contract import StoreContract
+from broadcast_lifecycle.contract import FOREIGN_TO_INT_KEYS, StoreContract
 from broadcast_lifecycle.kinds import DEFAULT_KINDS, KindConfig
 from broadcast_lifecycle.stores import BroadcastStore, InMemoryStore
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
@@ -17,10 +16,7 @@ _KINDS = (*DEFAULT_KINDS[:1], KindConfig("order", one_open_per_customer=True))
 
 
 class TestInMemoryStore(StoreContract):
-    """The reference store."""
-
-    explicit_ids = (424242, "bk-17", uuid.UUID("12345678-1234-5678-1234-567812345678"))
-    foreign_ids = ()  # it holds ids of every type
+    """The reference store: it holds ids of every type (the contract's default)."""
 
     def make_store(self) -> BroadcastStore:
         return InMemoryStore()
@@ -28,6 +24,9 @@ class TestInMemoryStore(StoreContract):
 
 class TestSQLiteStore(StoreContract):
     """SQLAlchemyStore on a real SQLite file."""
+
+    explicit_ids = (424242,)
+    foreign_ids = FOREIGN_TO_INT_KEYS
 
     @pytest.fixture(autouse=True)
     def _database(self, tmp_path: Path) -> None:
@@ -42,6 +41,9 @@ class TestSQLiteStore(StoreContract):
 @pytest.mark.postgres
 class TestPostgresStore(StoreContract):
     """SQLAlchemyStore on the suite's PostgreSQL server, a fresh database per test."""
+
+    explicit_ids = (424242,)
+    foreign_ids = FOREIGN_TO_INT_KEYS
 
     @pytest.fixture(autouse=True)
     def _database(self, postgres_server: PostgresServer, request: pytest.FixtureRequest) -> None:

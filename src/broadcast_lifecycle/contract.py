@@ -1,19 +1,31 @@
 """The store contract: the behaviour every :class:`~broadcast_lifecycle.stores.base.BroadcastStore`
 must show, as a test class. Subclass it in your tests and implement :meth:`StoreContract.make_store`
-(a fresh, empty store per call); pytest collects the ``test_*`` methods.
+(a fresh, empty store per call); pytest collects the ``test_*`` methods, and :func:`run_contract`
+runs them without pytest.
 
     class TestMyStore(StoreContract):
         def make_store(self) -> BroadcastStore:
             return MyStore(...)
+
+The tests live in parts, one concern each: this module (round trips, transitions, the one-open
+policy, idempotency keys, bad inputs, the cross-store comparison), ``contract_writes`` (the
+compare-and-set, history, times, recipients), ``contract_sweep``, ``contract_outbox``,
+``contract_ids`` and ``contract_threads``.
 """
 
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
+from .contract_base import T0, Clock, ContractBase, run_contract
+from .contract_ids import IdsContract
 from .contract_inputs import BAD_INPUTS, FOREIGN_TO_INT_KEYS, foreign_id_inputs
+from .contract_outbox import OutboxContract
 from .contract_script import assert_same, records_of, run_script
+from .contract_sweep import SweepContract
+from .contract_threads import ThreadsContract
+from .contract_writes import WritesContract
 from .errors import (
     BroadcastNotFound,
     DuplicateBroadcast,
@@ -21,54 +33,23 @@ from .errors import (
     OpenBroadcastExists,
     TransitionRefused,
 )
-from .kinds import KindConfig
-from .records import EntityId
 from .results import CommandResult
-from .service import BroadcastLifecycle
 from .states import OPEN, BroadcastStatus
-from .stores.base import BroadcastStore, Change, Committed
+from .stores.base import Change, Committed
 from .stores.memory import InMemoryStore
-from .testing import EventRecorder
 
-__all__ = ["StoreContract"]
+__all__ = ["FOREIGN_TO_INT_KEYS", "StoreContract", "run_contract"]
 
-_T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
-_KINDS = (KindConfig("booking"), KindConfig("order", one_open_per_customer=True))
+_T0 = T0
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = _T0
+class StoreContract(WritesContract, SweepContract, OutboxContract, IdsContract, ThreadsContract, ContractBase):
+    """Behaviour a store must show; run it against each store you ship (see docs/adapters.md).
 
-    def __call__(self) -> datetime:
-        return self.now
-
-
-class StoreContract:
-    """Behaviour a store must show; run it against each store you ship."""
-
-    explicit_ids: tuple[EntityId, ...] = (424242,)
-    """Ids the store accepts when the host picks them (empty: the store always picks ids)."""
-
-    foreign_ids: tuple[object, ...] = FOREIGN_TO_INT_KEYS
-    """Ids of a type the store's keys cannot hold (the default: a store with integer keys)."""
-
-    def make_store(self) -> BroadcastStore:
-        """A fresh, empty store (tables created) for one test."""
-        raise NotImplementedError
-
-    def _lifecycle(self, store: BroadcastStore | None = None) -> tuple[BroadcastLifecycle, EventRecorder, _Clock]:
-        clock = _Clock()
-        lc = BroadcastLifecycle(store or self.make_store(), clock=clock, kinds=_KINDS)
-        recorder = EventRecorder()
-        lc.bus.connect(recorder)
-        return lc, recorder, clock
-
-    def _active(self, lc: BroadcastLifecycle, slots: int = 2, customer: str = "c1") -> EntityId:
-        entity_id = lc.kind("booking").create(customer, slots=slots).id
-        lc.kind("booking").start_broadcast(entity_id, ["t1", "t2", "t3"])
-        lc.kind("booking").activate(entity_id, ttl=timedelta(minutes=5))
-        return entity_id
+    Fill in :meth:`~ContractBase.make_store` (set-up) and, when the default ``close()`` call is not
+    enough, :meth:`~ContractBase.release_store` (tear-down); declare the ids your store holds with
+    ``explicit_ids`` and ``foreign_ids``.
+    """
 
     def test_insert_then_load_round_trips(self) -> None:
         """A created broadcast loads back with every field, in UTC, at version 1."""
@@ -369,10 +350,10 @@ class StoreContract:
         """A fixed command script leaves the same history rows and recipients and announces the same
         events as on InMemoryStore (ids, event ids and times aside)."""
         records = []
-        for store in (InMemoryStore(), self.make_store()):
+        for store in (InMemoryStore(), self.new_store()):
             lc, recorder, clock = self._lifecycle(store)
 
-            def advance(delta: timedelta, clock: _Clock = clock) -> None:
+            def advance(delta: timedelta, clock: Clock = clock) -> None:
                 clock.now += delta
 
             created = run_script(lc, advance)

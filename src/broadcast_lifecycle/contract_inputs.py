@@ -162,5 +162,5 @@ def foreign_id_inputs(foreign_ids: tuple[object, ...]) -> tuple[BadInput, ...]:
     return tuple(rows)
 
 
-FOREIGN_TO_INT_KEYS: tuple[object, ...] = ("bk-17", UUID("12345678-1234-5678-1234-567812345678"))
-"""Ids an integer key cannot hold."""
+FOREIGN_TO_INT_KEYS: tuple[object, ...] = ("bk-17", "777", UUID("12345678-1234-5678-1234-567812345678"))
+"""Ids an integer key cannot hold (a digit-only string is no alias of the int it spells)."""

@@ -1,0 +1,132 @@
+"""The store contract, writes: a store has every protocol method; a compare-and-set that loses writes
+nothing anywhere; history rows, times and recipients come back exactly as written, in their order."""
+
+from __future__ import annotations
+
+from datetime import timedelta, timezone
+from typing import Any
+
+from .contract_base import T0, ContractBase
+from .decision import decide
+from .guards import CommandContext
+from .lifecycle import Trigger
+from .records import HistoryEntry
+from .states import BroadcastStatus
+from .stores.base import BroadcastStore, Change, Committed, missing_store_methods
+
+__all__ = ["WritesContract"]
+
+_METADATA: dict[str, Any] = {"refund": True, "amount": 12.5, "lines": [1, 2, {"sku": "x"}], "note": None,
+                             "city": "Zürich"}
+
+
+class WritesContract(ContractBase):
+    """Writes and what reading them back gives."""
+
+    def test_store_has_every_protocol_method(self) -> None:
+        """The store is a BroadcastStore: it has every method of the protocol."""
+        store = self.new_store()
+        assert missing_store_methods(store) == [], f"missing {missing_store_methods(store)}"
+        assert isinstance(store, BroadcastStore)
+
+    def test_lost_race_writes_nothing_anywhere(self) -> None:
+        """A change decided on a stale version returns None and writes no state, history, holding,
+        recipient, outbox row or idempotency key, and calls nobody."""
+        lc, _, clock = self._lifecycle(listening=False)
+        bookings = lc.kind("booking")
+        entity_id = self._active(lc)
+        store = lc.store
+        stale = store.load("booking", entity_id, "t1").snapshot
+        bookings.accept(entity_id, "t2")
+        clock.advance(timedelta(seconds=1))
+        before = (store.load("booking", entity_id).snapshot, store.history("booking", entity_id),
+                  store.recipients("booking", entity_id), _pending_ids(store))
+        config, calls = bookings.config, list[Committed]()
+        changes = (
+            Change(config, stale, decide(stale, Trigger.ACCEPT, CommandContext(clock.now, 1, "t1", 0)), clock.now,
+                   "t1", transporter_id="t1", idempotency_key="lost-accept"),
+            Change(config, stale, decide(stale, Trigger.CANCEL, CommandContext(clock.now)), clock.now, "c1",
+                   "lost", {"why": "race"}, idempotency_key="lost-cancel"),
+        )
+        for change in changes:
+            assert store.apply(change, calls.append) is None, f"a stale {change.decision.trigger} was applied"
+        after = (store.load("booking", entity_id).snapshot, store.history("booking", entity_id),
+                 store.recipients("booking", entity_id), _pending_ids(store))
+        for what, was, now in zip(("snapshot", "history", "recipients", "outbox"), before, after, strict=True):
+            assert now == was, f"a lost compare-and-set changed the {what}: {was} -> {now}"
+        assert calls == [], "after_commit was called for a write that lost its compare-and-set"
+        assert store.recall("lost-accept") is None and store.recall("lost-cancel") is None
+
+    def test_history_keeps_every_field(self) -> None:
+        """History rows come back in version order with every field as written: trigger, actor,
+        reason, time, version and JSON metadata (nested, unicode, null) unchanged."""
+        lc, _, clock = self._lifecycle()
+        bookings = lc.kind("booking")
+        created = bookings.create("c1", actor="c1-admin", reason="new trip", metadata={"source": "app"}).snapshot
+        clock.advance(timedelta(seconds=1))
+        bookings.start_broadcast(created.id, ["t1"], actor="dispatcher", metadata={"radius_km": 5})
+        clock.advance(timedelta(seconds=1))
+        bookings.cancel(created.id, actor="c1", reason="changed plans", metadata=_METADATA)
+        history = bookings.history(created.id)
+        s = BroadcastStatus
+        expected = (
+            HistoryEntry("booking", created.id, None, s.CREATED, "create", "c1-admin", "new trip", T0, 1,
+                         {"source": "app"}),
+            HistoryEntry("booking", created.id, s.CREATED, s.BROADCASTING, "start_broadcast", "dispatcher", None,
+                         T0 + timedelta(seconds=1), 2, {"radius_km": 5}),
+            HistoryEntry("booking", created.id, s.BROADCASTING, s.CANCELLED, "cancel", "c1", "changed plans",
+                         T0 + timedelta(seconds=2), 3, _METADATA),
+        )
+        for n, (got, want) in enumerate(zip(history, expected, strict=False)):
+            assert got == want, f"history row {n + 1} differs:\n  written: {want}\n  read:    {got}"
+        assert len(history) == len(expected)
+
+    def test_times_come_back_to_the_microsecond(self) -> None:
+        """Times written from a clock in any zone come back as the same instant, to the microsecond,
+        and timezone-aware: snapshots, history rows, recipients, outbox entries and events."""
+        lc, _, clock = self._lifecycle(listening=False)
+        clock.now = (T0 + timedelta(microseconds=123457)).astimezone(timezone(timedelta(hours=5, minutes=30)))
+        at = clock.now
+        deadline = at + timedelta(hours=1, microseconds=1)
+        bookings = lc.kind("booking")
+        created = bookings.create("c1", expires_at=deadline).snapshot
+        bookings.start_broadcast(created.id, ["t1"])
+        snapshot = bookings.get(created.id)
+        pending = lc.store.pending_events(100)
+        times = {
+            "state_changed_at": snapshot.state_changed_at, "created_at": snapshot.created_at,
+            "history at": bookings.history(created.id)[-1].at,
+            "notified_at": bookings.recipients(created.id)[0].notified_at,
+            **{f"outbox created_at of {p.event.name}": p.created_at for p in pending},
+            **{f"state_changed_at of {p.event.name}": p.event.state_changed_at for p in pending
+               if p.event.version == 2},
+        }
+        for what, value in times.items():
+            assert value.tzinfo is not None and value.utcoffset() is not None, f"{what} came back naive: {value!r}"
+            assert value == at, f"{what} is {value.isoformat()}, written as {at.isoformat()}"
+        assert snapshot.expires_at == deadline, f"expires_at is {snapshot.expires_at}, written as {deadline}"
+
+    def test_recipients_in_notification_order(self) -> None:
+        """Recipients list in notification order, ties by transporter id; a transporter notified again
+        keeps its first notification time and holding; terminal events address them in that order."""
+        lc, recorder, clock = self._lifecycle()
+        bookings = lc.kind("booking")
+        entity_id = bookings.create("c1", slots=3).id
+        bookings.start_broadcast(entity_id, ["t3", "t1", "t2"])
+        bookings.activate(entity_id, ttl=timedelta(minutes=5))
+        bookings.accept(entity_id, "t2")
+        clock.advance(timedelta(seconds=1))
+        bookings.notify_more(entity_id, ["t0", "t2"])
+        clock.advance(timedelta(seconds=1))
+        bookings.notify_more(entity_id, ["a9"])
+        listed = [(r.transporter_id, r.notified_at, r.slots_held) for r in bookings.recipients(entity_id)]
+        second = T0 + timedelta(seconds=1)
+        assert listed == [("t1", T0, 0), ("t2", T0, 1), ("t3", T0, 0), ("t0", second, 0),
+                          ("a9", second + timedelta(seconds=1), 0)], f"recipients listed as {listed}"
+        bookings.cancel(entity_id)
+        (cancelled,) = [e for e in recorder.events if e.name == "BOOKING_CANCELLED"]
+        assert [r.id for r in cancelled.recipients] == ["c1", "t1", "t2", "t3", "t0", "a9"]
+
+
+def _pending_ids(store: BroadcastStore) -> list[str]:
+    return sorted(entry.event.event_id for entry in store.pending_events(10_000))
