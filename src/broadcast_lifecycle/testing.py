@@ -1,5 +1,6 @@
-"""Helpers for the host's tests: a receiver that records every event it gets, and the store
-contract (:class:`StoreContract`, importable from here) for authors of custom stores."""
+"""Helpers for the host's tests: a receiver that records every event it gets, and for authors of
+custom stores the store contract (:class:`StoreContract`) with :func:`run_contract`, which runs it
+without pytest (both importable from here; see docs/adapters.md)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import TYPE_CHECKING, Literal
 from .events import BroadcastEvent, Recipient
 
 if TYPE_CHECKING:
-    from .contract import StoreContract
+    from .contract import FOREIGN_TO_INT_KEYS, StoreContract, run_contract
 
-__all__ = ["EventRecorder", "StoreContract"]
+__all__ = ["FOREIGN_TO_INT_KEYS", "EventRecorder", "StoreContract", "run_contract"]
 
 
 class EventRecorder:
@@ -48,8 +49,8 @@ class EventRecorder:
 
 def __getattr__(name: str) -> object:
     # The contract imports the service; load it only when asked for, to keep this module light.
-    if name == "StoreContract":
-        from .contract import StoreContract
+    if name in ("FOREIGN_TO_INT_KEYS", "StoreContract", "run_contract"):
+        from . import contract
 
-        return StoreContract
+        return getattr(contract, name)
     raise AttributeError(name)
