@@ -1,4 +1,4 @@
-"""The core (states, table, guards, decide, events, records, errors, kinds, clock) does no I/O.
+"""The core (states, table, guards, decide, events, records, errors, kinds, clock, expiry, codec) does no I/O.
 
 Each check runs in a fresh interpreter, so modules imported by other tests cannot hide a leak.
 """
@@ -22,6 +22,8 @@ CORE_MODULES = (
     "errors",
     "kinds",
     "clock",
+    "expiry",
+    "codec",
 )
 FORBIDDEN_PREFIXES = (
     "blinker",

@@ -14,7 +14,7 @@ import dataclasses
 import types
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints, overload
 from uuid import UUID
 
 from .errors import InvalidArgument
@@ -67,17 +67,28 @@ def decode_id(text: str) -> EntityId:
     raise InvalidArgument(f"not an encoded id (expected int:, str: or uuid: before the value): {text!r}")
 
 
-def time_to_text(at: datetime) -> str:
+@overload
+def time_to_text(at: datetime) -> str: ...
+@overload
+def time_to_text(at: None) -> None: ...
+def time_to_text(at: datetime | None) -> str | None:
     """An aware time as fixed-width UTC text (``2026-01-01T12:00:00.000000+00:00``): the same instant,
-    to the microsecond, and texts compare in time order. Raises ``InvalidArgument`` for a naive time."""
+    to the microsecond, and texts compare in time order (``None`` stays ``None``, for nullable
+    columns). Raises ``InvalidArgument`` for a naive time."""
+    if at is None:
+        return None
     if at.tzinfo is None or at.utcoffset() is None:
         raise InvalidArgument(f"a stored time must be timezone-aware, got {at!r}")
     return at.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
-def time_from_text(text: str) -> datetime:
-    """The aware UTC time :func:`time_to_text` wrote."""
-    return datetime.fromisoformat(text).astimezone(timezone.utc)
+@overload
+def time_from_text(text: str) -> datetime: ...
+@overload
+def time_from_text(text: None) -> None: ...
+def time_from_text(text: str | None) -> datetime | None:
+    """The aware UTC time :func:`time_to_text` wrote (``None`` stays ``None``)."""
+    return datetime.fromisoformat(text).astimezone(timezone.utc) if text is not None else None
 
 
 def record_to_json(record: Any) -> dict[str, Any]:

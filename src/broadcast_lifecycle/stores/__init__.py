@@ -16,6 +16,7 @@ from ..codec import (
     time_to_text,
 )
 from ..expiry import EXPIRABLE, SWEEP_REASON, Expiry, is_due
+from ..records import IdempotentOutcome
 from ..states import CLOSED, OPEN
 from .base import (
     Adoption,
@@ -51,6 +52,7 @@ __all__ = [
     "DecidesUnderLock",
     "ExpiredBatch",
     "Expiry",
+    "IdempotentOutcome",
     "InMemoryStore",
     "Loaded",
     "NewBroadcast",

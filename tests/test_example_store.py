@@ -1,0 +1,42 @@
+"""The worked example of docs/adapters.md, a store on the standard library's sqlite3, passes the whole
+store contract on a real SQLite file, stays short enough to read in one sitting, and runs as a script."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlite3_store import Sqlite3Store
+
+from broadcast_lifecycle.stores import BroadcastStore
+from broadcast_lifecycle.testing import StoreContract
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sqlite3_store.py"
+
+
+class TestSqlite3Store(StoreContract):
+    """The example store, a new database file for every store a test makes."""
+
+    @pytest.fixture(autouse=True)
+    def _directory(self, tmp_path: Path) -> None:
+        self.directory = tmp_path
+        self.numbers = itertools.count()
+
+    def make_store(self) -> BroadcastStore:
+        return Sqlite3Store(str(self.directory / f"store-{next(self.numbers)}.db"))
+
+
+def test_example_store_is_short() -> None:
+    """The example store is about 300 lines at most."""
+    assert len(EXAMPLE.read_text(encoding="utf-8").splitlines()) <= 310
+
+
+def test_example_store_runs_as_a_script() -> None:
+    """`python examples/sqlite3_store.py` fills a booking on the example store and prints its history."""
+    result = subprocess.run([sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "fully_filled"
+    assert "active -> fully_filled" in result.stdout
