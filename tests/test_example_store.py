@@ -40,3 +40,15 @@ def test_example_store_runs_as_a_script() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "fully_filled"
     assert "active -> fully_filled" in result.stdout
+
+
+def test_the_guide_quotes_the_example_verbatim() -> None:
+    """Every excerpt docs/adapters.md marks as taken from the example is in the example, line for line."""
+    from test_docs import python_blocks
+
+    example = EXAMPLE.read_text(encoding="utf-8")
+    marker = "# fragment: from examples/sqlite3_store.py\n"
+    excerpts = [b for b in python_blocks(EXAMPLE.parent.parent / "docs" / "adapters.md") if b.code.startswith(marker)]
+    assert len(excerpts) >= 5
+    for block in excerpts:
+        assert block.code[len(marker):] in example, f"docs/adapters.md:{block.line} is not in {EXAMPLE.name}"
