@@ -1,11 +1,10 @@
 """A complete store on the standard library's ``sqlite3``, without SQLAlchemy: the worked example of
-docs/adapters.md. It passes the library's contract suite (tests/test_example_store.py).
+docs/adapters.md, held to the whole contract suite by tests/test_example_store.py.
 
-One connection behind one lock, and every write one ``BEGIN IMMEDIATE`` transaction, which holds
-SQLite's write lock from its first statement: no two writers ever interleave, in this process or
-another. Ids of every type share one TEXT column through ``encode_id``; times are fixed-width UTC
-text (``time_to_text``), which sorts in time order; history rows, events and idempotency records are
-JSON through the core's codecs. ``python examples/sqlite3_store.py`` runs a booking on it.
+One connection behind one lock; every write is one ``BEGIN IMMEDIATE`` transaction, which takes
+SQLite's write lock at once, so writers never interleave (in this process or another). Ids of every
+type share one TEXT column (``encode_id``); times are fixed-width UTC text (``time_to_text``), which
+sorts in time order; history rows, events and idempotency records are JSON from the core's codecs.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import broadcast_lifecycle as bl
@@ -102,16 +101,24 @@ class Sqlite3Store:
         after_commit(committed)
         return committed
 
-    def add_recipients(self, kind: str, entity_id: bl.EntityId, transporters: Sequence[str], at: datetime,
-                       open_states: frozenset[bl.BroadcastStatus], tx: object = None) -> bl.BroadcastSnapshot:
+    def add_recipients(self, new: stores.NewRecipients, after_commit: stores.AfterCommit,
+                       tx: object = None) -> stores.Committed:
         """See :meth:`BroadcastStore.add_recipients`. Checked and written in one write transaction, so
         a terminal transition either lists these recipients or makes this call see it closed."""
         _no_tx(tx)
+        key, events = _key(new.kind.name, new.entity_id), tuple[bl.BroadcastEvent, ...]()
         with self._write() as db:
-            snapshot = _load(db, kind, entity_id)
-            if snapshot.status in open_states:
-                _notify(db, _key(kind, entity_id), transporters, at)
-        return snapshot
+            snapshot = _load(db, new.kind.name, new.entity_id)
+            if snapshot.status in new.open_states:
+                notified = set(_transporters(db, key))
+                added = [t for t in new.transporters if t not in notified]
+                _notify(db, key, added, new.at)
+                events = new.events(snapshot, added)  # the offer to those added, if any
+                _write_events(db, events, new.at)
+        committed = stores.Committed(snapshot, events)
+        if events:
+            after_commit(committed)
+        return committed
 
     def expire_overdue(self, kind: bl.KindConfig, now: datetime, limit: int, actor: str,
                        with_events: bool = True) -> stores.ExpiredBatch:
@@ -278,11 +285,15 @@ def _write_records(db: sqlite3.Connection, entry: bl.HistoryEntry, events: Seque
     """The history row, the outbox rows and the idempotency record of one write."""
     db.execute("INSERT INTO history (kind, id, version, entry) VALUES (?, ?, ?, ?)",
                (*_key(entry.kind, entry.entity_id), entry.version, json.dumps(stores.history_to_json(entry))))
-    db.executemany("INSERT INTO outbox (event_id, event, created_at) VALUES (?, ?, ?)",
-                   [(e.event_id, json.dumps(stores.event_to_json(e)), time_to_text(at)) for e in events])
+    _write_events(db, events, at)
     if outcome is not None:
         db.execute("INSERT INTO idempotency (key, outcome) VALUES (?, ?)",
                    (outcome.key, json.dumps(stores.outcome_to_json(outcome))))
+
+
+def _write_events(db: sqlite3.Connection, events: Sequence[bl.BroadcastEvent], at: datetime) -> None:
+    db.executemany("INSERT INTO outbox (event_id, event, created_at) VALUES (?, ?, ?)",
+                   [(e.event_id, json.dumps(stores.event_to_json(e)), time_to_text(at)) for e in events])
 
 
 def _recall(db: sqlite3.Connection, key: str) -> stores.IdempotentOutcome | None:
@@ -300,11 +311,3 @@ def _no_tx(tx: object) -> None:
     if tx is not None:
         raise bl.InvalidArgument("Sqlite3Store cannot join a host transaction; pass tx=None")
 
-
-if __name__ == "__main__":
-    bookings = bl.BroadcastLifecycle(Sqlite3Store(":memory:")).kind("booking")
-    booking = bookings.create("c-1", slots=1)
-    bookings.start_broadcast(booking.id, ["t-1", "t-2"])
-    bookings.activate(booking.id, ttl=timedelta(minutes=5))
-    print(bookings.accept(booking.id, "t-2").status)  # fully_filled
-    print(", ".join(f"{h.from_status} -> {h.to_status}" for h in bookings.history(booking.id)[1:]))

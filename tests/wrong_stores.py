@@ -36,6 +36,7 @@ from broadcast_lifecycle.stores import (
     InMemoryStore,
     Loaded,
     NewBroadcast,
+    NewRecipients,
     OutboxEntry,
     is_due,
 )
@@ -171,7 +172,8 @@ class _HandSweeper(WrongStore):
                               entity_id=after.id, recipients=recipients, status=after.status,
                               previous_status=before.status, state_changed_at=after.state_changed_at,
                               version=after.version, slots_filled=after.slots_filled,
-                              slots_requested=after.slots_requested)
+                              slots_requested=after.slots_requested, expires_at=after.expires_at, trigger="expire",
+                              reason="deadline passed")
 
 
 class HandSweeper(_HandSweeper):
@@ -435,13 +437,13 @@ class RenotifyResets(WrongStore):
 
     caught_by = "test_recipients_in_notification_order"
 
-    def add_recipients(self, kind: str, entity_id: EntityId, transporters: Sequence[str], at: datetime,
-                       open_states: frozenset[BroadcastStatus], tx: object = None) -> BroadcastSnapshot:
-        snapshot = super().add_recipients(kind, entity_id, transporters, at, open_states, tx)
-        if snapshot.status in open_states:
+    def add_recipients(self, new: NewRecipients, after_commit: AfterCommit, tx: object = None) -> Committed:
+        committed = super().add_recipients(new, after_commit, tx)
+        if committed.snapshot.status in new.open_states:
             with self._lock:
-                self._recipients[(kind, entity_id)].update((t, RecipientRecord(t, at)) for t in transporters)
-        return snapshot
+                self._recipients[(new.kind.name, new.entity_id)].update(
+                    (t, RecipientRecord(t, new.at)) for t in new.transporters)
+        return committed
 
 
 class UnlockedAddRecipients(WrongStore):
@@ -450,15 +452,48 @@ class UnlockedAddRecipients(WrongStore):
 
     caught_by = "test_notify_more_racing_a_terminal_transition"
 
-    def add_recipients(self, kind: str, entity_id: EntityId, transporters: Sequence[str], at: datetime,
-                       open_states: frozenset[BroadcastStatus], tx: object = None) -> BroadcastSnapshot:
-        snapshot = self.load(kind, entity_id).snapshot
-        if snapshot.status in open_states:
-            _gap()
-            with self._lock:
-                for transporter in transporters:
-                    self._recipients[(kind, entity_id)].setdefault(transporter, RecipientRecord(transporter, at))
-        return snapshot
+    def add_recipients(self, new: NewRecipients, after_commit: AfterCommit, tx: object = None) -> Committed:
+        snapshot = self.load(new.kind.name, new.entity_id).snapshot
+        if snapshot.status not in new.open_states:
+            return Committed(snapshot, ())
+        _gap()
+        with self._lock:
+            recipients = self._recipients[(new.kind.name, new.entity_id)]
+            added = [t for t in new.transporters if t not in recipients]
+            recipients.update((t, RecipientRecord(t, new.at)) for t in added)
+            events = new.events(snapshot, added)
+            self._outbox.update((e.event_id, OutboxEntry(e, new.at)) for e in events)
+        return Committed(snapshot, events)
+
+
+class OffersEveryoneAgain(WrongStore):
+    """Offers the broadcast again to transporters notify_more names who were notified before."""
+
+    caught_by = "test_offers_go_to_new_transporters_through_the_outbox"
+
+    def add_recipients(self, new: NewRecipients, after_commit: AfterCommit, tx: object = None) -> Committed:
+        committed = super().add_recipients(new, after_commit, tx)
+        if committed.snapshot.status not in new.open_states:
+            return committed
+        events = new.events(committed.snapshot, new.transporters)
+        with self._lock:
+            for event in committed.events:
+                self._outbox.pop(event.event_id, None)
+            self._outbox.update((e.event_id, OutboxEntry(e, new.at)) for e in events)
+        return Committed(committed.snapshot, events)
+
+
+class OfferOutsideTheOutbox(WrongStore):
+    """Returns notify_more's offer but keeps it out of the outbox (a crash before dispatch loses it)."""
+
+    caught_by = "test_offers_go_to_new_transporters_through_the_outbox"
+
+    def add_recipients(self, new: NewRecipients, after_commit: AfterCommit, tx: object = None) -> Committed:
+        committed = super().add_recipients(new, after_commit, tx)
+        with self._lock:
+            for event in committed.events:
+                self._outbox.pop(event.event_id, None)
+        return committed
 
 
 class HistoryDropsMetadata(WrongStore):
@@ -534,7 +569,8 @@ WRONG_STORES: tuple[type[WrongStore] | type[MissingClaimAndDead], ...] = (
     OutboxDropsTransporters, PendingNewestFirst, PendingIncludesDead, ClaimWithoutLease, ClaimIgnoresGrace,
     RetryTimeIgnored, FailuresNotCounted, NeverDeadLettered, DeadLettersOldestFirst, DeliversOnlyTheFirst,
     MissingClaimAndDead,
-    RecipientsById, RecipientsAsInserted, RenotifyResets, UnlockedAddRecipients, HistoryDropsMetadata,
+    RecipientsById, RecipientsAsInserted, RenotifyResets, UnlockedAddRecipients, OffersEveryoneAgain,
+    OfferOutsideTheOutbox, HistoryDropsMetadata,
     TimesToTheSecond, NaiveHistoryTimes, DigitStringIdAsInt, UuidIdAsString, RacyAutomaticIds,
 )
 """Every wrong store; the contract must fail on each."""

@@ -135,8 +135,7 @@ class StoreContract(WritesContract, SweepContract, OutboxContract, IdsContract, 
         """start_broadcast and notify_more write one offer each, to the transporters they add only, in the
         outbox (pending while nobody listens), carrying the version, deadline, trigger and reason; a
         notify_more that adds nobody writes none."""
-        clock = _Clock()
-        lc = BroadcastLifecycle(self.make_store(), clock=clock, kinds=_KINDS)
+        lc, _, _ = self._lifecycle(listening=False)
         entity_id = self._active(lc)
         lc.kind("booking").notify_more(entity_id, ["t3", "t4", "t5"])
         lc.kind("booking").notify_more(entity_id, ["t1", "t5"])

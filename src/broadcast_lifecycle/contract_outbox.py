@@ -4,6 +4,7 @@ counted; dead letters parked, newest first; delivered events gone."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 
 from .contract_base import T0, ContractBase
@@ -17,11 +18,12 @@ _MINUTE = timedelta(minutes=1)
 
 
 class OutboxContract(ContractBase):
-    """What the outbox methods must do; every test starts with four events written at three times."""
+    """What the outbox methods must do; every test starts with the events of three commands written
+    at three times."""
 
-    def _written(self) -> tuple[BroadcastLifecycle, list[BroadcastEvent]]:
-        """A lifecycle with no receiver and the events of a create (at T0), a start_broadcast
-        (T0 + 1 s) and a cancel (T0 + 2 s), in the order written; all are pending."""
+    def _written(self) -> tuple[BroadcastLifecycle, list[list[BroadcastEvent]]]:
+        """A lifecycle with no receiver, and the events of a create (at T0), a start_broadcast
+        (T0 + 1 s: the state change and the offer) and a cancel (T0 + 2 s), by command; all pending."""
         lc, _, clock = self._lifecycle(listening=False)
         bookings = lc.kind("booking")
         created = bookings.create("c1")
@@ -29,38 +31,40 @@ class OutboxContract(ContractBase):
         started = bookings.start_broadcast(created.id, ["t1", "t2"])
         clock.advance(timedelta(seconds=1))
         cancelled = bookings.cancel(created.id)
-        events = [*created.events, *started.events, *cancelled.events]
-        assert len(events) == 4, f"expected 4 events from create, start_broadcast and cancel, got {events}"
-        return lc, events
+        by_command = [list(created.events), list(started.events), list(cancelled.events)]
+        assert all(by_command), f"expected events from create, start_broadcast and cancel, got {by_command}"
+        return lc, by_command
 
     def test_pending_events_are_whole_and_oldest_first(self) -> None:
         """Pending entries hold the events exactly as the commands returned them, written at the
         command's time, unattempted, oldest first; ``limit`` and ``created_before`` are honoured."""
-        lc, events = self._written()
+        lc, by_command = self._written()
         store = lc.store
+        events = [e for batch in by_command for e in batch]
         pending = store.pending_events(100)
-        assert sorted(p.event.event_id for p in pending) == sorted(e.event_id for e in events)
+        assert sorted(p.event.event_id for p in pending) == _ids(events)
         by_id = {e.event_id: e for e in events}
-        written_at = [T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=2), T0 + timedelta(seconds=2)]
-        at_of = {e.event_id: at for e, at in zip(events, written_at, strict=True)}
+        at_of = {e.event_id: T0 + timedelta(seconds=n) for n, batch in enumerate(by_command) for e in batch}
         for entry in pending:
             assert entry.event == by_id[entry.event.event_id], (
                 f"the outbox changed an event:\n  written: {by_id[entry.event.event_id]}\n  read:    {entry.event}")
             assert entry.created_at == at_of[entry.event.event_id]
             assert (entry.attempts, entry.last_error, entry.next_attempt_at, entry.dead_at) == (0, None, None, None)
         assert [p.created_at for p in pending] == sorted(p.created_at for p in pending), "not oldest first"
-        assert [p.event.event_id for p in store.pending_events(2)] == [e.event_id for e in events[:2]]
-        assert [p.event.event_id for p in store.pending_events(100, created_before=T0 + timedelta(seconds=2))] == [
-            e.event_id for e in events[:2]]
+        assert _ids(p.event for p in store.pending_events(1)) == _ids(by_command[0])
+        first_two = [*by_command[0], *by_command[1]]
+        assert _ids(p.event for p in store.pending_events(len(first_two))) == _ids(first_two)
+        assert _ids(p.event for p in store.pending_events(100, created_before=T0 + timedelta(seconds=2))) == _ids(
+            first_two)
 
     def test_claim_takes_a_lease_no_other_relay_can_take(self) -> None:
         """A claim takes the due events and leases them until ``lease_until``: another claim gets none
         of them before then, and all of them once the lease has run out."""
-        lc, events = self._written()
+        lc, by_command = self._written()
         store = lc.store
+        events = [e for batch in by_command for e in batch]
         now, lease_until = T0 + _MINUTE, T0 + 3 * _MINUTE
         first = store.claim_events(now, 100, now, lease_until)
-        assert sorted(e.event.event_id for e in first) == sorted(e.event_id for e in events)
         assert {e.event.event_id: e.event for e in first} == {e.event_id: e for e in events}
         for later in (now, now + _MINUTE, lease_until - timedelta(microseconds=1)):
             taken = store.claim_events(later, 100, later, later + 2 * _MINUTE)
@@ -69,26 +73,26 @@ class OutboxContract(ContractBase):
                 f"{lease_until.isoformat()})")
         assert {p.next_attempt_at for p in store.pending_events(100)} == {lease_until}
         again = store.claim_events(lease_until, 100, lease_until, lease_until + _MINUTE)
-        assert sorted(e.event.event_id for e in again) == sorted(e.event_id for e in events), (
-            "events whose lease ran out were not claimable again")
+        assert _ids(e.event for e in again) == _ids(events), "events whose lease ran out were not claimable again"
 
     def test_claim_honours_grace_and_limit(self) -> None:
         """A claim takes only events written before ``created_before``, at most ``limit``, oldest first."""
-        lc, events = self._written()
+        lc, by_command = self._written()
         store = lc.store
         now, lease = T0 + _MINUTE, T0 + 10 * _MINUTE
         early = store.claim_events(now, 100, T0 + timedelta(seconds=1), lease)
-        assert [e.event.event_id for e in early] == [events[0].event_id], (
+        assert _ids(e.event for e in early) == _ids(by_command[0]), (
             f"claimed {[e.event.name for e in early]} with created_before after the create only")
         one = store.claim_events(now, 1, now, lease)
-        assert [e.event.event_id for e in one] == [events[1].event_id], "limit 1 did not take the oldest due event"
+        assert len(one) == 1 and one[0].event.event_id in _ids(by_command[1]), (
+            "limit 1 did not take one of the oldest due events")
 
     def test_failures_are_counted_and_retried_at_their_time(self) -> None:
         """A failure counts an attempt, keeps the latest error and holds the event back until its retry
         time; the event stays pending, not dead."""
-        lc, events = self._written()
+        lc, by_command = self._written()
         store = lc.store
-        event_id = events[0].event_id
+        event_id = by_command[0][0].event_id
         store.record_failure(event_id, "socket down", T0 + _MINUTE, T0 + 2 * _MINUTE)
         store.record_failure(event_id, "still down", T0 + 2 * _MINUTE, T0 + 5 * _MINUTE)
         entry = _entry(store, event_id)
@@ -104,30 +108,37 @@ class OutboxContract(ContractBase):
     def test_exhausted_events_are_dead_letters_newest_first(self) -> None:
         """A failure with no retry time parks the event as dead: listed by dead_events newest first,
         with its error and attempts, no longer pending and never claimed."""
-        lc, events = self._written()
+        lc, by_command = self._written()
         store = lc.store
-        for event, at in zip(events[:3], (T0 + _MINUTE, T0 + 3 * _MINUTE, T0 + 2 * _MINUTE), strict=True):
+        first, second, third = (batch[0] for batch in by_command)
+        for event, at in ((first, T0 + _MINUTE), (second, T0 + 3 * _MINUTE), (third, T0 + 2 * _MINUTE)):
             store.record_failure(event.event_id, f"gave up on {event.name}", at, None)
         dead = list(store.dead_events(10))
         assert [(d.event.event_id, d.dead_at) for d in dead] == [
-            (events[1].event_id, T0 + 3 * _MINUTE), (events[2].event_id, T0 + 2 * _MINUTE),
-            (events[0].event_id, T0 + _MINUTE)], f"dead letters listed as {[(d.event.name, d.dead_at) for d in dead]}"
+            (second.event_id, T0 + 3 * _MINUTE), (third.event_id, T0 + 2 * _MINUTE),
+            (first.event_id, T0 + _MINUTE)], f"dead letters listed as {[(d.event.name, d.dead_at) for d in dead]}"
         assert all(d.attempts == 1 and d.last_error == f"gave up on {d.event.name}" for d in dead)
-        assert [d.event.event_id for d in store.dead_events(1)] == [events[1].event_id]
-        assert [p.event.event_id for p in store.pending_events(100)] == [events[3].event_id]
+        assert [d.event.event_id for d in store.dead_events(1)] == [second.event_id]
+        live = _ids(e for batch in by_command for e in batch[1:])
+        assert _ids(p.event for p in store.pending_events(100)) == live
         far = T0 + timedelta(days=30)
-        assert [e.event.event_id for e in store.claim_events(far, 100, far, far + _MINUTE)] == [events[3].event_id]
+        assert _ids(e.event for e in store.claim_events(far, 100, far, far + _MINUTE)) == live
 
     def test_delivered_events_are_gone(self) -> None:
         """Events marked delivered are neither pending, claimable nor dead; the others stay pending."""
-        lc, events = self._written()
+        lc, by_command = self._written()
         store = lc.store
-        store.mark_delivered([events[0].event_id, events[2].event_id], T0 + _MINUTE)
-        rest = sorted([events[1].event_id, events[3].event_id])
-        assert sorted(p.event.event_id for p in store.pending_events(100)) == rest
+        delivered = [by_command[0][0], by_command[2][0]]
+        store.mark_delivered([e.event_id for e in delivered], T0 + _MINUTE)
+        rest = sorted(set(_ids(e for batch in by_command for e in batch)) - set(_ids(delivered)))
+        assert _ids(p.event for p in store.pending_events(100)) == rest
         far = T0 + timedelta(days=30)
-        assert sorted(e.event.event_id for e in store.claim_events(far, 100, far, far + _MINUTE)) == rest
+        assert _ids(e.event for e in store.claim_events(far, 100, far, far + _MINUTE)) == rest
         assert list(store.dead_events(10)) == []
+
+
+def _ids(events: Iterable[BroadcastEvent]) -> list[str]:
+    return sorted(e.event_id for e in events)
 
 
 def _entry(store: BroadcastStore, event_id: str) -> OutboxEntry:

@@ -31,31 +31,41 @@ class WritesContract(ContractBase):
 
     def test_lost_race_writes_nothing_anywhere(self) -> None:
         """A change decided on a stale version returns None and writes no state, history, holding,
-        recipient, outbox row or idempotency key, and calls nobody."""
+        recipient, outbox row (no event, no offer) or idempotency key, and calls nobody."""
         lc, _, clock = self._lifecycle(listening=False)
         bookings = lc.kind("booking")
-        entity_id = self._active(lc)
         store = lc.store
+        entity_id = self._active(lc)
+        waiting = bookings.create("c2").id
         stale = store.load("booking", entity_id, "t1").snapshot
+        stale_created = store.load("booking", waiting).snapshot
         bookings.accept(entity_id, "t2")
+        bookings.start_broadcast(waiting, ["t1"])
         clock.advance(timedelta(seconds=1))
-        before = (store.load("booking", entity_id).snapshot, store.history("booking", entity_id),
-                  store.recipients("booking", entity_id), _pending_ids(store))
-        config, calls = bookings.config, list[Committed]()
+        now, config = clock.now, bookings.config
+
+        def state() -> list[object]:
+            return [*(x for i in (entity_id, waiting) for x in (store.load("booking", i).snapshot,
+                                                                 store.history("booking", i),
+                                                                 store.recipients("booking", i))),
+                    _pending_ids(store)]
+
+        before, calls = state(), list[Committed]()
         changes = (
-            Change(config, stale, decide(stale, Trigger.ACCEPT, CommandContext(clock.now, 1, "t1", 0)), clock.now,
-                   "t1", transporter_id="t1", idempotency_key="lost-accept"),
-            Change(config, stale, decide(stale, Trigger.CANCEL, CommandContext(clock.now)), clock.now, "c1",
-                   "lost", {"why": "race"}, idempotency_key="lost-cancel"),
+            Change(config, stale, decide(stale, Trigger.ACCEPT, CommandContext(now, 1, "t1", 0)), now, "t1",
+                   transporter_id="t1", idempotency_key="lost-accept"),
+            Change(config, stale, decide(stale, Trigger.CANCEL, CommandContext(now)), now, "c1", "lost",
+                   {"why": "race"}, idempotency_key="lost-cancel"),
+            Change(config, stale_created, decide(stale_created, Trigger.START_BROADCAST, CommandContext(now)), now,
+                   "c2", recipients=("t8", "t9"), idempotency_key="lost-start"),
         )
         for change in changes:
             assert store.apply(change, calls.append) is None, f"a stale {change.decision.trigger} was applied"
-        after = (store.load("booking", entity_id).snapshot, store.history("booking", entity_id),
-                 store.recipients("booking", entity_id), _pending_ids(store))
-        for what, was, now in zip(("snapshot", "history", "recipients", "outbox"), before, after, strict=True):
-            assert now == was, f"a lost compare-and-set changed the {what}: {was} -> {now}"
+        for what, was, now_is in zip(("snapshot", "history", "recipients") * 2 + ("outbox",), before, state(),
+                                     strict=True):
+            assert now_is == was, f"a lost compare-and-set changed the {what}: {was} -> {now_is}"
         assert calls == [], "after_commit was called for a write that lost its compare-and-set"
-        assert store.recall("lost-accept") is None and store.recall("lost-cancel") is None
+        assert [store.recall(f"lost-{what}") for what in ("accept", "cancel", "start")] == [None] * 3
 
     def test_history_keeps_every_field(self) -> None:
         """History rows come back in version order with every field as written: trigger, actor,

@@ -15,7 +15,7 @@ from ..codec import (
     time_from_text,
     time_to_text,
 )
-from ..expiry import EXPIRABLE, SWEEP_REASON, Expiry, is_due
+from ..expiry import EXPIRABLE, EXPIRY_TOPICS, SWEEP_REASON, Expiry, is_due
 from ..records import IdempotentOutcome
 from ..states import CLOSED, OPEN
 from .base import (
@@ -40,6 +40,7 @@ from .memory import InMemoryStore
 __all__ = [
     "CLOSED",
     "EXPIRABLE",
+    "EXPIRY_TOPICS",
     "OPEN",
     "SWEEP_REASON",
     "Adoption",

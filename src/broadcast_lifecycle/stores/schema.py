@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from ..clock import utc_now
-from ..lifecycle import Trigger, allowed_from
+from ..expiry import EXPIRABLE
 from ..states import CLOSED, BroadcastStatus
 from .outbox_row import OUTBOX_ROW
 from .sql_text import EVERYONE_SIGNATURE, pg_everyone_function_body, pg_function_ddl
@@ -66,7 +66,7 @@ def _status_is_one_of(states: list[str]) -> str:
 STATUS_CHECK = _status_is_one_of([s.value for s in BroadcastStatus])
 """The CHECK on every status column; adding a state means replacing this constraint (additive)."""
 
-_EXPIRABLE = sorted(allowed_from(Trigger.EXPIRE))
+_EXPIRABLE = sorted(EXPIRABLE)
 EXPIRABLE_SQL = _status_is_one_of([s.value for s in _EXPIRABLE])
 """The states a deadline can expire, as SQL: the sweeper's filter and its partial index share it."""
 

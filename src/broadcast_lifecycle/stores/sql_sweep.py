@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Dialect, Table
 
+from ..expiry import EXPIRY_TOPICS
 from ..lifecycle import Trigger
 from ..states import BroadcastStatus
 from .outbox_row import OUTBOX_ROW
@@ -22,6 +23,10 @@ from .schema import EXPIRABLE_SQL, EXPIRABLE_SQL_IN_LIST
 from .sql_text import EntitySql, pg_everyone_json, render
 
 __all__ = ["SweepSql"]
+
+# What an expiry writes, from the core's ``Expiry`` (the store contract holds this SQL to it).
+_EXPIRED, _EXPIRE = f"'{BroadcastStatus.EXPIRED.value}'", f"'{Trigger.EXPIRE.value}'"
+_CHANGED_TOPIC, _EXPIRED_TOPIC = (f"'{topic.value}'" for topic in EXPIRY_TOPICS)
 
 
 def _hex_as_uuid(column: str) -> str:
@@ -43,7 +48,7 @@ class SweepSql:
                    "AND state_changed_at <= :now "
                    "ORDER BY expires_at LIMIT :limit")
         history_insert = (f"INSERT INTO {history.name} (kind, entity_id, from_status, to_status, {trigger}, actor, "
-                          "reason, meta, at, version) SELECT :kind, key, old_status, 'expired', 'expire', :actor, "
+                          f"reason, meta, at, version) SELECT :kind, key, old_status, {_EXPIRED}, {_EXPIRE}, :actor, "
                           ":reason, {meta}, :now, version FROM {due}")
         self._returning = f" RETURNING {OUTBOX_ROW.returning(dialect)}"
 
@@ -51,24 +56,24 @@ class SweepSql:
             """One outbox row per broadcast in ``due`` (alias ``d``), every column computed here."""
             values = OUTBOX_ROW.select_list(dialect, prefix=None, written_at=":now", sql={
                 "event_id": event_id, "name": name, "topic": topic, "kind": ":kind", "id_field": ":id_field",
-                "entity_id": "key", "status": f"'{BroadcastStatus.EXPIRED.value}'", "previous_status": "old_status",
+                "entity_id": "key", "status": _EXPIRED, "previous_status": "old_status",
                 "state_changed_at": ":now", "version": "version", "slots_filled": "slots_filled",
                 "slots_requested": "slots_requested", "expires_at": "expires_at",
-                "trigger": f"'{Trigger.EXPIRE.value}'", "reason": ":reason", "recipients": recipients,
+                "trigger": _EXPIRE, "reason": ":reason", "recipients": recipients,
             })
             return f"INSERT INTO {outbox.name} ({OUTBOX_ROW.insert_columns(dialect)}) SELECT {values} FROM {due} d"
         if self._pg:
             everyone = pg_everyone_json(recipients, "d.customer_id", "d.key")
             changed = outbox_insert(event_id="gen_random_uuid()::text", name=":changed_name",
-                                    topic="'state_changed'", due="due",
+                                    topic=_CHANGED_TOPIC, due="due",
                                     recipients="json_build_array(json_build_array('customer', customer_id))")
             expired = outbox_insert(event_id="gen_random_uuid()::text", name=":expired_name",
-                                    topic="'expired'", due="due", recipients=everyone)
+                                    topic=_EXPIRED_TOPIC, due="due", recipients=everyone)
             head = (
                 f"WITH due AS (SELECT {pk} AS id, CAST({pk} AS TEXT) AS key, status AS old_status, customer_id, "
                 f"version + 1 AS version, slots_filled, slots_requested, expires_at FROM {table} WHERE {overdue} "
                 "FOR UPDATE SKIP LOCKED), "
-                f"upd AS (UPDATE {table} t SET status = 'expired', state_changed_at = :now, version = due.version "
+                f"upd AS (UPDATE {table} t SET status = {_EXPIRED}, state_changed_at = :now, version = due.version "
                 f"FROM due WHERE t.{pk} = due.id), "
                 f"hist AS ({history_insert.format(meta=_PG_EMPTY_JSON, due='due')}), "
             )
@@ -87,17 +92,17 @@ class SweepSql:
                     f"FROM {recipients.name} r WHERE r.kind = :kind AND r.entity_id = d.key "
                     "ORDER BY r.notified_at, r.transporter_id)), '') || ']]'")
         changed = outbox_insert(event_id=_sqlite_uuid7("d.rowid"), name=":changed_name",
-                                topic="'state_changed'", due="temp.bl_due",
+                                topic=_CHANGED_TOPIC, due="temp.bl_due",
                                 recipients="'[[\"customer\",' || json_quote(d.customer_id) || ']]'")
         expired = outbox_insert(event_id=_sqlite_uuid7(f"d.rowid + {_EXPIRED_COUNTER}"), name=":expired_name",
-                                topic="'expired'", due="temp.bl_due", recipients=everyone)
+                                topic=_EXPIRED_TOPIC, due="temp.bl_due", recipients=everyone)
         prepare = [
             "CREATE TEMP TABLE IF NOT EXISTS bl_due (id, key, old_status, customer_id, version, slots_filled, "
             "slots_requested, expires_at)",
             "DELETE FROM temp.bl_due",
             f"INSERT INTO temp.bl_due SELECT {pk}, {key}, status, customer_id, version + 1, slots_filled, "
             f"slots_requested, expires_at FROM {table} WHERE {overdue}",
-            f"UPDATE {table} SET status = 'expired', state_changed_at = :now, version = version + 1 "
+            f"UPDATE {table} SET status = {_EXPIRED}, state_changed_at = :now, version = version + 1 "
             f"WHERE {pk} IN (SELECT id FROM temp.bl_due)",
             history_insert.format(meta="'{}'", due="temp.bl_due"),
         ]
