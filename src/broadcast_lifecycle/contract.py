@@ -77,7 +77,7 @@ class StoreContract(WritesContract, SweepContract, OutboxContract, IdsContract, 
         """Ids the host picks are kept; a taken id raises DuplicateBroadcast."""
         lc, _, _ = self._lifecycle()
         for entity_id in self.explicit_ids:
-            assert lc.kind("booking").create("c1", entity_id=entity_id).id == entity_id
+            assert self._create_explicit(lc, "c1", entity_id).id == entity_id
             assert lc.kind("booking").get(entity_id).id == entity_id
             try:
                 lc.kind("booking").create("c2", entity_id=entity_id)

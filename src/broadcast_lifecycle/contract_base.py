@@ -12,11 +12,14 @@ import dataclasses
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import Any
 from uuid import UUID
 
+from .errors import InvalidArgument
 from .events import BroadcastEvent
 from .kinds import KindConfig
 from .records import EntityId
+from .results import CommandResult
 from .service import BroadcastLifecycle
 from .stores.base import BroadcastStore
 from .testing import EventRecorder
@@ -98,6 +101,18 @@ class ContractBase:
         store = self.make_store()
         self._stores.append(store)
         return store
+
+    def _create_explicit(self, lc: BroadcastLifecycle, customer: str, entity_id: EntityId,
+                         **options: Any) -> CommandResult:
+        """Create a booking with the explicit ``entity_id``; a store that refuses the id's type is told
+        to declare what its keys hold."""
+        try:
+            return lc.kind("booking").create(customer, entity_id=entity_id, **options)
+        except InvalidArgument as exc:
+            raise AssertionError(
+                f"the store refused the {type(entity_id).__name__} id {entity_id!r} ({exc}); if its keys cannot "
+                "hold that type, declare explicit_ids and foreign_ids on the contract class "
+                "(see docs/adapters.md, Ids)") from exc
 
     def _lifecycle(self, store: BroadcastStore | None = None, *, listening: bool = True,
                    ) -> tuple[BroadcastLifecycle, EventRecorder, Clock]:

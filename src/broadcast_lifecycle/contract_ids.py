@@ -27,7 +27,7 @@ class IdsContract(ContractBase):
         bookings = lc.kind("booking")
         given = self.explicit_ids
         for n, entity_id in enumerate(given):
-            created = bookings.create(f"c{n}", slots=2, entity_id=entity_id, idempotency_key=f"create-{n}")
+            created = self._create_explicit(lc, f"c{n}", entity_id, slots=2, idempotency_key=f"create-{n}")
             assert _same(created.id, entity_id), f"create({entity_id!r}) returned id {created.id!r}"
             bookings.start_broadcast(entity_id, ["t1"])
             bookings.activate(entity_id, ttl=timedelta(minutes=5))
@@ -54,8 +54,8 @@ class IdsContract(ContractBase):
             return  # the store holds one of the two types only: its keys cannot confuse them
         lc, _, _ = self._lifecycle()
         bookings = lc.kind("booking")
-        bookings.create("c-int", entity_id=777)
-        bookings.create("c-str", entity_id="777")
+        self._create_explicit(lc, "c-int", 777)
+        self._create_explicit(lc, "c-str", "777")
         assert bookings.get(777).customer_id == "c-int" and _same(bookings.get(777).id, 777)
         assert bookings.get("777").customer_id == "c-str" and _same(bookings.get("777").id, "777")
 
