@@ -9,7 +9,7 @@ runs them without pytest.
 
 The tests live in parts, one concern each: this module (round trips, transitions, the one-open
 policy, idempotency keys, bad inputs, the cross-store comparison), ``contract_writes`` (the
-compare-and-set, history, times, recipients), ``contract_sweep``, ``contract_outbox``,
+compare-and-set, history, times, recipients), ``contract_sweep``, ``contract_relay``,
 ``contract_ids`` and ``contract_threads``.
 """
 
@@ -21,7 +21,7 @@ from datetime import timedelta
 from .contract_base import T0, Clock, ContractBase, run_contract
 from .contract_ids import IdsContract
 from .contract_inputs import BAD_INPUTS, FOREIGN_TO_INT_KEYS, foreign_id_inputs
-from .contract_outbox import OutboxContract
+from .contract_relay import RelayContract
 from .contract_script import assert_same, records_of, run_script
 from .contract_sweep import SweepContract
 from .contract_threads import ThreadsContract
@@ -43,7 +43,7 @@ __all__ = ["FOREIGN_TO_INT_KEYS", "StoreContract", "run_contract"]
 _T0 = T0
 
 
-class StoreContract(WritesContract, SweepContract, OutboxContract, IdsContract, ThreadsContract, ContractBase):
+class StoreContract(WritesContract, SweepContract, RelayContract, IdsContract, ThreadsContract, ContractBase):
     """Behaviour a store must show; run it against each store you ship (see docs/adapters.md).
 
     Fill in :meth:`~ContractBase.make_store` (set-up) and, when the default ``close()`` call is not

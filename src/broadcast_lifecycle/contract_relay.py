@@ -1,4 +1,4 @@
-"""The store contract, the outbox: events kept whole and listed oldest first; claims with a lease
+"""The store contract, the outbox as relays use it: events kept whole and listed oldest first; claims with a lease
 that a second relay cannot take until it runs out, after the grace and the retry time; failures
 counted; dead letters parked, newest first; delivered events gone."""
 
@@ -12,12 +12,12 @@ from .events import BroadcastEvent
 from .service import BroadcastLifecycle
 from .stores.base import BroadcastStore, OutboxEntry
 
-__all__ = ["OutboxContract"]
+__all__ = ["RelayContract"]
 
 _MINUTE = timedelta(minutes=1)
 
 
-class OutboxContract(ContractBase):
+class RelayContract(ContractBase):
     """What the outbox methods must do; every test starts with the events of three commands written
     at three times."""
 
