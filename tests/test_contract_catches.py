@@ -3,11 +3,15 @@ test that guards the broken invariant, and passes the reference store through th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from wrong_stores import WRONG_STORES, HandSweeper, MissingClaimAndDead, WrongStore
 
 from broadcast_lifecycle.stores import BroadcastStore, InMemoryStore
 from broadcast_lifecycle.testing import StoreContract, run_contract
+
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "adapters.md"
 
 
 def _contract_for(store_class: type[WrongStore] | type[MissingClaimAndDead] | type[InMemoryStore],
@@ -39,8 +43,10 @@ def test_correct_stores_pass_the_same_runner(store_class: type[InMemoryStore]) -
 
 
 def test_the_wrong_stores_cover_the_contract() -> None:
-    """At least fifteen wrong stores, each named after its bug, each aimed at an existing contract test."""
+    """At least fifteen wrong stores, each named after its bug, each aimed at an existing contract test;
+    the guide gives their number."""
     assert len(WRONG_STORES) >= 15
     assert len({store.__name__ for store in WRONG_STORES}) == len(WRONG_STORES)
     tests = {name for name in dir(StoreContract) if name.startswith("test_")}
     assert {store.caught_by for store in WRONG_STORES} <= tests
+    assert f"on {len(WRONG_STORES)} deliberately wrong stores" in GUIDE.read_text(encoding="utf-8")
