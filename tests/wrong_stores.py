@@ -96,6 +96,21 @@ class KeyOnLostRace(WrongStore):
         return committed
 
 
+class IgnoresTheHostTransaction(WrongStore):
+    """Takes any ``tx`` and commits on its own: the host believes the write joined its transaction."""
+
+    caught_by = "test_a_transaction_the_store_cannot_join_is_refused"
+
+    def insert(self, new: NewBroadcast, after_commit: AfterCommit, tx: object = None) -> Committed:
+        return super().insert(new, after_commit)
+
+    def apply(self, change: Change, after_commit: AfterCommit, tx: object = None) -> Committed | None:
+        return super().apply(change, after_commit)
+
+    def load(self, kind: str, entity_id: EntityId, transporter_id: str | None = None, tx: object = None) -> Loaded:
+        return super().load(kind, entity_id, transporter_id)
+
+
 class UnlockedCompareAndSet(WrongStore):
     """Checks the version, lets go of the lock, then writes: concurrent writers all win."""
 
@@ -562,7 +577,7 @@ class RacyAutomaticIds(WrongStore):
 
 
 WRONG_STORES: tuple[type[WrongStore] | type[MissingClaimAndDead], ...] = (
-    OutboxOnLostRace, HistoryOnLostRace, KeyOnLostRace, UnlockedCompareAndSet,
+    OutboxOnLostRace, HistoryOnLostRace, KeyOnLostRace, IgnoresTheHostTransaction, UnlockedCompareAndSet,
     SweepsWithoutDeadline, SweepsClosed, SweepsEarly, SweepsStampedAfterNow, SweepWithoutHistory,
     SweepWithoutOutbox, SweepForgetsTransporters, SweepStampsTheDeadline, SweepIgnoresTheLimit, SweepsEveryKind,
     UnlockedSweep,

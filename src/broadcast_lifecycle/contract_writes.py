@@ -3,11 +3,13 @@ nothing anywhere; history rows, times and recipients come back exactly as writte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta, timezone
 from typing import Any
 
 from .contract_base import T0, ContractBase
 from .decision import decide
+from .errors import InvalidArgument
 from .guards import CommandContext
 from .lifecycle import Trigger
 from .records import HistoryEntry
@@ -66,6 +68,35 @@ class WritesContract(ContractBase):
             assert now_is == was, f"a lost compare-and-set changed the {what}: {was} -> {now_is}"
         assert calls == [], "after_commit was called for a write that lost its compare-and-set"
         assert [store.recall(f"lost-{what}") for what in ("accept", "cancel", "start")] == [None] * 3
+
+    def test_a_transaction_the_store_cannot_join_is_refused(self) -> None:
+        """A ``tx`` that is not the store's kind of transaction handle is InvalidArgument naming ``tx``,
+        on every command and query, and nothing is written."""
+        lc, _, _ = self._lifecycle(listening=False)
+        bookings = lc.kind("booking")
+        entity_id = self._active(lc)
+        before = (bookings.get(entity_id), bookings.history(entity_id), _pending_ids(lc.store))
+        foreign: Any = object()  # what the signatures forbid, on purpose
+        calls: dict[str, Callable[[], object]] = {
+            "create": lambda: bookings.create("c9", tx=foreign),
+            "notify_more": lambda: bookings.notify_more(entity_id, ["t9"], tx=foreign),
+            "accept": lambda: bookings.accept(entity_id, "t1", tx=foreign),
+            "cancel": lambda: bookings.cancel(entity_id, tx=foreign),
+            "get": lambda: bookings.get(entity_id, tx=foreign),
+            "history": lambda: bookings.history(entity_id, tx=foreign),
+            "recipients": lambda: bookings.recipients(entity_id, tx=foreign),
+        }
+        wrong = []
+        for name, call in calls.items():
+            try:
+                call()
+            except InvalidArgument as exc:
+                if "tx" not in str(exc):
+                    wrong.append(f"{name}: the message {str(exc)!r} does not name tx")
+            else:
+                wrong.append(f"{name} with tx={foreign!r} was accepted")
+        assert not wrong, "\n".join(wrong)
+        assert (bookings.get(entity_id), bookings.history(entity_id), _pending_ids(lc.store)) == before
 
     def test_history_keeps_every_field(self) -> None:
         """History rows come back in version order with every field as written: trigger, actor,
