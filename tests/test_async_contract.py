@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
@@ -11,8 +10,16 @@ import pytest
 from async_adapter import BlockingLifecycle, BlockingStore, blocking_lifecycle, blocking_store
 from postgres_server import PostgresServer
 
-from broadcast_lifecycle import AsyncSQLAlchemyStore, BroadcastLifecycle, BroadcastStore, InMemoryStore, KindConfig
-from broadcast_lifecycle.contract import StoreContract, _Clock
+from broadcast_lifecycle import (
+    AsyncSQLAlchemyStore,
+    BroadcastLifecycle,
+    BroadcastStore,
+    EntityId,
+    InMemoryStore,
+    KindConfig,
+)
+from broadcast_lifecycle.contract import FOREIGN_TO_INT_KEYS, StoreContract
+from broadcast_lifecycle.contract_base import EVERY_ID_TYPE, Clock
 from broadcast_lifecycle.testing import EventRecorder
 
 _KINDS = (KindConfig("booking"), KindConfig("order", one_open_per_customer=True))
@@ -22,6 +29,8 @@ class AsyncContract(StoreContract):
     """The contract through the async facade; each test's stores (and their loops) are closed after it."""
 
     url: str | None = None
+    explicit_ids: tuple[EntityId, ...] = (424242,)
+    foreign_ids: tuple[object, ...] = FOREIGN_TO_INT_KEYS
 
     @pytest.fixture(autouse=True)
     def _close_after(self) -> Iterator[None]:
@@ -39,16 +48,21 @@ class AsyncContract(StoreContract):
         self.opened.append(store)
         return cast(BroadcastStore, store)
 
-    def _lifecycle(self, store: BroadcastStore | None = None) -> tuple[BroadcastLifecycle, EventRecorder, _Clock]:
+    def release_store(self, store: BroadcastStore) -> None:
+        """Nothing here: the fixture closes each store with its loop, after the lifecycles on it."""
+
+    def _lifecycle(self, store: BroadcastStore | None = None, *, listening: bool = True,
+                   ) -> tuple[BroadcastLifecycle, EventRecorder, Clock]:
         if store is not None and not isinstance(store, (BlockingStore, _AsyncMemory)):
-            return super()._lifecycle(store)  # the reference store some tests compare with
-        clock = _Clock()
-        lc, adapter = blocking_lifecycle(store if store is not None else self.make_store(), clock=clock,
+            return super()._lifecycle(store, listening=listening)  # the reference store some tests compare with
+        clock = Clock()
+        lc, adapter = blocking_lifecycle(store if store is not None else self.new_store(), clock=clock,
                                          kinds=_KINDS)
         if not isinstance(adapter.async_lifecycle.store, AsyncSQLAlchemyStore):
             self.opened.append(adapter)  # an async store is closed with its BlockingStore
         recorder = EventRecorder()
-        lc.bus.connect(recorder)
+        if listening:
+            lc.bus.connect(recorder)
         return lc, recorder, clock
 
 
@@ -59,8 +73,8 @@ class _AsyncMemory(InMemoryStore):
 class TestAsyncInMemory(AsyncContract):
     """The async facade on the in-memory store (no I/O: every command runs in the bridge at once)."""
 
-    explicit_ids = (424242, "bk-17", uuid.UUID("12345678-1234-5678-1234-567812345678"))
-    foreign_ids = ()  # it holds ids of every type
+    explicit_ids = EVERY_ID_TYPE  # it holds ids of every type
+    foreign_ids = ()
 
 
 class TestAsyncSQLite(AsyncContract):
