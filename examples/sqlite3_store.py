@@ -4,7 +4,8 @@ docs/adapters.md, held to the whole contract suite by tests/test_example_store.p
 One connection behind one lock; every write is one ``BEGIN IMMEDIATE`` transaction, which takes
 SQLite's write lock at once, so writers never interleave (in this process or another). Ids of every
 type share one TEXT column (``encode_id``); times are fixed-width UTC text (``time_to_text``), which
-sorts in time order; history rows, events and idempotency records are JSON from the core's codecs.
+sorts in time order; history rows, events and idempotency records are JSON from the core's codecs,
+and each outbox row keeps its receivers' delivery state as JSON once one of them failed.
 """
 
 from __future__ import annotations
@@ -31,14 +32,16 @@ CREATE TABLE IF NOT EXISTS recipients (kind TEXT, id TEXT, transporter_id TEXT, 
 CREATE TABLE IF NOT EXISTS history (kind TEXT, id TEXT, version INTEGER, entry TEXT NOT NULL,
     PRIMARY KEY (kind, id, version));
 CREATE TABLE IF NOT EXISTS outbox (event_id TEXT PRIMARY KEY, event TEXT NOT NULL, created_at TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at TEXT, dead_at TEXT);
-CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, outcome TEXT NOT NULL);
+    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_at TEXT, dead_at TEXT, receivers TEXT);
+CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, outcome TEXT NOT NULL, created_at TEXT NOT NULL);
 """
 
 _COLUMNS = "customer_id, status, slots_requested, slots_filled, version, state_changed_at, created_at, expires_at"
 _EXPIRABLE = ", ".join(f"'{status.value}'" for status in stores.EXPIRABLE)
 _CLOSED = ", ".join(f"'{status.value}'" for status in stores.CLOSED)
-_ENTRY = "SELECT event, created_at, attempts, last_error, next_attempt_at, dead_at FROM outbox"
+_ENTRY = "SELECT event, created_at, attempts, last_error, next_attempt_at, dead_at, receivers FROM outbox"
+_TERMINAL = ", ".join(f"'{status.value}'" for status in bl.TERMINAL)
+_RECEIVER_TIMES = ("next_attempt_at", "delivered_at", "dead_at")
 
 
 class Sqlite3Store:
@@ -200,19 +203,46 @@ class Sqlite3Store:
         with self._write() as db:
             db.executemany("DELETE FROM outbox WHERE event_id = ?", [(event_id,) for event_id in event_ids])
 
-    def record_failure(self, event_id: str, error: str, at: datetime, retry_at: datetime | None) -> None:
-        """See :meth:`BroadcastStore.record_failure`: retried at ``retry_at``, or dead without one."""
+    def record_attempt(self, attempt: stores.DeliveryAttempt) -> None:
+        """See :meth:`BroadcastStore.record_attempt`: the receivers' states merged into the row's JSON; a
+        delivered event is deleted, as ``mark_delivered`` does."""
         with self._write() as db:
-            db.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, dead_at = ? "
-                       "WHERE event_id = ?",
-                       (error, time_to_text(retry_at), time_to_text(at) if retry_at is None else None, event_id))
+            row = db.execute("SELECT receivers FROM outbox WHERE event_id = ?", (attempt.event_id,)).fetchone()
+            if row is None:
+                return
+            if attempt.outcome == "delivered":
+                db.execute("DELETE FROM outbox WHERE event_id = ?", (attempt.event_id,))
+                return
+            states = {state.receiver: state for state in _states(row[0])}
+            states.update((state.receiver, state) for state in attempt.receivers)
+            db.execute("UPDATE outbox SET attempts = attempts + ?, last_error = coalesce(?, last_error), "
+                       "next_attempt_at = ?, dead_at = ?, receivers = ? WHERE event_id = ?",
+                       (int(attempt.failed), attempt.error, time_to_text(attempt.next_attempt_at),
+                        time_to_text(attempt.at) if attempt.outcome == "dead" else None,
+                        json.dumps([_state_json(state) for state in states.values()]), attempt.event_id))
 
-    def dead_events(self, limit: int) -> Sequence[stores.OutboxEntry]:
-        """See :meth:`BroadcastStore.dead_events`."""
+    def dead_letters(self, limit: int) -> Sequence[stores.DeadLetter]:
+        """See :meth:`BroadcastStore.dead_letters`."""
         with self._lock:
-            rows = self._db.execute(f"{_ENTRY} WHERE dead_at IS NOT NULL ORDER BY dead_at DESC LIMIT ?",
-                                    (limit,)).fetchall()
-        return [_entry(row) for row in rows]
+            rows = self._db.execute(f"{_ENTRY} WHERE receivers IS NOT NULL").fetchall()
+        letters = [stores.DeadLetter(event=entry.event, receiver=state.receiver, attempts=state.attempts,
+                                     last_error=state.last_error, dead_at=state.dead_at, created_at=entry.created_at)
+                   for entry in map(_entry, rows) for state in entry.receivers if state.dead_at is not None]
+        return sorted(letters, key=lambda letter: letter.dead_at, reverse=True)[:limit]
+
+    def prune(self, target: stores.PruneTarget, before: datetime, limit: int) -> int:
+        """See :meth:`BroadcastStore.prune`. Delivered events are deleted at once: none to prune."""
+        if target is stores.PruneTarget.OUTBOX:
+            return 0
+        with self._write() as db:
+            if target is stores.PruneTarget.IDEMPOTENCY:
+                return db.execute("DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency "
+                                  "WHERE created_at < ? LIMIT ?)", (time_to_text(before), limit)).rowcount
+            done = db.execute(f"SELECT kind, id FROM broadcasts b WHERE status IN ({_TERMINAL}) AND state_changed_at "
+                              "< ? AND EXISTS (SELECT 1 FROM history h WHERE h.kind = b.kind AND h.id = b.id) LIMIT ?",
+                              (time_to_text(before), limit)).fetchall()
+            db.executemany("DELETE FROM history WHERE kind = ? AND id = ?", done)
+            return len(done)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -287,8 +317,8 @@ def _write_records(db: sqlite3.Connection, entry: bl.HistoryEntry, events: Seque
                (*_key(entry.kind, entry.entity_id), entry.version, json.dumps(stores.history_to_json(entry))))
     _write_events(db, events, at)
     if outcome is not None:
-        db.execute("INSERT INTO idempotency (key, outcome) VALUES (?, ?)",
-                   (outcome.key, json.dumps(stores.outcome_to_json(outcome))))
+        db.execute("INSERT INTO idempotency (key, outcome, created_at) VALUES (?, ?, ?)",
+                   (outcome.key, json.dumps(stores.outcome_to_json(outcome)), time_to_text(at)))
 
 
 def _write_events(db: sqlite3.Connection, events: Sequence[bl.BroadcastEvent], at: datetime) -> None:
@@ -302,9 +332,19 @@ def _recall(db: sqlite3.Connection, key: str) -> stores.IdempotentOutcome | None
 
 
 def _entry(row: tuple[Any, ...]) -> stores.OutboxEntry:
-    event, created, attempts, error, next_attempt_at, dead_at = row
+    event, created, attempts, error, next_attempt_at, dead_at, receivers = row
     return stores.OutboxEntry(stores.event_from_json(json.loads(event)), time_from_text(created), attempts, error,
-                              time_from_text(next_attempt_at), time_from_text(dead_at))
+                              time_from_text(next_attempt_at), time_from_text(dead_at), receivers=_states(receivers))
+
+
+def _state_json(state: stores.ReceiverDelivery) -> dict[str, Any]:
+    return {"receiver": state.receiver, "attempts": state.attempts, "last_error": state.last_error,
+            **{name: time_to_text(getattr(state, name)) for name in _RECEIVER_TIMES}}
+
+
+def _states(text: str | None) -> tuple[stores.ReceiverDelivery, ...]:
+    return tuple(stores.ReceiverDelivery(**{**data, **{name: time_from_text(data[name]) for name in _RECEIVER_TIMES}})
+                 for data in json.loads(text or "[]"))
 
 
 def _no_tx(tx: object) -> None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from postgres_server import WHEEL, PostgresServer, find_binaries
 
-from broadcast_lifecycle import BroadcastLifecycle, InMemoryStore
+from broadcast_lifecycle import BroadcastLifecycle, BroadcastStore, InMemoryStore
+from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
 from broadcast_lifecycle.testing import EventRecorder
 
 START = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
@@ -80,3 +81,34 @@ def async_database_url(database_url: str) -> str:
     from async_adapter import async_url
 
     return async_url(database_url)
+
+
+StoreOpener = Callable[[], BroadcastStore]
+"""Opens the test's store again, as another process would (the in-memory store: the same object)."""
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreOpener]:
+    """One store on each backend: the in-memory store, a real SQLite file, a database on the suite's
+    PostgreSQL (tables created on the first open; each open is a new engine, like another process)."""
+    if request.param == "memory":
+        memory = InMemoryStore()
+        yield lambda: memory
+        return
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'broadcasts.db'}"
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = server.create_database(f"test_{next(_database_counter)}")
+    opened: list[SQLAlchemyStore] = []
+
+    def open_sql() -> BroadcastStore:
+        store = SQLAlchemyStore.from_url(url)
+        if not opened:
+            store.create_all()
+        opened.append(store)
+        return store
+
+    yield open_sql
+    for store in opened:
+        store.close()

@@ -90,12 +90,13 @@ def connect_recorder(lc: BroadcastLifecycle, record_file: Path, claim_dir: Path)
     claim = FileClaim(claim_dir)
     dedup = Deduplicator(FileRecorder(record_file), claim=claim.claim, release=claim.release)
     for name in EVENT_NAMES:
-        lc.bus.connect(dedup, event_name=name)
+        lc.bus.connect(dedup, name=f"recorder:{name}", event_name=name)
     return dedup
 
 
 class Killer:
-    """A catch-all receiver (it runs after the named ones) that SIGKILLs this process at the n-th event."""
+    """A catch-all receiver (connected last, so it runs after the recorder) that SIGKILLs this process at
+    the n-th event."""
 
     def __init__(self, kill_at: int) -> None:
         self.kill_at = kill_at

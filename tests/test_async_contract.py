@@ -75,6 +75,7 @@ class TestAsyncInMemory(AsyncContract):
 
     explicit_ids = EVERY_ID_TYPE  # it holds ids of every type
     foreign_ids = ()
+    keeps_delivered_events = False
 
 
 class TestAsyncSQLite(AsyncContract):

@@ -1,5 +1,5 @@
-"""The command line, run as a real process (sweep, relay, status; clean stop on signals; clear errors), and the
-in-process runners (threads, asyncio)."""
+"""The command line, run as a real process (sweep, relay, status, prune; clean stop on signals; clear errors),
+and the in-process runners (threads, asyncio)."""
 
 from __future__ import annotations
 
@@ -99,6 +99,63 @@ def test_relay_with_the_hosts_lifecycle(tmp_path: Path) -> None:
     assert len(read_records(record)) == 16
 
 
+def test_prune_deletes_old_delivered_events_and_keys(database_url: str) -> None:
+    """`prune --older-than 7d` deletes what was delivered in 2020 and its keys, keeps pending events and
+    the history; `--history` then deletes the histories of the broadcasts that ended."""
+    lc = _overdue_lifecycle(database_url)  # 16 pending events: no receivers
+    lc.bus.connect(EventRecorder())
+    for n in range(2):
+        booking = lc.kind("booking").create(f"k{n}", idempotency_key=f"create-{n}").id
+        lc.kind("booking").cancel(booking, actor=f"k{n}", idempotency_key=f"cancel-{n}")  # 3 events, delivered
+    url = ("--database-url", database_url)
+
+    pruned = _cli("prune", "--older-than", "7d", *url)
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.stdout.startswith("prune: before ") and pruned.stdout.endswith(
+        ": deleted 6 delivered events, 4 idempotency records\n")
+    status = json.loads(_cli("status", "--json", *url).stdout)
+    assert (status["pending"]["count"], status["retrying"]["count"], status["dead"]["count"]) == (16, 0, 0)
+    assert len(lc.kind("booking").history(booking)) == 2
+
+    history = _cli("prune", "--older-than", "2w", "--history", "--batch-size", "1", *url)
+    assert history.returncode == 0, history.stderr
+    assert history.stdout.endswith(": deleted 0 delivered events, 0 idempotency records, "
+                                   "the history of 2 finished broadcasts\n")
+    assert lc.kind("booking").history(booking) == ()
+    assert lc.store.recall("create-0") is None and len(lc.store.pending_events(100)) == 16
+
+
+@pytest.mark.usefixtures("quiet_logging")
+@pytest.mark.parametrize(("duration", "message"), [
+    ("7x", "expected a duration such as 7d, 12h or 30m (units s, m, h, d, w), got '7x'"),
+    ("7", "expected a duration such as 7d"),
+    ("d", "expected a duration such as 7d"),
+    ("1.5d", "expected a duration such as 7d"),
+    ("-1d", "expected a duration such as 7d"),
+    ("0h", "must be longer than zero, got '0h'"),
+])
+def test_prune_refuses_a_bad_duration(duration: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An --older-than that is not a positive number of s, m, h, d or w exits 2 saying what is expected."""
+    with pytest.raises(SystemExit) as exc_info:
+        main(["prune", f"--older-than={duration}", "--database-url", "sqlite://"])
+    assert exc_info.value.code == 2
+    assert f"argument --older-than: {message}" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("quiet_logging")
+def test_prune_needs_a_cutoff_and_a_usable_batch_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --older-than the parser refuses (exit 2); a batch size above 10000 is a usage error (exit 2);
+    durations may combine units (1d12h)."""
+    with pytest.raises(SystemExit) as exc_info:
+        main(["prune", "--database-url", "sqlite://"])
+    assert exc_info.value.code == 2 and "--older-than" in capsys.readouterr().err
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    assert main(["prune", "--older-than", "1d12h", "--create-tables", "--database-url", url]) == 0
+    assert "deleted 0 delivered events" in capsys.readouterr().out
+    assert main(["prune", "--older-than", "7d", "--batch-size", "20000", "--database-url", url]) == 2
+    assert "batch_size must be a whole number from 1 to 10000, got 20000" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_long_running_sweep_stops_cleanly_on_signal(tmp_path: Path, signum: signal.Signals) -> None:
     """A looping sweeper signalled after its first pass finishes that pass, logs "stopped" and exits 0."""
@@ -165,6 +222,8 @@ def quiet_logging() -> Iterator[None]:
     (["status", "--lifecycle", "json:__name__"], "is not a BroadcastLifecycle"),
     (["status", "--lifecycle", "json:dumps"], "json:dumps: calling it failed: TypeError"),
     (["status", "--lifecycle", "crash_worker:host_lifecycle", "--create-tables"], "works with --database-url only"),
+    (["relay", "--database-url", "sqlite://", "--receiver", "crash_worker:record_to_env_file", "--receiver",
+      "crash_worker:record_to_env_file"], "'crash_worker.record_to_env_file' is already connected"),
 ])
 def test_usage_errors_exit_2_with_a_clear_message(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:

@@ -64,7 +64,7 @@ def test_killed_mid_dispatch_then_relayed_exactly_once(database_url: str, tmp_pa
         history = {(row[0], row[1]) for row in conn.execute(select(history_table.c.entity_id,
                                                                    history_table.c.version))}
     assert {r.event_id for r in records} == outbox_ids, "every committed event reached the file, nothing else did"
-    assert store.pending_events(1000) == [] and store.dead_events(1000) == []
+    assert store.pending_events(1000) == [] and store.dead_letters(1000) == []
     changed = {(r.entity_id, r.version) for r in records if r.name == "BROADCAST_STATE_CHANGED"}
     assert changed == history, "each committed transition was announced"
 

@@ -18,6 +18,8 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sqlite3_store.p
 class TestSqlite3Store(StoreContract):
     """The example store, a new database file for every store a test makes."""
 
+    keeps_delivered_events = False  # it deletes an event once delivered
+
     @pytest.fixture(autouse=True)
     def _directory(self, tmp_path: Path) -> None:
         self.directory = tmp_path
@@ -28,8 +30,8 @@ class TestSqlite3Store(StoreContract):
 
 
 def test_example_store_is_short() -> None:
-    """The example store is about 300 lines at most."""
-    assert len(EXAMPLE.read_text(encoding="utf-8").splitlines()) <= 320
+    """The example store is about 350 lines at most (the protocol's per-receiver delivery and pruning included)."""
+    assert len(EXAMPLE.read_text(encoding="utf-8").splitlines()) <= 360
 
 
 def test_the_guide_quotes_the_example_verbatim() -> None:

@@ -197,9 +197,10 @@ def test_lifecycle_refuses_an_object_that_is_not_a_store() -> None:
 
     class HalfStore(InMemoryStore):
         claim_events = None  # type: ignore[assignment]
-        dead_events = None  # type: ignore[assignment]
+        dead_letters = None  # type: ignore[assignment]
 
-    with pytest.raises(InvalidArgument, match=r"HalfStore is not a BroadcastStore: it lacks claim_events, dead_events"):
+    missing = r"HalfStore is not a BroadcastStore: it lacks claim_events, dead_letters"
+    with pytest.raises(InvalidArgument, match=missing):
         BroadcastLifecycle(HalfStore())  # type: ignore[arg-type]
 
 

@@ -564,7 +564,7 @@ def test_failing_receiver_does_not_stop_others_and_event_stays_pending(
     def broken_socket(event: BroadcastEvent) -> None:
         raise RuntimeError("socket closed")
 
-    lifecycle.bus.connect(broken_socket, "BOOKING_CANCELLED")
+    lifecycle.bus.connect(broken_socket, event_name="BOOKING_CANCELLED")
     b = open_booking(lifecycle, transporters=("t1",))
     assert lifecycle.store.pending_events(100) == []  # everything before the cancel was delivered
     with caplog.at_level(logging.ERROR):
@@ -625,7 +625,7 @@ def test_disconnect_stops_delivery(lifecycle: BroadcastLifecycle, recorder: Even
 def test_receivers_by_name_and_kind(lifecycle: BroadcastLifecycle) -> None:
     """A receiver connected to one event name and kind gets only those events."""
     got: list[tuple[str, str]] = []
-    lifecycle.bus.connect(lambda e: got.append((e.kind, e.name)), "ORDER_CANCELLED", kind="order")
+    lifecycle.bus.connect(lambda e: got.append((e.kind, e.name)), event_name="ORDER_CANCELLED", kind="order")
     b = lifecycle.kind("booking").create("c1")
     o = lifecycle.kind("order").create("c1")
     lifecycle.kind("booking").cancel(b.id)

@@ -23,6 +23,8 @@ _KINDS = (*DEFAULT_KINDS[:1], KindConfig("order", one_open_per_customer=True))
 class TestInMemoryStore(StoreContract):
     """The reference store: it holds ids of every type (the contract's default)."""
 
+    keeps_delivered_events = False
+
     def make_store(self) -> BroadcastStore:
         return InMemoryStore()
 

@@ -32,12 +32,15 @@ from broadcast_lifecycle.stores import (
     AfterCommit,
     Change,
     Committed,
+    DeadLetter,
+    DeliveryAttempt,
     ExpiredBatch,
     InMemoryStore,
     Loaded,
     NewBroadcast,
     NewRecipients,
     OutboxEntry,
+    PruneTarget,
     is_due,
 )
 
@@ -367,8 +370,9 @@ class RetryTimeIgnored(WrongStore):
 
     caught_by = "test_failures_are_counted_and_retried_at_their_time"
 
-    def record_failure(self, event_id: str, error: str, at: datetime, retry_at: datetime | None) -> None:
-        super().record_failure(event_id, error, at, at if retry_at is not None else None)
+    def record_attempt(self, attempt: DeliveryAttempt) -> None:
+        super().record_attempt(replace(attempt, next_attempt_at=attempt.at) if attempt.outcome == "pending"
+                               else attempt)
 
 
 class FailuresNotCounted(WrongStore):
@@ -376,20 +380,24 @@ class FailuresNotCounted(WrongStore):
 
     caught_by = "test_failures_are_counted_and_retried_at_their_time"
 
-    def record_failure(self, event_id: str, error: str, at: datetime, retry_at: datetime | None) -> None:
-        super().record_failure(event_id, error, at, retry_at)
+    def record_attempt(self, attempt: DeliveryAttempt) -> None:
+        super().record_attempt(attempt)
         with self._lock:
-            entry = self._outbox[event_id]
-            self._outbox[event_id] = replace(entry, attempts=0)
+            entry = self._outbox[attempt.event_id]
+            self._outbox[attempt.event_id] = replace(entry, attempts=0)
 
 
 class NeverDeadLettered(WrongStore):
-    """Retries an event forever: a failure with no retry time leaves it pending."""
+    """Retries an event forever: a receiver out of attempts leaves it pending, and no dead letter."""
 
     caught_by = "test_exhausted_events_are_dead_letters_newest_first"
 
-    def record_failure(self, event_id: str, error: str, at: datetime, retry_at: datetime | None) -> None:
-        super().record_failure(event_id, error, at, retry_at or at)
+    def record_attempt(self, attempt: DeliveryAttempt) -> None:
+        if attempt.outcome == "dead":
+            attempt = replace(attempt, outcome="pending", next_attempt_at=attempt.at,
+                              receivers=tuple(replace(r, dead_at=None, next_attempt_at=attempt.at)
+                                              for r in attempt.receivers))
+        super().record_attempt(attempt)
 
 
 class DeadLettersOldestFirst(WrongStore):
@@ -397,8 +405,8 @@ class DeadLettersOldestFirst(WrongStore):
 
     caught_by = "test_exhausted_events_are_dead_letters_newest_first"
 
-    def dead_events(self, limit: int) -> Sequence[OutboxEntry]:
-        return list(reversed(super().dead_events(1_000_000)))[:limit]
+    def dead_letters(self, limit: int) -> Sequence[DeadLetter]:
+        return list(reversed(super().dead_letters(1_000_000)))[:limit]
 
 
 class DeliversOnlyTheFirst(WrongStore):
@@ -410,8 +418,57 @@ class DeliversOnlyTheFirst(WrongStore):
         super().mark_delivered(event_ids[:1], at)
 
 
+class ReceiversForgotten(WrongStore):
+    """Counts a delivery pass but keeps no receiver's state: a relay calls every receiver again."""
+
+    caught_by = "test_record_attempt_and_claim_keep_per_receiver_state"
+
+    def record_attempt(self, attempt: DeliveryAttempt) -> None:
+        super().record_attempt(replace(attempt, receivers=()))
+
+
+class HandledReceiverForgotten(WrongStore):
+    """Keeps only the failed receivers' state: a relay in another process calls the healthy one again."""
+
+    caught_by = "test_delivery_is_tracked_per_receiver"
+
+    def record_attempt(self, attempt: DeliveryAttempt) -> None:
+        super().record_attempt(replace(attempt, receivers=tuple(
+            r for r in attempt.receivers if r.delivered_at is None)))
+
+
+class PrunesPending(WrongStore):
+    """Prunes idempotency records and pending events alike, by age."""
+
+    caught_by = "test_prune_deletes_only_what_is_old_and_done"
+
+    def prune(self, target: PruneTarget, before: datetime, limit: int) -> int:
+        if target is PruneTarget.OUTBOX:
+            with self._lock:
+                gone = [i for i, e in self._outbox.items() if e.created_at < before and e.dead_at is None][:limit]
+                for event_id in gone:
+                    del self._outbox[event_id]
+                return len(gone)
+        return super().prune(target, before, limit)
+
+
+class PrunesUnfinishedHistory(WrongStore):
+    """Prunes the history of every broadcast whose last change is old, finished or not."""
+
+    caught_by = "test_prune_deletes_only_what_is_old_and_done"
+
+    def prune(self, target: PruneTarget, before: datetime, limit: int) -> int:
+        if target is PruneTarget.HISTORY:
+            with self._lock:
+                old = [k for k, s in self._broadcasts.items() if s.state_changed_at < before and self._history[k]]
+                for key in old[:limit]:
+                    self._history[key] = []
+                return len(old[:limit])
+        return super().prune(target, before, limit)
+
+
 class MissingClaimAndDead:
-    """The reference store without ``claim_events`` and ``dead_events``."""
+    """The reference store without ``claim_events`` and ``dead_letters``."""
 
     caught_by: ClassVar[str] = "test_store_has_every_protocol_method"
 
@@ -419,7 +476,7 @@ class MissingClaimAndDead:
         self._inner = InMemoryStore()
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("claim_events", "dead_events"):
+        if name in ("claim_events", "dead_letters"):
             raise AttributeError(name)
         return getattr(self._inner, name)
 
@@ -583,7 +640,7 @@ WRONG_STORES: tuple[type[WrongStore] | type[MissingClaimAndDead], ...] = (
     UnlockedSweep,
     OutboxDropsTransporters, PendingNewestFirst, PendingIncludesDead, ClaimWithoutLease, ClaimIgnoresGrace,
     RetryTimeIgnored, FailuresNotCounted, NeverDeadLettered, DeadLettersOldestFirst, DeliversOnlyTheFirst,
-    MissingClaimAndDead,
+    ReceiversForgotten, HandledReceiverForgotten, PrunesPending, PrunesUnfinishedHistory, MissingClaimAndDead,
     RecipientsById, RecipientsAsInserted, RenotifyResets, UnlockedAddRecipients, OffersEveryoneAgain,
     OfferOutsideTheOutbox, HistoryDropsMetadata,
     TimesToTheSecond, NaiveHistoryTimes, DigitStringIdAsInt, UuidIdAsString, RacyAutomaticIds,

@@ -29,8 +29,9 @@ target_metadata = [*host_metadata, library_metadata]
 
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
     """Leave autogenerate away from the partial indexes the library creates by DDL: the sweeper's
-    ``ix_<table>_due`` and the one-open-per-customer ``uq_<table>_<kind>_open_customer``."""
-    library_index = name is not None and name.endswith(("_due", "_open_customer"))
+    ``ix_<table>_due``, the one-open-per-customer ``uq_<table>_<kind>_open_customer`` and, on
+    PostgreSQL, pruning's ``ix_bl_outbox_delivered``."""
+    library_index = name is not None and name.endswith(("_due", "_open_customer", "ix_bl_outbox_delivered"))
     return not (type_ == "index" and reflected and compare_to is None and library_index)
 
 

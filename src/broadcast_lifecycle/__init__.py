@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .bus import Deduplicator, Delivery, Receiver, ReceiverFailure, SignalBus
     from .handle import KindHandle
     from .outbox import DeliveryReport, OutboxRelay, RetryPolicy
+    from .retention import PruneReport
     from .runners import (
         BackgroundRunner,
         lifecycle_tasks,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
         sweeper_task,
     )
     from .service import SYSTEM_ACTOR, BroadcastLifecycle
-    from .stores import BroadcastStore, InMemoryStore
+    from .stores import BroadcastStore, DeadLetter, InMemoryStore
     from .stores.async_sqlalchemy import AsyncSQLAlchemyStore
     from .stores.schema import BroadcastMixin, library_metadata, postgresql_functions_ddl
     from .stores.sqlalchemy import SQLAlchemyStore
@@ -65,6 +66,7 @@ _LAZY = {
     "DeliveryReport": ".outbox",
     "OutboxRelay": ".outbox",
     "RetryPolicy": ".outbox",
+    "PruneReport": ".retention",
     "BackgroundRunner": ".runners",
     "lifecycle_tasks": ".runners",
     "relay_task": ".runners",
@@ -74,6 +76,7 @@ _LAZY = {
     "SYSTEM_ACTOR": ".service",
     "BroadcastLifecycle": ".service",
     "BroadcastStore": ".stores",
+    "DeadLetter": ".stores",
     "InMemoryStore": ".stores",
     "BroadcastMixin": ".stores.schema",
     "library_metadata": ".stores.schema",
@@ -122,6 +125,7 @@ __all__ = [
     "CommandResult",
     "ConcurrentUpdate",
     "CorruptState",
+    "DeadLetter",
     "Deduplicator",
     "Delivery",
     "DeliveryReport",
@@ -138,6 +142,7 @@ __all__ = [
     "KindHandle",
     "OpenBroadcastExists",
     "OutboxRelay",
+    "PruneReport",
     "Receiver",
     "ReceiverFailure",
     "Recipient",

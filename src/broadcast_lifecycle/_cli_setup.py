@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
+from datetime import timedelta
 from typing import Any, cast
 
 from .bus import Receiver
 from .records import EntityId
 from .service import BroadcastLifecycle
 
-__all__ = ["ENV_DATABASE_URL", "UsageError", "describe", "entity_id", "lifecycle_from", "receiver"]
+__all__ = ["ENV_DATABASE_URL", "UsageError", "describe", "duration", "entity_id", "lifecycle_from", "receiver"]
 
 ENV_DATABASE_URL = "BROADCAST_LIFECYCLE_DATABASE_URL"
 """The environment variable ``--database-url`` defaults to."""
@@ -55,6 +57,23 @@ def lifecycle_from(args: argparse.Namespace) -> BroadcastLifecycle:
         except Exception as exc:
             raise UsageError(f"cannot create the tables in {_safe_url(url)!r}: {describe(exc)}") from exc
     return BroadcastLifecycle(store)
+
+
+_DURATION = re.compile(r"(\d+)([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def duration(text: str) -> timedelta:
+    """An argparse type: ``7d``, ``12h``, ``30m``, ``90s``, ``2w`` (or a sum: ``1d12h``) as a positive timedelta."""
+    spec = text.strip().lower()
+    parts = _DURATION.findall(spec)
+    if not parts or "".join(number + unit for number, unit in parts) != spec:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 7d, 12h or 30m (units s, m, h, d, w), got {text!r}")
+    value = sum((timedelta(**{_UNITS[unit]: int(number)}) for number, unit in parts), timedelta())
+    if value <= timedelta(0):
+        raise argparse.ArgumentTypeError(f"must be longer than zero, got {text!r}")
+    return value
 
 
 def receiver(spec: str) -> Receiver:

@@ -2,8 +2,8 @@
 as aligned text for people and JSON-ready dicts for scripts.
 
 An event's delivery is rendered by :func:`delivery_json` / :func:`_delivery_text` from the
-:class:`~broadcast_lifecycle.stores.base.OutboxEntry` the store returns: a store that tracks more
-(per-receiver delivery) extends those two functions and the rest follows.
+:class:`~broadcast_lifecycle.stores.base.OutboxEntry` the store returns, with the state of each named
+receiver once one failed on it (which receiver, which error, how many attempts).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from .records import BroadcastSnapshot, HistoryEntry, RecipientRecord
 from .stores.base import BroadcastStore, InspectsOutbox, OutboxBucket, OutboxEntry
+from .stores.outbox_state import ReceiverDelivery
 
 __all__ = ["OUTBOX_STATES", "Timeline", "age", "delivery_json", "outbox_summary", "summary_json", "summary_text",
            "timeline_json", "timeline_text"]
@@ -41,11 +42,13 @@ def outbox_summary(store: BroadcastStore) -> dict[str, OutboxBucket]:
     if isinstance(store, InspectsOutbox):
         found = store.outbox_summary()
     else:
-        entries = [*store.pending_events(_SCAN_LIMIT), *store.dead_events(_SCAN_LIMIT)]
-        found = {}
-        for state in OUTBOX_STATES:
-            of_state = [e.created_at for e in entries if e.state == state]
-            found[state] = OutboxBucket(len(of_state), min(of_state, default=None))
+        pending = store.pending_events(_SCAN_LIMIT)
+        live = {e.event.event_id for e in pending}
+        created = {state: [e.created_at for e in pending if e.state == state] for state in ("pending", "retrying")}
+        # a dead event: settled with a dead letter, no longer pending for any other receiver
+        created["dead"] = list({letter.event.event_id: letter.created_at for letter in store.dead_letters(_SCAN_LIMIT)
+                                if letter.event.event_id not in live}.values())
+        found = {state: OutboxBucket(len(times), min(times, default=None)) for state, times in created.items()}
     return {state: found.get(state, OutboxBucket()) for state in OUTBOX_STATES}
 
 
@@ -84,20 +87,43 @@ def delivery_json(entry: OutboxEntry) -> dict[str, Any]:
     """An event's delivery state as JSON-ready values."""
     return {"state": entry.state, "attempts": entry.attempts, "delivered_at": _iso(entry.delivered_at),
             "next_attempt_at": _iso(entry.next_attempt_at), "dead_at": _iso(entry.dead_at),
-            "last_error": entry.last_error}
+            "last_error": entry.last_error,
+            "receivers": [{"receiver": r.receiver, "state": _receiver_state(r), "attempts": r.attempts,
+                           "last_error": r.last_error, "next_attempt_at": _iso(r.next_attempt_at),
+                           "delivered_at": _iso(r.delivered_at), "dead_at": _iso(r.dead_at)}
+                          for r in entry.receivers]}
+
+
+def _receiver_state(state: ReceiverDelivery) -> str:
+    if state.delivered_at is not None:
+        return "delivered"
+    return "dead" if state.dead_at is not None else "retrying"
+
+
+def _receiver_text(state: ReceiverDelivery) -> str:
+    """``sockets dead after 3 attempts: ConnectionError: ...`` / ``analytics delivered``."""
+    text = f"{state.receiver} {_receiver_state(state)}"
+    if state.delivered_at is None:
+        text += f" after {state.attempts} attempt{'s' if state.attempts != 1 else ''}"
+        if state.last_error:
+            text += f": {state.last_error}"
+    return text
 
 
 def _delivery_text(entry: OutboxEntry) -> str:
     if entry.delivered_at is not None:
-        return f"delivered {entry.delivered_at.isoformat()}"
-    text = entry.state
-    if entry.attempts:
-        text += f" after {entry.attempts} attempt{'s' if entry.attempts > 1 else ''}"
-    if entry.dead_at is not None:
-        text += f" at {entry.dead_at.isoformat()}"
-    elif entry.next_attempt_at is not None:
-        text += f", next {entry.next_attempt_at.isoformat()}"
-    if entry.last_error:
+        text = f"delivered {entry.delivered_at.isoformat()}"
+    else:
+        text = entry.state
+        if entry.attempts:
+            text += f" after {entry.attempts} attempt{'s' if entry.attempts > 1 else ''}"
+        if entry.dead_at is not None:
+            text += f" at {entry.dead_at.isoformat()}"
+        elif entry.next_attempt_at is not None:
+            text += f", next {entry.next_attempt_at.isoformat()}"
+    if entry.receivers:  # once a receiver failed: each named receiver's own state and error
+        return f"{text}: {'; '.join(map(_receiver_text, entry.receivers))}"
+    if entry.last_error and entry.delivered_at is None:
         text += f": {entry.last_error}"
     return text
 

@@ -1,110 +1,206 @@
 """The signal bus: blinker signals in a private namespace, sent after commit.
 
+Every receiver is connected under a durable *name* (by default its module-qualified name, such as
+``myapp.sockets.publish``). The outbox records delivery per name, so a receiver that fails is retried
+alone and a relay in another process skips the receivers that already handled an event.
+
 Unlike a bare blinker ``send``, one receiver raising does not stop the others: every failure is
 logged and returned in the :class:`Delivery`, so the caller can keep the event for the relay.
-Receivers are held strongly, so a closure connected by the host is never dropped silently. A
+Receivers run in connection order, whether they were connected to one event name or to every
+event. They are held strongly, so a closure connected by the host is never dropped silently. A
 receiver may be a coroutine function: it is awaited on the event loop it was connected on (see
 :mod:`~broadcast_lifecycle.loop_receivers`).
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from typing import Any
 
 from blinker import ANY, Namespace
 
+from .errors import InvalidArgument
 from .events import BroadcastEvent
 from .loop_receivers import LoopReceiver, is_coroutine_receiver
 
-__all__ = ["Deduplicator", "Delivery", "Receiver", "ReceiverFailure", "SignalBus"]
+__all__ = ["Deduplicator", "Delivery", "Receiver", "ReceiverFailure", "SignalBus", "receiver_name"]
 
 logger = logging.getLogger(__name__)
 
 Receiver = Callable[[BroadcastEvent], "Awaitable[None] | None"]
 """A host callback: it gets each event it subscribed to (a coroutine function is awaited on its loop)."""
 
+MAX_NAME_LENGTH = 200
+"""The longest receiver name the SQL store's ``bl_deliveries.receiver`` column holds."""
+
 _EVERY_EVENT = "*"
+
+
+def receiver_name(receiver: Callable[..., object]) -> str:
+    """The default durable name of ``receiver``: ``module.qualified_name`` of the function (or of a
+    callable object's class). Wrappers that set ``__wrapped__`` (``functools.wraps``,
+    :class:`Deduplicator`) and ``functools.partial`` are named after what they wrap."""
+    target: Any = receiver
+    for _ in range(100):  # a chain of wrappers, never a cycle
+        if isinstance(target, functools.partial):
+            target = target.func
+        elif hasattr(target, "__wrapped__"):
+            target = target.__wrapped__
+        else:
+            break
+    qualname = getattr(target, "__qualname__", None)
+    if not isinstance(qualname, str):
+        qualname = type(target).__qualname__
+    module = getattr(target, "__module__", None)
+    if not isinstance(module, str):
+        module = type(target).__module__
+    return f"{module}.{qualname}"
 
 
 @dataclass(frozen=True, slots=True)
 class ReceiverFailure:
-    """A receiver that raised while handling an event."""
+    """A receiver (by name) that raised while handling an event."""
 
     receiver: str
     error: BaseException
 
+    def error_text(self) -> str:
+        """``ErrorType: message``, as stored in the receiver's last error."""
+        return f"{type(self.error).__name__}: {self.error}"
+
     def describe(self) -> str:
         """``receiver: ErrorType: message``, as stored in the outbox's last error."""
-        return f"{self.receiver}: {type(self.error).__name__}: {self.error}"
+        return f"{self.receiver}: {self.error_text()}"
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """The outcome of sending one event to every receiver."""
+    """The outcome of sending one event: which receivers matched it (in the order they run), which
+    handled it, which raised; a matched receiver in neither was skipped (``send(skip=...)``)."""
 
     event: BroadcastEvent
-    receivers: int
+    matched: tuple[str, ...]
+    handled: tuple[str, ...] = ()
     failures: tuple[ReceiverFailure, ...] = ()
 
     @property
     def ok(self) -> bool:
-        """True when every receiver handled the event."""
+        """True when no receiver raised."""
         return not self.failures
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Connection:
+    """What is connected to a blinker signal: the host's receiver, its name and its place in line."""
+
+    name: str
+    receiver: Receiver
+    order: int
+
+    def __call__(self, event: BroadcastEvent) -> None:  # blinker wants a callable; send() calls .receiver
+        self.receiver(event)
+
+
+def _order(connection: _Connection) -> int:
+    return connection.order
+
+
 class SignalBus:
-    """Routes events to receivers by event name (or to receivers of every event)."""
+    """Routes events to named receivers by event name (or to receivers of every event), in
+    connection order."""
 
     def __init__(self) -> None:
         self._namespace = Namespace()
         self._lock = threading.Lock()
+        self._connections: dict[str, _Connection] = {}
+        self._counter = itertools.count()
 
-    def connect(self, receiver: Receiver, event_name: str | None = None, kind: str | None = None) -> Callable[[], None]:
-        """Call ``receiver`` for each event named ``event_name`` (all events when ``None``),
-        of ``kind`` only when given. Returns a function that disconnects it.
+    def connect(self, receiver: Receiver, *, name: str | None = None, event_name: str | None = None,
+                kind: str | None = None) -> Callable[[], None]:
+        """Call ``receiver`` for each event named ``event_name`` (all events when ``None``), of
+        ``kind`` only when given. Returns a function that disconnects it.
+
+        ``name`` is the receiver's durable name, under which the outbox records what it handled:
+        keep it stable across deploys and the same in every process that connects the receiver.
+        It defaults to :func:`receiver_name`; a name already connected is an ``InvalidArgument``.
 
         A coroutine function must be connected while its event loop runs; it is awaited on that
         loop, never on another.
         """
+        if not callable(receiver):
+            raise InvalidArgument(f"receiver must be callable (it gets each BroadcastEvent), got {receiver!r}")
+        durable = receiver_name(receiver) if name is None else name
+        if not isinstance(durable, str) or not durable.strip() or len(durable) > MAX_NAME_LENGTH:
+            raise InvalidArgument(f"name must be a non-empty string of at most {MAX_NAME_LENGTH} characters, "
+                                  f"got {durable!r}")
         if is_coroutine_receiver(receiver):
             receiver = LoopReceiver(receiver)  # type: ignore[arg-type]
         signal = self._namespace.signal(event_name or _EVERY_EVENT)
         sender = ANY if kind is None else kind
+        connection = _Connection(durable, receiver, next(self._counter))
         with self._lock:
-            signal.connect(receiver, sender=sender, weak=False)
-        return lambda: signal.disconnect(receiver, sender=sender)
+            if durable in self._connections:
+                raise InvalidArgument(
+                    f"a receiver named {durable!r} is already connected; pass name= to connect "
+                    f"{receiver!r} under a name of its own (the outbox tracks delivery by name)")
+            self._connections[durable] = connection
+            signal.connect(connection, sender=sender, weak=False)
+
+        def disconnect() -> None:
+            with self._lock:
+                if self._connections.get(durable) is connection:
+                    del self._connections[durable]
+                    signal.disconnect(connection, sender=sender)
+
+        return disconnect
 
     def has_receivers(self) -> bool:
         """True when any receiver is connected."""
-        return any(signal.receivers for signal in self._namespace.values())
+        return bool(self._connections)
 
-    def send(self, event: BroadcastEvent) -> Delivery:
-        """Deliver ``event`` to each matching receiver, isolating their failures."""
+    def names(self) -> tuple[str, ...]:
+        """The names of the connected receivers, in connection order."""
+        with self._lock:
+            return tuple(self._connections)
+
+    def send(self, event: BroadcastEvent, *, skip: Collection[str] = ()) -> Delivery:
+        """Deliver ``event`` to each matching receiver in connection order, isolating their failures;
+        receivers named in ``skip`` are matched but not called."""
+        connections: list[Any] = []
+        for signal_name in (event.name, _EVERY_EVENT):
+            signal = self._namespace.get(signal_name)
+            if signal is not None:
+                connections.extend(signal.receivers_for(event.kind))
+        if len(connections) > 1:
+            connections.sort(key=_order)  # blinker keeps receivers in a set: restore connection order
         failures: list[ReceiverFailure] = []
-        count = 0
-        for name in (event.name, _EVERY_EVENT):
-            signal = self._namespace.get(name)
-            if signal is None:
+        for connection in connections:
+            if skip and connection.name in skip:
                 continue
-            for receiver in signal.receivers_for(event.kind):
-                count += 1
-                try:
-                    receiver(event)
-                except Exception as exc:
-                    label = getattr(receiver, "__qualname__", repr(receiver))
-                    logger.exception("receiver %s failed on %s %s", label, event.name, event.event_id)
-                    failures.append(ReceiverFailure(label, exc))
-        return Delivery(event, count, tuple(failures))
+            try:
+                connection.receiver(event)
+            except Exception as exc:
+                logger.exception("receiver %s failed on %s %s", connection.name, event.name, event.event_id)
+                failures.append(ReceiverFailure(connection.name, exc))
+        matched = tuple([c.name for c in connections])
+        if not failures and not skip:
+            return Delivery(event, matched, matched)  # the usual case: every receiver handled it
+        failed = {f.receiver for f in failures}
+        handled = tuple(name for name in matched if name not in failed and name not in skip)
+        return Delivery(event, matched, handled, tuple(failures))
 
 
 class Deduplicator:
     """Wraps a receiver so that it handles each ``event_id`` once, however often it is delivered.
 
-    Delivery is at least once (a relay may deliver an event again after a crash or a failed
-    receiver); wrap a receiver whose effect must not repeat. By default the ids seen are kept in
+    Delivery is at least once (after a crash between a receiver's work and the record of it, a
+    relay delivers the event to that receiver again); wrap a receiver whose effect must not repeat.
+    It is connected under the wrapped receiver's name (see :func:`receiver_name`). By default the ids seen are kept in
     memory, in a thread-safe LRU of ``capacity`` ids: that de-duplicates within one process. For
     de-duplication across processes and restarts pass ``claim``, a persistent check-and-set that
     returns True only the first time it sees an id (Redis ``SET key 1 NX EX ...``, an INSERT into a
@@ -114,18 +210,17 @@ class Deduplicator:
 
     An id is claimed before the receiver runs, so two concurrent deliveries of one event never
     both reach it; when the receiver raises, the claim is released and the error propagates (the
-    outbox then retries the event).
+    outbox then retries the event for this receiver).
     """
 
     def __init__(self, receiver: Receiver, *, capacity: int = 100_000,
                  claim: Callable[[str], bool] | None = None,
                  release: Callable[[str], None] | None = None) -> None:
-        from .errors import InvalidArgument
-
         if capacity < 1:
             raise InvalidArgument(f"capacity must be at least 1, got {capacity}")
         if release is not None and claim is None:
             raise InvalidArgument("release is only meaningful with claim")
+        self.__wrapped__ = receiver  # receiver_name() names a Deduplicator after the receiver it wraps
         if is_coroutine_receiver(receiver):
             receiver = LoopReceiver(receiver)  # type: ignore[arg-type]
         self.receiver = receiver

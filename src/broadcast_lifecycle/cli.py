@@ -4,6 +4,7 @@
     broadcast-lifecycle relay  --database-url URL --receiver mod:attr [--grace 10] [--once]
     broadcast-lifecycle status --database-url URL          pending, retrying and dead events
     broadcast-lifecycle show KIND ID --database-url URL    one broadcast's timeline
+    broadcast-lifecycle prune --older-than 7d --database-url URL [--history]   delete what is done
     broadcast-lifecycle diagram                            the state diagram (mermaid)
 
 The database URL defaults to ``$BROADCAST_LIFECYCLE_DATABASE_URL``; ``--lifecycle mod:attr`` uses the
@@ -32,7 +33,7 @@ from types import FrameType
 from typing import Any
 
 from . import __version__
-from ._cli_setup import ENV_DATABASE_URL, UsageError, describe, entity_id, lifecycle_from, receiver
+from ._cli_setup import ENV_DATABASE_URL, UsageError, describe, duration, entity_id, lifecycle_from, receiver
 from ._inspect import Timeline, outbox_summary, summary_json, summary_text, timeline_json, timeline_text
 from ._progress import Progress
 from .clock import utc_now
@@ -66,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lc = lifecycle_from(args)
         for spec in args.receiver:
-            lc.bus.connect(receiver(spec))
+            try:
+                lc.bus.connect(receiver(spec))
+            except InvalidArgument as exc:  # the name is taken (the same receiver twice, or by --lifecycle's)
+                raise UsageError(f"--receiver {spec}: {exc}") from exc
         return command(lc, args)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -140,6 +144,25 @@ def _show(lc: BroadcastLifecycle | None, args: argparse.Namespace) -> int:
         print(f"{PROG}: error: show failed: {describe(exc)}", file=sys.stderr)
         return EXIT_FAILED
     _print(timeline_json(timeline) if args.json else timeline_text(timeline), args.json)
+    return EXIT_OK
+
+
+def _prune(lc: BroadcastLifecycle | None, args: argparse.Namespace) -> int:
+    assert lc is not None
+    try:
+        report = lc.prune(args.older_than, history=args.history, batch_size=args.batch_size or 1000)
+    except InvalidArgument as exc:
+        raise UsageError(str(exc)) from exc
+    except Exception as exc:
+        print(f"{PROG}: error: prune failed: {describe(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        _print({"command": "prune", "before": report.before.isoformat(), "outbox": report.outbox,
+                "idempotency": report.idempotency, "history": report.history}, True)
+        return EXIT_OK
+    line = (f"prune: before {report.before.isoformat()}: deleted {report.outbox} delivered events, "
+            f"{report.idempotency} idempotency records")
+    print(f"{line}, the history of {report.history} finished broadcasts" if args.history else line)
     return EXIT_OK
 
 
@@ -271,12 +294,12 @@ def _parser() -> argparse.ArgumentParser:
                          help="rows per transaction (default 1000 for sweep, 200 for relay)")
 
     parser = argparse.ArgumentParser(prog=PROG, description="Operate broadcast_lifecycle: expiry sweeper, outbox "
-                                     "relay, outbox status, a broadcast's timeline, the state diagram.",
+                                     "relay, outbox status, a broadcast's timeline, the state diagram, retention.",
                                      epilog="exit status: 0 ok, 1 the operation failed, 2 usage error, 3 no such "
                                      "broadcast (show)")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(title="commands", required=True,
-                                     metavar="{sweep,relay,status,show,diagram}")
+                                     metavar="{sweep,relay,status,show,diagram,prune}")
     sweep = commands.add_parser("sweep", parents=[common, looping], help="expire overdue broadcasts")
     sweep.set_defaults(command=_sweep)
     relay = commands.add_parser("relay", parents=[common, looping], help="deliver pending outbox events")
@@ -296,4 +319,14 @@ def _parser() -> argparse.ArgumentParser:
     diagram = commands.add_parser("diagram", parents=[output],
                                   help="print the state diagram (mermaid stateDiagram-v2)")
     diagram.set_defaults(command=_diagram)
+    prune = commands.add_parser("prune", parents=[common],
+                                help="delete delivered events and old idempotency records (and, if asked, history)")
+    prune.add_argument("--older-than", type=duration, required=True, metavar="DURATION",
+                       help="delete what is older than this: 7d, 12h, 30m, 2w ...")
+    prune.add_argument("--history", action="store_true",
+                       help="also delete the history of broadcasts that ended (completed, cancelled, expired) "
+                            "before then")
+    prune.add_argument("--batch-size", type=_positive(int), metavar="N",
+                       help="rows per transaction (default 1000, at most 10000)")
+    prune.set_defaults(command=_prune)
     return parser

@@ -19,6 +19,7 @@ import threading
 from datetime import timedelta
 
 from .contract_base import T0, Clock, ContractBase, run_contract
+from .contract_delivery import DeliveryContract
 from .contract_ids import IdsContract
 from .contract_inputs import BAD_INPUTS, FOREIGN_TO_INT_KEYS, foreign_id_inputs
 from .contract_relay import RelayContract
@@ -43,7 +44,8 @@ __all__ = ["FOREIGN_TO_INT_KEYS", "StoreContract", "run_contract"]
 _T0 = T0
 
 
-class StoreContract(WritesContract, SweepContract, RelayContract, IdsContract, ThreadsContract, ContractBase):
+class StoreContract(WritesContract, SweepContract, RelayContract, DeliveryContract, IdsContract, ThreadsContract,
+                    ContractBase):
     """Behaviour a store must show; run it against each store you ship (see docs/adapters.md).
 
     Fill in :meth:`~ContractBase.make_store` (set-up) and, when the default ``close()`` call is not

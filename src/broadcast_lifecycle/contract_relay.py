@@ -1,16 +1,18 @@
 """The store contract, the outbox as relays use it: events kept whole and listed oldest first; claims with a lease
 that a second relay cannot take until it runs out, after the grace and the retry time; failures
-counted; dead letters parked, newest first; delivered events gone."""
+counted; dead letters parked, newest first; delivered events gone. (What each named receiver's
+state must be, and pruning: ``contract_delivery``.)"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from .contract_base import T0, ContractBase
 from .events import BroadcastEvent
 from .service import BroadcastLifecycle
 from .stores.base import BroadcastStore, OutboxEntry
+from .stores.outbox_state import DeliveryAttempt, ReceiverDelivery
 
 __all__ = ["RelayContract"]
 
@@ -93,32 +95,34 @@ class RelayContract(ContractBase):
         lc, by_command = self._written()
         store = lc.store
         event_id = by_command[0][0].event_id
-        store.record_failure(event_id, "socket down", T0 + _MINUTE, T0 + 2 * _MINUTE)
-        store.record_failure(event_id, "still down", T0 + 2 * _MINUTE, T0 + 5 * _MINUTE)
+        store.record_attempt(_failure(event_id, 1, "socket down", T0 + _MINUTE, T0 + 2 * _MINUTE))
+        store.record_attempt(_failure(event_id, 2, "still down", T0 + 2 * _MINUTE, T0 + 5 * _MINUTE))
         entry = _entry(store, event_id)
         assert (entry.attempts, entry.last_error, entry.next_attempt_at, entry.dead_at) == (
             2, "still down", T0 + 5 * _MINUTE, None), f"after two failures the entry is {entry}"
+        assert [(r.receiver, r.attempts) for r in entry.receivers] == [("sockets", 2)]
         before = T0 + 5 * _MINUTE - timedelta(seconds=1)
         held = store.claim_events(before, 100, before, before + _MINUTE)
         assert event_id not in {e.event.event_id for e in held}, "claimed before its retry time"
         due = T0 + 5 * _MINUTE + timedelta(minutes=2)
         assert event_id in {e.event.event_id for e in store.claim_events(due, 100, due, due + _MINUTE)}
-        assert list(store.dead_events(10)) == []
+        assert list(store.dead_letters(10)) == []
 
     def test_exhausted_events_are_dead_letters_newest_first(self) -> None:
-        """A failure with no retry time parks the event as dead: listed by dead_events newest first,
-        with its error and attempts, no longer pending and never claimed."""
+        """A receiver's failure with no retry time parks the event as dead: listed by dead_letters newest
+        first, with the receiver, its error and attempts, no longer pending and never claimed."""
         lc, by_command = self._written()
         store = lc.store
         first, second, third = (batch[0] for batch in by_command)
         for event, at in ((first, T0 + _MINUTE), (second, T0 + 3 * _MINUTE), (third, T0 + 2 * _MINUTE)):
-            store.record_failure(event.event_id, f"gave up on {event.name}", at, None)
-        dead = list(store.dead_events(10))
+            store.record_attempt(_failure(event.event_id, 1, f"gave up on {event.name}", at, None))
+        dead = list(store.dead_letters(10))
         assert [(d.event.event_id, d.dead_at) for d in dead] == [
             (second.event_id, T0 + 3 * _MINUTE), (third.event_id, T0 + 2 * _MINUTE),
             (first.event_id, T0 + _MINUTE)], f"dead letters listed as {[(d.event.name, d.dead_at) for d in dead]}"
-        assert all(d.attempts == 1 and d.last_error == f"gave up on {d.event.name}" for d in dead)
-        assert [d.event.event_id for d in store.dead_events(1)] == [second.event_id]
+        assert all(d.receiver == "sockets" and d.attempts == 1 and d.last_error == f"gave up on {d.event.name}"
+                   for d in dead)
+        assert [d.event.event_id for d in store.dead_letters(1)] == [second.event_id]
         live = _ids(e for batch in by_command for e in batch[1:])
         assert _ids(p.event for p in store.pending_events(100)) == live
         far = T0 + timedelta(days=30)
@@ -134,7 +138,7 @@ class RelayContract(ContractBase):
         assert _ids(p.event for p in store.pending_events(100)) == rest
         far = T0 + timedelta(days=30)
         assert _ids(e.event for e in store.claim_events(far, 100, far, far + _MINUTE)) == rest
-        assert list(store.dead_events(10)) == []
+        assert list(store.dead_letters(10)) == []
 
 
 def _ids(events: Iterable[BroadcastEvent]) -> list[str]:
@@ -145,3 +149,13 @@ def _entry(store: BroadcastStore, event_id: str) -> OutboxEntry:
     matches = [p for p in store.pending_events(10_000) if p.event.event_id == event_id]
     assert len(matches) == 1, f"event {event_id} is pending {len(matches)} times"
     return matches[0]
+
+
+def _failure(event_id: str, attempts: int, error: str, at: datetime, retry_at: datetime | None) -> DeliveryAttempt:
+    """A pass in which the one receiver, ``sockets``, failed: to retry at ``retry_at``, or dead without one."""
+    state = ReceiverDelivery(receiver="sockets", attempts=attempts, last_error=error, next_attempt_at=retry_at,
+                             dead_at=at if retry_at is None else None)
+    if retry_at is None:
+        return DeliveryAttempt(event_id=event_id, at=at, receivers=(state,), outcome="dead", error=error)
+    return DeliveryAttempt(event_id=event_id, at=at, receivers=(state,), outcome="pending", next_attempt_at=retry_at,
+                           error=error)

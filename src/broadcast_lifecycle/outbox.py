@@ -1,25 +1,31 @@
 """Delivering outbox events: the after-commit dispatch and the relay share this, so a failure is
 recorded the same way wherever it happens.
 
-Guarantee: an event whose transition committed is delivered to the receivers at least once. An
-event is marked delivered only when every matching receiver handled it; a failing receiver gets
-it again later with backoff (and every other receiver may get it again too: de-duplicate on
-``event_id``, e.g. with :class:`~broadcast_lifecycle.bus.Deduplicator`). An event no receiver
-in this process listens to stays pending for a relay in a process that has receivers.
+Guarantee: an event whose transition committed is delivered to each receiver at least once.
+Delivery is tracked per named receiver (:meth:`SignalBus.connect`): a receiver that raises is
+retried alone, with backoff, until it handles the event or runs out of attempts (a dead letter
+naming it and its error); the receivers that handled the event are not called again for it. An
+event is delivered once every receiver it matches in the delivering process has handled it. An
+event no receiver in this process listens to stays pending for a relay in a process that has
+receivers.
+
+Receivers of one event run in connection order. When every one of them handles the event at the
+first try, the event is marked delivered and nothing is recorded per receiver.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .bus import SignalBus
+from .bus import Delivery, SignalBus
 from .clock import Clock
 from .errors import InvalidArgument
 from .events import BroadcastEvent
-from .stores.base import BroadcastStore
+from .stores.base import BroadcastStore, OutboxEntry
+from .stores.outbox_state import DeliveryAttempt, ReceiverDelivery
 
 __all__ = ["DeliveryReport", "OutboxRelay", "RetryPolicy", "deliver"]
 
@@ -52,7 +58,9 @@ class RetryPolicy:
 
 @dataclass
 class DeliveryReport:
-    """What one delivery pass did."""
+    """What one delivery pass did: events now delivered to every receiver, receiver failures that
+    will be retried, dead letters made (a receiver giving up on an event), and events no receiver
+    in this process listens to."""
 
     delivered: int = 0
     failed: int = 0
@@ -67,36 +75,87 @@ class DeliveryReport:
         return self
 
 
-def deliver(store: BroadcastStore, bus: SignalBus, events: Iterable[tuple[BroadcastEvent, int]],
+def deliver(store: BroadcastStore, bus: SignalBus, pending: Iterable[BroadcastEvent | OutboxEntry],
             policy: RetryPolicy, now: Callable[[], datetime]) -> DeliveryReport:
-    """Send each event (with the attempts it already had) and record the outcome in the outbox."""
+    """Send each event to the receivers that still owe it and record the outcome in the outbox.
+
+    A bare ``BroadcastEvent`` is one just committed (no receiver has seen it); an ``OutboxEntry``
+    brings the per-receiver state recorded so far, so that receivers that handled the event or gave
+    up on it are skipped, and a failed one is called only once its backoff has passed.
+    """
     report = DeliveryReport()
     delivered: list[str] = []
-    for event, attempts in events:
-        delivery = bus.send(event)
-        if delivery.receivers == 0:
-            report.unheard += 1
-        elif delivery.ok:
-            delivered.append(event.event_id)
+    for item in pending:
+        known: dict[str, ReceiverDelivery] = {}
+        if isinstance(item, OutboxEntry):
+            event = item.event
+            if item.receivers:
+                known = {r.receiver: r for r in item.receivers}
         else:
+            event = item
+        if known:
             at = now()
-            retry_at = policy.retry_at(attempts + 1, at)
-            error = "; ".join(f.describe() for f in delivery.failures)
-            store.record_failure(event.event_id, error, at, retry_at)
-            if retry_at is None:
-                report.dead += 1
-                logger.error("event %s %s is dead after %d attempts: %s", event.name, event.event_id,
-                             attempts + 1, error)
-            else:
-                report.failed += 1
+            delivery = bus.send(event, skip={name for name, state in known.items() if state.settled or (
+                state.next_attempt_at is not None and state.next_attempt_at > at)})
+        else:
+            delivery = bus.send(event)
+        if not delivery.matched:
+            report.unheard += 1
+        elif delivery.ok and not known:
+            delivered.append(event.event_id)  # the usual case: one UPDATE settles it, nothing per receiver
+        else:
+            attempt = _attempt(delivery, known, policy, now())
+            store.record_attempt(attempt)
+            if attempt.outcome == "delivered":
+                report.delivered += 1
+            for state in attempt.receivers:
+                if state.dead_at is not None:
+                    report.dead += 1
+                    logger.error("receiver %s gave up on %s %s after %d attempts: %s", state.receiver,
+                                 event.name, event.event_id, state.attempts, state.last_error)
+                elif state.delivered_at is None:
+                    report.failed += 1
     if delivered:
         store.mark_delivered(delivered, now())
-        report.delivered = len(delivered)
+        report.delivered += len(delivered)
     return report
 
 
+def _attempt(delivery: Delivery, known: Mapping[str, ReceiverDelivery], policy: RetryPolicy,
+             at: datetime) -> DeliveryAttempt:
+    """The record of one pass: the new state of each receiver called, and where the event stands."""
+    states: list[ReceiverDelivery] = []
+    for name in delivery.handled:
+        prior = known.get(name)
+        states.append(ReceiverDelivery(receiver=name, attempts=prior.attempts if prior else 0,
+                                       last_error=prior.last_error if prior else None, delivered_at=at))
+    for failure in delivery.failures:
+        prior = known.get(failure.receiver)
+        attempts = (prior.attempts if prior else 0) + 1
+        retry_at = policy.retry_at(attempts, at)
+        states.append(ReceiverDelivery(receiver=failure.receiver, attempts=attempts,
+                                       last_error=failure.error_text(), next_attempt_at=retry_at,
+                                       dead_at=at if retry_at is None else None))
+    called = {state.receiver: state for state in states}
+    due: list[datetime] = []
+    dead = False
+    for name in delivery.matched:  # receivers of this process; one known only elsewhere is not owed here
+        state = called.get(name) or known[name]  # a matched receiver not called was skipped: it is known
+        if state.dead_at is not None:
+            dead = True
+        elif state.delivered_at is None:
+            due.append(state.next_attempt_at or at)
+    error = "; ".join(f.describe() for f in delivery.failures) or None
+    if due:
+        return DeliveryAttempt(event_id=delivery.event.event_id, at=at, receivers=tuple(states),
+                               outcome="pending", next_attempt_at=min(due), error=error)
+    return DeliveryAttempt(event_id=delivery.event.event_id, at=at, receivers=tuple(states),
+                           outcome="dead" if dead else "delivered", error=error)
+
+
 class OutboxRelay:
-    """Delivers what after-commit dispatch did not: events of crashed processes, failed receivers.
+    """Delivers what after-commit dispatch did not: events of crashed processes, and each event to
+    the receivers that failed on it (only to those).
 
     Safe to run in several processes at once: each pass claims its events with a lease. Only
     events older than ``grace`` are taken, so the relay does not race the normal dispatch.
@@ -131,8 +190,7 @@ class OutboxRelay:
             batch = self.store.claim_events(now, self._batch_size, now - self._grace, now + self._lease)
             if not batch:
                 return report
-            report += deliver(self.store, self.bus, ((e.event, e.attempts) for e in batch), self.policy,
-                              self._clock)
+            report += deliver(self.store, self.bus, batch, self.policy, self._clock)
             if on_batch is not None:
                 on_batch(len(batch))
             if len(batch) < self._batch_size:

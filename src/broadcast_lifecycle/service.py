@@ -32,6 +32,7 @@ from .lifecycle import Trigger
 from .outbox import OutboxRelay, RetryPolicy, deliver
 from .records import EntityId
 from .results import CommandResult, WritePath
+from .retention import PruneReport, prune
 from .states import OPEN
 from .stores.base import (
     SWEEP_REASON,
@@ -158,8 +159,7 @@ class BroadcastLifecycle:
                 if on_batch is not None and batch.count:
                     on_batch(batch.count)
                 if batch.count and listening:
-                    deliver(self.store, self.bus, ((event, 0) for event in batch.load_events()), self.retry,
-                            self._now)
+                    deliver(self.store, self.bus, batch.load_events(), self.retry, self._now)
                 if batch.count < batch_size:
                     break
         return expired
@@ -169,6 +169,14 @@ class BroadcastLifecycle:
         """An outbox relay on this lifecycle's store, bus, clock and retry policy."""
         return OutboxRelay(self.store, self.bus, self._now, policy=self.retry, grace=grace, lease=lease,
                            batch_size=batch_size)
+
+    def prune(self, older_than: timedelta, *, history: bool = False, batch_size: int = 1000) -> PruneReport:
+        """Delete delivered outbox events and idempotency records older than ``older_than`` (and, with
+        ``history=True``, the history of broadcasts that ended before then), ``batch_size`` rows per
+        transaction. Pending, retrying and dead events stay. See :mod:`broadcast_lifecycle.retention`."""
+        if not isinstance(older_than, timedelta) or older_than <= timedelta(0):
+            raise InvalidArgument(f"older_than must be a positive timedelta, got {older_than!r}")
+        return prune(self.store, self._now() - older_than, history=history, batch_size=batch_size)
 
     # -- what the handles call -------------------------------------------------------------
 
@@ -318,7 +326,7 @@ class BroadcastLifecycle:
         """Send a committed write's events; the outbox keeps what was not delivered, for the relay."""
         if not self.bus.has_receivers():
             return  # nobody here listens: the events stay pending for a relay where receivers are
-        deliver(self.store, self.bus, ((event, 0) for event in committed.events), self.retry, self._now)
+        deliver(self.store, self.bus, committed.events, self.retry, self._now)
 
     def _now(self) -> datetime:
         return require_aware("the clock's time", self._clock())

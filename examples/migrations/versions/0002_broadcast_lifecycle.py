@@ -31,6 +31,8 @@ STATUS_CHECK = "({})".format(" OR ".join(f"status = '{s}'" for s in STATES))
 LEGACY_STATUS_CHECK = "status IN ('active', 'completed', 'cancelled')"
 EXPIRABLE = "(status = 'active' OR status = 'broadcasting' OR status = 'created' OR status = 'partially_filled')"
 """The sweeper's filter, verbatim: SQLite uses a partial index only for a query that repeats its WHERE."""
+TERMINAL_HISTORY = "(to_status = 'cancelled' OR to_status = 'completed' OR to_status = 'expired')"
+"""Terminal transitions, verbatim as history pruning queries them."""
 
 EVERYONE_FUNCTION = (
     "CREATE OR REPLACE FUNCTION bl_everyone_json(text, text, text) RETURNS json LANGUAGE sql VOLATILE AS $body$ "
@@ -41,6 +43,11 @@ EVERYONE_FUNCTION = (
 )
 """PostgreSQL: a terminal event's recipients on a fresh snapshot, which the one-statement filling
 accept calls (``postgresql_functions_ddl()`` as of this revision)."""
+
+OUTBOX_DELIVERED_INDEX = ("CREATE INDEX IF NOT EXISTS ix_bl_outbox_delivered ON bl_outbox (delivered_at) "
+                          "WHERE delivered_at IS NOT NULL")
+"""PostgreSQL: delivered outbox rows for pruning (``OUTBOX_DELIVERED_INDEX_DDL`` as of this revision;
+SQLite has no such index)."""
 
 BROADCASTS = {"bookings": ("booking", "1"), "orders": ("order", "trucks_requested")}
 """Table -> (kind, SQL for an existing row's slots_requested)."""
@@ -85,6 +92,7 @@ def upgrade() -> None:
     _create_library_tables()
     if op.get_context().dialect.name == "postgresql":
         op.execute(EVERYONE_FUNCTION)
+        op.execute(OUTBOX_DELIVERED_INDEX)
 
     for table, (kind, _) in BROADCASTS.items():
         op.execute(
@@ -99,7 +107,7 @@ def downgrade() -> None:
     nearest old one (expired -> cancelled, the open and in-progress states -> active)."""
     if op.get_context().dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS bl_everyone_json(text, text, text)")
-    for table in ("bl_idempotency", "bl_outbox", "bl_recipients", "bl_transition_history"):
+    for table in ("bl_idempotency", "bl_deliveries", "bl_outbox", "bl_recipients", "bl_transition_history"):
         op.drop_table(table)
     for table in BROADCASTS:
         op.execute(
@@ -136,6 +144,8 @@ def _create_library_tables() -> None:
     )
     op.create_index("uq_bl_history_entity_version", "bl_transition_history", ["kind", "entity_id", "version"],
                     unique=True)
+    op.create_index("ix_bl_history_terminal", "bl_transition_history", ["at"],
+                    sqlite_where=sa.text(TERMINAL_HISTORY), postgresql_where=sa.text(TERMINAL_HISTORY))
     op.create_table(
         "bl_recipients",
         sa.Column("kind", sa.String(32), primary_key=True),
@@ -177,6 +187,19 @@ def _create_library_tables() -> None:
     op.create_index("ix_bl_outbox_pending", "bl_outbox", ["created_at"], sqlite_where=pending,
                     postgresql_where=pending)
     op.create_table(
+        "bl_deliveries",
+        sa.Column("event_id", sa.String(36), primary_key=True),
+        sa.Column("receiver", sa.String(200), primary_key=True),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("last_error", sa.Text),
+        sa.Column("next_attempt_at", _Tz),
+        sa.Column("delivered_at", _Tz),
+        sa.Column("dead_at", _Tz),
+        sqlite_with_rowid=False,
+    )
+    dead = sa.text("dead_at IS NOT NULL")
+    op.create_index("ix_bl_deliveries_dead", "bl_deliveries", ["dead_at"], sqlite_where=dead, postgresql_where=dead)
+    op.create_table(
         "bl_idempotency",
         sa.Column("key", sa.String(200), primary_key=True),
         sa.Column("kind", sa.String(32), nullable=False),
@@ -185,3 +208,4 @@ def _create_library_tables() -> None:
         sa.Column("outcome", sa.JSON, nullable=False),
         sa.Column("created_at", _Tz, nullable=False),
     )
+    op.create_index("ix_bl_idempotency_created", "bl_idempotency", ["created_at"])

@@ -35,9 +35,11 @@ from .base import (
     NewRecipients,
     OutboxEntry,
     Plan,
+    PruneTarget,
     missing_store_methods,
 )
 from .memory import InMemoryStore
+from .outbox_state import DeadLetter, DeliveryAttempt, ReceiverDelivery
 
 __all__ = [
     "CLOSED",
@@ -52,7 +54,9 @@ __all__ = [
     "Change",
     "ChangesInPlace",
     "Committed",
+    "DeadLetter",
     "DecidesUnderLock",
+    "DeliveryAttempt",
     "ExpiredBatch",
     "Expiry",
     "IdempotentOutcome",
@@ -62,6 +66,8 @@ __all__ = [
     "NewRecipients",
     "OutboxEntry",
     "Plan",
+    "PruneTarget",
+    "ReceiverDelivery",
     "decode_id",
     "encode_id",
     "event_from_json",

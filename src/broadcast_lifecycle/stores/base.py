@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 from typing_extensions import get_protocol_members
@@ -23,6 +24,7 @@ from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import BroadcastStatus
 from ..validation import require_entity_id
+from .outbox_state import DeadLetter, DeliveryAttempt, ReceiverDelivery
 
 __all__ = [
     "AdoptsRows",
@@ -41,6 +43,7 @@ __all__ = [
     "OutboxBucket",
     "OutboxEntry",
     "Plan",
+    "PruneTarget",
     "SWEEP_REASON",
     "missing_store_methods",
 ]
@@ -218,8 +221,11 @@ class Loaded:
 class OutboxEntry:
     """An event in the outbox, with its delivery state.
 
-    ``next_attempt_at`` is when a relay may take it next (a retry's backoff, or a relay's lease);
-    ``dead_at`` is set once it ran out of attempts: an operator looks at those.
+    ``attempts`` counts the delivery passes in which a receiver raised, ``last_error`` holds the
+    last such pass's failures. ``next_attempt_at`` is when a relay may take it next (a retry's
+    backoff, or a relay's lease); ``dead_at`` is set once it is settled with a receiver that gave
+    up, ``delivered_at`` once every receiver handled it. ``receivers`` is the per-receiver state,
+    recorded only once a pass left the event undelivered (empty before that).
     """
 
     event: BroadcastEvent
@@ -229,6 +235,7 @@ class OutboxEntry:
     next_attempt_at: datetime | None = None
     dead_at: datetime | None = None
     delivered_at: datetime | None = None
+    receivers: tuple[ReceiverDelivery, ...] = ()
 
     @property
     def state(self) -> str:
@@ -260,6 +267,20 @@ class InspectsOutbox(Protocol):
     def outbox_of(self, kind: str, entity_id: EntityId) -> Sequence[OutboxEntry]:
         """Every outbox entry of the broadcast, oldest first."""
         ...
+
+
+class PruneTarget(str, Enum):
+    """What :meth:`BroadcastStore.prune` deletes."""
+
+    OUTBOX = "outbox"
+    """Delivered events (with their per-receiver state) delivered before the cutoff; pending and
+    dead events are never pruned."""
+    IDEMPOTENCY = "idempotency"
+    """Idempotency records written before the cutoff (a command retried with such a key after
+    that is applied again)."""
+    HISTORY = "history"
+    """The whole history of each broadcast in a terminal state whose last change (the terminal
+    transition) is older than the cutoff; a history is never cut in part."""
 
 
 @runtime_checkable
@@ -393,28 +414,58 @@ class BroadcastStore(Protocol):
         """
         ...
 
+    # -- the outbox ---------------------------------------------------------------------------
+    #
+    # Every transition writes its events (``OutboxEntry``) with it. Delivery is tracked per named
+    # receiver (``SignalBus.connect(name=...)``), but lazily: when every receiver handles an event at
+    # the first try, ``mark_delivered`` settles it and nothing per receiver is ever written. Only a
+    # pass in which a receiver raised records, with ``record_attempt``, the state of each receiver
+    # it called (handled, or failed with its error and next attempt, or dead); from then on a
+    # delivery skips the receivers that handled the event or gave up on it, and retries each
+    # failed one on its own backoff.
+
     def pending_events(self, limit: int, created_before: datetime | None = None) -> Sequence[OutboxEntry]:
-        """Undelivered, live outbox entries, oldest first (for inspection; relays use claim_events)."""
+        """Undelivered, live outbox entries (neither delivered nor dead), oldest first, each with its
+        per-receiver state (for inspection; relays use claim_events)."""
         ...
 
     def claim_events(self, now: datetime, limit: int, created_before: datetime,
                      lease_until: datetime) -> Sequence[OutboxEntry]:
         """Take up to ``limit`` undelivered, live entries created before ``created_before`` whose next
         attempt is due, and push their ``next_attempt_at`` to ``lease_until`` in the same atomic step,
-        so that concurrent relays never take the same entry while the lease lasts.
+        so that concurrent relays never take the same entry while the lease lasts. Each entry comes
+        with its per-receiver state.
         """
         ...
 
     def mark_delivered(self, event_ids: Sequence[str], at: datetime) -> None:
-        """Mark outbox entries as delivered."""
+        """Mark outbox entries as delivered to every receiver (``delivered_at = at``); writes no
+        per-receiver state."""
         ...
 
-    def record_failure(self, event_id: str, error: str, at: datetime, retry_at: datetime | None) -> None:
-        """Count a failed attempt and keep its error; retry at ``retry_at``, or park it as dead if ``None``."""
+    def record_attempt(self, attempt: DeliveryAttempt) -> None:
+        """Record a delivery pass of one event, atomically: upsert the state of each receiver in
+        ``attempt.receivers`` (as given: the caller counted the attempts); count the pass in the
+        entry's ``attempts`` and keep its ``error`` when a receiver failed; then set the entry's
+        ``next_attempt_at`` (pending), ``delivered_at`` (delivered) or ``dead_at`` (dead) to match
+        ``attempt.outcome``."""
         ...
 
-    def dead_events(self, limit: int) -> Sequence[OutboxEntry]:
-        """Entries parked as dead, newest first."""
+    def dead_letters(self, limit: int) -> Sequence[DeadLetter]:
+        """Receivers that gave up on an event, newest first: the event, the receiver, its attempts
+        and last error."""
+        ...
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def prune(self, target: PruneTarget, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` units of ``target`` older than ``before`` in one short transaction
+        and return how many went: delivered events (``delivered_at < before``, their per-receiver
+        state with them), idempotency records (written before ``before``), or the histories of
+        broadcasts in a terminal state since before ``before``. Never touches a pending or dead
+        event, a key or a history row that is newer, or any broadcast row. Callers repeat it until it
+        returns less than ``limit``; concurrent writers are held up for one batch at most.
+        """
         ...
 
 

@@ -19,7 +19,7 @@ from ..events import BroadcastEvent
 from ..expiry import Expiry, is_due
 from ..kinds import KindConfig
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
-from ..states import CLOSED
+from ..states import CLOSED, TERMINAL
 from ..validation import is_entity_id
 from .base import (
     AfterCommit,
@@ -30,7 +30,9 @@ from .base import (
     NewBroadcast,
     NewRecipients,
     OutboxEntry,
+    PruneTarget,
 )
+from .outbox_state import DeadLetter, DeliveryAttempt, ReceiverDelivery
 
 __all__ = ["InMemoryStore"]
 
@@ -49,8 +51,10 @@ class InMemoryStore:
         self._broadcasts: dict[_Key, BroadcastSnapshot] = {}
         self._recipients: dict[_Key, dict[str, RecipientRecord]] = {}
         self._history: dict[_Key, list[HistoryEntry]] = {}
-        self._outbox: dict[str, OutboxEntry] = {}
+        self._outbox: dict[str, OutboxEntry] = {}  # pending and dead entries: a delivered one is dropped
+        self._receivers: dict[str, dict[str, ReceiverDelivery]] = {}  # event id -> receiver -> state
         self._keys: dict[str, IdempotentOutcome] = {}
+        self._key_times: dict[str, datetime] = {}
 
     def recall(self, key: str, tx: object = None) -> IdempotentOutcome | None:
         """See :meth:`BroadcastStore.recall`."""
@@ -83,6 +87,7 @@ class InMemoryStore:
             self._history[key] = [new.history_entry(entity_id)]
             if (outcome := new.outcome(snapshot)) is not None:
                 self._keys[outcome.key] = outcome
+                self._key_times[outcome.key] = new.at
             self._outbox.update((e.event_id, OutboxEntry(e, new.at)) for e in events)
         committed = Committed(snapshot, events)
         after_commit(committed)
@@ -121,6 +126,7 @@ class InMemoryStore:
             self._outbox.update((e.event_id, OutboxEntry(e, change.at)) for e in events)
             if (outcome := change.outcome(after)) is not None:
                 self._keys[outcome.key] = outcome
+                self._key_times[outcome.key] = change.at
         committed = Committed(after, events)
         after_commit(committed)
         return committed
@@ -182,11 +188,10 @@ class InMemoryStore:
     def pending_events(self, limit: int, created_before: datetime | None = None) -> Sequence[OutboxEntry]:
         """See :meth:`BroadcastStore.pending_events`."""
         with self._lock:
-            pending = [
-                entry for entry in self._outbox.values()
-                if entry.dead_at is None and (created_before is None or entry.created_at < created_before)
-            ]
-        return pending[:limit]
+            return [
+                self._with_receivers(entry) for entry in self._outbox.values()
+                if _live(entry) and (created_before is None or entry.created_at < created_before)
+            ][:limit]
 
     def claim_events(self, now: datetime, limit: int, created_before: datetime,
                      lease_until: datetime) -> Sequence[OutboxEntry]:
@@ -194,33 +199,72 @@ class InMemoryStore:
         with self._lock:
             due = [
                 entry for entry in self._outbox.values()
-                if entry.dead_at is None and entry.created_at < created_before
+                if _live(entry) and entry.created_at < created_before
                 and (entry.next_attempt_at is None or entry.next_attempt_at <= now)
             ][:limit]
             for entry in due:
                 self._outbox[entry.event.event_id] = replace(entry, next_attempt_at=lease_until)
-        return due
+            return [self._with_receivers(entry) for entry in due]
 
     def mark_delivered(self, event_ids: Sequence[str], at: datetime) -> None:
-        """See :meth:`BroadcastStore.mark_delivered`; delivered entries are dropped."""
+        """See :meth:`BroadcastStore.mark_delivered`; delivered entries are dropped at once (nothing
+        here reads them again), so this store has no delivered events to prune."""
         with self._lock:
             for event_id in event_ids:
                 self._outbox.pop(event_id, None)
+                self._receivers.pop(event_id, None)
 
-    def record_failure(self, event_id: str, error: str, at: datetime, retry_at: datetime | None) -> None:
-        """See :meth:`BroadcastStore.record_failure`."""
+    def record_attempt(self, attempt: DeliveryAttempt) -> None:
+        """See :meth:`BroadcastStore.record_attempt`."""
         with self._lock:
-            entry = self._outbox.get(event_id)
-            if entry is not None:
-                self._outbox[event_id] = replace(entry, attempts=entry.attempts + 1, last_error=error,
-                                                 next_attempt_at=retry_at, dead_at=None if retry_at else at)
+            entry = self._outbox.get(attempt.event_id)
+            if entry is None:
+                return
+            if attempt.outcome == "delivered":
+                del self._outbox[attempt.event_id]
+                self._receivers.pop(attempt.event_id, None)
+                return
+            states = self._receivers.setdefault(attempt.event_id, {})
+            states.update((state.receiver, state) for state in attempt.receivers)
+            failed = attempt.failed
+            self._outbox[attempt.event_id] = replace(
+                entry, attempts=entry.attempts + (1 if failed else 0),
+                last_error=attempt.error if failed else entry.last_error,
+                next_attempt_at=attempt.next_attempt_at, dead_at=attempt.at if attempt.outcome == "dead" else None)
 
-    def dead_events(self, limit: int) -> Sequence[OutboxEntry]:
-        """See :meth:`BroadcastStore.dead_events`."""
+    def dead_letters(self, limit: int) -> Sequence[DeadLetter]:
+        """See :meth:`BroadcastStore.dead_letters`."""
         with self._lock:
-            dead = sorted((e for e in self._outbox.values() if e.dead_at is not None),
-                          key=lambda e: e.dead_at or e.created_at, reverse=True)
-        return dead[:limit]
+            letters = [
+                DeadLetter(event=self._outbox[event_id].event, receiver=state.receiver, attempts=state.attempts,
+                           last_error=state.last_error, dead_at=state.dead_at,
+                           created_at=self._outbox[event_id].created_at)
+                for event_id, states in self._receivers.items() for state in states.values()
+                if state.dead_at is not None
+            ]
+        return sorted(letters, key=lambda letter: letter.dead_at, reverse=True)[:limit]
+
+    def prune(self, target: PruneTarget, before: datetime, limit: int) -> int:
+        """See :meth:`BroadcastStore.prune`."""
+        with self._lock:
+            if target is PruneTarget.OUTBOX:
+                return 0  # delivered events were dropped when delivered
+            if target is PruneTarget.IDEMPOTENCY:
+                gone = [idem for idem, at in self._key_times.items() if at < before][:limit]
+                for idem in gone:
+                    del self._keys[idem]
+                    del self._key_times[idem]
+                return len(gone)
+            done = [key for key, snapshot in self._broadcasts.items()
+                    if snapshot.status in TERMINAL and snapshot.state_changed_at < before
+                    and self._history[key]][:limit]
+            for key in done:
+                self._history[key] = []
+            return len(done)
+
+    def _with_receivers(self, entry: OutboxEntry) -> OutboxEntry:
+        states = self._receivers.get(entry.event.event_id)
+        return replace(entry, receivers=tuple(states.values())) if states else entry
 
     def _next_id(self, kind: str) -> int:
         """The next automatic id that no broadcast of ``kind`` holds (a host may have taken some explicitly)."""
@@ -239,6 +283,10 @@ class InMemoryStore:
 def _in_order(recipients: dict[str, RecipientRecord]) -> tuple[str, ...]:
     """Transporter ids in notification order, ties by id: the order every store lists them in."""
     return tuple(sorted(recipients, key=lambda t: (recipients[t].notified_at, t)))
+
+
+def _live(entry: OutboxEntry) -> bool:
+    return entry.delivered_at is None and entry.dead_at is None
 
 
 def _no_tx(tx: object) -> None:

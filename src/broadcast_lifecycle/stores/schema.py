@@ -29,7 +29,7 @@ from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from ..clock import utc_now
 from ..expiry import EXPIRABLE
-from ..states import CLOSED, BroadcastStatus
+from ..states import CLOSED, TERMINAL, BroadcastStatus
 from .outbox_row import OUTBOX_ROW
 from .sql_text import EVERYONE_SIGNATURE, pg_everyone_function_body, pg_function_ddl
 
@@ -37,8 +37,11 @@ __all__ = [
     "STATUS_CHECK",
     "EXPIRABLE_SQL",
     "EXPIRABLE_SQL_IN_LIST",
+    "OUTBOX_DELIVERED_INDEX_DDL",
     "BroadcastMixin",
+    "TERMINAL_HISTORY_SQL",
     "broadcasts_table",
+    "deliveries_table",
     "due_index_ddl",
     "open_customer_index_ddl",
     "open_customer_index_name",
@@ -52,7 +55,7 @@ __all__ = [
 ]
 
 
-def _status_is_one_of(states: list[str]) -> str:
+def _status_is_one_of(states: list[str], column: str = "status") -> str:
     """SQL for "status is one of ``states``", as equalities joined by OR rather than ``status IN (...)``.
 
     SQLite evaluates a CHECK constraint, and a partial index's WHERE, for every row it writes, and
@@ -60,11 +63,15 @@ def _status_is_one_of(states: list[str]) -> str:
     1 us per list per row (an UPDATE of the status evaluates the due index's WHERE twice, for the old
     row and the new). Equalities cost next to nothing. PostgreSQL does not mind the spelling.
     """
-    return "({})".format(" OR ".join(f"status = '{state}'" for state in states))
+    return "({})".format(" OR ".join(f"{column} = '{state}'" for state in states))
 
 
 STATUS_CHECK = _status_is_one_of([s.value for s in BroadcastStatus])
 """The CHECK on every status column; adding a state means replacing this constraint (additive)."""
+
+TERMINAL_HISTORY_SQL = _status_is_one_of(sorted(s.value for s in TERMINAL), "to_status")
+"""History rows of terminal transitions (the last row of a finished broadcast): the filter of
+``ix_bl_history_terminal`` and of the history pruning that reads it."""
 
 _EXPIRABLE = sorted(EXPIRABLE)
 EXPIRABLE_SQL = _status_is_one_of([s.value for s in _EXPIRABLE])
@@ -103,7 +110,7 @@ unbounded text, so they hold every key a host's model holds (a ``String(n)`` of 
 SQLite ignores declared lengths, so a bound would only be a limit that PostgreSQL users alone meet."""
 
 library_metadata = MetaData()
-"""The library's own tables: history, recipients, outbox."""
+"""The library's own tables: history, recipients, outbox, per-receiver deliveries, idempotency keys."""
 
 history_table = Table(
     "bl_transition_history",
@@ -120,8 +127,11 @@ history_table = Table(
     Column("at", _Tz, nullable=False),
     Column("version", Integer, nullable=False),
     Index("uq_bl_history_entity_version", "kind", "entity_id", "version", unique=True),
+    Index("ix_bl_history_terminal", "at", sqlite_where=text(TERMINAL_HISTORY_SQL),
+          postgresql_where=text(TERMINAL_HISTORY_SQL)),
 )
-"""One row per transition; (kind, entity_id, version) is unique, so no version is written twice."""
+"""One row per transition; (kind, entity_id, version) is unique, so no version is written twice.
+``ix_bl_history_terminal`` holds only terminal transitions (one per finished broadcast), for pruning."""
 
 recipients_table = Table(
     "bl_recipients",
@@ -155,7 +165,34 @@ outbox_table = Table(
         postgresql_where=text("delivered_at IS NULL AND dead_at IS NULL"),
     ),
 )
-"""Events written with their transition; the relay delivers what after-commit dispatch did not."""
+"""Events written with their transition; the relay delivers what after-commit dispatch did not.
+On PostgreSQL, :data:`OUTBOX_DELIVERED_INDEX_DDL` adds the index pruning reads."""
+
+OUTBOX_DELIVERED_INDEX_DDL = ("CREATE INDEX IF NOT EXISTS ix_bl_outbox_delivered ON bl_outbox (delivered_at) "
+                              "WHERE delivered_at IS NOT NULL")
+"""PostgreSQL: delivered outbox rows by delivery time, for pruning (``library_metadata.create_all``
+makes it; an Alembic revision runs it with ``op.execute``). A row enters it when it is marked
+delivered, never when it is written, so a transition pays nothing for it. SQLite has none: there an
+index entry per delivered event costs about 10 us per delivery (one more page in each commit), and
+pruning finds its rows by a scan in insertion order that takes no lock instead."""
+
+deliveries_table = Table(
+    "bl_deliveries",
+    library_metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("receiver", String(200), primary_key=True),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("next_attempt_at", _Tz),
+    Column("delivered_at", _Tz),
+    Column("dead_at", _Tz),
+    Index("ix_bl_deliveries_dead", "dead_at", sqlite_where=text("dead_at IS NOT NULL"),
+          postgresql_where=text("dead_at IS NOT NULL")),
+    sqlite_with_rowid=False,
+)
+"""Per-receiver delivery state of an outbox event, written only once a delivery pass left the event
+undelivered (a receiver raised): which named receivers handled it, which failed (attempts, error,
+next attempt) and which gave up (dead letters). Pruned with its event."""
 
 
 idempotency_table = Table(
@@ -167,8 +204,9 @@ idempotency_table = Table(
     Column("trigger", String(32), nullable=False),
     Column("outcome", JSON, nullable=False),
     Column("created_at", _Tz, nullable=False),
+    Index("ix_bl_idempotency_created", "created_at"),
 )
-"""Idempotency keys and the first outcome of the command that used each."""
+"""Idempotency keys and the first outcome of the command that used each (by age, for pruning)."""
 
 
 _PG_FUNCTIONS = ((EVERYONE_SIGNATURE, "json", pg_everyone_function_body(recipients_table)),)
@@ -196,6 +234,16 @@ def _create_functions(_metadata: MetaData, connection: Connection, **_: Any) -> 
             continue
         connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('broadcast_lifecycle functions'))"))
         connection.exec_driver_sql(pg_function_ddl(signature, returns, body))
+
+
+@event.listens_for(library_metadata, "after_create")
+def _create_postgresql_indexes(_metadata: MetaData, connection: Connection, **_: Any) -> None:
+    """Create the index when it is missing (even ``IF NOT EXISTS`` needs the table's owner, which an
+    application role calling ``create_all`` at start-up is not)."""
+    if connection.dialect.name != "postgresql":
+        return
+    if connection.execute(text("SELECT to_regclass('ix_bl_outbox_delivered')")).scalar() is None:
+        connection.exec_driver_sql(OUTBOX_DELIVERED_INDEX_DDL)
 
 
 @event.listens_for(library_metadata, "before_drop")

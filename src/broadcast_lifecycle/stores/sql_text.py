@@ -134,9 +134,6 @@ class LibrarySql:
         )
         self.mark_delivered = render(
             f"UPDATE {outbox.name} SET delivered_at = :at WHERE event_id = :event_id", dialect)
-        self.record_failure = render(
-            f"UPDATE {outbox.name} SET attempts = attempts + 1, last_error = :error WHERE event_id = :event_id",
-            dialect)
         self.add_event = render(
             f"INSERT INTO {outbox.name} ({OUTBOX_ROW.insert_columns(dialect)}) "
             f"VALUES ({OUTBOX_ROW.select_list(dialect)})",

@@ -60,6 +60,7 @@ from .schema import (
 from .sql_in_place import SqlInPlace
 from .sql_outbox import SqlOutbox
 from .sql_plumbing import LostRace, session_of, utc
+from .sql_retention import SqlRetention
 from .sql_sweep import SweepSql
 from .sql_text import (
     SINGLE_STATEMENT_EVENTS,
@@ -78,7 +79,7 @@ _SEQUENCE_CATCH_UPS = 3
 concurrent inserts with explicit ids keep overtaking it)."""
 
 
-class SQLAlchemyStore(SqlOutbox, SqlInPlace):
+class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
     """A :class:`~broadcast_lifecycle.stores.base.BroadcastStore` on a SQLAlchemy ``Engine``.
 
     ``models`` maps a kind to the host's mapped class (or ``Table``) that carries
