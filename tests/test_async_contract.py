@@ -81,6 +81,8 @@ class TestAsyncInMemory(AsyncContract):
 class TestAsyncSQLite(AsyncContract):
     """AsyncSQLAlchemyStore on a real SQLite file through aiosqlite."""
 
+    keeps_delivered_events = True
+
     @pytest.fixture(autouse=True)
     def _database(self, tmp_path: Path) -> None:
         self.url = f"sqlite+aiosqlite:///{tmp_path / 'contract.db'}"
@@ -89,6 +91,8 @@ class TestAsyncSQLite(AsyncContract):
 @pytest.mark.postgres
 class TestAsyncPostgres(AsyncContract):
     """AsyncSQLAlchemyStore on the suite's PostgreSQL server through psycopg's async mode."""
+
+    keeps_delivered_events = True
 
     @pytest.fixture(autouse=True)
     def _database(self, postgres_server: PostgresServer, request: pytest.FixtureRequest) -> None:

@@ -19,8 +19,6 @@ def _contract_for(store_class: type[WrongStore] | type[MissingClaimAndDead] | ty
     """A contract test class whose make_store builds ``store_class``."""
 
     class Contract(StoreContract):
-        keeps_delivered_events = False  # the reference store drops an event once delivered
-
         def make_store(self) -> BroadcastStore:
             return store_class()  # one lacks methods on purpose: the contract must say so
 

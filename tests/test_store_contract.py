@@ -32,6 +32,8 @@ class TestInMemoryStore(StoreContract):
 class TestSQLiteStore(StoreContract):
     """SQLAlchemyStore on a real SQLite file."""
 
+    keeps_delivered_events = True
+
     explicit_ids = (424242,)
     foreign_ids = FOREIGN_TO_INT_KEYS
 
@@ -49,6 +51,7 @@ class TestSQLiteStore(StoreContract):
 class TestPostgresStore(StoreContract):
     """SQLAlchemyStore on the suite's PostgreSQL server, a fresh database per test."""
 
+    keeps_delivered_events = True
     explicit_ids = (424242,)
     foreign_ids = FOREIGN_TO_INT_KEYS
 

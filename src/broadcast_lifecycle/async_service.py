@@ -20,6 +20,7 @@ from .guards import Guard
 from .kinds import DEFAULT_KINDS, KindConfig
 from .lifecycle import Trigger
 from .outbox import DeliveryReport, OutboxRelay, RetryPolicy
+from .retention import PruneReport
 from .service import BroadcastLifecycle
 from .stores.async_sqlalchemy import AsyncSQLAlchemyStore, bridge
 from .stores.base import BroadcastStore
@@ -110,6 +111,10 @@ class AsyncBroadcastLifecycle:
               batch_size: int = 200) -> AsyncOutboxRelay:
         """An outbox relay on this lifecycle's store, bus, clock and retry policy."""
         return AsyncOutboxRelay(self._lc.relay(grace=grace, lease=lease, batch_size=batch_size))
+
+    async def prune(self, older_than: timedelta, *, history: bool = False, batch_size: int = 1000) -> PruneReport:
+        """See :meth:`BroadcastLifecycle.prune`."""
+        return await bridge(self._lc.prune, older_than, history=history, batch_size=batch_size)
 
 
 class AsyncOutboxRelay:

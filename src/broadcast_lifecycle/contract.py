@@ -9,7 +9,7 @@ runs them without pytest.
 
 The tests live in parts, one concern each: this module (round trips, transitions, the one-open
 policy, idempotency keys, bad inputs, the cross-store comparison), ``contract_writes`` (the
-compare-and-set, history, times, recipients), ``contract_sweep``, ``contract_relay``,
+compare-and-set, history, times, recipients), ``contract_sweep``, ``contract_relay``, ``contract_delivery``,
 ``contract_ids`` and ``contract_threads``.
 """
 
