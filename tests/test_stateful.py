@@ -6,14 +6,13 @@ checks the outcome against a small independent model of the design's table (DESI
 
 To run the same machine on another store, subclass :class:`LifecycleMachine`, override
 :meth:`LifecycleMachine.make_lifecycle` (and :meth:`LifecycleMachine.close_lifecycle` to clean up),
-and expose ``TestX = MySubclass.TestCase`` (see :class:`SQLiteLifecycleMachine`).
+and expose ``TestX = MySubclass.TestCase``. ``test_stateful_stores.py`` runs it on SQLite and
+PostgreSQL through every write path, against this in-memory run as a reference.
 """
 
 from __future__ import annotations
 
 import itertools
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,13 +45,13 @@ from broadcast_lifecycle import (
     InvalidArgument,
     InvalidTransition,
     KindConfig,
+    KindHandle,
     OpenBroadcastExists,
     Recipient,
     RecipientRecord,
     Topic,
     TransitionRefused,
 )
-from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
 from broadcast_lifecycle.testing import EventRecorder
 
 S = BroadcastStatus
@@ -132,7 +131,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.clock = ManualClock()
         self.lifecycle = self.make_lifecycle(self.clock, KINDS)
         self.recorder = EventRecorder()
-        self.lifecycle.bus.connect(self.recorder)
+        self.disconnect_recorder: Callable[[], None] | None = self.lifecycle.bus.connect(self.recorder)
         self.tracked: dict[Key, Tracked] = {}
 
     # -- the store under test ---------------------------------------------------------------------
@@ -146,6 +145,16 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.close_lifecycle()
+
+    def commands(self, kind: str) -> KindHandle:
+        """Where the rules send a command of ``kind``; override to send it elsewhere too."""
+        return self.lifecycle.kind(kind)
+
+    def sweep(self, now: datetime | None, batch_size: int) -> int:
+        """Run ``expire_due`` (at the clock's time when ``now`` is None); override with :meth:`commands`."""
+        if now is None:
+            return self.lifecycle.expire_due(batch_size=batch_size)
+        return self.lifecycle.expire_due(now, batch_size=batch_size)
 
     # -- observing ----------------------------------------------------------------------------
 
@@ -306,7 +315,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         ]
         policy = next(k for k in KINDS if k.name == kind).one_open_per_customer
         try:
-            snap = self.lifecycle.kind(kind).create(customer, slots=slots, expires_at=expires_at).snapshot
+            snap = self.commands(kind).create(customer, slots=slots, expires_at=expires_at).snapshot
         except InvalidArgument:
             assert slots < 1 or (expires_at is not None and expires_at <= now)
             created = None
@@ -348,7 +357,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             tracked.holdings = dict.fromkeys(unique, 0)
             tracked.notified_at[after.snapshot.version] = frozenset(unique)
 
-        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).start_broadcast(key[1], transporters), on_ok)
+        self.run(key, predicted, lambda: self.commands(key[0]).start_broadcast(key[1], transporters), on_ok)
 
     @rule(key=broadcasts, transporters=st.lists(st.sampled_from(TRANSPORTERS), max_size=3))
     def notify_more(self, key: Key, transporters: list[str]) -> None:
@@ -372,7 +381,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             for transporter in added:
                 tracked.holdings[transporter] = 0
 
-        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).notify_more(key[1], transporters), on_ok)
+        self.run(key, predicted, lambda: self.commands(key[0]).notify_more(key[1], transporters), on_ok)
 
     @rule(
         key=broadcasts,
@@ -394,7 +403,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         def on_ok(before: Observed, after: Observed) -> None:
             assert (after.snapshot.status, after.snapshot.expires_at) == (S.ACTIVE, effective)
 
-        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).activate(key[1], ttl=ttl, expires_at=deadline),
+        self.run(key, predicted, lambda: self.commands(key[0]).activate(key[1], ttl=ttl, expires_at=deadline),
                  on_ok)
 
     @rule(key=broadcasts, transporter=st.sampled_from(TRANSPORTERS), slots=st.sampled_from([1, 1, 2, 3, 4, 0, -1]))
@@ -413,7 +422,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert a.status is (S.FULLY_FILLED if a.slots_filled == a.slots_requested else S.PARTIALLY_FILLED)
             tracked.holdings[transporter] += slots
 
-        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).accept(key[1], transporter, slots=slots), on_ok)
+        self.run(key, predicted, lambda: self.commands(key[0]).accept(key[1], transporter, slots=slots), on_ok)
 
     @rule(key=broadcasts, transporter=st.sampled_from(TRANSPORTERS), slots=st.sampled_from([1, 1, 2, 3, 0, -1]))
     def release(self, key: Key, transporter: str, slots: int) -> None:
@@ -430,28 +439,28 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert a.status is (S.ACTIVE if a.slots_filled == 0 else S.PARTIALLY_FILLED)
             tracked.holdings[transporter] -= slots
 
-        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).release(key[1], transporter, slots=slots), on_ok)
+        self.run(key, predicted, lambda: self.commands(key[0]).release(key[1], transporter, slots=slots), on_ok)
 
     @rule(key=broadcasts)
     def start_trip(self, key: Key) -> None:
         """Start the trip: from fully_filled, or partially_filled where the kind allows it."""
         predicted = self.predict(key, "start_trip", lambda s: (
             s.status is S.FULLY_FILLED or key[0] in PARTIAL_TRIP))
-        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).start_trip(key[1]),
+        self.run(key, predicted, lambda: self.commands(key[0]).start_trip(key[1]),
                  lambda b, a: self._expect(a, S.IN_PROGRESS))
 
     @rule(key=broadcasts)
     def complete(self, key: Key) -> None:
         """Finish the trip."""
         predicted = self.predict(key, "complete", lambda s: True)
-        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).complete(key[1]),
+        self.run(key, predicted, lambda: self.commands(key[0]).complete(key[1]),
                  lambda b, a: self._expect(a, S.COMPLETED))
 
     @rule(key=broadcasts)
     def cancel(self, key: Key) -> None:
         """Cancel from wherever."""
         predicted = self.predict(key, "cancel", lambda s: True)
-        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).cancel(key[1]),
+        self.run(key, predicted, lambda: self.commands(key[0]).cancel(key[1]),
                  lambda b, a: self._expect(a, S.CANCELLED))
 
     @rule(key=broadcasts)
@@ -459,7 +468,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         """Expire one broadcast, due or not."""
         now = self.clock.now
         predicted = self.predict(key, "expire", lambda s: s.expires_at is not None and now >= s.expires_at)
-        self.run(key, predicted, lambda: self.lifecycle.kind(key[0]).expire(key[1]),
+        self.run(key, predicted, lambda: self.commands(key[0]).expire(key[1]),
                  lambda b, a: self._expect(a, S.EXPIRED))
 
     @staticmethod
@@ -480,10 +489,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             # that went back) wait for a later sweep; a command on them expires them at once
             and obs.snapshot.state_changed_at <= now
         }
-        if offset is None:
-            count = self.lifecycle.expire_due(batch_size=batch_size)
-        else:
-            count = self.lifecycle.expire_due(now, batch_size=batch_size)
+        count = self.sweep(None if offset is None else now, batch_size)
         assert count == len(due)
         note(f"expire_due expired {min(count, 2)}{'+' if count >= 2 else ''}")
         after_all = self.observe_all()
@@ -609,28 +615,3 @@ LifecycleMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestInMemoryLifecycle = LifecycleMachine.TestCase
-
-
-class SQLiteLifecycleMachine(LifecycleMachine):
-    """The same machine on SQLAlchemyStore over a fresh SQLite file per run."""
-
-    def make_lifecycle(self, clock: ManualClock, kinds: Sequence[KindConfig]) -> BroadcastLifecycle:
-        """A lifecycle on a new SQLite database in a temporary directory."""
-        self._tmp = tempfile.mkdtemp(prefix="bl-stateful-")
-        self._store = SQLAlchemyStore.from_url(f"sqlite:///{self._tmp}/broadcasts.db")
-        self._store.create_all(kinds)
-        return BroadcastLifecycle(self._store, clock=clock, kinds=kinds)
-
-    def close_lifecycle(self) -> None:
-        """Dispose of the engine and delete the database."""
-        self._store.engine.dispose()
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-
-SQLiteLifecycleMachine.TestCase.settings = settings(
-    max_examples=40,
-    stateful_step_count=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-TestSQLiteLifecycle = SQLiteLifecycleMachine.TestCase
