@@ -126,7 +126,8 @@ def test_a_function_dropped_after_it_was_found_falls_back(store: SQLAlchemyStore
     (event,) = [e for e in recorder.events if e.topic is Topic.FULLY_FILLED]
     assert [r.id for r in event.recipients] == ["c1", "t1", "t2", "t3"]
     assert [r.getMessage() for r in caplog.records].count(
-        f"PostgreSQL function {_SIGNATURE} is missing, so an accept that fills a broadcast takes the general "
-        "path (a read, then a compare-and-set write that may retry). SQLAlchemyStore.create_all() creates it, or "
+        f"PostgreSQL function {_SIGNATURE} is missing, so an accept that fills a broadcast, and a transition "
+        "announced to every notified transporter, take the general path (a read, then a compare-and-set write in "
+        "several round trips, which may retry). SQLAlchemyStore.create_all() creates it, or "
         "run broadcast_lifecycle.stores.schema.postgresql_functions_ddl() in a migration (docs/persistence.md); "
         "this store looks for it again after create_all() or a restart") == 1

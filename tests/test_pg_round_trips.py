@@ -1,9 +1,11 @@
 """PostgreSQL without a host transaction: creation and every transition in one round trip each
-(after the read that decides it), counted with libpq's protocol trace."""
+(after the read that decides it), counted with libpq's protocol trace; and the terminal statement's
+recipients under a concurrent notify_more."""
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -12,16 +14,23 @@ import pytest
 from conftest import ManualClock
 from pg_trace import pg_trace, round_trips
 from postgres_server import PostgresServer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from test_in_place import _wait_for_lock_waiter
 
 from broadcast_lifecycle import (
     BroadcastLifecycle,
+    BroadcastStatus,
     DuplicateBroadcast,
     IdempotencyKeyReused,
     KindConfig,
     OpenBroadcastExists,
+    Topic,
     WritePath,
 )
+from broadcast_lifecycle.stores.schema import outbox_table
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
+from broadcast_lifecycle.testing import EventRecorder
 
 pytestmark = pytest.mark.postgres
 
@@ -120,3 +129,40 @@ def test_transitions_take_one_write_round_trip(traced: tuple[BroadcastLifecycle,
     assert {command: count for command, (count, _) in trips.items()} == {
         "start_broadcast": 2, "activate": 2, "accept": 1, "accept (fills)": 1, "start_trip": 2, "complete": 2,
         "cancel": 2}, trips
+
+
+@pytest.mark.parametrize("function", ["with the everyone function", "without it"])
+def test_a_cancel_tells_a_transporter_notified_while_it_waited(postgres_server: PostgresServer, function: str) -> None:
+    """notify_more holds the row lock (host transaction) while a cancel's one statement queues on it; once
+    notify_more commits, the cancel applies and its cancelled event, as sent and as stored, reaches the new
+    transporter too (the recipients are read after the lock is taken). Without the function the cancel
+    takes the general path, which lists them under the lock as well."""
+    url = postgres_server.create_database(f"cancel_race_{len(function)}")
+    store = SQLAlchemyStore.from_url(url)
+    store.create_all()
+    if function == "without it":
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP FUNCTION bl_everyone_json(text, text, text)")
+    clock = ManualClock()
+    lifecycle = BroadcastLifecycle(store, clock=clock)
+    recorder = EventRecorder()
+    lifecycle.bus.connect(recorder)
+    bookings = lifecycle.kind("booking")
+    entity_id = bookings.create("c1", slots=2).id
+    bookings.start_broadcast(entity_id, ["t1", "t2"])
+    clock.advance(timedelta(seconds=1))  # recipients are listed by when they were notified
+    with Session(store.engine) as session:
+        bookings.notify_more(entity_id, ["t-late"], tx=session)  # locks the row until commit
+        cancelling = threading.Thread(target=lambda: bookings.cancel(entity_id, reason="plans changed"))
+        cancelling.start()
+        _wait_for_lock_waiter(url)
+        session.commit()
+    cancelling.join()
+    (cancelled,) = [e for e in recorder.events if e.topic is Topic.CANCELLED]
+    assert [r.id for r in cancelled.recipients] == ["c1", "t1", "t2", "t-late"]
+    with store.engine.connect() as conn:
+        stored = conn.execute(select(outbox_table.c.recipients).where(
+            outbox_table.c.event_id == cancelled.event_id)).scalar_one()
+    assert [rid for _, rid in stored] == ["c1", "t1", "t2", "t-late"]
+    assert bookings.get(entity_id).status is BroadcastStatus.CANCELLED
+    store.close()

@@ -18,7 +18,10 @@ from sqlalchemy import Index, Table, UniqueConstraint
 
 from .schema import open_customer_index_name
 
-__all__ = ["Violation", "library_constraint", "primary_key_name", "sqlstate", "violation"]
+__all__ = ["UNDEFINED_FUNCTION", "Violation", "library_constraint", "primary_key_name", "sqlstate", "violation"]
+
+UNDEFINED_FUNCTION = "42883"
+"""PostgreSQL's SQLSTATE for a call of a function that does not exist (the library's, dropped)."""
 
 _PG_RULES = {"23505": "unique", "23503": "foreign key", "23502": "not null", "23514": "check"}
 """SQLSTATEs of the integrity violations (class 23), by rule."""

@@ -17,7 +17,7 @@ from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId
 from ..states import BroadcastStatus
 from .base import AfterCommit, Committed, Loaded
-from .sql_errors import sqlstate
+from .sql_errors import UNDEFINED_FUNCTION, sqlstate
 from .sql_plumbing import SqlPlumbing, utc
 from .sql_text import EVERYONE_SIGNATURE
 
@@ -25,14 +25,14 @@ __all__ = ["SqlInPlace"]
 
 logger = logging.getLogger(__name__)
 
-_UNDEFINED_FUNCTION = "42883"
 
 
 class SqlInPlace(SqlPlumbing):
     """In-place accept and release of :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore`."""
 
-    _fills_in_place: bool | None = None
-    """Whether the database has the everyone function, so an accept may fill in place (asked once)."""
+    _everyone_function: bool | None = None
+    """Whether the database has the everyone function, so an accept may fill in place and a transition
+    announced to everyone be one statement (asked once)."""
 
     def change_in_place(self, kind: KindConfig, trigger: Trigger, entity_id: EntityId, transporter_id: str,
                         slots: int, at: datetime, after_commit: AfterCommit) -> Committed | Loaded | None:
@@ -44,7 +44,7 @@ class SqlInPlace(SqlPlumbing):
         if not sql.in_place:
             return None
         variant = trigger.value
-        if trigger is Trigger.ACCEPT and not self._can_fill_in_place():
+        if trigger is Trigger.ACCEPT and not self._has_everyone_function():
             variant = "accept_partial"
         statement = sql.in_place.get(variant)
         if statement is None:
@@ -64,32 +64,37 @@ class SqlInPlace(SqlPlumbing):
                     cur.execute(sql.load, params)
                     found = cur.fetchone()
         except StoreError as exc:
-            if variant != "accept" or sqlstate(exc.__cause__) != _UNDEFINED_FUNCTION:
+            if variant != "accept" or sqlstate(exc.__cause__) != UNDEFINED_FUNCTION:
                 raise
-            self._fills_in_place = False  # dropped since it was found; nothing was written
-            self._warn_missing_function()
+            self._function_went_missing()  # nothing was written
             return self.change_in_place(kind, trigger, entity_id, transporter_id, slots, at, after_commit)
         if row is None:
             return self._loaded(sql, kind.name, entity_id, found)
         return self._committed(self._in_place_result(kind, entity_id, trigger, slots, params, row), after_commit, None)
 
-    def _can_fill_in_place(self) -> bool:
+    def _has_everyone_function(self) -> bool:
         """Whether :data:`~broadcast_lifecycle.stores.sql_text.EVERYONE_FUNCTION` exists (asked once per
         store, and again after ``create_all``)."""
-        if self._fills_in_place is None:
+        if self._everyone_function is None:
             with self._cursor(None, write=False) as cur:
                 cur.execute(f"SELECT to_regprocedure('{EVERYONE_SIGNATURE}') IS NOT NULL")
                 (present,) = cur.fetchone()
             if not present:
                 self._warn_missing_function()
-            self._fills_in_place = bool(present)
-        return self._fills_in_place
+            self._everyone_function = bool(present)
+        return self._everyone_function
+
+    def _function_went_missing(self) -> None:
+        """The function was dropped since it was found: stop using it (and say so)."""
+        self._everyone_function = False
+        self._warn_missing_function()
 
     @staticmethod
     def _warn_missing_function() -> None:
         logger.warning(
-            "PostgreSQL function %s is missing, so an accept that fills a broadcast takes the general path "
-            "(a read, then a compare-and-set write that may retry). SQLAlchemyStore.create_all() creates it, or "
+            "PostgreSQL function %s is missing, so an accept that fills a broadcast, and a transition announced to "
+            "every notified transporter, take the general path (a read, then a compare-and-set write in several "
+            "round trips, which may retry). SQLAlchemyStore.create_all() creates it, or "
             "run broadcast_lifecycle.stores.schema.postgresql_functions_ddl() in a migration (docs/persistence.md); "
             "this store looks for it again after create_all() or a restart", EVERYONE_SIGNATURE)
 

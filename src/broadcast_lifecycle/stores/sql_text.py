@@ -143,18 +143,28 @@ class LibrarySql:
 
 
 def pg_single_statement(entity: EntitySql, library_tables: tuple[Table, Table, Table], dialect: Dialect,
-                        events: int) -> str:
-    """One PostgreSQL statement that applies a transition whose events need no recipient list: the
-    compare-and-set UPDATE, the recipients, the holder's slots, the history row and ``events``
-    outbox rows (parameters ``:ev0_*``, ``:ev1_*``, ...: ``OUTBOX_ROW.params(event, bind, prefix)``).
-    Each data-modifying CTE is tied to the UPDATE's row, so a lost race writes nothing.
+                        events: int, everyone: bool = False) -> str:
+    """One PostgreSQL statement that applies a transition: the compare-and-set UPDATE, the
+    recipients, the holder's slots, the history row and ``events`` outbox rows (parameters
+    ``:ev0_*``, ``:ev1_*``, ...: ``OUTBOX_ROW.params(event, bind, prefix)``). Each data-modifying
+    CTE is tied to the UPDATE's row, so a lost race writes nothing. It returns how many rows it
+    changed (1, or 0 after a lost race) and, ``everyone``, the last event's recipients.
+
+    ``everyone``: the last event goes to the customer and every notified transporter (a terminal
+    transition's, or fully_filled's); :data:`EVERYONE_FUNCTION` lists them on a snapshot taken after
+    the UPDATE holds the row lock, so the list includes a transporter whose ``notify_more`` (which
+    holds the same lock) committed while this statement waited (see :func:`pg_change_in_place`).
+    The statement returns that list for the event sent after commit.
     """
     history, recipients, outbox = library_tables
-    rows = "".join(
-        f"ev{i} AS (INSERT INTO {outbox.name} ({OUTBOX_ROW.insert_columns(dialect)}) "
-        f"SELECT {OUTBOX_ROW.select_list(dialect, prefix=f'ev{i}_')} FROM upd), "
-        for i in range(events)
-    )
+    rows = ""
+    for i in range(events):
+        computed = ({"recipients": f"{EVERYONE_FUNCTION}(:kind, :key, CAST(:customer AS TEXT))"}
+                    if everyone and i == events - 1 else None)
+        returning = " RETURNING recipients" if computed else ""
+        rows += (f"ev{i} AS (INSERT INTO {outbox.name} ({OUTBOX_ROW.insert_columns(dialect)}) "
+                 f"SELECT {OUTBOX_ROW.select_list(dialect, prefix=f'ev{i}_', sql=computed)} FROM upd{returning}), ")
+    announced = f"(SELECT recipients FROM ev{events - 1})" if everyone else "NULL"
     return render(
         f"WITH upd AS ({entity.update} RETURNING 1), "
         f"rec AS (INSERT INTO {recipients.name} (kind, entity_id, transporter_id, notified_at, slots_held) "
@@ -170,14 +180,14 @@ def pg_single_statement(entity: EntitySql, library_tables: tuple[Table, Table, T
         f"idem AS (INSERT INTO bl_idempotency (key, kind, entity_id, {_q(dialect, 'trigger')}, outcome, created_at) "
         "SELECT CAST(:idem_key AS VARCHAR), :kind, :key, :trigger, CAST(:idem_outcome AS JSON), :at FROM upd "
         "WHERE CAST(:idem_key AS VARCHAR) IS NOT NULL) "
-        "SELECT count(*) FROM upd",
+        f"SELECT count(*), {announced} FROM upd",
         dialect,
     )
 
 
 SINGLE_STATEMENT_EVENTS = (1, 2)
 """The event counts the one-statement path is rendered for (a transition's state-changed event, and
-start_broadcast's offer); anything else takes the general path."""
+start_broadcast's offer or the announcement to everyone notified); anything else takes the general path."""
 
 
 _IN_PLACE = {
@@ -328,9 +338,9 @@ class EntitySql:
             f"WHERE {where} AND version = :version",
             dialect,
         )
-        self.single_apply: dict[int, str] = {}
-        """PostgreSQL only: the one-statement form of a transition, by its number of events (see
-        pg_single_statement)."""
+        self.single_apply: dict[tuple[int, bool], str] = {}
+        """PostgreSQL only: the one-statement form of a transition, by its number of events and whether
+        the last goes to everyone notified (see pg_single_statement)."""
         self.in_place: dict[str, str] = {}
         """PostgreSQL only: guarded one-statement accept and release, by variant (see pg_change_in_place)."""
         self.load_for_update = self.load + (" FOR UPDATE" if dialect.name == "postgresql" else "")

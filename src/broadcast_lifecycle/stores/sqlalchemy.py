@@ -9,6 +9,7 @@ only when that session commits.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -28,7 +29,7 @@ from ..errors import (
     OpenBroadcastExists,
     StoreError,
 )
-from ..events import BroadcastEvent, Topic
+from ..events import BroadcastEvent, Recipient, Topic
 from ..kinds import DEFAULT_KINDS, KindConfig
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import BroadcastStatus
@@ -59,6 +60,7 @@ from .schema import (
     recipients_table,
     standalone_metadata,
 )
+from .sql_errors import UNDEFINED_FUNCTION, sqlstate
 from .sql_in_place import SqlInPlace
 from .sql_outbox import SqlOutbox
 from .sql_plumbing import LostRace, session_of, utc
@@ -125,8 +127,8 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
         if self._pg:
             for sql in (self._standalone, *self._tables.values()):
                 library = (history_table, recipients_table, outbox_table)
-                sql.single_apply = {n: pg_single_statement(sql, library, engine.dialect, n)
-                                    for n in SINGLE_STATEMENT_EVENTS}
+                sql.single_apply = {(n, everyone): pg_single_statement(sql, library, engine.dialect, n, everyone)
+                                    for n in SINGLE_STATEMENT_EVENTS for everyone in (False, True)[:n]}
                 sql.in_place = {variant: pg_change_in_place(sql, variant, library, engine.dialect)
                                 for variant in ("accept", "accept_partial", "release")}
 
@@ -165,7 +167,7 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
                     sql = self._entity(kind.name)
                     conn.exec_driver_sql(open_customer_index_ddl(sql.table.name, kind.name,
                                                                  scoped=sql.table is broadcasts_table))
-        self._fills_in_place = None  # the PostgreSQL function may be new: ask again (after the commit)
+        self._everyone_function = None  # the PostgreSQL function may be new: ask again (after the commit)
 
     # -- commands --------------------------------------------------------------------------
 
@@ -356,12 +358,14 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
     def apply(self, change: Change, after_commit: AfterCommit, tx: object = None) -> Committed | None:
         """See :meth:`BroadcastStore.apply`."""
         sql = self._entity(change.before.kind)
-        if sql.single_apply and tx is None and not change.needs_recipients:
-            after = change.after()
-            events = change.events(after, ())
-            statement = sql.single_apply.get(len(events))
-            if statement is not None:
-                return self._apply_in_one_statement(statement, sql, change, after, events, after_commit)
+        if sql.single_apply and tx is None:
+            everyone = change.needs_recipients  # its last event goes to every notified transporter
+            if not everyone or (not change.recipients and self._has_everyone_function()):
+                after = change.after()
+                events = change.events(after, ())
+                statement = sql.single_apply.get((len(events), everyone))
+                if statement is not None:
+                    return self._apply_in_one_statement(statement, sql, change, after, events, everyone, after_commit)
         try:
             with self._cursor(tx, write=True) as cur:
                 committed = self._write(cur, sql, change)
@@ -426,8 +430,10 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
         return Committed(after, events)
 
     def _apply_in_one_statement(self, statement: str, sql: EntitySql, change: Change, after: BroadcastSnapshot,
-                                events: tuple[BroadcastEvent, ...], after_commit: AfterCommit) -> Committed | None:
-        """PostgreSQL, events without a recipient list: one round trip, atomic on its own (autocommit)."""
+                                events: tuple[BroadcastEvent, ...], everyone: bool,
+                                after_commit: AfterCommit) -> Committed | None:
+        """PostgreSQL: one round trip, atomic on its own (autocommit). With ``everyone`` the last event
+        goes to every notified transporter, listed by the statement (see ``sql_text.pg_single_statement``)."""
         before, decision = change.before, change.decision
         bind = self._lib.time.bind
         base = {"kind": before.kind, "key": str(before.id), "at": bind(change.at)}
@@ -444,11 +450,22 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
         }
         for i, event in enumerate(events):
             params.update(OUTBOX_ROW.params(event, bind, prefix=f"ev{i}_"))
-        with self._cursor(None, write=True, single=True) as cur:
-            cur.execute(statement, params)
-            (applied,) = cur.fetchone()
+        if everyone:
+            params["customer"] = before.customer_id
+        try:
+            with self._cursor(None, write=True, single=True) as cur:
+                cur.execute(statement, params)
+                applied, addressed = cur.fetchone()
+        except StoreError as exc:
+            if not everyone or sqlstate(exc.__cause__) != UNDEFINED_FUNCTION:
+                raise
+            self._function_went_missing()  # nothing was written: take the general path
+            return self.apply(change, after_commit)
         if applied != 1:
             return None
+        if everyone:
+            pairs = json.loads(addressed) if isinstance(addressed, str) else addressed
+            events = (*events[:-1], replace(events[-1], recipients=tuple(Recipient(role, rid) for role, rid in pairs)))
         return self._committed(Committed(after, events), after_commit, None)
 
     def add_recipients(self, new: NewRecipients, after_commit: AfterCommit, tx: object = None) -> Committed:
