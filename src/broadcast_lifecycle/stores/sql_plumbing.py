@@ -3,6 +3,7 @@ SQLAlchemy Core connections, after-commit hand-off, and error wrapping."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -22,7 +23,7 @@ from .outbox_row import OUTBOX_ROW
 from .schema import idempotency_table, library_metadata
 from .sql_errors import Violation, primary_key_name, violation
 from .sql_text import EntitySql, LibrarySql
-from .sqlite_setup import Borrowed, SqliteSettings, ThreadConnections, in_transaction, use_wal
+from .sqlite_setup import Borrowed, SqliteSettings, ThreadConnections, in_transaction, use_wal, write_lock
 
 if TYPE_CHECKING:
     from .async_sqlite import LoopConnections, OwnConnection
@@ -53,6 +54,8 @@ class SqlPlumbing:
     """SQLite: how the library's own connections, and pool connections lent to its writes, are set up."""
     _wal_checked = False
     """SQLite without per-thread connections: whether the database was put in WAL mode yet."""
+    _write_key: str | None = None
+    """SQLite on a file: the key of its in-process write lock (see :func:`.sqlite_setup.write_lock`)."""
 
     def _entity(self, kind: str) -> EntitySql:
         """The statements for ``kind``'s table (the store provides it)."""
@@ -149,7 +152,7 @@ class SqlPlumbing:
             elif tx is not None:
                 yield joined_connection(tx)
             elif write and not self._pg:
-                with self.engine.connect() as conn:
+                with self._write_locked(), self.engine.connect() as conn:
                     driver: Any = conn.connection.dbapi_connection  # as adapted: an aiosqlite one's awaits
                     borrowed = self._borrow(driver)
                     try:
@@ -163,6 +166,23 @@ class SqlPlumbing:
             else:
                 with self.engine.begin() as conn:
                     yield conn
+
+    @contextmanager
+    def _write_locked(self) -> Iterator[None]:
+        """SQLite: hold this process's write lock on the file (see :func:`.sqlite_setup.write_lock`)
+        for one write of ours; after the busy timeout without it, write anyway (SQLite decides)."""
+        lock = self._acquire_write_lock()
+        try:
+            yield
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _acquire_write_lock(self) -> threading.RLock | None:
+        if self._write_key is None:
+            return None
+        lock = write_lock(self._write_key)
+        return lock if lock.acquire(timeout=self._sqlite.busy_timeout_ms / 1000) else None
 
     def _borrow(self, driver_connection: Any) -> Borrowed:
         """Lend a SQLite pool connection to one write transaction of ours (see :class:`Borrowed`)."""
@@ -211,13 +231,15 @@ class SqlPlumbing:
 class _Cursor:
     """The context manager behind :meth:`SqlPlumbing._cursor` (a class: it runs on every command)."""
 
-    __slots__ = ("_borrowed", "_cur", "_fairy", "_held", "_joined", "_own", "_parts", "_single", "_tx", "_write")
+    __slots__ = ("_borrowed", "_cur", "_fairy", "_held", "_joined", "_locked", "_own", "_parts", "_single", "_tx",
+                 "_write")
 
     def __init__(self, parts: SqlPlumbing, tx: object, write: bool, single: bool) -> None:
         self._parts, self._tx, self._write, self._single = parts, tx, write, single
         self._fairy: Any = None
         self._held: OwnConnection | None = None  # SQLite on an asyncio engine: the store's own connection
         self._borrowed: Borrowed | None = None  # SQLite: a pool connection lent to this write
+        self._locked: threading.RLock | None = None  # SQLite: this process's write lock on the file, held
         self._own = False  # this cursor began the transaction, so it commits or rolls back
         self._joined = False  # this cursor set a savepoint in the host's transaction, so it releases it
 
@@ -233,6 +255,8 @@ class _Cursor:
                     self._joined = True
                 self._cur = cur
                 return cur
+            if self._write and not parts._pg:
+                self._locked = parts._acquire_write_lock()
             raw: Any
             cur = None
             if parts._threads is not None:
@@ -297,6 +321,10 @@ class _Cursor:
         """Hand the connection back. One left in an unknown state (its BEGIN, COMMIT or ROLLBACK failed,
         or a cancellation interrupted it) is closed instead: the next command gets a clean one."""
         parts = self._parts
+        locked = self._locked
+        if locked is not None:
+            self._locked = None
+            locked.release()
         if broken and parts._threads is not None:
             parts._threads.discard()
         held = self._held

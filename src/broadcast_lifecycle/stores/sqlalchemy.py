@@ -74,7 +74,7 @@ from .sql_text import (
     pg_change_in_place,
     pg_single_statement,
 )
-from .sqlite_setup import SqliteSettings, ThreadConnections
+from .sqlite_setup import SqliteSettings, ThreadConnections, write_lock_key
 
 __all__ = ["SQLAlchemyStore"]
 
@@ -116,6 +116,8 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
             roll_back_before_close(engine)
             if isinstance(engine.pool, QueuePool):  # the async pool of a file database (as for ThreadConnections)
                 self._loop_connections = LoopConnections(engine, self._sqlite, engine.pool.size() + 5)
+        # The in-process write lock: for threads; one loop's tasks share its thread (they meet SQLite's busy handler).
+        self._write_key = None if self._pg or engine.dialect.is_async else write_lock_key(engine.url.database)
         self._lib = LibrarySql(engine.dialect, history_table, recipients_table, outbox_table)
         self._standalone = EntitySql(broadcasts_table, engine.dialect, kind_column=True)
         self._tables = {kind: EntitySql(_table_of(model), engine.dialect, kind_column=False)

@@ -22,7 +22,10 @@ from sqlalchemy import Engine
 
 from ..errors import StoreError
 
-__all__ = ["Borrowed", "SqliteSettings", "ThreadConnections", "in_transaction", "own_connection", "use_wal"]
+__all__ = [
+    "Borrowed", "SqliteSettings", "ThreadConnections", "in_transaction", "own_connection", "use_wal", "write_lock",
+    "write_lock_key",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,45 @@ def in_transaction(connection: Any) -> bool:
     """Whether a sqlite3 connection, or SQLAlchemy's adapter of an aiosqlite one, is inside a transaction."""
     driver = getattr(connection, "driver_connection", connection)  # the adapter's aiosqlite connection
     return bool(driver.in_transaction)
+
+
+def write_lock_key(database: str | None) -> str | None:
+    """The key of :func:`write_lock` for the SQLite database ``database`` (the URL's), resolved once
+    per store: the file's real path; ``None`` for an in-memory database, private to its connection."""
+    if not database or database == ":memory:" or database.startswith("file::memory:") or "mode=memory" in database:
+        return None
+    return os.path.realpath(database.removeprefix("file:").split("?", 1)[0])
+
+
+def write_lock(key: str) -> threading.RLock:
+    """The lock this process's library writers take before ``BEGIN IMMEDIATE`` on one SQLite file
+    (``key`` from :func:`write_lock_key`), whichever store or engine writes it.
+
+    SQLite's busy handler sleeps and polls (1 ms, 2 ms, 5 ms ... up to 100 ms between tries), so
+    threads queued on the database's write lock sleep on while it is free. Threads of one process
+    instead queue here and the next one starts the moment the previous one commits; writers in
+    other processes still meet the busy handler. Reentrant, so a write nested in a write (a host
+    guard that writes) fails in SQLite at once instead of waiting on itself.
+    """
+    lock = _WRITE_LOCKS.get(key)
+    if lock is None:
+        with _WRITE_LOCKS_GUARD:
+            lock = _WRITE_LOCKS.setdefault(key, threading.RLock())
+    return lock
+
+
+_WRITE_LOCKS: dict[str, threading.RLock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _forget_write_locks() -> None:
+    """In a child after ``fork``: the parent's threads are gone, and any lock they held with them."""
+    global _WRITE_LOCKS_GUARD  # noqa: PLW0603 (a fresh guard: the parent's may have been held at the fork)
+    _WRITE_LOCKS_GUARD = threading.Lock()
+    _WRITE_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_write_locks)
 
 
 class Borrowed:
