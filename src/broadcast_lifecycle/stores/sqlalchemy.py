@@ -60,6 +60,7 @@ from .schema import (
     recipients_table,
     standalone_metadata,
 )
+from .sql_create import RowInsert, with_python_defaults
 from .sql_errors import UNDEFINED_FUNCTION, sqlstate
 from .sql_in_place import SqlInPlace
 from .sql_outbox import SqlOutbox
@@ -124,6 +125,7 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
                         for kind, model in (models or {}).items()}
         self._sweeps: dict[str, SweepSql] = {}
         self._creates: dict[str, PgCreate] = {}
+        self._row_inserts: dict[str, RowInsert] = {}
         self._orm = {kind: ModelSync(model, naive_times=not self._pg)
                      for kind, model in (models or {}).items() if not isinstance(model, Table)}
         if self._pg:
@@ -191,10 +193,49 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
             values.update(_host_columns(sql, new, values))
         if self._pg and tx is None:
             return self._committed(self._insert_in_one_statement(sql, new, values), after_commit, None)
+        if not self._pg and tx is None and (inserted := self._insert_on_cursor(sql, new, values)) is not None:
+            return self._committed(inserted, after_commit, None)
         with self._core(tx, write=True) as conn:
             entity_id = self._insert_row(conn, sql, new, values)
             committed = self._record_creation(conn, new, new.snapshot(entity_id))
         return self._committed(committed, after_commit, tx)
+
+    def _insert_on_cursor(self, sql: EntitySql, new: NewBroadcast, values: dict[str, Any]) -> Committed | None:
+        """SQLite without a host transaction: the row (pre-rendered, see :mod:`.sql_create`), its history
+        row, its events and its key in one ``BEGIN IMMEDIATE`` transaction on the store's connection.
+        ``None`` when the host model has defaults only SQLAlchemy computes (then Core inserts it)."""
+        inserter = self._row_inserts.get(sql.table.name)
+        if inserter is None:
+            inserter = self._row_inserts[sql.table.name] = RowInsert(sql.table, self.engine.dialect)
+        if not inserter.renders:
+            return None
+        statement, params, known = inserter.statement(values)
+        integrity_error = self.engine.dialect.loaded_dbapi.IntegrityError
+        with self._cursor(None, write=True) as cur:
+            try:
+                cur.execute(statement, params)
+            except integrity_error as exc:
+                raise self._refused_insert(exc, sql, new) from exc
+            row = cur.fetchone()
+            if row is None:  # only a given key (or a host default's) can be taken: SQLite's own keys never are
+                raise DuplicateBroadcast(new.kind.name, known)
+            snapshot = new.snapshot(known if known is not None else row[0])
+            events = new.events(snapshot)
+            lib, key = self._lib, str(snapshot.id)
+            base = {"kind": snapshot.kind, "key": key, "at": lib.time.bind(new.at)}
+            entry = new.history_entry(snapshot.id)
+            cur.execute(lib.add_history, {**base, "from_status": None, "to_status": entry.to_status.value,
+                                          "trigger": entry.trigger, "actor": entry.actor, "reason": entry.reason,
+                                          "meta": dumps(entry.metadata), "version": entry.version})
+            for event in events:
+                cur.execute(lib.add_event, {**base, **event_params(event, base["at"])})
+            if (outcome := new.outcome(snapshot)) is not None:
+                try:
+                    cur.execute(lib.add_key, {**base, "idem_key": outcome.key, "trigger": "create",
+                                              "idem_outcome": dumps(outcome.to_json())})
+                except integrity_error as exc:
+                    raise IdempotencyKeyReused(outcome.key, "is already recorded") from exc
+        return Committed(snapshot, events)
 
     def _insert_in_one_statement(self, sql: EntitySql, new: NewBroadcast, values: dict[str, Any]) -> Committed:
         """PostgreSQL without a host transaction: the row, its history row, its events and its key in
@@ -211,7 +252,7 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
         create = self._creates.get(sql.table.name)
         if create is None:
             create = self._creates[sql.table.name] = PgCreate(sql.table, self.engine.dialect)
-        statement, params = create.statement(values, rows)
+        statement, params = create.statement(with_python_defaults(sql.table, values), rows)
         for _ in range(_SEQUENCE_CATCH_UPS + 1):
             with self._wrap_errors("write"):
                 try:
@@ -219,7 +260,7 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
                         conn.execution_options(isolation_level="AUTOCOMMIT")
                         entity_id = conn.execute(statement, params).scalar()
                 except IntegrityError as exc:
-                    error = self._refused_insert(exc, sql, new)
+                    error = self._refused_insert(exc.orig, sql, new)
                     if isinstance(error, IdempotencyKeyReused) and outcome is not None:
                         error = IdempotencyKeyReused(outcome.key, "is already recorded")
                     raise error from exc
@@ -307,7 +348,7 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
                 with conn.begin_nested():
                     entity_id = conn.execute(statement).scalar()
             except IntegrityError as exc:
-                raise self._refused_insert(exc, sql, new) from exc
+                raise self._refused_insert(exc.orig, sql, new) from exc
             if entity_id is not None:
                 return entity_id
             if new.entity_id is not None:
@@ -317,14 +358,14 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
         raise StoreError(f"could not insert {kind}: every id the database picked for {sql.keys.where()} was taken; "
                          "its sequence is behind the ids in the table (rows inserted with explicit ids)")
 
-    def _refused_insert(self, exc: IntegrityError, sql: EntitySql, new: NewBroadcast) -> BroadcastError:
+    def _refused_insert(self, cause: BaseException | None, sql: EntitySql, new: NewBroadcast) -> BroadcastError:
         kind = new.kind.name
         policy = new.kind.one_open_per_customer
-        broken = self._violation(exc.orig, kind if policy else None)
+        broken = self._violation(cause, kind if policy else None)
         index = open_customer_index_name(sql.table.name, kind)
         if policy and broken is not None and broken.rule == "unique" and broken.constraint in (index, index[:63]):
             return OpenBroadcastExists(kind, new.customer_id)  # (PostgreSQL cuts names at 63 bytes)
-        return self._database_error(exc.orig, f"insert {kind}", kind if policy else None)
+        return self._database_error(cause, f"insert {kind}", kind if policy else None)
 
     def _catch_up_sequence(self, conn: Connection, sql: EntitySql) -> bool:
         """PostgreSQL: move the key's sequence past the table's highest id (never back); False when

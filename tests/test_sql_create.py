@@ -1,0 +1,80 @@
+"""create() on a host model fills the model's own column defaults as SQLAlchemy would, on every
+write path that creates (SQLite's pre-rendered insert, PostgreSQL's one statement, and Core)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import DateTime, String, create_engine, func, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from broadcast_lifecycle import BroadcastLifecycle, BroadcastMixin, DuplicateBroadcast, KindConfig
+from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
+
+
+class Base(DeclarativeBase):
+    """The host's declarative base."""
+
+
+def _label(context: Any) -> str:
+    """A context-sensitive default: reads the row being inserted."""
+    return f"for {context.get_current_parameters()['customer_id']}"
+
+
+class Parcel(Base, BroadcastMixin):
+    """A host model whose key and own columns come from Python-side defaults."""
+
+    __tablename__ = "parcels"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    size: Mapped[str] = mapped_column(String(20), default="small")
+    label: Mapped[str] = mapped_column(String(80), default=_label)
+
+
+class Crate(Base, BroadcastMixin):
+    """A host model with a default only SQLAlchemy computes (a SQL expression)."""
+
+    __tablename__ = "crates"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    packed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=func.now())
+
+
+KINDS = (KindConfig("parcel"), KindConfig("crate"))
+
+
+def _lifecycle(url: str) -> BroadcastLifecycle:
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    store = SQLAlchemyStore(engine, {"parcel": Parcel, "crate": Crate})
+    store.create_all(KINDS)
+    return BroadcastLifecycle(store, kinds=KINDS)
+
+
+def test_python_defaults_of_the_host_model_are_filled(database_url: str) -> None:
+    """A UUID key from uuid4, a constant and a function of the row all reach the row, with or without
+    a host session."""
+    lifecycle = _lifecycle(database_url)
+    parcels = lifecycle.kind("parcel")
+    created = parcels.create("c1")
+    assert isinstance(created.id, uuid.UUID)
+    engine = lifecycle.store.engine  # type: ignore[attr-defined]
+    with Session(engine) as session:
+        joined = parcels.create("c2", tx=session)
+        session.commit()
+    with Session(engine) as session:
+        rows = {p.id: (p.size, p.label, p.customer_id) for p in session.scalars(select(Parcel))}
+    assert rows == {created.id: ("small", "for c1", "c1"), joined.id: ("small", "for c2", "c2")}
+    assert [h.trigger for h in parcels.history(created.id)] == ["create"]
+    with pytest.raises(DuplicateBroadcast):
+        parcels.create("c3", entity_id=created.id)
+
+
+def test_a_sql_expression_default_is_filled_by_the_database(database_url: str) -> None:
+    """A model whose default is a SQL expression still gets it (SQLAlchemy renders it into the insert)."""
+    lifecycle = _lifecycle(database_url)
+    crate = lifecycle.kind("crate").create("c1")
+    with Session(lifecycle.store.engine) as session:  # type: ignore[attr-defined]
+        row = session.get(Crate, crate.id)
+        assert row is not None and row.packed_at is not None
