@@ -19,8 +19,8 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 from conftest import ManualClock
-from hypothesis import HealthCheck, settings
-from hypothesis import event as note
+from hypothesis import HealthCheck, currently_in_test_context, settings
+from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -78,6 +78,13 @@ ANNOUNCED_TO_ALL = frozenset({S.FULLY_FILLED, S.EXPIRED, S.CANCELLED, S.COMPLETE
 TERMINAL = frozenset({S.COMPLETED, S.CANCELLED, S.EXPIRED})
 
 Key = tuple[str, EntityId]
+
+
+def note(text: str) -> None:
+    """Count ``text`` in hypothesis's statistics (``--hypothesis-show-statistics``); nothing when the
+    machine runs outside hypothesis (a scripted test)."""
+    if currently_in_test_context():
+        hypothesis_event(text)
 
 
 def make_lifecycle(clock: ManualClock, kinds: Sequence[KindConfig]) -> BroadcastLifecycle:

@@ -228,7 +228,7 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
                                           "trigger": entry.trigger, "actor": entry.actor, "reason": entry.reason,
                                           "meta": dumps(entry.metadata), "version": entry.version})
             for event in events:
-                cur.execute(lib.add_event, {**base, **event_params(event, base["at"])})
+                cur.execute(lib.add_event, {"at": base["at"], **OUTBOX_ROW.params(event, lib.time.bind)})
             if (outcome := new.outcome(snapshot)) is not None:
                 try:
                     cur.execute(lib.add_key, {**base, "idem_key": outcome.key, "trigger": "create",
