@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import bench_async
 import bench_core
+import bench_lifecycle
 import bench_sql
 import bench_sweep
 
@@ -22,7 +23,9 @@ Section = tuple[str, Callable[[], None]]
 
 SECTIONS: list[Section] = [
     ("core: decide() vs dict lookup vs transitions; memory per broadcast", bench_core.main),
-    ("sweep: 50,000 overdue among 100,000 on SQLite and PostgreSQL", bench_sweep.main),
+    ("lifecycle: whole lifecycles vs the raw driver at default durability; SQLite hot row (16 threads)",
+     bench_lifecycle.main),
+    ("sweep: 50,000 overdue among 100,000 on SQLite and PostgreSQL, vs the raw set-based sweep", bench_sweep.main),
     ("sql: us per transition vs raw sqlite3 and psycopg; PostgreSQL hot row (16 threads, 5 slots)", bench_sql.main),
     ("async: us per transition, async vs sync vs raw aiosqlite/psycopg/asyncpg; PostgreSQL hot row (16 tasks)",
      bench_async.main),
