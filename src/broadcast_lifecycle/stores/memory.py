@@ -117,9 +117,9 @@ class InMemoryStore:
                 recipients.setdefault(transporter, RecipientRecord(transporter, change.at))
             if change.transporter_id is not None and change.decision.fill_delta:
                 holder = recipients[change.transporter_id]
-                recipients[change.transporter_id] = replace(
-                    holder, slots_held=holder.slots_held + change.decision.fill_delta,
-                    response=change.decision.trigger.value)
+                recipients[change.transporter_id] = RecipientRecord(
+                    holder.transporter_id, holder.notified_at, holder.slots_held + change.decision.fill_delta,
+                    change.decision.trigger.value)
             events = change.events(after, _in_order(recipients) if change.needs_recipients else ())
             self._broadcasts[key] = after
             self._history[key].append(change.history_entry())

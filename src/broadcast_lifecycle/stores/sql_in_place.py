@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from ..errors import StoreError
-from ..events import Recipient, Topic, build_event
+from ..events import Recipient, Topic, build_event, new_event_id
 from ..kinds import KindConfig
 from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId
@@ -52,9 +51,9 @@ class SqlInPlace(SqlPlumbing):
         delta = slots if trigger is Trigger.ACCEPT else -slots
         params = {"id": self._lookup_id(sql, kind.name, entity_id), "kind": kind.name, "key": str(entity_id),
                   "delta": delta, "at": at, "transporter": transporter_id, "trigger": trigger.value,
-                  "id_field": kind.id_field, "ev_event_id": str(uuid.uuid4()),
+                  "id_field": kind.id_field, "ev_event_id": new_event_id(),
                   "ev_name": kind.event_name(Topic.STATE_CHANGED), "ev_topic": Topic.STATE_CHANGED.value,
-                  "fill_event_id": str(uuid.uuid4()), "fill_name": kind.event_name(Topic.FULLY_FILLED),
+                  "fill_event_id": new_event_id(), "fill_name": kind.event_name(Topic.FULLY_FILLED),
                   "fill_topic": Topic.FULLY_FILLED.value}
         try:
             with self._cursor(None, write=True, single=True) as cur:
