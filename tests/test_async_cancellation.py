@@ -236,7 +236,8 @@ def test_cancelled_create_leaves_no_row(async_database_url: str) -> None:
             assert [tuple(row[1:]) for row in rows] in ([], [(1, 1)]), rows  # none, or one with its history and event
             outcomes.append(bool(rows))
             await harness.assert_clean()
-        assert False in outcomes and True in outcomes
+        # On PostgreSQL a create is one statement, its first round trip: no cancellation lands before it
+        assert True in outcomes and (False in outcomes or async_database_url.startswith("postgresql"))
         await harness.store.close()
 
     asyncio.run(scenario())
