@@ -3,10 +3,11 @@
 
 Per command: read the row, check the trigger against the state, compare-and-set UPDATE (by version),
 the recipients' rows (notified, or the accepting transporter's holding), one history row, and the
-outbox rows: the state change to the customer and, for a transition into fully_filled, completed,
-cancelled or expired, the announcement to the customer and every notified transporter (read in the
-same transaction). Creation inserts the row, its history row and its event. Values are written
-the way SQLAlchemy writes them, so the library could read these rows.
+outbox rows: the state change to the customer, the offer to the transporters a start_broadcast
+notifies and, for a transition into fully_filled, completed, cancelled or expired, the
+announcement to the customer and every notified transporter (read in the same transaction).
+Creation inserts the row, its history row and its event. Values are written the way SQLAlchemy
+writes them, so the library could read these rows (and the events are the library's, ids aside).
 
 On PostgreSQL ``BEGIN`` and the read travel together (client-side binding, one simple query), then
 one round trip per statement and the ``COMMIT``: the plain way to write it with a driver.
@@ -56,8 +57,8 @@ EVERYONE = ("SELECT transporter_id FROM bl_recipients WHERE kind = %s AND entity
 HISTORY = ('INSERT INTO bl_transition_history (kind, entity_id, from_status, to_status, "trigger", actor, reason, '
            "meta, at, version) VALUES (%s, %s, %s, %s, %s, %s, NULL, {json}, %s, %s)")
 OUTBOX = ("INSERT INTO bl_outbox (event_id, name, topic, kind, id_field, entity_id, status, previous_status, "
-          "state_changed_at, version, slots_filled, slots_requested, recipients, created_at, attempts) "
-          "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {json}, %s, 0)")
+          'state_changed_at, version, slots_filled, slots_requested, expires_at, "trigger", reason, recipients, '
+          "created_at, attempts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, {json}, %s, 0)")
 
 
 class RawLifecycle:
@@ -111,7 +112,8 @@ class RawLifecycle:
             key = str(entity_id)
             cur.execute(self.sql["history"], (KIND, key, None, "created", "create", customer, "{}", now, 1))
             cur.execute(self.sql["outbox"], self._event("BROADCAST_STATE_CHANGED", "state_changed", key, "created",
-                                                        None, now, 1, 0, slots, [["customer", customer]], now))
+                                                        None, now, 1, 0, slots, None, "create",
+                                                        [["customer", customer]], now))
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -143,12 +145,16 @@ class RawLifecycle:
                 cur.execute(self.sql["hold"], (delta, trigger, now, KIND, key, transporter))
             cur.execute(self.sql["history"], (KIND, key, status, to, trigger, actor, "{}", now, version + 1))
             events = [self._event("BROADCAST_STATE_CHANGED", "state_changed", key, to, status, now, version + 1,
-                                  filled + delta, requested, [["customer", customer]], now)]
+                                  filled + delta, requested, expires_at, trigger, [["customer", customer]], now)]
+            if notify:  # the offer, one event addressed to each transporter notified now
+                events.append(self._event("BOOKING_OFFERED", "offered", key, to, status, now, version + 1,
+                                          filled + delta, requested, expires_at, trigger,
+                                          [["transporter", t] for t in notify], now))
             if to in _TO_ALL:
                 cur.execute(self.sql["everyone"], (KIND, key))
                 everyone = [["customer", customer], *(["transporter", t] for (t,) in cur.fetchall())]
                 events.append(self._event(_TO_ALL[to], to, key, to, status, now, version + 1, filled + delta,
-                                          requested, everyone, now))
+                                          requested, expires_at, trigger, everyone, now))
             cur.executemany(self.sql["outbox"], events)
             cur.execute("COMMIT")
         except BaseException:
@@ -158,9 +164,10 @@ class RawLifecycle:
 
     @staticmethod
     def _event(name: str, topic: str, key: str, status: str, previous: str | None, changed_at: Any, version: int,
-               filled: int, requested: int, recipients: list[list[str]], now: Any) -> tuple[Any, ...]:
+               filled: int, requested: int, expires_at: Any, trigger: str, recipients: list[list[str]],
+               now: Any) -> tuple[Any, ...]:
         return (str(uuid.uuid4()), name, topic, KIND, ID_FIELD, key, status, previous, changed_at, version, filled,
-                requested, json.dumps(recipients), now)
+                requested, expires_at, trigger, json.dumps(recipients), now)
 
     def close(self) -> None:
         """Close the connection."""
