@@ -57,6 +57,7 @@ from broadcast_lifecycle.testing import EventRecorder
 S = BroadcastStatus
 KINDS = (KindConfig("booking"), KindConfig("order", one_open_per_customer=True, allow_partial_trip=True))
 PARTIAL_TRIP = {k.name for k in KINDS if k.allow_partial_trip}
+ONE_OPEN = {k.name for k in KINDS if k.one_open_per_customer}
 TRANSPORTERS = ("t1", "t2", "t3", "t4", "t5")
 CUSTOMERS = ("c1", "c2")
 MAX_BROADCASTS = 4
@@ -438,7 +439,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         if slots < 1:
             predicted = {Outcome.BAD_ARGS}
         else:
-            predicted = self.predict(key, "release", lambda s: tracked.holdings.get(transporter, -1) >= slots)
+            predicted = self.predict(key, "release", lambda s: (
+                tracked.holdings.get(transporter, -1) >= slots and not self.opens_a_second(key, s)))
 
         def on_ok(before: Observed, after: Observed) -> None:
             b, a = before.snapshot, after.snapshot
@@ -447,6 +449,15 @@ class LifecycleMachine(RuleBasedStateMachine):
             tracked.holdings[transporter] -= slots
 
         self.run(key, predicted, lambda: self.commands(key[0]).release(key[1], transporter, slots=slots), on_ok)
+
+    def opens_a_second(self, key: Key, snap: BroadcastSnapshot) -> bool:
+        """Whether a release would open ``key`` (fully filled, so closed) again while its customer has
+        another open broadcast of a kind that allows one: refused, as creating a second one is."""
+        customer = self.tracked[key].customer
+        return key[0] in ONE_OPEN and snap.status is S.FULLY_FILLED and any(
+            other != key and other[0] == key[0] and tracked.customer == customer
+            and self.lifecycle.kind(other[0]).get(other[1]).status not in CLOSED
+            for other, tracked in self.tracked.items())
 
     @rule(key=broadcasts)
     def start_trip(self, key: Key) -> None:

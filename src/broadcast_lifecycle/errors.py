@@ -92,14 +92,22 @@ class InvalidTransition(TransitionRefused):
 
 
 class OpenBroadcastExists(TransitionRefused):
-    """The kind allows one open broadcast per customer and this customer has one."""
+    """The kind allows one open broadcast per customer and this customer has one: refused to a
+    ``create``, and to a transition that would open a closed broadcast again (a release from
+    ``fully_filled``) while the customer has opened another meanwhile."""
 
-    def __init__(self, kind: str, customer_id: str) -> None:
+    def __init__(self, kind: str, customer_id: str, *, entity_id: EntityId | None = None,
+                 from_state: str | None = None, trigger: str = "create") -> None:
         self.customer_id = customer_id
-        super().__init__(kind, None, None, "create",
-                         f"customer {customer_id!r} already has an open {kind}; "
-                         "cancel or finish it before creating another",
-                         subject=f"{kind} for customer {customer_id!r}")  # no id yet to name it by
+        if trigger == "create":
+            super().__init__(kind, None, None, trigger,
+                             f"customer {customer_id!r} already has an open {kind}; "
+                             "cancel or finish it before creating another",
+                             subject=f"{kind} for customer {customer_id!r}")  # no id yet to name it by
+        else:
+            super().__init__(kind, entity_id, from_state, trigger,
+                             f"customer {customer_id!r} has another open {kind}, and {trigger} would open this one "
+                             "again; cancel or finish the other first")
 
 
 class DuplicateBroadcast(BroadcastError):

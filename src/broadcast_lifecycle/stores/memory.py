@@ -112,6 +112,8 @@ class InMemoryStore:
             if change.idempotency_key in self._keys:
                 raise IdempotencyKeyReused(change.idempotency_key, "is already recorded")
             after = change.after()
+            if change.kind.one_open_per_customer and change.before.status in CLOSED and after.status not in CLOSED:
+                self._refuse_a_second_open(change)
             recipients = self._recipients[key]
             for transporter in change.recipients:
                 recipients.setdefault(transporter, RecipientRecord(transporter, change.at))
@@ -265,6 +267,15 @@ class InMemoryStore:
     def _with_receivers(self, entry: OutboxEntry) -> OutboxEntry:
         states = self._receivers.get(entry.event.event_id)
         return replace(entry, receivers=tuple(states.values())) if states else entry
+
+    def _refuse_a_second_open(self, change: Change) -> None:
+        """``OpenBroadcastExists`` when ``change`` opens its broadcast again while the customer has
+        another open one (as the SQL store's partial unique index refuses it)."""
+        before = change.before
+        if any(s.kind == before.kind and s.customer_id == before.customer_id and s.status not in CLOSED
+               and s.id != before.id for s in self._broadcasts.values()):
+            raise OpenBroadcastExists(before.kind, before.customer_id, entity_id=before.id,
+                                      from_state=before.status.value, trigger=change.decision.trigger.value)
 
     def _next_id(self, kind: str) -> int:
         """The next automatic id that no broadcast of ``kind`` holds (a host may have taken some explicitly)."""

@@ -15,12 +15,13 @@ from sqlalchemy.orm import Session
 
 from ..errors import BroadcastError, BroadcastNotFound, CorruptState, IdempotencyKeyReused, InvalidArgument, StoreError
 from ..events import BroadcastEvent
+from ..kinds import KindConfig
 from ..records import BroadcastSnapshot, EntityId
 from ..states import BroadcastStatus
 from .after_commit import defer_until_commit
 from .base import AfterCommit, Committed, Loaded
 from .outbox_row import OUTBOX_ROW
-from .schema import idempotency_table, library_metadata
+from .schema import idempotency_table, library_metadata, open_customer_index_name
 from .sql_errors import Violation, primary_key_name, violation
 from .sql_text import EntitySql, LibrarySql
 from .sqlite_setup import Borrowed, SqliteSettings, ThreadConnections, in_transaction, use_wal, write_lock
@@ -220,6 +221,15 @@ class SqlPlumbing:
         if broken.rule == "unique" and broken.constraint == primary_key_name(idempotency_table):
             return IdempotencyKeyReused("(this command's key)", "is already recorded")
         return StoreError(f"could not {what}: {broken.describe()} refused it ({cause})", constraint=broken.constraint)
+
+    def _breaks_open_policy(self, exc: StoreError, kind: KindConfig) -> bool:
+        """Whether ``exc`` is ``kind``'s one-open-broadcast-per-customer index refusing a write."""
+        if not kind.one_open_per_customer:
+            return False
+        cause = getattr(exc.__cause__, "orig", exc.__cause__)  # a Core error wraps the driver's
+        broken = self._violation(cause, kind.name)
+        index = open_customer_index_name(self._entity(kind.name).table.name, kind.name)
+        return broken is not None and broken.rule == "unique" and broken.constraint in (index, index[:63])
 
     def _violation(self, cause: BaseException | None, kind: str | None) -> Violation | None:
         """The constraint a driver error reports as broken (see :func:`.sql_errors.violation`)."""

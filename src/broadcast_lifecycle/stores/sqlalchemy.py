@@ -400,6 +400,14 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
 
     def apply(self, change: Change, after_commit: AfterCommit, tx: object = None) -> Committed | None:
         """See :meth:`BroadcastStore.apply`."""
+        try:
+            return self._apply(change, after_commit, tx)
+        except StoreError as exc:
+            if not self._breaks_open_policy(exc, change.kind):
+                raise
+            raise _second_open(change) from exc
+
+    def _apply(self, change: Change, after_commit: AfterCommit, tx: object) -> Committed | None:
         sql = self._entity(change.before.kind)
         if sql.single_apply and tx is None:
             everyone = change.needs_recipients  # its last event goes to every notified transporter
@@ -425,12 +433,18 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
                          after_commit: AfterCommit, tx: object = None) -> Committed | None:
         """See :class:`~broadcast_lifecycle.stores.base.DecidesUnderLock`."""
         sql = self._entity(kind)
+        planned: list[Change] = []
         try:
             with self._cursor(tx, write=True) as cur:
                 loaded = self._read_loaded(cur, sql, kind, entity_id, transporter_id)
-                committed = self._write(cur, sql, plan(loaded))
+                planned.append(plan(loaded))
+                committed = self._write(cur, sql, planned[0])
         except LostRace:
             return None
+        except StoreError as exc:
+            if not planned or not self._breaks_open_policy(exc, planned[0].kind):
+                raise
+            raise _second_open(planned[0]) from exc
         return self._committed(committed, after_commit, tx)
 
     def _write(self, cur: Any, sql: EntitySql, change: Change) -> Committed:
@@ -599,6 +613,14 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
 
     def _entity_tables(self) -> dict[str, Table]:
         return {sql.table.name: sql.table for sql in (self._standalone, *self._tables.values())}
+
+
+def _second_open(change: Change) -> OpenBroadcastExists:
+    """The refusal of ``change``, which opened its broadcast again while the customer has another
+    open one of a kind that allows one (the policy's index refused the write)."""
+    before = change.before
+    return OpenBroadcastExists(before.kind, before.customer_id, entity_id=before.id, from_state=before.status.value,
+                               trigger=change.decision.trigger.value)
 
 
 def _table_of(model: Any) -> Table:
