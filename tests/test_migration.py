@@ -18,13 +18,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from broadcast_lifecycle import BroadcastLifecycle, BroadcastStatus
+from broadcast_lifecycle.stores._sql_plumbing import utc
 from broadcast_lifecycle.stores.schema import (
     EXPIRABLE_SQL,
     BroadcastMixin,
     library_metadata,
     postgresql_functions_ddl,
 )
-from broadcast_lifecycle.stores.sql_plumbing import utc
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
 from broadcast_lifecycle.testing import EventRecorder
 

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from broadcast_lifecycle import BroadcastEvent, BroadcastLifecycle, InMemoryStore, Topic
-from broadcast_lifecycle.stores.outbox_row import OUTBOX_ROW, WRITTEN_AT
+from broadcast_lifecycle.stores._outbox_row import OUTBOX_ROW, WRITTEN_AT
 from broadcast_lifecycle.stores.schema import outbox_table
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
 from broadcast_lifecycle.testing import EventRecorder

@@ -19,8 +19,8 @@ from broadcast_lifecycle import (
     StoreError,
     TransitionRefused,
 )
+from broadcast_lifecycle.stores._sql_errors import Violation, violation
 from broadcast_lifecycle.stores.schema import BroadcastMixin, library_metadata
-from broadcast_lifecycle.stores.sql_errors import Violation, violation
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
 
 

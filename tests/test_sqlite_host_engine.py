@@ -16,9 +16,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import NullPool
 
 from broadcast_lifecycle import BroadcastLifecycle, BroadcastSnapshot, BroadcastStatus, CommandContext, Trigger
+from broadcast_lifecycle.stores._sqlite_setup import SqliteSettings
 from broadcast_lifecycle.stores.schema import BroadcastMixin
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
-from broadcast_lifecycle.stores.sqlite_setup import SqliteSettings
 from broadcast_lifecycle.testing import EventRecorder
 
 

@@ -25,10 +25,10 @@ from broadcast_lifecycle import (
     TransitionRefused,
     Trigger,
 )
+from broadcast_lifecycle.stores._sql_text import TimeCodec
+from broadcast_lifecycle.stores._sqlite_setup import ThreadConnections
 from broadcast_lifecycle.stores.schema import history_table
-from broadcast_lifecycle.stores.sql_text import TimeCodec
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
-from broadcast_lifecycle.stores.sqlite_setup import ThreadConnections
 from broadcast_lifecycle.testing import EventRecorder
 
 

@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import event
 
 from broadcast_lifecycle import BroadcastEvent, BroadcastLifecycle
+from broadcast_lifecycle.stores._sqlite_setup import write_lock, write_lock_key
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
-from broadcast_lifecycle.stores.sqlite_setup import write_lock, write_lock_key
 
 THREADS = 8
 ROUNDS = 10

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from broadcast_lifecycle import BroadcastLifecycle, BroadcastStatus, Recipient
-from broadcast_lifecycle.stores import sql_sweep
+from broadcast_lifecycle.stores import _sql_sweep as sql_sweep
 from broadcast_lifecycle.stores.schema import (
     EXPIRABLE_SQL_IN_LIST,
     broadcasts_table,

@@ -48,10 +48,10 @@ if TYPE_CHECKING:
     )
     from .service import SYSTEM_ACTOR, BroadcastLifecycle
     from .stores import BroadcastStore, DeadLetter, InMemoryStore
+    from .stores._sqlite_setup import SqliteSettings
     from .stores.async_sqlalchemy import AsyncSQLAlchemyStore
     from .stores.schema import BroadcastMixin, library_metadata, postgresql_functions_ddl
     from .stores.sqlalchemy import SQLAlchemyStore
-    from .stores.sqlite_setup import SqliteSettings
 
 _LAZY = {
     "AsyncKindHandle": ".async_handle",
@@ -83,7 +83,7 @@ _LAZY = {
     "postgresql_functions_ddl": ".stores.schema",
     "AsyncSQLAlchemyStore": ".stores.async_sqlalchemy",
     "SQLAlchemyStore": ".stores.sqlalchemy",
-    "SqliteSettings": ".stores.sqlite_setup",
+    "SqliteSettings": ".stores._sqlite_setup",
 }
 
 

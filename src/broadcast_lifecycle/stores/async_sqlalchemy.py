@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import InvalidArgument
 from ..kinds import DEFAULT_KINDS, KindConfig
+from ._sqlite_setup import SqliteSettings
 from .sqlalchemy import SQLAlchemyStore
-from .sqlite_setup import SqliteSettings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine

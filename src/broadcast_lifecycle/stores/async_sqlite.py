@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 
-from .sqlite_setup import SqliteSettings, own_connection
+from ._sqlite_setup import SqliteSettings, own_connection
 
 __all__ = ["LoopConnections", "OwnConnection", "roll_back_before_close"]
 

@@ -30,8 +30,8 @@ from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 from ..clock import utc_now
 from ..expiry import EXPIRABLE
 from ..states import CLOSED, TERMINAL, BroadcastStatus
-from .outbox_row import OUTBOX_ROW
-from .sql_text import EVERYONE_SIGNATURE, pg_everyone_function_body, pg_function_ddl
+from ._outbox_row import OUTBOX_ROW
+from ._sql_text import EVERYONE_SIGNATURE, pg_everyone_function_body, pg_function_ddl
 
 __all__ = [
     "STATUS_CHECK",

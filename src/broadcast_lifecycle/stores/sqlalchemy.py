@@ -1,7 +1,7 @@
 """``SQLAlchemyStore``: broadcasts on SQLite (embedded default) or PostgreSQL, on the host's own
 mapped models or on a standalone table.
 
-Commands run pre-rendered SQL on the DBAPI cursor (see :mod:`.sql_text`); everything else uses
+Commands run pre-rendered SQL on the DBAPI cursor (see :mod:`._sql_text`); everything else uses
 SQLAlchemy Core. A write is one transaction: the compare-and-set UPDATE, recipients, the history
 row and the outbox rows. With ``tx=<Session>`` it joins the host's transaction and the events leave
 only when that session commits.
@@ -33,6 +33,24 @@ from ..events import BroadcastEvent, Recipient, Topic
 from ..kinds import DEFAULT_KINDS, KindConfig
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import BroadcastStatus
+from ._orm_sync import ModelSync
+from ._outbox_row import OUTBOX_ROW, WRITTEN_AT
+from ._sql_create import RowInsert, with_python_defaults
+from ._sql_errors import UNDEFINED_FUNCTION, sqlstate
+from ._sql_in_place import SqlInPlace
+from ._sql_outbox import SqlOutbox
+from ._sql_plumbing import LostRace, session_of, utc
+from ._sql_retention import SqlRetention
+from ._sql_sweep import SweepSql
+from ._sql_text import (
+    SINGLE_STATEMENT_EVENTS,
+    EntitySql,
+    LibrarySql,
+    dumps,
+    pg_change_in_place,
+    pg_single_statement,
+)
+from ._sqlite_setup import SqliteSettings, ThreadConnections, write_lock_key
 from .base import (
     SWEEP_REASON,
     Adoption,
@@ -45,8 +63,6 @@ from .base import (
     NewRecipients,
     Plan,
 )
-from .orm_sync import ModelSync
-from .outbox_row import OUTBOX_ROW, WRITTEN_AT
 from .pg_create import PgCreate
 from .schema import (
     broadcasts_table,
@@ -60,22 +76,6 @@ from .schema import (
     recipients_table,
     standalone_metadata,
 )
-from .sql_create import RowInsert, with_python_defaults
-from .sql_errors import UNDEFINED_FUNCTION, sqlstate
-from .sql_in_place import SqlInPlace
-from .sql_outbox import SqlOutbox
-from .sql_plumbing import LostRace, session_of, utc
-from .sql_retention import SqlRetention
-from .sql_sweep import SweepSql
-from .sql_text import (
-    SINGLE_STATEMENT_EVENTS,
-    EntitySql,
-    LibrarySql,
-    dumps,
-    pg_change_in_place,
-    pg_single_statement,
-)
-from .sqlite_setup import SqliteSettings, ThreadConnections, write_lock_key
 
 __all__ = ["SQLAlchemyStore"]
 
@@ -92,7 +92,7 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
     the standalone ``bl_broadcasts`` table.
 
     On SQLite the store's own write transactions start with ``BEGIN IMMEDIATE`` on connections set
-    up by ``sqlite`` (:class:`~broadcast_lifecycle.stores.sqlite_setup.SqliteSettings`: busy timeout,
+    up by ``sqlite`` (:class:`~broadcast_lifecycle.stores._sqlite_setup.SqliteSettings`: busy timeout,
     durability, caches); the engine's connections and transactions stay as the host set them, and
     the database is put in WAL mode (docs/persistence.md, "What the library changes on your engine").
     """
@@ -201,7 +201,7 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
         return self._committed(committed, after_commit, tx)
 
     def _insert_on_cursor(self, sql: EntitySql, new: NewBroadcast, values: dict[str, Any]) -> Committed | None:
-        """SQLite without a host transaction: the row (pre-rendered, see :mod:`.sql_create`), its history
+        """SQLite without a host transaction: the row (pre-rendered, see :mod:`._sql_create`), its history
         row, its events and its key in one ``BEGIN IMMEDIATE`` transaction on the store's connection.
         ``None`` when the host model has defaults only SQLAlchemy computes (then Core inserts it)."""
         inserter = self._row_inserts.get(sql.table.name)

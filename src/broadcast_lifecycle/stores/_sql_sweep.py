@@ -18,9 +18,9 @@ from sqlalchemy import Dialect, Table
 from ..expiry import EXPIRY_TOPICS
 from ..lifecycle import Trigger
 from ..states import BroadcastStatus
-from .outbox_row import OUTBOX_ROW
+from ._outbox_row import OUTBOX_ROW
+from ._sql_text import EntitySql, pg_everyone_json, render
 from .schema import EXPIRABLE_SQL, EXPIRABLE_SQL_IN_LIST
-from .sql_text import EntitySql, pg_everyone_json, render
 
 __all__ = ["SweepSql"]
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, literal_column, select, text, tuple_
 
+from ._sql_plumbing import SqlPlumbing
 from .base import PruneTarget
 from .schema import TERMINAL_HISTORY_SQL, deliveries_table, history_table, idempotency_table, outbox_table
-from .sql_plumbing import SqlPlumbing
 
 __all__ = ["SqlRetention"]
 

@@ -15,10 +15,10 @@ from ..kinds import KindConfig
 from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId
 from ..states import BroadcastStatus
+from ._sql_errors import UNDEFINED_FUNCTION, sqlstate
+from ._sql_plumbing import SqlPlumbing, utc
+from ._sql_text import EVERYONE_SIGNATURE
 from .base import AfterCommit, Committed, Loaded
-from .sql_errors import UNDEFINED_FUNCTION, sqlstate
-from .sql_plumbing import SqlPlumbing, utc
-from .sql_text import EVERYONE_SIGNATURE
 
 __all__ = ["SqlInPlace"]
 
@@ -74,7 +74,7 @@ class SqlInPlace(SqlPlumbing):
         return self._committed(self._in_place_result(kind, entity_id, trigger, slots, params, row), after_commit, None)
 
     def _has_everyone_function(self) -> bool:
-        """Whether :data:`~broadcast_lifecycle.stores.sql_text.EVERYONE_FUNCTION` exists (asked once per
+        """Whether :data:`~broadcast_lifecycle.stores._sql_text.EVERYONE_FUNCTION` exists (asked once per
         store, and again after ``create_all``)."""
         if self._everyone_function is None:
             with self._cursor(None, write=False) as cur:

@@ -18,13 +18,13 @@ from ..events import BroadcastEvent
 from ..kinds import KindConfig
 from ..records import BroadcastSnapshot, EntityId
 from ..states import BroadcastStatus
-from .after_commit import defer_until_commit
+from ._after_commit import defer_until_commit
+from ._outbox_row import OUTBOX_ROW
+from ._sql_errors import Violation, primary_key_name, violation
+from ._sql_text import EntitySql, LibrarySql
+from ._sqlite_setup import Borrowed, SqliteSettings, ThreadConnections, in_transaction, use_wal, write_lock
 from .base import AfterCommit, Committed, Loaded
-from .outbox_row import OUTBOX_ROW
 from .schema import idempotency_table, library_metadata, open_customer_index_name
-from .sql_errors import Violation, primary_key_name, violation
-from .sql_text import EntitySql, LibrarySql
-from .sqlite_setup import Borrowed, SqliteSettings, ThreadConnections, in_transaction, use_wal, write_lock
 
 if TYPE_CHECKING:
     from .async_sqlite import LoopConnections, OwnConnection
@@ -56,7 +56,7 @@ class SqlPlumbing:
     _wal_checked = False
     """SQLite without per-thread connections: whether the database was put in WAL mode yet."""
     _write_key: str | None = None
-    """SQLite on a file: the key of its in-process write lock (see :func:`.sqlite_setup.write_lock`)."""
+    """SQLite on a file: the key of its in-process write lock (see :func:`._sqlite_setup.write_lock`)."""
 
     def _entity(self, kind: str) -> EntitySql:
         """The statements for ``kind``'s table (the store provides it)."""
@@ -170,7 +170,7 @@ class SqlPlumbing:
 
     @contextmanager
     def _write_locked(self) -> Iterator[None]:
-        """SQLite: hold this process's write lock on the file (see :func:`.sqlite_setup.write_lock`)
+        """SQLite: hold this process's write lock on the file (see :func:`._sqlite_setup.write_lock`)
         for one write of ours; after the busy timeout without it, write anyway (SQLite decides)."""
         lock = self._acquire_write_lock()
         try:
@@ -214,7 +214,7 @@ class SqlPlumbing:
     def _database_error(self, cause: BaseException | None, what: str, kind: str | None = None) -> BroadcastError:
         """The library's error for the driver's error ``cause``: a second use of an idempotency key
         (the key's primary key refused it), or a ``StoreError`` naming the constraint that refused
-        the write, if one did (``kind``: the kind being written, see :func:`.sql_errors.violation`)."""
+        the write, if one did (``kind``: the kind being written, see :func:`._sql_errors.violation`)."""
         broken = self._violation(cause, kind)
         if broken is None:
             return StoreError(f"could not {what}: {cause}")
@@ -232,7 +232,7 @@ class SqlPlumbing:
         return broken is not None and broken.rule == "unique" and broken.constraint in (index, index[:63])
 
     def _violation(self, cause: BaseException | None, kind: str | None) -> Violation | None:
-        """The constraint a driver error reports as broken (see :func:`.sql_errors.violation`)."""
+        """The constraint a driver error reports as broken (see :func:`._sql_errors.violation`)."""
         if cause is None:
             return None
         return violation(cause, {**library_metadata.tables, **self._entity_tables()}, kind)

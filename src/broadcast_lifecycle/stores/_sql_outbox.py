@@ -16,10 +16,10 @@ from sqlalchemy import Connection, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..records import EntityId
+from ._sql_plumbing import SqlPlumbing, utc
 from .base import OutboxBucket, OutboxEntry
 from .outbox_state import DeadLetter, DeliveryAttempt, ReceiverDelivery
 from .schema import deliveries_table, outbox_table
-from .sql_plumbing import SqlPlumbing, utc
 
 _ERROR_LENGTH = 4000
 """Error texts are cut to this length (a traceback-sized message is not what an operator needs)."""

@@ -17,7 +17,7 @@ from sqlalchemy import BigInteger, Column, Dialect, Integer, SmallInteger, Table
 from sqlalchemy.dialects import sqlite
 
 from ..validation import is_entity_id
-from .outbox_row import OUTBOX_ROW
+from ._outbox_row import OUTBOX_ROW
 
 __all__ = [
     "ColumnCapacity",
