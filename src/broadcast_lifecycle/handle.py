@@ -139,13 +139,12 @@ class KindHandle:
         It is not a transition (the version, which clients order events by, stays), so it writes no
         history row and takes no idempotency key: it is idempotent by nature. Each transporter not
         notified before is offered the broadcast (``{KIND}_OFFERED``, written with it); an already
-        notified one is left as it is and offered nothing again. On an overdue broadcast it expires
-        it instead and raises ``TransitionRefused("expired at ...")``.
+        notified one is left as it is and offered nothing again. ``reason`` reaches the offer;
+        ``actor`` is accepted like every command's but nothing records it (there is no history row).
+        On an overdue broadcast it expires it instead and raises ``TransitionRefused("expired at ...")``.
         """
         recipients = require_transporters(transporters)
-        command = self._command(entity_id, Trigger.START_BROADCAST, actor=actor, reason=reason, metadata=None,
-                                idempotency_key=None, recipients=recipients)
-        return self._lc._notify_more(command, entity_id, tx)
+        return self._lc._notify_more(self._config, entity_id, recipients, reason, tx)
 
     def activate(
         self, entity_id: EntityId, *, ttl: timedelta | None = None, expires_at: datetime | None = None,

@@ -214,19 +214,17 @@ class BroadcastLifecycle:
             raise
         return CommandResult(snapshot=committed.snapshot, events=committed.events, path=WritePath.ADOPT)
 
-    def _notify_more(self, command: Command, entity_id: EntityId, tx: object) -> CommandResult:
-        kind = command.config.name
-        if command.idempotency_key is not None and (replay := self._replay(
-                command.idempotency_key, kind, entity_id, "notify_more", command.actor, command.fingerprint, tx)):
-            return replay
+    def _notify_more(self, config: KindConfig, entity_id: EntityId, recipients: tuple[str, ...],
+                     reason: str | None, tx: object) -> CommandResult:
+        kind = config.name
         now = self._now()
         current = self.store.load(kind, entity_id, tx=tx).snapshot
         if current.status in OPEN and current.expires_at is not None and is_overdue(current, now):
-            self._run(_expiry_of(command), entity_id, tx)
+            self._run(_expiry_of(config), entity_id, tx)
             raise TransitionRefused(kind, entity_id, current.status.value, "notify_more",
                                     f"expired at {current.expires_at.isoformat()}")
-        new = NewRecipients(kind=command.config, entity_id=entity_id, transporters=command.recipients, at=now,
-                            open_states=OPEN, reason=command.reason)
+        new = NewRecipients(kind=config, entity_id=entity_id, transporters=recipients, at=now,
+                            open_states=OPEN, reason=reason)
         committed = self.store.add_recipients(new, self._announce, tx)
         snapshot = committed.snapshot
         if snapshot.status not in OPEN:
@@ -351,9 +349,9 @@ class Command:
     fingerprint: str = ""
 
 
-def _expiry_of(command: Command) -> Command:
-    """The expiry the library applies on its own when ``command`` finds its broadcast overdue."""
-    return Command(config=command.config, trigger=Trigger.EXPIRE, actor=SYSTEM_ACTOR)
+def _expiry_of(config: KindConfig) -> Command:
+    """The expiry the library applies on its own when a command finds its broadcast overdue."""
+    return Command(config=config, trigger=Trigger.EXPIRE, actor=SYSTEM_ACTOR)
 
 
 def _deadline(now: datetime, deadline: datetime | None, ttl: timedelta | None,
