@@ -95,7 +95,9 @@ class Sqlite3Store:
                 db.execute("UPDATE recipients SET slots_held = slots_held + ?, response = ? "
                            "WHERE kind = ? AND id = ? AND transporter_id = ?",
                            (decision.fill_delta, decision.trigger.value, *key, change.transporter_id))
-            events = change.events(after, self._transporters(before.kind, before.id) if change.needs_recipients else ())
+            notified = self.recipients(before.kind, before.id) if change.needs_recipients else ()  # a re-offer
+            events = change.events(after, [r.transporter_id for r in notified],  # skips those holding a slot
+                                   {r.transporter_id for r in notified if r.slots_held})
             _write_records(db, change.history_entry(), events, change.at, change.outcome(after))
         committed = stores.Committed(after, events)
         after_commit(committed)
@@ -129,7 +131,7 @@ class Sqlite3Store:
             for row in rows:
                 expiry = stores.Expiry(kind=kind, before=stores.snapshot_from_json(dict(row)), at=now, actor=actor)
                 _save(db, expiry.before, expiry.after())
-                expired = expiry.events(self._transporters(kind.name, expiry.before.id))
+                expired = expiry.events([r.transporter_id for r in self.recipients(kind.name, expiry.before.id)])
                 _write_records(db, expiry.history_entry(), expired, now)
                 events += expired
         return stores.ExpiredBatch(len(rows), lambda: events)
@@ -245,9 +247,6 @@ class Sqlite3Store:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-
-    def _transporters(self, kind: str, entity_id: bl.EntityId) -> list[str]:
-        return [recipient.transporter_id for recipient in self.recipients(kind, entity_id)]
 
 
 def _key(kind: str, entity_id: bl.EntityId) -> tuple[str, str]:

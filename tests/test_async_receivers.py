@@ -47,7 +47,7 @@ def test_coroutine_receiver_is_awaited_on_its_loop_before_the_command_returns() 
         lifecycle.bus.connect(receiver)
         entity_id = await _active(lifecycle)
         assert [name for name, _, _ in seen] == ["BROADCAST_STATE_CHANGED"] * 2 + [
-            "BOOKING_OFFERED", "BROADCAST_STATE_CHANGED"]
+            "BOOKING_OFFERED", "BROADCAST_STATE_CHANGED", "BOOKING_OFFERED"]
         await lifecycle.kind("booking").cancel(entity_id)
         assert [name for name, _, _ in seen][-2:] == ["BROADCAST_STATE_CHANGED", "BOOKING_CANCELLED"]
         assert all(on_loop and on_thread for _, on_loop, on_thread in seen)
@@ -69,7 +69,7 @@ def test_sync_and_coroutine_receivers_side_by_side() -> None:
         lifecycle.bus.connect(recorder)
         lifecycle.bus.connect(receiver)
         await _active(lifecycle)
-        assert [e.event_id for e in recorder.events] == awaited and len(awaited) == 4  # 3 changes and the offer
+        assert [e.event_id for e in recorder.events] == awaited and len(awaited) == 5  # 3 changes and 2 offers
 
     asyncio.run(scenario())
 
@@ -186,8 +186,8 @@ def test_deduplicator_wraps_a_coroutine_receiver() -> None:
         lifecycle.bus.connect(dedup)
         lifecycle.bus.connect(recorder)
         await _active(lifecycle)
-        assert got == [e.event_id for e in recorder.events] and len(got) == 4  # 3 changes and the offer
+        assert got == [e.event_id for e in recorder.events] and len(got) == 5  # 3 changes and 2 offers
         dedup(recorder.events[0])  # delivered again (say, by a relay): dropped without reaching the receiver
-        assert (dedup.dropped, len(got)) == (1, 4)
+        assert (dedup.dropped, len(got)) == (1, 5)
 
     asyncio.run(scenario())

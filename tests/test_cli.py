@@ -45,8 +45,8 @@ def _cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Complet
 
 
 def _overdue_lifecycle(url: str) -> BroadcastLifecycle:
-    """Three broadcasts overdue since 2020 and one due in 2040; no receivers, so 16 events are pending (each
-    broadcast's three state changes and its offer)."""
+    """Three broadcasts overdue since 2020 and one due in 2040; no receivers, so 20 events are pending (each
+    broadcast's three state changes and its two offers)."""
     store = SQLAlchemyStore.from_url(url)
     store.create_all()
     lc = BroadcastLifecycle(store, clock=ManualClock(PAST))
@@ -66,7 +66,7 @@ def test_sweep_relay_and_status_once(database_url: str, tmp_path: Path) -> None:
     status = _cli("status", env={ENV_DATABASE_URL: database_url})
     assert status.returncode == 0, status.stderr
     assert [line.split()[:3] for line in status.stdout.splitlines()] == [
-        ["outbox", "count", "oldest"], ["pending", "16", "2020-01-01T00:00:00+00:00"], ["retrying", "0", "-"],
+        ["outbox", "count", "oldest"], ["pending", "20", "2020-01-01T00:00:00+00:00"], ["retrying", "0", "-"],
         ["dead", "0", "-"]]
 
     first, second = _cli("sweep", "--once", *url), _cli("sweep", "--once", "--batch-size", "1", *url)
@@ -78,9 +78,9 @@ def test_sweep_relay_and_status_once(database_url: str, tmp_path: Path) -> None:
                  env={RECORD_ENV: str(record)})
     assert relay.returncode == 0, relay.stderr
     assert [line.split(" INFO ", 1)[1] for line in relay.stderr.splitlines()] == [
-        "relay: delivered 22, failed 0, dead 0"]
+        "relay: delivered 26, failed 0, dead 0"]
     records = read_records(record)
-    assert len({r.event_id for r in records}) == len(records) == 22
+    assert len({r.event_id for r in records}) == len(records) == 26
     assert sorted(r.name for r in records if r.status == "expired") == ["BOOKING_EXPIRED"] * 3 + [
         "BROADCAST_STATE_CHANGED"] * 3
 
@@ -95,14 +95,14 @@ def test_relay_with_the_hosts_lifecycle(tmp_path: Path) -> None:
     relay = _cli("relay", "--once", "--grace", "0", "--lifecycle", "crash_worker:host_lifecycle",
                  env={RECORD_ENV: str(record), URL_ENV: url})
     assert relay.returncode == 0, relay.stderr
-    assert "relay: delivered 16, failed 0, dead 0" in relay.stderr
-    assert len(read_records(record)) == 16
+    assert "relay: delivered 20, failed 0, dead 0" in relay.stderr
+    assert len(read_records(record)) == 20
 
 
 def test_prune_deletes_old_delivered_events_and_keys(database_url: str) -> None:
     """`prune --older-than 7d` deletes what was delivered in 2020 and its keys, keeps pending events and
     the history; `--history` then deletes the histories of the broadcasts that ended."""
-    lc = _overdue_lifecycle(database_url)  # 16 pending events: no receivers
+    lc = _overdue_lifecycle(database_url)  # 20 pending events: no receivers
     lc.bus.connect(EventRecorder())
     for n in range(2):
         booking = lc.kind("booking").create(f"k{n}", idempotency_key=f"create-{n}").id
@@ -114,7 +114,7 @@ def test_prune_deletes_old_delivered_events_and_keys(database_url: str) -> None:
     assert pruned.stdout.startswith("prune: before ") and pruned.stdout.endswith(
         ": deleted 6 delivered events, 4 idempotency records\n")
     status = json.loads(_cli("status", "--json", *url).stdout)
-    assert (status["pending"]["count"], status["retrying"]["count"], status["dead"]["count"]) == (16, 0, 0)
+    assert (status["pending"]["count"], status["retrying"]["count"], status["dead"]["count"]) == (20, 0, 0)
     assert len(lc.kind("booking").history(booking)) == 2
 
     history = _cli("prune", "--older-than", "2w", "--history", "--batch-size", "1", *url)
@@ -122,7 +122,7 @@ def test_prune_deletes_old_delivered_events_and_keys(database_url: str) -> None:
     assert history.stdout.endswith(": deleted 0 delivered events, 0 idempotency records, "
                                    "the history of 2 finished broadcasts\n")
     assert lc.kind("booking").history(booking) == ()
-    assert lc.store.recall("create-0") is None and len(lc.store.pending_events(100)) == 16
+    assert lc.store.recall("create-0") is None and len(lc.store.pending_events(100)) == 20
 
 
 @pytest.mark.usefixtures("quiet_logging")
@@ -291,7 +291,7 @@ def test_relay_thread_delivers_pending_events(tmp_path: Path) -> None:
     runner = start_relay_thread(lc.relay(grace=timedelta(0)), 3600.0)
     assert done.wait(30)
     assert runner.stop(timeout=30)
-    assert len(recorder.events) == 16  # the 12 state changes and the 4 offers
+    assert len(recorder.events) == 20  # the 12 state changes and the 8 offers
 
 
 def test_a_failing_pass_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureFixture) -> None:

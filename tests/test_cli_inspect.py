@@ -92,18 +92,19 @@ def test_show_prints_the_timeline_as_text_and_json(database_url: str) -> None:
     assert [(line.split()[0], line.split()[2]) for line in recipients[1:]] == [("t-1", "1"), ("t-2", "1"),
                                                                                ("t-3", "0")]
     events = out.split("\nevents\n", 1)[1].splitlines()
-    assert len(events) == 1 + 8
-    assert sum("delivered 20" in line for line in events) == 5
+    assert len(events) == 1 + 9
+    assert sum("delivered 20" in line for line in events) == 6
     assert events[2].split()[1:3] == ["BOOKING_OFFERED", "2"]
     assert events[2].split()[3:8] == ["transporter:t-1,", "transporter:t-2,", "transporter:t-3", "delivered",
                                       "2026-01-01T12:00:00+00:00"]
-    filled = events[6]
+    assert events[4].split()[1:3] == ["BOOKING_OFFERED", "3"]  # activate's re-offer
+    filled = events[7]
     assert filled.split()[1:3] == ["BOOKING_FULLY_FILLED", "5"]
     assert "retrying after 1 attempt, next " in filled and "socket closed for BOOKING_FULLY_FILLED" in filled
     assert "customer:c-1, transporter:t-1, transporter:t-2, transporter:t-3" in filled
-    assert events[7].split()[1:3] == ["BROADCAST_STATE_CHANGED", "5"]
-    assert "dead after 2 attempts at " in events[7] and events[7].endswith("socket closed for BROADCAST_STATE_CHANGED")
-    assert events[8].split()[1:3] == ["BROADCAST_STATE_CHANGED", "6"] and events[8].endswith("pending")
+    assert events[8].split()[1:3] == ["BROADCAST_STATE_CHANGED", "5"]
+    assert "dead after 2 attempts at " in events[8] and events[8].endswith("socket closed for BROADCAST_STATE_CHANGED")
+    assert events[9].split()[1:3] == ["BROADCAST_STATE_CHANGED", "6"] and events[9].endswith("pending")
 
     as_json = cli("show", "booking", booking, "--json", *url)
     assert as_json.returncode == 0, as_json.stderr
@@ -113,8 +114,9 @@ def test_show_prints_the_timeline_as_text_and_json(database_url: str) -> None:
                                                        "start_trip"]
     assert {r["transporter_id"]: r["slots_held"] for r in data["recipients"]} == {"t-1": 1, "t-2": 1, "t-3": 0}
     states = [(e["name"], e["version"], e["delivery"]["state"]) for e in data["events"]]
-    assert states == [("BROADCAST_STATE_CHANGED", 1, "delivered"), ("BOOKING_OFFERED", 2, "delivered")] + [
-        ("BROADCAST_STATE_CHANGED", v, "delivered") for v in range(2, 5)] + [
+    assert states == [("BROADCAST_STATE_CHANGED", 1, "delivered"), ("BOOKING_OFFERED", 2, "delivered"),
+                      ("BROADCAST_STATE_CHANGED", 2, "delivered"), ("BOOKING_OFFERED", 3, "delivered")] + [
+        ("BROADCAST_STATE_CHANGED", v, "delivered") for v in range(3, 5)] + [
         ("BOOKING_FULLY_FILLED", 5, "retrying"), ("BROADCAST_STATE_CHANGED", 5, "dead"),
         ("BROADCAST_STATE_CHANGED", 6, "pending")]
     retrying = next(e for e in data["events"] if e["delivery"]["state"] == "retrying")["delivery"]
@@ -191,8 +193,8 @@ def test_sweep_and_relay_print_json_lines(database_url: str, tmp_path: Path) -> 
                 "--log-level", "WARNING", record=record)
     assert relay.returncode == 0, relay.stderr
     assert relay.stderr == ""
-    assert len(read_records(record)) == 24
-    assert json.loads(relay.stdout) == {"command": "relay", "delivered": 4 * 4 + 4 * 2, "failed": 0, "dead": 0,
+    assert len(read_records(record)) == 28
+    assert json.loads(relay.stdout) == {"command": "relay", "delivered": 4 * 5 + 4 * 2, "failed": 0, "dead": 0,
                                         "unheard": 0}
 
 
@@ -227,7 +229,7 @@ def test_progress_is_drawn_on_a_terminal_and_not_when_piped(database_url: str) -
     status, screen = _on_a_terminal("relay", "--once", "--grace", "0", "--receiver", "crash_worker:record_to_env_file",
                                     *url)
     assert status == 0, screen
-    assert "relay: handled: 180 of 180 (100%)" in screen, screen  # per broadcast: 3 changes, the offer, 2 expiry
+    assert "relay: handled: 210 of 210 (100%)" in screen, screen  # per broadcast: 3 changes, 2 offers, 2 expiry
 
     _backlog(database_url, 5)
     piped = cli("sweep", "--once", *url)

@@ -114,9 +114,18 @@ def test_not_notified_is_checked_before_slots() -> None:
 def test_release_to_partial_and_to_active() -> None:
     """Releasing some slots gives partially_filled; releasing the last filled slot gives active."""
     d = decide(snap(S.FULLY_FILLED, requested=3, filled=3), Trigger.RELEASE, ctx(holding=2, slots=2))
-    assert (d.to_status, d.fill_delta, d.topics) == (S.PARTIALLY_FILLED, -2, (Topic.STATE_CHANGED,))
+    assert (d.to_status, d.fill_delta) == (S.PARTIALLY_FILLED, -2)
     d = decide(snap(S.PARTIALLY_FILLED, requested=3, filled=1), Trigger.RELEASE, ctx(holding=1))
     assert (d.to_status, d.fill_delta) == (S.ACTIVE, -1)
+
+
+def test_release_from_full_reoffers_and_from_partial_does_not() -> None:
+    """A release that opens a full broadcast again announces the offer again; one from partially_filled
+    (still open) announces only the state change."""
+    d = decide(snap(S.FULLY_FILLED, requested=3, filled=3), Trigger.RELEASE, ctx(holding=3, slots=3))
+    assert (d.to_status, d.topics) == (S.ACTIVE, (Topic.STATE_CHANGED, Topic.OFFERED))
+    d = decide(snap(S.PARTIALLY_FILLED, requested=3, filled=2), Trigger.RELEASE, ctx(holding=2))
+    assert (d.to_status, d.topics) == (S.PARTIALLY_FILLED, (Topic.STATE_CHANGED,))
 
 
 def test_release_refused_when_holding_nothing() -> None:
@@ -145,6 +154,7 @@ def test_activate_sets_the_deadline() -> None:
     deadline = NOW + timedelta(minutes=10)
     d = decide(snap(S.BROADCASTING, expires_at=None), Trigger.ACTIVATE, ctx(deadline=deadline))
     assert (d.to_status, d.expires_at, d.fill_delta) == (S.ACTIVE, deadline, 0)
+    assert d.topics == (Topic.STATE_CHANGED, Topic.OFFERED)  # the notified transporters learn the deadline
 
 
 @pytest.mark.parametrize("offset", [timedelta(0), -timedelta(seconds=1)], ids=["now", "past"])

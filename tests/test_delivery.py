@@ -59,7 +59,7 @@ def test_healthy_receiver_gets_each_event_once_while_another_dead_letters(open_s
     writer.bus.connect(broken, name="sockets")
     _run_commands(writer)
     events = set(healthy.calls)
-    assert len(events) == 7 and set(healthy.calls.values()) == {1}
+    assert len(events) == 8 and set(healthy.calls.values()) == {1}
     assert broken.calls == healthy.calls, "the failing receiver was tried once per event after commit"
     pending = writer.store.pending_events(100)
     assert {p.event.event_id for p in pending} == events
@@ -78,7 +78,7 @@ def test_healthy_receiver_gets_each_event_once_while_another_dead_letters(open_s
     for _ in range(POLICY.max_attempts - 1):
         clock.advance(MINUTE)
         reports.append(relay.relay_once())
-    assert reports == [DeliveryReport(failed=7), DeliveryReport(dead=7)]
+    assert reports == [DeliveryReport(failed=8), DeliveryReport(dead=8)]
     clock.advance(timedelta(hours=1))
     assert relay.relay_once() == DeliveryReport(), "nothing is left to retry"
 

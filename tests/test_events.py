@@ -123,7 +123,10 @@ def test_events_carry_trigger_reason_and_deadline(make: Make) -> None:
     assert sorted(e.reason or "" for e in events if e.name == "BOOKING_EXPIRED") == [
         "deadline passed", "deadline passed before accept"]
     released = [e for e in events if e.trigger == "release"]
-    assert [(e.name, e.reason) for e in released] == [("BROADCAST_STATE_CHANGED", "engine trouble")]
+    assert [(e.name, e.reason, [r.id for r in e.recipients]) for e in released] == [
+        ("BROADCAST_STATE_CHANGED", "engine trouble", ["customer-ann"]),
+        ("BOOKING_OFFERED", "engine trouble", ["truck-bob", "truck-cid"]),  # truck-amy still holds its slot
+    ]
     assert [e.trigger for e in events if e.kind == "order"] == ["create", "start_broadcast", "start_broadcast",
                                                                  "cancel", "cancel"]
     fully_filled = by_name[("BOOKING_FULLY_FILLED", "accept")]
@@ -200,7 +203,7 @@ def test_offer_names_follow_the_kind() -> None:
 
 
 def test_offers_wait_in_the_outbox_and_reach_exactly_the_new_transporters(make: Make) -> None:
-    """Written with nobody listening, start_broadcast's and notify_more's offers stay pending; a relay then
+    """Written with nobody listening, the offers of start_broadcast, activate and notify_more stay pending; a relay
     delivers each to exactly the transporters that command added, at the broadcast's version and deadline."""
     clock = ManualClock()
     writer = make(clock)
@@ -209,21 +212,24 @@ def test_offers_wait_in_the_outbox_and_reach_exactly_the_new_transporters(make: 
     active = writer.kind("booking").activate(entity_id, ttl=timedelta(hours=1))
     writer.kind("booking").notify_more(entity_id, ["t2", "t3", "t1", "t4"])
     writer.kind("booking").notify_more(entity_id, ["t4", "t1"])  # nobody new: no offer
-    assert len(writer.store.pending_events(100)) == 5
+    assert len(writer.store.pending_events(100)) == 6
 
     relay_side = make(clock)
     recorder = EventRecorder()
     relay_side.bus.connect(recorder)
     clock.advance(timedelta(minutes=1))
-    assert relay_side.relay().relay_once().delivered == 5
-    offers = sorted((e for e in recorder.events if e.topic is Topic.OFFERED), key=lambda e: e.version)
+    assert relay_side.relay().relay_once().delivered == 6
+    offers = sorted((e for e in recorder.events if e.topic is Topic.OFFERED), key=lambda e: (e.version, e.trigger))
     assert [(e.trigger, e.version, e.status, e.previous_status, e.recipients) for e in offers] == [
         ("start_broadcast", 2, BroadcastStatus.BROADCASTING, BroadcastStatus.CREATED,
+         (Recipient("transporter", "t1"), Recipient("transporter", "t2"))),
+        ("activate", 3, BroadcastStatus.ACTIVE, BroadcastStatus.BROADCASTING,
          (Recipient("transporter", "t1"), Recipient("transporter", "t2"))),
         ("notify_more", 3, BroadcastStatus.ACTIVE, BroadcastStatus.ACTIVE,
          (Recipient("transporter", "t3"), Recipient("transporter", "t4"))),
     ]
-    assert offers[0].expires_at is None and offers[1].expires_at == active.snapshot.expires_at
+    assert offers[0].expires_at is None
+    assert offers[1].expires_at == offers[2].expires_at == active.snapshot.expires_at
     assert relay_side.store.pending_events(100) == []
 
 
@@ -244,8 +250,8 @@ def test_notify_more_on_a_closed_broadcast_offers_nothing(make: Make) -> None:
 
 def test_a_transporters_actionable_offers_follow_from_its_events_alone(make: Make) -> None:
     """Offers add a broadcast to a transporter's list and closing events remove it: what is left is exactly the
-    open broadcasts it was notified of. Each offer carries the deadline as it stood: none before activation
-    (activation is announced to the customer only; see docs/events.md)."""
+    open broadcasts it was notified of, each with the deadline as it stands now (activation and a release that
+    opens a full broadcast again offer it again; see docs/events.md)."""
     clock = ManualClock()
     lc = make(clock)
     recorder = EventRecorder()
@@ -268,7 +274,7 @@ def test_a_transporters_actionable_offers_follow_from_its_events_alone(make: Mak
             elif payload["status"] in ("fully_filled", "in_progress", "completed", "cancelled", "expired"):
                 actionable.pop(key, None)
     assert deadline is not None
-    assert lists == {"truck-amy": {("booking", still_open): None},
+    assert lists == {"truck-amy": {("booking", still_open): deadline.isoformat()},
                      "truck-bob": {("booking", still_open): deadline.isoformat()},
                      "truck-cid": {}, "truck-dan": {}, "truck-eve": {}}
     open_for = {r.transporter_id for r in lc.kind("booking").recipients(still_open)}

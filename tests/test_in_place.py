@@ -186,9 +186,10 @@ def test_events_sent_from_an_in_place_accept_are_the_events_stored(postgres_serv
     recorder_seen = len(recorder.events)
     fast.kind("booking").accept(entity_id, "t1")
     fast.kind("booking").accept(entity_id, "t2", slots=2)
-    fast.kind("booking").release(entity_id, "t1")
+    fast.kind("booking").release(entity_id, "t1")  # from fully_filled: re-offers, so not in place
+    fast.kind("booking").release(entity_id, "t2")  # from partially_filled: in place
     sent = recorder.events[recorder_seen:]
     assert [e.topic for e in sent] == [Topic.STATE_CHANGED, Topic.STATE_CHANGED, Topic.FULLY_FILLED,
-                                       Topic.STATE_CHANGED]
+                                       Topic.STATE_CHANGED, Topic.OFFERED, Topic.STATE_CHANGED]
     stored = {entry.event.event_id: entry.event for entry in fast.store.pending_events(100)}
     assert [stored.get(e.event_id) for e in sent] == sent

@@ -13,7 +13,7 @@ from conftest import ManualClock
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from broadcast_lifecycle import BroadcastEvent, BroadcastLifecycle, InMemoryStore, Topic
+from broadcast_lifecycle import BroadcastEvent, BroadcastLifecycle, InMemoryStore, Recipient, Topic
 from broadcast_lifecycle.stores._outbox_row import OUTBOX_ROW, WRITTEN_AT
 from broadcast_lifecycle.stores.schema import outbox_table
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
@@ -116,8 +116,9 @@ def _stored_equals_sent(url: str, script: Script) -> list[BroadcastEvent]:
 
 
 def test_every_write_path_stores_the_events_it_sends(database_url: str) -> None:
-    """Create, start_broadcast (PostgreSQL: one statement with two rows), activate, notify_more, in-place
-    accept/fill/release (PostgreSQL), release and cancel with a reason (general path), a command joined to a
+    """Create, start_broadcast (PostgreSQL: one statement with two rows), activate and its re-offer, notify_more,
+    in-place accept/fill/release (PostgreSQL), a release that re-offers a full broadcast, release and cancel
+    with a reason (general path), a command joined to a
     host session, and the sweep: the relay rebuilds from each row exactly the event that was dispatched, and
     that is the event the in-memory reference dispatches."""
 
@@ -129,7 +130,8 @@ def test_every_write_path_stores_the_events_it_sends(database_url: str) -> None:
         clock.advance(timedelta(seconds=1))
         lc.kind("booking").accept(first, "t1")
         lc.kind("booking").accept(first, "t2", slots=2)
-        lc.kind("booking").release(first, "t1")
+        lc.kind("booking").release(first, "t1")  # opens the full broadcast again: a re-offer (general path)
+        lc.kind("booking").release(first, "t2")  # from partially_filled: in place on PostgreSQL
         lc.kind("booking").release(first, "t2", reason="truck broke down")
         lc.kind("booking").cancel(first, reason="plans changed")
         second = lc.kind("booking").create("c2").id
@@ -141,7 +143,10 @@ def test_every_write_path_stores_the_events_it_sends(database_url: str) -> None:
 
     sent = _stored_equals_sent(database_url, script)
     assert [e.topic for e in sent if e.topic is not Topic.STATE_CHANGED] == [
-        Topic.OFFERED, Topic.OFFERED, Topic.FULLY_FILLED, Topic.CANCELLED, Topic.OFFERED, Topic.EXPIRED]
+        Topic.OFFERED, Topic.OFFERED, Topic.OFFERED, Topic.FULLY_FILLED, Topic.OFFERED, Topic.CANCELLED,
+        Topic.OFFERED, Topic.OFFERED, Topic.EXPIRED]
+    (reoffer,) = [e for e in sent if e.topic is Topic.OFFERED and e.trigger == "release"]
+    assert reoffer.recipients == (Recipient("transporter", "t1"), Recipient("transporter", "t3"))  # t2 holds two
     assert [(e.trigger, e.reason) for e in sent if e.topic in (Topic.CANCELLED, Topic.EXPIRED)] == [
         ("cancel", "plans changed"), ("expire", "deadline passed")]
     assert all(e.expires_at is not None for e in sent if e.topic in (Topic.FULLY_FILLED, Topic.EXPIRED))

@@ -262,7 +262,7 @@ def test_pruning_under_concurrent_writers_loses_nothing_live(database_url: str, 
     with setup.engine.connect() as conn:
         events: dict[str, int] = dict(conn.execute(select(o.entity_id, func.count()).group_by(o.entity_id)
                                    .where(o.entity_id.in_([str(b) for b, _ in race.written]))).all())
-        assert events == {str(b): 7 for b, _ in race.written}, "an event row of a new command is missing"
+        assert events == {str(b): 8 for b, _ in race.written}, "an event row of a new command is missing"
         assert conn.execute(select(func.count()).where(o.entity_id.in_(old_ids))).scalar_one() == 0
         assert conn.execute(select(func.count()).where(h.entity_id.in_(old_ids))).scalar_one() == 0
         orphans = conn.execute(select(func.count()).where(d.event_id.not_in(select(o.event_id)))).scalar_one()

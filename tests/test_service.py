@@ -647,7 +647,7 @@ def test_events_dispatched_after_commit(lifecycle: BroadcastLifecycle) -> None:
     lifecycle.kind("booking").accept(b.id, "t1")
     assert [(v, s) for v, _, s in observed][-2:] == [(4, S.FULLY_FILLED), (4, S.FULLY_FILLED)]
     assert all(event_version == seen_version for event_version, seen_version, _ in observed)
-    assert [v for v, _, _ in observed] == [1, 2, 2, 3, 4, 4]  # start_broadcast: state change and offer
+    assert [v for v, _, _ in observed] == [1, 2, 2, 3, 3, 4, 4]  # start_broadcast, activate: state change, offer
 
 
 # -- payloads ------------------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def test_keys_longer_than_64_characters(database_url: str) -> None:
     assert recorder.events[-1].entity_id == key
     assert {r.id for r in recorder.events[-1].recipients} == {"c1", transporter, "t2"}
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM bl_outbox WHERE entity_id = :k"), {"k": key}).scalar() == 10
+        assert conn.execute(text("SELECT count(*) FROM bl_outbox WHERE entity_id = :k"), {"k": key}).scalar() == 12
         assert conn.execute(text("SELECT count(*) FROM bl_idempotency WHERE entity_id = :k"), {"k": key}).scalar() == 2
 
 

@@ -236,18 +236,22 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     def check_offers(self, before: Observed, after: Observed, new_events: list[BroadcastEvent]) -> list[BroadcastEvent]:
         """Transporters a command added (and only they) were offered the broadcast, in one event at the
-        broadcast's version; returns the command's other events."""
+        broadcast's version; a transition that (re)opens the broadcast for the notified (activate, a release
+        from fully_filled) offers it again to each of them holding no slot; returns the command's other events."""
         known = {r.transporter_id for r in before.recipients}
         added = {Recipient("transporter", r.transporter_id) for r in after.recipients if r.transporter_id not in known}
+        b, a = before.snapshot.status, after.snapshot.status
+        reopened = after.snapshot.version == before.snapshot.version + 1 and (
+            (b, a) == (S.BROADCASTING, S.ACTIVE) or (b is S.FULLY_FILLED and a in (S.ACTIVE, S.PARTIALLY_FILLED)))
+        free = {Recipient("transporter", r.transporter_id) for r in after.recipients if r.slots_held == 0}
+        expected = [group for group in (added, free if reopened else set()) if group]
         offers = [e for e in new_events if e.topic is Topic.OFFERED]
-        if added:
-            (offer,) = offers
-            assert set(offer.recipients) == added and len(offer.recipients) == len(added)
+        assert len(offers) == len(expected), f"offers to {[e.recipients for e in offers]}, expected {expected}"
+        for offer, group in zip(offers, expected, strict=True):
+            assert set(offer.recipients) == group and len(offer.recipients) == len(group)
             assert (offer.version, offer.status) == (after.snapshot.version, after.snapshot.status)
             assert offer.payload()["expiresAt"] == (after.snapshot.expires_at.isoformat()
                                                     if after.snapshot.expires_at else None)
-        else:
-            assert offers == [], "an offer without a new transporter"
         return [e for e in new_events if e.topic is not Topic.OFFERED]
 
     def check_transition(
@@ -610,8 +614,13 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert event.recipients == (customer,)
             assert (event.status, event.previous_status, event.state_changed_at, event.trigger, event.reason) == (
                 row.to_status, row.from_status, row.at, row.trigger, row.reason)
-        offered = [r for e in events if e.topic is Topic.OFFERED for r in e.recipients]
+        first = ("start_broadcast", "notify_more")
+        offered = [r for e in events if e.topic is Topic.OFFERED and e.trigger in first for r in e.recipients]
         assert sorted(offered) == sorted(Recipient("transporter", t) for t in tracked.notified), "one offer each"
+        by_version = {row.version: row for row in history}
+        for reoffer in (e for e in events if e.topic is Topic.OFFERED and e.trigger not in first):
+            row = by_version[reoffer.version]  # the transition that opened the broadcast again
+            assert (row.trigger, row.from_status) in (("activate", S.BROADCASTING), ("release", S.FULLY_FILLED))
         announced = [e for e in events if e.name != STATE_CHANGED and e.topic is not Topic.OFFERED]
         expected = [
             (f"{key[0].upper()}_{row.to_status.name}", row.version) for row in history

@@ -17,6 +17,7 @@ from broadcast_lifecycle.lifecycle import (
     BRANCHES,
     INITIAL,
     MACHINE,
+    REOFFERS,
     ROUTES,
     RULES,
     Route,
@@ -108,6 +109,18 @@ def test_broken_table_branches_with_different_guards_are_reported() -> None:
     """Branches of one trigger from one state must share their guards; a table that differs is reported."""
     odd = Rule(Trigger.ACCEPT, (S.ACTIVE,), S.FULLY_FILLED, guards=("slots_available",), when="fills_all")
     assert table_problems((*RULES, odd)) == ["accept from active has branches with different guards"]
+
+
+def test_broken_table_branches_that_disagree_on_reoffering_are_reported() -> None:
+    """Branches of one trigger from one state must agree on re-offering; a table where they differ is reported."""
+    odd = Rule(Trigger.RELEASE, (S.FULLY_FILLED,), S.ACTIVE, guards=("holds_slots",), when="empties")
+    assert set(table_problems((odd, *RULES))) == {"release from fully_filled has branches that disagree on re-offering"}
+
+
+def test_reoffers_are_the_transitions_that_open_the_broadcast_again() -> None:
+    """Exactly activate (from broadcasting) and release from fully_filled re-offer: the transitions after which
+    the notified transporters may accept again where they could not just before."""
+    assert set(REOFFERS) == {(Trigger.ACTIVATE, S.BROADCASTING), (Trigger.RELEASE, S.FULLY_FILLED)}
 
 
 def test_broken_table_unreachable_state_is_reported() -> None:

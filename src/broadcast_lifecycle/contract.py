@@ -134,18 +134,19 @@ class StoreContract(WritesContract, SweepContract, RelayContract, DeliveryContra
         assert lc.kind("booking").history(entity_id)[-1].reason == "changed plans"
 
     def test_offers_go_to_new_transporters_through_the_outbox(self) -> None:
-        """start_broadcast and notify_more write one offer each, to the transporters they add only, in the
-        outbox (pending while nobody listens), carrying the version, deadline, trigger and reason; a
-        notify_more that adds nobody writes none."""
+        """start_broadcast and notify_more write one offer each, to the transporters they add only, and
+        activate offers it again to everyone notified, in the outbox (pending while nobody listens),
+        carrying the version, deadline, trigger and reason; a notify_more that adds nobody writes none."""
         lc, _, _ = self._lifecycle(listening=False)
         entity_id = self._active(lc)
         lc.kind("booking").notify_more(entity_id, ["t3", "t4", "t5"])
         lc.kind("booking").notify_more(entity_id, ["t1", "t5"])
         pending = [entry.event for entry in lc.store.pending_events(100)]
-        offers = sorted((e for e in pending if e.name == "BOOKING_OFFERED"), key=lambda event: event.version)
+        offers = sorted((e for e in pending if e.name == "BOOKING_OFFERED"), key=lambda e: (e.version, e.trigger))
         deadline = lc.kind("booking").get(entity_id).expires_at
         assert [(e.trigger, e.version, e.expires_at, [r.id for r in e.recipients]) for e in offers] == [
-            ("start_broadcast", 2, None, ["t1", "t2", "t3"]), ("notify_more", 3, deadline, ["t4", "t5"])]
+            ("start_broadcast", 2, None, ["t1", "t2", "t3"]), ("activate", 3, deadline, ["t1", "t2", "t3"]),
+            ("notify_more", 3, deadline, ["t4", "t5"])]
         assert all(r.role == "transporter" for e in offers for r in e.recipients)
 
     def test_notify_more_refused_when_closed(self) -> None:

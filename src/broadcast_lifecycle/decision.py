@@ -10,7 +10,7 @@ from typing import Any
 from .errors import InvalidArgument, InvalidTransition, TransitionRefused
 from .events import Topic, topics_for
 from .guards import BRANCH_TESTS, GUARDS, CommandContext, Guard
-from .lifecycle import ROUTES, Trigger, allowed_from
+from .lifecycle import REOFFERS, ROUTES, Trigger, allowed_from
 from .records import BroadcastSnapshot, HistoryEntry
 from .states import BroadcastStatus
 
@@ -100,6 +100,5 @@ def decide(
             break
     if trigger is Trigger.ACTIVATE:
         expires_at = ctx.deadline
-    return Decision(
-        trigger, status, dest, _FILL_SIGN.get(trigger, 0) * ctx.slots, expires_at, topics_for(dest)
-    )
+    topics = topics_for(dest) + ((Topic.OFFERED,) if (trigger, status) in REOFFERS else ())
+    return Decision(trigger, status, dest, _FILL_SIGN.get(trigger, 0) * ctx.slots, expires_at, topics)

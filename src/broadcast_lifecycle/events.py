@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -52,7 +52,9 @@ class Topic(str, Enum):
     STATE_CHANGED = "state_changed"
     """Every transition, creation included: to the customer."""
     OFFERED = "offered"
-    """Transporters were notified (``start_broadcast``, ``notify_more``): to each newly notified one."""
+    """The broadcast is open for these transporters: to each newly notified one (``start_broadcast``,
+    ``notify_more``), and again to every notified one holding no slot when it (re)opens (``activate``
+    sets the deadline; a ``release`` frees a slot of a full broadcast)."""
     FULLY_FILLED = "fully_filled"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
@@ -214,15 +216,27 @@ def build_events(
     *,
     trigger: str,
     reason: str | None = None,
+    holders: Collection[str] = (),
 ) -> tuple[BroadcastEvent, ...]:
-    """The events of one transition: state-changed to the customer, the rest to everyone notified."""
-    customer = (Recipient("customer", after.customer_id),)
-    everyone = customer + tuple(Recipient("transporter", t) for t in transporters)
-    return tuple(
-        build_event(kind, after, topic, customer if topic is Topic.STATE_CHANGED else everyone,
-                    previous_status=previous_status, trigger=trigger, reason=reason)
-        for topic in topics
-    )
+    """The events of one transition: state-changed to the customer; a re-offer to each notified
+    transporter not among ``holders`` (those holding a slot after the transition; none when every one
+    holds); the rest to the customer and every notified transporter (``transporters``, in notification
+    order). Without ``transporters`` (a store whose statement lists them) a re-offer has no recipients yet."""
+    customer: tuple[Recipient, ...] = (Recipient("customer", after.customer_id),)
+    notified = tuple(Recipient("transporter", t) for t in transporters)
+    events = []
+    for topic in topics:
+        if topic is Topic.STATE_CHANGED:
+            recipients = customer
+        elif topic is Topic.OFFERED:
+            recipients = tuple(r for r in notified if r.id not in holders)
+            if notified and not recipients:
+                continue
+        else:
+            recipients = customer + notified
+        events.append(build_event(kind, after, topic, recipients, previous_status=previous_status, trigger=trigger,
+                                  reason=reason))
+    return tuple(events)
 
 
 def build_offer(

@@ -19,6 +19,7 @@ __all__ = [
     "BRANCHES",
     "INITIAL",
     "MACHINE",
+    "REOFFERS",
     "ROUTES",
     "RULES",
     "Route",
@@ -62,7 +63,9 @@ class Rule:
     """One row of the table: ``trigger`` from any of ``sources`` to ``dest``.
 
     ``guards`` name checks in :mod:`broadcast_lifecycle.guards` that refuse with a reason;
-    ``when``/``unless`` name a branch from :data:`BRANCHES` that selects this row.
+    ``when``/``unless`` name a branch from :data:`BRANCHES` that selects this row. ``reoffers``: the
+    broadcast (re)opens for the transporters already notified (a deadline is set, a full broadcast
+    has a slot free again), so the offer is announced again to each of them that holds no slot.
     """
 
     trigger: Trigger
@@ -71,14 +74,14 @@ class Rule:
     guards: tuple[str, ...] = ()
     when: str | None = None
     unless: str | None = None
+    reoffers: bool = False
 
 
 _OPEN_FOR_FILL = (S.ACTIVE, S.PARTIALLY_FILLED)
-_FILLED = (S.PARTIALLY_FILLED, S.FULLY_FILLED)
 
 RULES: tuple[Rule, ...] = (
     Rule(Trigger.START_BROADCAST, (S.CREATED,), S.BROADCASTING),
-    Rule(Trigger.ACTIVATE, (S.BROADCASTING,), S.ACTIVE, guards=("deadline_in_future",)),
+    Rule(Trigger.ACTIVATE, (S.BROADCASTING,), S.ACTIVE, guards=("deadline_in_future",), reoffers=True),
     Rule(
         Trigger.ACCEPT,
         _OPEN_FOR_FILL,
@@ -93,8 +96,11 @@ RULES: tuple[Rule, ...] = (
         guards=("transporter_notified", "slots_available"),
         unless="fills_all",
     ),
-    Rule(Trigger.RELEASE, _FILLED, S.ACTIVE, guards=("holds_slots",), when="empties"),
-    Rule(Trigger.RELEASE, _FILLED, S.PARTIALLY_FILLED, guards=("holds_slots",), unless="empties"),
+    Rule(Trigger.RELEASE, (S.PARTIALLY_FILLED,), S.ACTIVE, guards=("holds_slots",), when="empties"),
+    Rule(Trigger.RELEASE, (S.PARTIALLY_FILLED,), S.PARTIALLY_FILLED, guards=("holds_slots",), unless="empties"),
+    Rule(Trigger.RELEASE, (S.FULLY_FILLED,), S.ACTIVE, guards=("holds_slots",), when="empties", reoffers=True),
+    Rule(Trigger.RELEASE, (S.FULLY_FILLED,), S.PARTIALLY_FILLED, guards=("holds_slots",), unless="empties",
+         reoffers=True),
     Rule(Trigger.START_TRIP, (S.PARTIALLY_FILLED, S.FULLY_FILLED), S.IN_PROGRESS, guards=("trip_fill_policy",)),
     Rule(Trigger.COMPLETE, (S.IN_PROGRESS,), S.COMPLETED),
     Rule(
@@ -172,6 +178,10 @@ def _compile(machine: Machine) -> dict[tuple[Trigger, S], Route]:
 ROUTES: Mapping[tuple[Trigger, S], Route] = _compile(MACHINE)
 """The table as a lookup for the decision path."""
 
+REOFFERS: frozenset[tuple[Trigger, S]] = frozenset(
+    (rule.trigger, source) for rule in RULES if rule.reoffers for source in rule.sources)
+"""(trigger, from-state) pairs whose transition announces the offer again to the notified transporters."""
+
 _ALLOWED_FROM: Mapping[Trigger, frozenset[S]] = {
     trigger: frozenset(source for (t, source) in ROUTES if t is trigger) for trigger in Trigger
 }
@@ -190,6 +200,7 @@ def table_problems(rules: Iterable[Rule] = RULES, initial: S = INITIAL) -> list[
     rules = tuple(rules)
     edges: dict[S, set[S]] = {state: set() for state in S}
     guards: dict[tuple[Trigger, S], tuple[str, ...]] = {}
+    reoffers: dict[tuple[Trigger, S], bool] = {}
     problems: list[str] = []
     for rule in rules:
         for source in rule.sources:
@@ -197,6 +208,8 @@ def table_problems(rules: Iterable[Rule] = RULES, initial: S = INITIAL) -> list[
             # Branches of one trigger share their guards: the decision checks them before it picks one.
             if guards.setdefault((rule.trigger, source), rule.guards) != rule.guards:
                 problems.append(f"{rule.trigger} from {source} has branches with different guards")
+            if reoffers.setdefault((rule.trigger, source), rule.reoffers) != rule.reoffers:
+                problems.append(f"{rule.trigger} from {source} has branches that disagree on re-offering")
     problems += [
         f"terminal state {state} has a transition out (to {', '.join(sorted(edges[state]))})"
         for state in S

@@ -110,7 +110,7 @@ class SqlInPlace(SqlPlumbing):
         if trigger is Trigger.ACCEPT:
             previous = BroadcastStatus.ACTIVE if filled == slots else BroadcastStatus.PARTIALLY_FILLED
         else:
-            previous = BroadcastStatus.FULLY_FILLED if filled + slots == requested else BroadcastStatus.PARTIALLY_FILLED
+            previous = BroadcastStatus.PARTIALLY_FILLED  # a release from fully_filled re-offers: never in place
         changed = build_event(kind, after, Topic.STATE_CHANGED, (Recipient("customer", customer_id),),
                               previous_status=previous, trigger=trigger.value, event_id=params["ev_event_id"])
         if addressed is None:

@@ -117,7 +117,7 @@ class LibrarySql:
             dialect,
         )
         self.list_recipients = render(
-            f"SELECT transporter_id FROM {recipients.name} WHERE kind = :kind AND entity_id = :key "
+            f"SELECT transporter_id, slots_held FROM {recipients.name} WHERE kind = :kind AND entity_id = :key "
             "ORDER BY notified_at, transporter_id",
             dialect,
         )
@@ -207,11 +207,11 @@ _IN_PLACE = {
         "CASE WHEN slots_filled = :delta THEN 'active' ELSE 'partially_filled' END",
         "",
     ),
-    "release": (
-        "(status = 'fully_filled' OR (status = 'partially_filled' AND (expires_at IS NULL OR expires_at > :at)))",
+    "release": (  # from partially_filled only: a release from fully_filled re-offers (lifecycle.REOFFERS)
+        "status = 'partially_filled' AND (expires_at IS NULL OR expires_at > :at)",
         "slots_filled + :delta >= 0",
         "CASE WHEN slots_filled + :delta = 0 THEN 'active' ELSE 'partially_filled' END",
-        "CASE WHEN slots_filled - :delta = slots_requested THEN 'fully_filled' ELSE 'partially_filled' END",
+        "'partially_filled'",
         " AND r.slots_held + :delta >= 0",
     ),
 }
@@ -289,11 +289,13 @@ EVERYONE_SIGNATURE = f"{EVERYONE_FUNCTION}(text, text, text)"
 def pg_everyone_json(recipients: Table, customer: str, key: str, kind: str = ":kind") -> str:
     """PostgreSQL: a terminal event's recipients as a JSON array, the customer first, then every
     notified transporter by notification time and id (``customer``, ``key`` and ``kind`` are SQL
-    expressions)."""
+    expressions). A NULL ``customer`` lists a re-offer's recipients instead: the notified transporters
+    holding no slot."""
     return ("(SELECT json_agg(x ORDER BY o, n, tid) FROM (SELECT 0 AS o, NULL::timestamptz AS n, ''::text AS tid, "
-            f"json_build_array('customer', {customer}) AS x UNION ALL SELECT 1, r.notified_at, r.transporter_id, "
+            f"json_build_array('customer', {customer}) AS x WHERE {customer} IS NOT NULL "
+            "UNION ALL SELECT 1, r.notified_at, r.transporter_id, "
             f"json_build_array('transporter', r.transporter_id) FROM {recipients.name} r "
-            f"WHERE r.kind = {kind} AND r.entity_id = {key}) s)")
+            f"WHERE r.kind = {kind} AND r.entity_id = {key} AND ({customer} IS NOT NULL OR r.slots_held = 0)) s)")
 
 
 def pg_everyone_function_body(recipients: Table) -> str:

@@ -8,7 +8,7 @@ The contract suite in :mod:`broadcast_lifecycle.testing` checks a store against 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -151,13 +151,14 @@ class Change:
         """True when the events go to every notified transporter (the store must list them)."""
         return len(self.decision.topics) > 1
 
-    def events(self, after: BroadcastSnapshot, transporters: Sequence[str]) -> tuple[BroadcastEvent, ...]:
-        """The events of the change, addressed to the customer and ``transporters``, then the offer to
-        the new ``recipients``."""
+    def events(self, after: BroadcastSnapshot, transporters: Sequence[str],
+               holders: Collection[str] = ()) -> tuple[BroadcastEvent, ...]:
+        """The events of the change, addressed to the customer and ``transporters`` (a re-offer to those
+        not among ``holders``, who hold a slot after the change), then the offer to the new ``recipients``."""
         d = self.decision
         trigger = d.trigger.value
         return (build_events(self.kind, after, d.from_status, d.topics, transporters, trigger=trigger,
-                             reason=self.reason)
+                             reason=self.reason, holders=holders)
                 + build_offer(self.kind, after, d.from_status, self.recipients, trigger=trigger, reason=self.reason))
 
     def outcome(self, after: BroadcastSnapshot) -> IdempotentOutcome | None:

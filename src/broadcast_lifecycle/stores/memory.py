@@ -122,7 +122,8 @@ class InMemoryStore:
                 recipients[change.transporter_id] = RecipientRecord(
                     holder.transporter_id, holder.notified_at, holder.slots_held + change.decision.fill_delta,
                     change.decision.trigger.value)
-            events = change.events(after, _in_order(recipients) if change.needs_recipients else ())
+            events = (change.events(after, _in_order(recipients), _holders(recipients)) if change.needs_recipients
+                      else change.events(after, ()))
             self._broadcasts[key] = after
             self._history[key].append(change.history_entry())
             self._outbox.update((e.event_id, OutboxEntry(e, change.at)) for e in events)
@@ -289,6 +290,11 @@ class InMemoryStore:
         if snapshot is None:
             raise BroadcastNotFound(*key)
         return snapshot
+
+
+def _holders(recipients: dict[str, RecipientRecord]) -> frozenset[str]:
+    """The transporters holding at least one slot."""
+    return frozenset(t for t, record in recipients.items() if record.slots_held > 0)
 
 
 def _in_order(recipients: dict[str, RecipientRecord]) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ only when that session commits.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
@@ -409,8 +409,11 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
 
     def _apply(self, change: Change, after_commit: AfterCommit, tx: object) -> Committed | None:
         sql = self._entity(change.before.kind)
-        if sql.single_apply and tx is None:
-            everyone = change.needs_recipients  # its last event goes to every notified transporter
+        # A re-offer goes to the transporters holding no slot: one statement lists them only when it moves
+        # no holding itself (activate); a release's re-offer lists them after its write, on the general path.
+        if sql.single_apply and tx is None and not (change.decision.fill_delta
+                                                    and Topic.OFFERED in change.decision.topics):
+            everyone = change.needs_recipients  # its last event goes to every notified transporter (or re-offer)
             if not everyone or (not change.recipients and self._has_everyone_function()):
                 after = change.after()
                 events = change.events(after, ())
@@ -468,11 +471,12 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
         if change.transporter_id is not None and decision.fill_delta:
             cur.execute(lib.hold, {"kind": kind, "key": key, "at": at, "delta": decision.fill_delta,
                                    "response": trigger, "transporter": change.transporter_id})
-        transporters: Sequence[str] = ()
         if change.needs_recipients:
             cur.execute(lib.list_recipients, {"kind": kind, "key": key})
-            transporters = [row[0] for row in cur.fetchall()]
-        events = change.events(after, transporters)
+            rows = cur.fetchall()
+            events = change.events(after, [row[0] for row in rows], {row[0] for row in rows if row[1] > 0})
+        else:
+            events = change.events(after, ())
         cur.execute(lib.add_history, {
             "kind": kind, "key": key, "at": at, "from_status": decision.from_status.value,
             "to_status": decision.to_status.value, "trigger": trigger, "actor": change.actor,
@@ -507,8 +511,8 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
         }
         for i, event in enumerate(events):
             params.update(OUTBOX_ROW.params(event, bind, prefix=f"ev{i}_"))
-        if everyone:
-            params["customer"] = before.customer_id
+        if everyone:  # no customer: the function lists a re-offer's recipients
+            params["customer"] = None if events[-1].topic is Topic.OFFERED else before.customer_id
         try:
             with self._cursor(None, write=True, single=True) as cur:
                 cur.execute(statement, params)
