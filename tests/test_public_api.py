@@ -24,6 +24,7 @@ PINNED = {
     "TERMINAL", "Topic",
     "TransitionRefused", "Trigger", "WritePath", "library_metadata", "postgresql_functions_ddl", "relay_task",
     "start_relay_thread", "start_sweeper_thread", "sweeper_task", "utc_now",
+    "AsyncSocketIOBridge", "SocketIOBridge", "recipient_room",
 }
 
 

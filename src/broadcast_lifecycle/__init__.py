@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         sweeper_task,
     )
     from .service import SYSTEM_ACTOR, BroadcastLifecycle
+    from .socketio import AsyncSocketIOBridge, SocketIOBridge, recipient_room
     from .stores import BroadcastStore, DeadLetter, InMemoryStore
     from .stores._sqlite_setup import SqliteSettings
     from .stores.async_sqlalchemy import AsyncSQLAlchemyStore
@@ -84,6 +85,9 @@ _LAZY = {
     "AsyncSQLAlchemyStore": ".stores.async_sqlalchemy",
     "SQLAlchemyStore": ".stores.sqlalchemy",
     "SqliteSettings": ".stores._sqlite_setup",
+    "AsyncSocketIOBridge": ".socketio",
+    "SocketIOBridge": ".socketio",
+    "recipient_room": ".socketio",
 }
 
 
@@ -111,6 +115,7 @@ __all__ = [
     "AsyncKindHandle",
     "AsyncOutboxRelay",
     "AsyncSQLAlchemyStore",
+    "AsyncSocketIOBridge",
     "BackgroundRunner",
     "BroadcastError",
     "BroadcastEvent",
@@ -150,6 +155,7 @@ __all__ = [
     "RetryPolicy",
     "SQLAlchemyStore",
     "SignalBus",
+    "SocketIOBridge",
     "SqliteSettings",
     "StoreError",
     "Topic",
@@ -159,6 +165,7 @@ __all__ = [
     "library_metadata",
     "lifecycle_tasks",
     "postgresql_functions_ddl",
+    "recipient_room",
     "relay_task",
     "start_relay_thread",
     "start_sweeper_thread",

@@ -1,0 +1,171 @@
+"""The Socket.IO bridge: each event, to each recipient's room, with that recipient's payload.
+
+Needs the ``socketio`` extra (``pip install 'broadcast-lifecycle[socketio]'``, python-socketio). An
+asyncio app (an ``AsyncServer`` mounted with ``socketio.ASGIApp``)::
+
+    import socketio
+    from broadcast_lifecycle import AsyncBroadcastLifecycle, AsyncSocketIOBridge, Recipient
+
+    sio = socketio.AsyncServer(async_mode="asgi")  # on many nodes: client_manager=socketio.AsyncRedisManager(url)
+    bridge = AsyncSocketIOBridge(sio)              # rooms "customer:<id>", "transporter:<id>"
+    lifecycle = AsyncBroadcastLifecycle(store)
+
+    async def startup() -> None:                   # in the app's lifespan: the loop runs
+        bridge.connect(lifecycle)
+
+    @sio.event
+    async def connect(sid, environ, auth):
+        user = authenticate(auth)                  # the host's own check of the client's token
+        await bridge.enter_rooms(sid, Recipient(user.role, user.id))
+
+A sync app uses :class:`SocketIOBridge` on a ``socketio.Server`` the same way (``enter_rooms`` is
+then a plain call). Either bridge also takes a write-only client manager in place of the server
+(``socketio.RedisManager(url, write_only=True)``, ``socketio.AsyncRedisManager(url, write_only=True)``),
+so a process without a socket server (a relay worker) emits to clients connected anywhere.
+
+The bridge is a bus receiver under one durable name (``broadcast_lifecycle.socketio`` unless told
+otherwise): the outbox tracks it like any receiver, so an emit that raises leaves the event for the
+relay, which retries the bridge alone. Recipients of one event are emitted to one after the other; a
+retry after a failure part-way emits again to those already served, so clients de-duplicate on
+``eventId`` (or keep the highest ``version``). What "delivered" means with each server and client
+manager is in docs/socketio.md.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import InvalidArgument
+from .events import BroadcastEvent, Recipient
+
+if TYPE_CHECKING:
+    from .bus import Receiver, SignalBus
+
+__all__ = ["DEFAULT_BRIDGE_NAME", "AsyncSocketIOBridge", "RoomNamer", "SocketIOBridge", "recipient_room"]
+
+DEFAULT_BRIDGE_NAME = "broadcast_lifecycle.socketio"
+"""The durable receiver name the bridges connect under, the same for the sync and the async one (the
+outbox then records one delivery per event however many processes run a bridge)."""
+
+RoomNamer = Callable[[Recipient], str]
+"""The room-naming hook: the Socket.IO room a recipient's copy of an event is emitted to."""
+
+
+def recipient_room(recipient: Recipient) -> str:
+    """The default room of a recipient: ``"customer:<id>"`` or ``"transporter:<id>"``, one room per
+    user in each role (customer and transporter ids may come from different tables and collide; a
+    user who acts in both roles enters both rooms)."""
+    return f"{recipient.role}:{recipient.id}"
+
+
+class _HasBus(Protocol):
+    @property
+    def bus(self) -> SignalBus: ...
+
+
+class _Bridge:
+    """What both bridges share: the target, the room hook, the namespace and the receiver name."""
+
+    _coroutine_emit: bool
+    _kind_label: str
+    _other_label: str
+
+    def __init__(self, server: Any, *, room: RoomNamer = recipient_room, namespace: str = "/",
+                 name: str = DEFAULT_BRIDGE_NAME) -> None:
+        emit = getattr(server, "emit", None)
+        if not callable(emit) or inspect.iscoroutinefunction(emit) is not self._coroutine_emit:
+            raise InvalidArgument(f"server must be {self._kind_label}, got {server!r} "
+                                  f"(for {self._other_label} use the other bridge)")
+        if not callable(room):
+            raise InvalidArgument(f"room must be a function of a Recipient returning a room name, got {room!r}")
+        if not isinstance(namespace, str) or not namespace.startswith("/"):
+            raise InvalidArgument(f"namespace must be a Socket.IO namespace starting with '/', got {namespace!r}")
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidArgument(f"name must be a non-empty string (the receiver's durable name), got {name!r}")
+        self.server = server
+        """The ``socketio`` server (or write-only client manager) the bridge emits through."""
+        self.room = room
+        """The room-naming hook."""
+        self.namespace = namespace
+        """The Socket.IO namespace events are emitted in."""
+        self.name = name
+        """The durable name the bridge is connected to the bus under."""
+
+    def connect(self, lifecycle: SignalBus | _HasBus, *, kind: str | None = None) -> Callable[[], None]:
+        """Connect the bridge to ``lifecycle``'s bus (or to a ``SignalBus``) for every event, or only
+        for events of ``kind``; returns the function that disconnects it."""
+        from .bus import SignalBus
+
+        bus = lifecycle if isinstance(lifecycle, SignalBus) else getattr(lifecycle, "bus", None)
+        if not isinstance(bus, SignalBus):
+            raise InvalidArgument(f"lifecycle must be a lifecycle (sync or async) or a SignalBus, got {lifecycle!r}")
+        receiver: Receiver = self  # type: ignore[assignment]  # each subclass defines __call__ (sync or async)
+        return bus.connect(receiver, name=self.name, kind=kind)
+
+    def rooms(self, recipients: tuple[Recipient, ...]) -> list[str]:
+        """The rooms of ``recipients``, in order (each once)."""
+        rooms: list[str] = []
+        for recipient in recipients:
+            if not isinstance(recipient, Recipient):
+                raise InvalidArgument(f"recipients must be Recipient(role, id) values, got {recipient!r}")
+            room = self.room(recipient)
+            if room not in rooms:
+                rooms.append(room)
+        return rooms
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, namespace={self.namespace!r})"
+
+
+class AsyncSocketIOBridge(_Bridge):
+    """Emits each event through a ``socketio.AsyncServer`` (or an ``AsyncRedisManager(write_only=True)``).
+
+    A coroutine receiver: connect it while the server's loop runs (in the app's lifespan); it is
+    awaited there, also when the event comes from a sync lifecycle in another thread (see
+    :mod:`~broadcast_lifecycle.loop_receivers`).
+    """
+
+    _coroutine_emit = True
+    _kind_label = "a socketio.AsyncServer or an async client manager (a coroutine emit)"
+    _other_label = "a socketio.Server"
+
+    async def __call__(self, event: BroadcastEvent) -> None:
+        """Emit ``event`` to the room of each recipient, with that recipient's payload, in order."""
+        for copy in event.addressed():
+            await self.server.emit(event.name, copy.payload, to=self.room(copy.recipient), namespace=self.namespace)
+
+    async def enter_rooms(self, sid: str, *recipients: Recipient) -> None:
+        """Put the connected socket ``sid`` into the room of each of ``recipients`` (the identities
+        the host authenticated it as)."""
+        for room in self.rooms(recipients):
+            await self.server.enter_room(sid, room, namespace=self.namespace)
+
+    async def leave_rooms(self, sid: str, *recipients: Recipient) -> None:
+        """Take the socket ``sid`` out of the room of each of ``recipients``."""
+        for room in self.rooms(recipients):
+            await self.server.leave_room(sid, room, namespace=self.namespace)
+
+
+class SocketIOBridge(_Bridge):
+    """Emits each event through a sync ``socketio.Server`` (or a ``RedisManager(write_only=True)``)."""
+
+    _coroutine_emit = False
+    _kind_label = "a socketio.Server or a sync client manager (a plain emit)"
+    _other_label = "a socketio.AsyncServer"
+
+    def __call__(self, event: BroadcastEvent) -> None:
+        """Emit ``event`` to the room of each recipient, with that recipient's payload, in order."""
+        for copy in event.addressed():
+            self.server.emit(event.name, copy.payload, to=self.room(copy.recipient), namespace=self.namespace)
+
+    def enter_rooms(self, sid: str, *recipients: Recipient) -> None:
+        """Put the connected socket ``sid`` into the room of each of ``recipients``."""
+        for room in self.rooms(recipients):
+            self.server.enter_room(sid, room, namespace=self.namespace)
+
+    def leave_rooms(self, sid: str, *recipients: Recipient) -> None:
+        """Take the socket ``sid`` out of the room of each of ``recipients``."""
+        for room in self.rooms(recipients):
+            self.server.leave_room(sid, room, namespace=self.namespace)
