@@ -1,4 +1,4 @@
-"""Shared fixtures: a controllable clock, a lifecycle on the in-memory store, a real PostgreSQL."""
+"""Shared fixtures: a controllable clock, a lifecycle on the in-memory store, a real PostgreSQL, a real Redis."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from postgres_server import WHEEL, PostgresServer, find_binaries
+from redis_server import RedisServer
+from redis_server import find_binary as find_redis
 
 from broadcast_lifecycle import BroadcastLifecycle, BroadcastStore, InMemoryStore
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
@@ -112,3 +114,16 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
     yield open_sql
     for store in opened:
         store.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real ``redis-server`` for the whole session, on a Unix socket in a temp dir."""
+    if find_redis() is None:
+        pytest.skip(
+            "redis-server not found: the many-nodes Socket.IO tests did NOT run. Install it with "
+            "`apt-get install redis-server` (`make test` tries when run as root), or set "
+            "BROADCAST_LIFECYCLE_REDIS_SERVER."
+        )
+    with RedisServer() as server:
+        yield server

@@ -4,6 +4,8 @@
   with its own event loop; ``setup`` runs on that loop before the node serves (connect the bridge
   there), and ``call`` runs a coroutine on it from the test's thread.
 - :class:`WsgiNode`: a WSGI app (a sync ``socketio.Server``) under wsgiref's threading server.
+- :class:`ProcessNode`: an app process, ``uvicorn socketio_node_app:app`` on a socket this process
+  bound and hands over (``--fd``).
 - :class:`AsyncListener` / :class:`Listener`: a real client that records every event it hears, and a
   *flush* handshake: the server emits :data:`FLUSH` after the events under test; since one socket's
   packets arrive in the order they were sent, a client that has heard the flush has heard everything
@@ -17,9 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from types import TracebackType
 from typing import Any, TypeVar
@@ -131,6 +137,41 @@ class WsgiNode:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(TIMEOUT)
+
+
+class ProcessNode:
+    """``uvicorn socketio_node_app:app`` in a process of its own, on a loopback socket bound here."""
+
+    def __init__(self, name: str, env: Mapping[str, str], log_dir: Path) -> None:
+        self.name = name
+        self._sock = listening_socket()
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self.log = log_dir / f"{name}.log"
+        fd = self._sock.fileno()
+        tests = Path(__file__).resolve().parent
+        with open(self.log, "wb") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "socketio_node_app:app", "--fd", str(fd), "--lifespan", "on",
+                 "--ws", "websockets-sansio", "--log-level", "warning"],
+                pass_fds=[fd], cwd=tests, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, **env, "BL_NODE_NAME": name,
+                     "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])})
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the node's output (for failure messages)."""
+        text = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        return f"--- {self.name} log tail ---\n" + "\n".join(text[-lines:])
+
+    def stop(self) -> None:
+        """Stop the process (SIGTERM: uvicorn shuts down gracefully) and wait for it."""
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._sock.close()
 
 
 class AsyncListener:
