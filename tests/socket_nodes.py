@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -148,14 +149,25 @@ class ProcessNode:
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
         self.log = log_dir / f"{name}.log"
         fd = self._sock.fileno()
+        self._ready, ready_w = os.pipe()  # the app writes a line to it once its startup has run
         tests = Path(__file__).resolve().parent
-        with open(self.log, "wb") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "socketio_node_app:app", "--fd", str(fd), "--lifespan", "on",
-                 "--ws", "websockets-sansio", "--log-level", "warning"],
-                pass_fds=[fd], cwd=tests, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, **env, "BL_NODE_NAME": name,
-                     "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])})
+        try:
+            with open(self.log, "wb") as log:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "uvicorn", "socketio_node_app:app", "--fd", str(fd), "--lifespan", "on",
+                     "--ws", "websockets-sansio", "--log-level", "warning"],
+                    pass_fds=[fd, ready_w], cwd=tests, stdout=log, stderr=subprocess.STDOUT,
+                    env={**os.environ, **env, "BL_NODE_NAME": name, "BL_NODE_READY_FD": str(ready_w),
+                         "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])})
+        finally:
+            os.close(ready_w)
+
+    def wait_ready(self) -> None:
+        """Wait until the app's startup has run (it then serves the socket bound here)."""
+        with os.fdopen(self._ready, "rb") as ready:
+            readable, _, _ = select.select([ready], [], [], TIMEOUT)
+            ready_line = ready.readline() if readable else b"(timed out)"  # empty: the process ended first
+        assert ready_line == b"ready\n", f"node {self.name} did not start: {ready_line!r}\n{self.log_tail()}"
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of the node's output (for failure messages)."""
@@ -181,7 +193,7 @@ class AsyncListener:
         self.url = url
         self.auth = auth
         self.heard: list[Heard] = []
-        self.client = socketio.AsyncClient(reconnection=False)
+        self.client = socketio.AsyncClient(reconnection=False, request_timeout=TIMEOUT)
         self._flushes = 0
         self._flushed = asyncio.Event()
         self.client.on("*", self._on_event)
@@ -221,7 +233,7 @@ class Listener:
         self.auth = auth
         self.transports = transports or ["websocket"]
         self.heard: list[Heard] = []
-        self.client = socketio.Client(reconnection=False)
+        self.client = socketio.Client(reconnection=False, request_timeout=TIMEOUT)
         self._flushes = 0
         self._flushed = threading.Condition()
         self.client.on("*", self._on_event)

@@ -31,8 +31,12 @@ lifecycle = AsyncBroadcastLifecycle(store)
 
 
 async def startup() -> None:
-    """Connect the bridge while the server's loop runs."""
+    """Connect the bridge while the server's loop runs, then tell the test (``BL_NODE_READY_FD``) the node is ready."""
     bridge.connect(lifecycle)
+    ready = os.environ.get("BL_NODE_READY_FD")
+    if ready:
+        os.write(int(ready), b"ready\n")
+        os.close(int(ready))
 
 
 async def shutdown() -> None:

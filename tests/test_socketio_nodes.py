@@ -43,6 +43,8 @@ def nodes(database: str, redis_server: RedisServer, tmp_path: Path) -> Iterator[
     env = {"BL_NODE_DATABASE_URL": async_url(database), "BL_NODE_REDIS_URL": redis_server.url}
     started = {name: ProcessNode(name, env, tmp_path) for name in ("a", "b")}
     try:
+        for node in started.values():
+            node.wait_ready()
         yield started
     finally:
         for node in started.values():
@@ -73,11 +75,8 @@ def test_a_client_hears_a_command_handled_on_the_other_node_exactly_once(
     """Commands on node A reach clients on B, and commands on B reach clients on A, each copy exactly once and
     in version order; a third process emitting through a write-only RedisManager reaches clients on both."""
     drivers = {name: Listener(node.url, {"role": "driver"}).connect() for name, node in nodes.items()}
-    try:
-        listeners = {key: Listener(nodes[place].url, {"role": key[0], "user": key[1]}).connect()
-                     for key, place in PLACES.items()}
-    except Exception as exc:
-        raise AssertionError("\n".join(node.log_tail() for node in nodes.values())) from exc
+    listeners = {key: Listener(nodes[place].url, {"role": key[0], "user": key[1]}).connect()
+                 for key, place in PLACES.items()}
     wait_for_subscribers(redis_server, 2)
 
     def run(node: str, command: str, *args: object, **kwargs: object) -> dict[str, Any]:
