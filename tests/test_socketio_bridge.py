@@ -111,7 +111,8 @@ def test_each_recipient_hears_exactly_its_events_in_version_order(async_database
 
 
 def test_sync_server_bridge_reaches_polling_clients(database_url: str) -> None:
-    """A sync lifecycle and a sync socketio.Server: each client hears exactly its events, the others nothing."""
+    """A sync lifecycle and a sync socketio.Server: each client hears exactly its events, the others nothing; a socket
+    taken out of its room by leave_rooms hears nothing more."""
     sio = socketio.Server(async_mode="threading")
     bridge = SocketIOBridge(sio)
 
@@ -134,17 +135,24 @@ def test_sync_server_bridge_reaches_polling_clients(database_url: str) -> None:
         bookings = lifecycle.kind("booking")
         booking = bookings.create("c-1", slots=2)
         bookings.start_broadcast(booking.id, ["t-1", "t-2"])
+        sio.emit(FLUSH)
+        for listener in listeners.values():
+            listener.flushed(1)
+        before_cancel = recorder.events
+        bridge.leave_rooms(listeners["transporter", "t-1"].client.get_sid(), Recipient("transporter", "t-1"))
         bookings.cancel(booking.id, reason="no longer needed", actor="c-1")
         sio.emit(FLUSH)
-        heard = {key: listener.flushed() for key, listener in listeners.items()}
+        heard = {key: listener.flushed(2) for key, listener in listeners.items()}
         for listener in listeners.values():
             listener.disconnect()
     store.close()
 
     for (role, user), got in heard.items():
-        assert got == expected(recorder.events, role, user), (role, user)
+        events = before_cancel if user == "t-1" else recorder.events
+        assert got == expected(events, role, user), (role, user)
     assert [name for name, _ in heard["transporter", "t-2"]] == ["BOOKING_OFFERED", "BOOKING_CANCELLED"]
     assert heard["transporter", "t-2"][-1][1]["reason"] == "no longer needed"
+    assert [name for name, _ in heard["transporter", "t-1"]] == ["BOOKING_OFFERED"]
     assert heard["customer", "c-2"] == [] and heard["transporter", "t-3"] == []
 
 
