@@ -248,6 +248,22 @@ def test_room_hook_and_name_are_used() -> None:
     assert recipient_room(Recipient("transporter", "t-1")) == "transporter:t-1"
 
 
+def test_a_bridge_connected_for_one_kind_emits_only_its_events() -> None:
+    """connect(kind=...) limits the bridge to that kind's events, under the name given."""
+    emitted: list[tuple[str, str]] = []
+
+    class Recording:
+        def emit(self, event: str, data: Any, *, to: str, namespace: str) -> None:
+            emitted.append((event, to))
+
+    lifecycle = BroadcastLifecycle(InMemoryStore())
+    SocketIOBridge(Recording(), name="orders-to-sockets").connect(lifecycle, kind="order")
+    lifecycle.kind("booking").create("c-1")
+    lifecycle.kind("order").create("c-2")
+    assert emitted == [("BROADCAST_STATE_CHANGED", "customer:c-2")]
+    assert lifecycle.bus.names() == ("orders-to-sockets",)
+
+
 def test_a_redis_publish_that_fails_is_recorded_delivered(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """As docs/socketio.md says: python-socketio's RedisManager logs a publish it could not make and returns, so the
     bridge's emit does not raise and the outbox records the event delivered."""
