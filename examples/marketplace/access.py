@@ -1,0 +1,66 @@
+"""Who may do what: the host guards the lifecycle runs inside each command, and the checks that turn
+a refusal into 403 when the user has no part in the broadcast.
+
+* A customer acts only on their own broadcasts: :func:`owner_only` is a host guard on cancel,
+  start_trip and complete; it sees the actor and the broadcast as the command loaded it, so it needs
+  no read of its own.
+* A transporter accepts only what it was offered: the library's own ``transporter_notified`` guard
+  refuses anyone else (the app passes the token's user as the transporter, so nobody accepts on
+  another's behalf). The app adds no guard to accept and release: a host guard would take them off
+  PostgreSQL's one-statement path. Only when the library refuses does :func:`refusal_for` read the
+  recipients, to answer 403 rather than a 409 that would tell a stranger the broadcast's state.
+"""
+
+from __future__ import annotations
+
+from broadcast_lifecycle import (
+    AsyncBroadcastLifecycle,
+    AsyncKindHandle,
+    BroadcastSnapshot,
+    CommandContext,
+    EntityId,
+    Trigger,
+)
+
+from .auth import Role, User
+from .errors import Forbidden
+
+__all__ = ["install_guards", "owner_only", "refusal_for", "require_role"]
+
+OWNER_COMMANDS = (Trigger.CANCEL, Trigger.START_TRIP, Trigger.COMPLETE)
+
+
+def owner_only(broadcast: BroadcastSnapshot, ctx: CommandContext) -> str | None:
+    """Only the customer who created the broadcast may run the command (403 otherwise)."""
+    if ctx.actor != broadcast.customer_id:
+        raise Forbidden(f"{broadcast.kind} {broadcast.id} is not yours")
+    return None
+
+
+def install_guards(lifecycle: AsyncBroadcastLifecycle) -> None:
+    """Add the app's host guards to every kind."""
+    for trigger in OWNER_COMMANDS:
+        lifecycle.add_guard(trigger, owner_only)
+
+
+def require_role(user: User, role: Role, what: str) -> None:
+    """``Forbidden`` unless ``user`` has ``role``."""
+    if user.role != role:
+        raise Forbidden(f"only a {role} may {what}")
+
+
+async def may_see(handle: AsyncKindHandle, user: User, entity_id: EntityId,
+                  snapshot: BroadcastSnapshot | None = None) -> bool:
+    """True when ``user`` is the broadcast's customer or one of the transporters offered it."""
+    if user.role == "customer":
+        snap = snapshot if snapshot is not None else await handle.get(entity_id)
+        return snap.customer_id == user.id
+    return any(r.transporter_id == user.id for r in await handle.recipients(entity_id))
+
+
+async def refusal_for(handle: AsyncKindHandle, user: User, entity_id: EntityId, refusal: Exception) -> Exception:
+    """What to raise for a command the library refused: ``Forbidden`` when ``user`` has no part in the
+    broadcast (nothing about it is told), else the refusal itself."""
+    if not await may_see(handle, user, entity_id):
+        return Forbidden(f"{handle.name} {entity_id} is not yours")
+    return refusal

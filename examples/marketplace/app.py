@@ -1,0 +1,70 @@
+"""The ASGI app: Starlette for HTTP and the page, python-socketio's ``AsyncServer`` around it.
+
+Its lifespan migrates the database, opens the async store on the app's models, adds the host
+guards, connects the bus to the Socket.IO server, and runs the expiry sweeper and the outbox relay
+(``lifecycle_tasks``) for as long as the app serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import socketio
+from sqlalchemy.ext.asyncio import create_async_engine
+from starlette.applications import Starlette
+from starlette.responses import FileResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from broadcast_lifecycle import AsyncBroadcastLifecycle, AsyncSQLAlchemyStore, lifecycle_tasks
+
+from . import errors
+from .access import install_guards
+from .api import routes
+from .commands import Marketplace
+from .db import migrate
+from .models import MODELS
+from .realtime import connect_bus, create_server
+from .settings import Settings, async_url
+
+__all__ = ["create_app"]
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+async def _index(_request: object) -> FileResponse:
+    return FileResponse(STATIC / "index.html")
+
+
+def create_app(settings: Settings, *, client_manager: Any = None) -> socketio.ASGIApp:
+    """The whole app for ``settings`` (``client_manager``: see :func:`marketplace.realtime.create_server`)."""
+    sio = create_server(settings.secret, client_manager=client_manager)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if settings.migrate:
+            await asyncio.to_thread(migrate, settings.database_url)
+        engine = create_async_engine(async_url(settings.database_url))
+        store = AsyncSQLAlchemyStore(engine, models=MODELS)
+        lifecycle = AsyncBroadcastLifecycle(store)
+        install_guards(lifecycle)
+        connect_bus(lifecycle, sio)
+        app.state.marketplace = Marketplace(settings, lifecycle, engine)
+        try:
+            async with lifecycle_tasks(lifecycle, sweep_every=settings.sweep_every, relay_every=settings.relay_every):
+                yield
+        finally:
+            await store.close()
+            await engine.dispose()
+
+    handlers: dict[Any, Any] = dict.fromkeys(errors.STATUS, errors.handle)
+    web = Starlette(
+        routes=[*routes, Route("/", _index), Mount("/static", StaticFiles(directory=STATIC), name="static")],
+        exception_handlers=handlers,
+        lifespan=lifespan,
+    )
+    return socketio.ASGIApp(sio, other_asgi_app=web)
