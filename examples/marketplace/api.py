@@ -1,15 +1,19 @@
 """The HTTP JSON endpoints (Starlette routes). Every request needs ``Authorization: Bearer <token>``.
 
-| method and path | who | does |
-|---|---|---|
-| ``GET /api/me`` | anyone | the token's user and role |
-| ``POST /api/bookings``, ``POST /api/orders`` | customer | create, offer to transporters near the pickup, activate (201) |
-| ``GET /api/bookings/{id}``, ``GET /api/orders/{id}`` | its customer, an offered transporter | the broadcast, its columns, its history |
-| ``POST /api/{kind}s/{id}/accept`` (``{"slots": n}``) | an offered transporter | take slots |
-| ``POST /api/{kind}s/{id}/release`` (``{"slots": n, "reason": ...}``) | a transporter holding slots | give slots back |
-| ``POST /api/{kind}s/{id}/start-trip``, ``/complete``, ``/cancel`` (``{"reason": ...}``) | its customer | the trip starts, ends; cancel |
-| ``GET /api/offers`` | transporter | the open broadcasts offered to them |
-| ``GET /api/broadcasts`` | customer | their bookings and orders, newest first |
+=====================================================  ==============================  ==========================
+method and path                                        who                             does
+=====================================================  ==============================  ==========================
+``GET /api/me``                                        anyone                          the token's user and role
+``POST /api/bookings``, ``POST /api/orders``           a customer                      create, offer, activate
+``GET /api/bookings/{id}``, ``GET /api/orders/{id}``   its customer, its transporters  state, columns, history
+``POST /api/{kind}s/{id}/accept`` ``{"slots": n}``     an offered transporter          take slots
+``POST /api/{kind}s/{id}/release`` ``{"slots": n}``    a transporter holding slots     give slots back
+``POST /api/{kind}s/{id}/start-trip``                  its customer                    the trip starts
+``POST /api/{kind}s/{id}/complete``                    its customer                    the trip is done
+``POST /api/{kind}s/{id}/cancel`` ``{"reason": ...}``  its customer                    cancel
+``GET /api/offers``                                    a transporter                   open offers to them
+``GET /api/broadcasts``                                a customer                      theirs, newest first
+=====================================================  ==============================  ==========================
 
 Commands answer with the broadcast's lifecycle fields (as the events carry them). An
 ``Idempotency-Key`` header makes a command safe to retry: the same user sending the same key for

@@ -28,7 +28,7 @@ from .api import routes
 from .commands import Marketplace
 from .db import migrate
 from .models import MODELS
-from .realtime import connect_bus, create_server
+from .realtime import create_server
 from .settings import Settings, async_url
 
 __all__ = ["create_app"]
@@ -42,7 +42,7 @@ async def _index(_request: object) -> FileResponse:
 
 def create_app(settings: Settings, *, client_manager: Any = None) -> socketio.ASGIApp:
     """The whole app for ``settings`` (``client_manager``: see :func:`marketplace.realtime.create_server`)."""
-    sio = create_server(settings.secret, client_manager=client_manager)
+    sio, bridge = create_server(settings.secret, client_manager=client_manager)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -52,7 +52,7 @@ def create_app(settings: Settings, *, client_manager: Any = None) -> socketio.AS
         store = AsyncSQLAlchemyStore(engine, models=MODELS)
         lifecycle = AsyncBroadcastLifecycle(store)
         install_guards(lifecycle)
-        connect_bus(lifecycle, sio)
+        bridge.connect(lifecycle)
         app.state.marketplace = Marketplace(settings, lifecycle, engine)
         try:
             async with lifecycle_tasks(lifecycle, sweep_every=settings.sweep_every, relay_every=settings.relay_every):

@@ -35,8 +35,8 @@ class User:
     role: Role
 
     @property
-    def room(self) -> str:
-        """The Socket.IO room of this user: ``customer:c-1``, ``transporter:t-2``."""
+    def scope(self) -> str:
+        """``customer:c-1``, ``transporter:t-2``: what the user's idempotency keys are prefixed with."""
         return f"{self.role}:{self.id}"
 
 

@@ -31,7 +31,7 @@ from .access import may_see, refusal_for, require_role
 from .auth import User
 from .db import nearby_transporters, open_offers
 from .errors import BadRequest, Forbidden
-from .models import MODELS
+from .models import MODELS, Booking, Order
 from .payloads import NewBroadcast, broadcast_json, details_json, history_json
 from .settings import Settings
 
@@ -47,7 +47,7 @@ def scoped_key(user: User, key: str | None, step: str | None = None) -> str | No
         return None
     if not key or len(key) > MAX_CLIENT_KEY or not key.isprintable():
         raise BadRequest(f"Idempotency-Key must be 1 to {MAX_CLIENT_KEY} printable characters")
-    return f"{user.room}/{key}" + (f"/{step}" if step else "")
+    return f"{user.scope}/{key}" + (f"/{step}" if step else "")
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ class Marketplace:
             raise Forbidden(f"{kind} {entity_id} is not yours")
         body = broadcast_json(snap)
         async with AsyncSession(self.engine) as session:
-            row = await session.get(MODELS[kind], entity_id)
+            row: Booking | Order | None = await session.get(MODELS[kind], entity_id)
             assert row is not None  # the lifecycle just read it
             body.update(details_json(row))
         body["history"] = history_json(await handle.history(entity_id))

@@ -90,7 +90,7 @@ def parse_new(kind: str, body: object) -> NewBroadcast:
     requests = _field(body, "trucks")
     if not isinstance(requests, list) or not requests or len(requests) > 10:
         raise BadRequest("trucks must be a list of 1 to 10 truck requests {vehicleType, count}")
-    trucks = []
+    trucks: list[dict[str, Any]] = []
     for i, request in enumerate(requests):
         if not isinstance(request, dict):
             raise BadRequest(f"trucks[{i}] must be an object with vehicleType and count")

@@ -2,8 +2,9 @@
 
 A client connects with ``auth={"token": <token>}``; a missing or forged token refuses the connection
 (the client's ``connect_error``). An accepted client joins its user's room (``customer:c-1``,
-``transporter:t-2``), so it gets every event addressed to that user on every tab and device. Each
-event goes to each recipient's room with that recipient's payload; the event's name is the wire
+``transporter:t-2``: the bridge's default room per recipient), so it gets every event addressed to
+that user, on every tab and device. The library's :class:`~broadcast_lifecycle.AsyncSocketIOBridge`
+emits each event to each recipient's room with that recipient's payload, under the event's wire
 name (``BOOKING_OFFERED``, ``BROADCAST_STATE_CHANGED``, ...).
 """
 
@@ -13,22 +14,21 @@ from typing import Any
 
 import socketio
 
-from broadcast_lifecycle import AsyncBroadcastLifecycle, BroadcastEvent
+from broadcast_lifecycle import AsyncSocketIOBridge, Recipient
 
-from .auth import Unauthorized, User, verify
+from .auth import Unauthorized, verify
 
-__all__ = ["RECEIVER_NAME", "connect_bus", "create_server"]
-
-RECEIVER_NAME = "marketplace.socketio"
-"""The bridge's durable name in the outbox (the same in every process)."""
+__all__ = ["create_server"]
 
 
-def create_server(secret: bytes, *, client_manager: Any = None) -> socketio.AsyncServer:
-    """An ``AsyncServer`` for ASGI that admits only clients with a token signed with ``secret``.
+def create_server(secret: bytes, *, client_manager: Any = None) -> tuple[socketio.AsyncServer, AsyncSocketIOBridge]:
+    """An ``AsyncServer`` for ASGI that admits only clients with a token signed with ``secret``, and
+    the bridge that emits the lifecycle's events through it (connect it in the lifespan).
 
     Pass python-socketio's ``AsyncRedisManager`` as ``client_manager`` to run several app processes.
     """
     sio = socketio.AsyncServer(async_mode="asgi", client_manager=client_manager)
+    bridge = AsyncSocketIOBridge(sio)
 
     async def connect(sid: str, _environ: dict[str, Any], auth: object = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
@@ -36,19 +36,7 @@ def create_server(secret: bytes, *, client_manager: Any = None) -> socketio.Asyn
             user = verify(token, secret)
         except Unauthorized as exc:
             raise socketio.exceptions.ConnectionRefusedError(str(exc)) from exc
-        await sio.save_session(sid, {"user": user})
-        await sio.enter_room(sid, user.room)
+        await bridge.enter_rooms(sid, Recipient(user.role, user.id))
 
     sio.on("connect", connect)
-    return sio
-
-
-def connect_bus(lifecycle: AsyncBroadcastLifecycle, sio: socketio.AsyncServer) -> None:
-    """Send every event of the lifecycle to its recipients' rooms (call it while the loop runs)."""
-
-    async def emit(event: BroadcastEvent) -> None:
-        for copy in event.addressed():
-            room = User(copy.recipient.id, copy.recipient.role).room
-            await sio.emit(copy.payload["event"], dict(copy.payload), room=room)
-
-    lifecycle.bus.connect(emit, name=RECEIVER_NAME)
+    return sio, bridge
