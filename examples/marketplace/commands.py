@@ -85,7 +85,7 @@ class Marketplace:
             snap = (await handle.start_broadcast(snap.id, nearby, actor=user.id,
                                                  idempotency_key=scoped_key(user, key, "start_broadcast"))).snapshot
         if snap.status is BroadcastStatus.BROADCASTING:
-            snap = (await handle.activate(snap.id, ttl=self.settings.offer_ttl, actor=user.id,
+            snap = (await handle.activate(snap.id, ttl=new.ttl or self.settings.offer_ttl, actor=user.id,
                                           idempotency_key=scoped_key(user, key, "activate"))).snapshot
         return Created(snap, created.replayed)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from broadcast_lifecycle import BroadcastSnapshot, HistoryEntry
@@ -27,6 +28,7 @@ __all__ = [
 KINDS = ("booking", "order")
 VEHICLE_TYPES = ("van", "truck", "trailer")
 MAX_TRUCKS = 50
+MAX_TTL_SECONDS = 86_400
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +39,8 @@ class NewBroadcast:
     columns: dict[str, Any]
     pickup: tuple[float, float]
     vehicle_types: tuple[str, ...]
+    ttl: timedelta | None = None
+    """How long the broadcast stays open (``ttlSeconds``); the app's default when ``None``."""
 
 
 def _field(body: Mapping[str, Any], name: str) -> Any:
@@ -72,12 +76,22 @@ def _vehicle(value: object, name: str) -> str:
     return str(value)
 
 
+def _ttl(value: object) -> timedelta | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.1 <= value <= MAX_TTL_SECONDS:
+        raise BadRequest(f"ttlSeconds must be a number from 0.1 to {MAX_TTL_SECONDS}, got {value!r}")
+    return timedelta(seconds=value)
+
+
 def parse_new(kind: str, body: object) -> NewBroadcast:
     """Check a creation body. A booking: ``{"pickup": {"address", "lat", "lon"}, "drop": {...},
     "vehicleType": "van", "trucks": 2}``; an order: the same with ``"trucks": [{"vehicleType": "van",
-    "count": 2}, ...]`` (several truck requests, one slot per truck)."""
+    "count": 2}, ...]`` (several truck requests, one slot per truck). Either may say how long it stays
+    open: ``"ttlSeconds": 300``."""
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
+    ttl = _ttl(body.get("ttlSeconds"))
     p_address, p_lat, p_lon = _place(body, "pickup")
     d_address, d_lat, d_lon = _place(body, "drop")
     columns: dict[str, Any] = {"pickup_address": p_address, "pickup_lat": p_lat, "pickup_lon": p_lon,
@@ -86,7 +100,7 @@ def parse_new(kind: str, body: object) -> NewBroadcast:
         vehicle = _vehicle(_field(body, "vehicleType"), "vehicleType")
         slots = _count(_field(body, "trucks"), "trucks")
         columns["vehicle_type"] = vehicle
-        return NewBroadcast(slots=slots, columns=columns, pickup=(p_lat, p_lon), vehicle_types=(vehicle,))
+        return NewBroadcast(slots=slots, columns=columns, pickup=(p_lat, p_lon), vehicle_types=(vehicle,), ttl=ttl)
     requests = _field(body, "trucks")
     if not isinstance(requests, list) or not requests or len(requests) > 10:
         raise BadRequest("trucks must be a list of 1 to 10 truck requests {vehicleType, count}")
@@ -98,7 +112,7 @@ def parse_new(kind: str, body: object) -> NewBroadcast:
                        "count": _count(request.get("count"), f"trucks[{i}].count")})
     columns["trucks"] = trucks
     return NewBroadcast(slots=sum(t["count"] for t in trucks), columns=columns, pickup=(p_lat, p_lon),
-                        vehicle_types=tuple(sorted({t["vehicleType"] for t in trucks})))
+                        vehicle_types=tuple(sorted({t["vehicleType"] for t in trucks})), ttl=ttl)
 
 
 def parse_slots(body: object) -> int:

@@ -38,5 +38,11 @@ def create_server(secret: bytes, *, client_manager: Any = None) -> tuple[socketi
             raise socketio.exceptions.ConnectionRefusedError(str(exc)) from exc
         await bridge.enter_rooms(sid, Recipient(user.role, user.id))
 
+    async def barrier(_sid: str, _data: object = None) -> bool:
+        # Answered after everything emitted to this client before it (one connection delivers in
+        # order): a client's way to know it has every event of the requests it has made.
+        return True
+
     sio.on("connect", connect)
+    sio.on("barrier", barrier)
     return sio, bridge
