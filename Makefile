@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: test lint typecheck unit pg-server redis-server demo bench docs docs-build clean
+.PHONY: test lint typecheck unit pg-server redis-server demo serve bench docs docs-build clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,8 +48,13 @@ redis-server:
 		fi; \
 	fi
 
+# The example marketplace app (examples/marketplace): `make demo` runs a scripted scenario with real
+# Socket.IO clients and exits; `make serve` runs it for a browser (PORT, DATABASE_URL, MARKETPLACE_SECRET).
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
+
+serve: $(STAMP)
+	PYTHONPATH=examples $(BIN)/python -m marketplace serve
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

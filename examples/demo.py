@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from marketplace.demo import main  # noqa: E402  (the path above makes the example package importable)
+from marketplace.demo import main  # the path above makes the example package importable
 
 if __name__ == "__main__":
     sys.exit(main())
