@@ -89,7 +89,7 @@ class LiveClient:
 
 @dataclass(frozen=True)
 class Reply:
-    """An HTTP answer: status, JSON body, headers."""
+    """An HTTP answer: status, JSON body, headers (names in lower case)."""
 
     status: int
     body: Any
@@ -110,7 +110,8 @@ class Api:
         if key is not None:
             headers["Idempotency-Key"] = key
         async with self.http.request(method, self.url + path, json=body, headers=headers) as response:
-            return Reply(response.status, await response.json(), dict(response.headers))
+            headers = {name.lower(): value for name, value in response.headers.items()}
+            return Reply(response.status, await response.json(), headers)
 
     async def post(self, path: str, body: Any = None, *, key: str | None = None) -> Reply:
         """``POST path``."""

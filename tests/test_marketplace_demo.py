@@ -1,0 +1,67 @@
+"""`make demo` (examples/demo.py) runs the marketplace app with real Socket.IO clients, prints who
+received what, and exits 0."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def demo_output() -> str:
+    """The demo's stdout (it must exit 0)."""
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "demo.py")], check=False, capture_output=True,
+                            text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, f"demo exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def received_by(output: str) -> dict[str, list[tuple[str, str, str]]]:
+    """The final section as ``{"transporter t-1": [(event, booking id, status), ...]}``."""
+    section = output.split("== what each client received", 1)[1]
+    received: dict[str, list[tuple[str, str, str]]] = {}
+    user = ""
+    for line in section.splitlines()[1:]:
+        if not line.startswith(" "):
+            user = line.split(" (", 1)[0]
+            received[user] = []
+        elif line.strip():
+            name, _, booking, status, *_ = line.split()
+            received[user].append((name, booking, status))
+    return received
+
+
+def test_demo_steps_show_the_answers_and_the_events(demo_output: str) -> None:
+    """Each step prints the HTTP answer, then what each client received because of it."""
+    steps = demo_output.split("\n* ")[1:]
+    for expected in (
+        r"^t-2 accepts booking 1: 200 fully_filled v5\n(.*\n)*    transporter t-3 +<- BOOKING_FULLY_FILLED +booking 1 ",
+        r"^t-3 accepts booking 1, too late: 409 InvalidTransition: accept is not allowed from fully_filled",
+        r"^c-1 retries the first request .*: 200 fully_filled v5\n*$",
+        r'^c-1 cancels booking 2: 200 cancelled v4\n(.*\n)*.*transporter t-2 +<- BOOKING_CANCELLED .*"found another',
+        r"^the app's sweeper expires booking 3\n(.*\n)*    transporter t-1 +<- BOOKING_EXPIRED +booking 3 ",
+    ):
+        assert any(re.search(expected, step) for step in steps), expected
+
+
+def test_demo_each_client_got_its_events(demo_output: str) -> None:
+    """The customer heard every transition of its three bookings; every transporter heard each booking's
+    offer and its end (filled, cancelled, expired), and nothing twice."""
+    received = received_by(demo_output)
+    assert set(received) == {"customer c-1", "transporter t-1", "transporter t-2", "transporter t-3"}
+    customer = received["customer c-1"]
+    assert [(b, s) for n, b, s in customer if n == "BROADCAST_STATE_CHANGED"] == [
+        ("1", "created"), ("1", "broadcasting"), ("1", "active"), ("1", "partially_filled"), ("1", "fully_filled"),
+        ("2", "created"), ("2", "broadcasting"), ("2", "active"), ("2", "cancelled"),
+        ("3", "created"), ("3", "broadcasting"), ("3", "active"), ("3", "expired")]
+    for transporter in ("t-1", "t-2", "t-3"):
+        closing = [(n, b) for n, b, _ in received[f"transporter {transporter}"] if not n.endswith("_OFFERED")]
+        assert closing == [("BOOKING_FULLY_FILLED", "1"), ("BOOKING_CANCELLED", "2"), ("BOOKING_EXPIRED", "3")]
+        offered = {b for n, b, _ in received[f"transporter {transporter}"] if n.endswith("_OFFERED")}
+        assert offered == {"1", "2", "3"}
