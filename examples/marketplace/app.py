@@ -31,7 +31,7 @@ from .models import MODELS
 from .realtime import create_server
 from .settings import Settings, async_url
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "from_env"]
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -42,6 +42,8 @@ async def _index(_request: object) -> FileResponse:
 
 def create_app(settings: Settings, *, client_manager: Any = None) -> socketio.ASGIApp:
     """The whole app for ``settings`` (``client_manager``: see :func:`marketplace.realtime.create_server`)."""
+    if client_manager is None and settings.redis_url:
+        client_manager = socketio.AsyncRedisManager(settings.redis_url)
     sio, bridge = create_server(settings.secret, client_manager=client_manager)
 
     @contextlib.asynccontextmanager
@@ -68,3 +70,8 @@ def create_app(settings: Settings, *, client_manager: Any = None) -> socketio.AS
         lifespan=lifespan,
     )
     return socketio.ASGIApp(sio, other_asgi_app=web)
+
+
+def from_env() -> socketio.ASGIApp:
+    """The app as the environment configures it: ``uvicorn --factory marketplace.app:from_env``."""
+    return create_app(Settings.from_env())

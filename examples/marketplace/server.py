@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,26 @@ class RunningApp:
     server: uvicorn.Server
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling a thread when it has started serving (or has given up)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.settled = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        finally:
+            self.settled.set()
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            super().run(sockets=sockets)
+        finally:
+            self.settled.set()  # a lifespan that failed ends the server before startup() is reached
+
+
 @contextlib.contextmanager
 def running_app(settings: Settings, *, startup_timeout: float = 30.0, **app_options: Any) -> Iterator[RunningApp]:
     """Serve the app on a free loopback port in a thread until the block ends; yields once the
@@ -45,16 +64,15 @@ def running_app(settings: Settings, *, startup_timeout: float = 30.0, **app_opti
     port = sock.getsockname()[1]
     config = uvicorn.Config(create_app(settings, **app_options), log_level="warning", lifespan="on",
                             ws="websockets-sansio")
-    server = uvicorn.Server(config)
+    server = _Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="marketplace-uvicorn",
                               daemon=True)
     thread.start()
-    deadline = time.monotonic() + startup_timeout
-    while not server.started:  # uvicorn sets it once the lifespan has started: no other signal to wait on
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError("the app did not start (see the log above)")
-        time.sleep(0.01)
+    if not server.settled.wait(startup_timeout) or not server.started:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+        raise RuntimeError("the app did not start (see the log above)")
     try:
         yield RunningApp(f"http://127.0.0.1:{port}", settings, server)
     finally:

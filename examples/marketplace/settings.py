@@ -49,12 +49,16 @@ class Settings:
     relay_every: float = 2.0
     """Seconds between two passes of the outbox relay."""
     migrate: bool = True
-    """Run the Alembic migrations to head at start-up."""
+    """Run the Alembic migrations to head at start-up (turn it off when several processes start at once
+    and migrate once before: ``python -m marketplace migrate``)."""
+    redis_url: str | None = None
+    """python-socketio's Redis manager on this URL, so several app processes reach every client."""
 
     @classmethod
     def from_env(cls) -> Settings:
         """Read ``DATABASE_URL``, ``MARKETPLACE_SECRET``, ``MARKETPLACE_OFFER_TTL`` (seconds),
-        ``MARKETPLACE_RADIUS_KM``, ``MARKETPLACE_SWEEP_EVERY`` and ``MARKETPLACE_RELAY_EVERY``."""
+        ``MARKETPLACE_RADIUS_KM``, ``MARKETPLACE_SWEEP_EVERY``, ``MARKETPLACE_RELAY_EVERY``,
+        ``MARKETPLACE_MIGRATE`` (``0`` to skip) and ``REDIS_URL``."""
         env = os.environ.get
         default_db = Path(tempfile.gettempdir()) / "marketplace.db"
         secret = env("MARKETPLACE_SECRET")
@@ -65,4 +69,6 @@ class Settings:
             radius_km=float(env("MARKETPLACE_RADIUS_KM") or 25),
             sweep_every=float(env("MARKETPLACE_SWEEP_EVERY") or 1),
             relay_every=float(env("MARKETPLACE_RELAY_EVERY") or 2),
+            migrate=env("MARKETPLACE_MIGRATE", "1") != "0",
+            redis_url=env("REDIS_URL") or None,
         )
