@@ -21,11 +21,13 @@ NEARBY_VANS = ("t-1", "t-2", "t-3")
 
 
 @contextlib.contextmanager
-def serve(database_url: str) -> Iterator[RunningApp]:
-    """The app on ``database_url`` (migrated, demo transporters seeded), with a fast sweeper."""
+def serve(database_url: str, *, redis_url: str | None = None, secret: bytes | None = None) -> Iterator[RunningApp]:
+    """The app on ``database_url`` (migrated, demo transporters seeded), with a fast sweeper; with
+    ``redis_url``, behind python-socketio's Redis manager (several nodes share ``secret``)."""
     migrate(database_url)
     seed_transporters(database_url, demo_transporters())
-    settings = Settings(database_url=database_url, sweep_every=0.1, relay_every=0.5, migrate=False)
+    settings = Settings(database_url=database_url, sweep_every=0.1, relay_every=0.5, migrate=False,
+                        redis_url=redis_url, **({"secret": secret} if secret is not None else {}))
     with running_app(settings) as app:
         yield app
 
