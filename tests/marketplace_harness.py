@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,9 @@ def serve(database_url: str, *, redis_url: str | None = None, secret: bytes | No
     migrate(database_url)
     seed_transporters(database_url, demo_transporters())
     settings = Settings(database_url=database_url, sweep_every=0.1, relay_every=0.5, migrate=False,
-                        redis_url=redis_url, **({"secret": secret} if secret is not None else {}))
+                        redis_url=redis_url)
+    if secret is not None:
+        settings = dataclasses.replace(settings, secret=secret)
     with running_app(settings) as app:
         yield app
 
