@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,9 @@ def create_app(settings: Settings, *, client_manager: Any = None) -> socketio.AS
         bridge.connect(lifecycle)
         app.state.marketplace = Marketplace(settings, lifecycle, engine)
         try:
-            async with lifecycle_tasks(lifecycle, sweep_every=settings.sweep_every, relay_every=settings.relay_every):
+            relay = lifecycle.relay(grace=timedelta(seconds=settings.relay_grace))
+            async with lifecycle_tasks(lifecycle, sweep_every=settings.sweep_every, relay_every=settings.relay_every,
+                                       relay=relay):
                 yield
         finally:
             await store.close()

@@ -48,6 +48,9 @@ class Settings:
     """Seconds between two passes of the expiry sweeper."""
     relay_every: float = 2.0
     """Seconds between two passes of the outbox relay."""
+    relay_grace: float = 10.0
+    """Seconds an event is left to its after-commit dispatch before the relay takes it (events written
+    by processes without receivers, such as a worker or the CLI, reach the clients after this)."""
     migrate: bool = True
     """Run the Alembic migrations to head at start-up (turn it off when several processes start at once
     and migrate once before: ``python -m marketplace migrate``)."""
@@ -58,6 +61,7 @@ class Settings:
     def from_env(cls) -> Settings:
         """Read ``DATABASE_URL``, ``MARKETPLACE_SECRET``, ``MARKETPLACE_OFFER_TTL`` (seconds),
         ``MARKETPLACE_RADIUS_KM``, ``MARKETPLACE_SWEEP_EVERY``, ``MARKETPLACE_RELAY_EVERY``,
+        ``MARKETPLACE_RELAY_GRACE``,
         ``MARKETPLACE_MIGRATE`` (``0`` to skip) and ``REDIS_URL``."""
         env = os.environ.get
         default_db = Path(tempfile.gettempdir()) / "marketplace.db"
@@ -69,6 +73,7 @@ class Settings:
             radius_km=float(env("MARKETPLACE_RADIUS_KM") or 25),
             sweep_every=float(env("MARKETPLACE_SWEEP_EVERY") or 1),
             relay_every=float(env("MARKETPLACE_RELAY_EVERY") or 2),
+            relay_grace=float(env("MARKETPLACE_RELAY_GRACE") or 10),
             migrate=env("MARKETPLACE_MIGRATE", "1") != "0",
             redis_url=env("REDIS_URL") or None,
         )
