@@ -3,9 +3,13 @@ received what, and exits 0."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -65,3 +69,29 @@ def test_demo_each_client_got_its_events(demo_output: str) -> None:
         assert closing == [("BOOKING_FULLY_FILLED", "1"), ("BOOKING_CANCELLED", "2"), ("BOOKING_EXPIRED", "3")]
         offered = {b for n, b, _ in received[f"transporter {transporter}"] if n.endswith("_OFFERED")}
         assert offered == {"1", "2", "3"}
+
+
+def test_serve_prints_working_links(tmp_path: Path) -> None:
+    """`make serve`'s program migrates, prints a link per demo user and serves the page and the API
+    those links' tokens open; Ctrl-C (SIGINT) stops it cleanly."""
+    env = {**os.environ, "PORT": "0", "DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}", "PYTHONPATH": "examples"}
+    process = subprocess.Popen([sys.executable, "-m", "marketplace", "serve"], cwd=ROOT, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:  # the last line is printed just before uvicorn serves the bound socket
+            lines.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        links = dict(re.findall(r"^  (customer c-1|transporter t-1) +(http://\S+)", "".join(lines), re.MULTILINE))
+        base, _, token = links["transporter t-1"].partition("/?token=")
+        with urllib.request.urlopen(f"{base}/", timeout=30) as page:
+            assert b'id="transporter-view"' in page.read()
+        request = urllib.request.Request(f"{base}/api/me", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=30) as me:
+            assert json.load(me) == {"id": "t-1", "role": "transporter"}
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr

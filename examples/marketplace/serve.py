@@ -7,6 +7,7 @@ port is ``PORT`` (default 8000), on loopback unless ``HOST`` says otherwise. Tok
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -41,7 +42,9 @@ def main() -> int:
           f"(open for {settings.offer_ttl.total_seconds():g} s; MARKETPLACE_OFFER_TTL sets it). Ctrl-C stops.\n",
           flush=True)
     config = uvicorn.Config(create_app(settings), log_level="warning", ws="websockets-sansio")
-    uvicorn.Server(config).run(sockets=[sock])
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once it has shut down cleanly
+        uvicorn.Server(config).run(sockets=[sock])
+    print("Stopped.")
     return 0
 
 
