@@ -88,7 +88,7 @@ def test_the_wheel_carries_metadata_and_only_the_package(dist: tuple[Path, Path]
     extras = {value for key, value in metadata if key == "Provides-Extra"}
     classifiers = {value for key, value in metadata if key == "Classifier"}
     assert {"Homepage", "Documentation", "Source", "Issues", "Changelog"} <= urls
-    assert extras == {"postgres", "async", "socketio", "docs", "dev"}
+    assert extras == {"postgres", "async", "socketio", "example", "docs", "dev"}
     assert {"Typing :: Typed", "Programming Language :: Python :: 3.10", "Topic :: Database"} <= classifiers
     assert ("License-Expression", "MIT") in metadata and "License-File" in keys
     with zipfile.ZipFile(dist[1]) as archive:
