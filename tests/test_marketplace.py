@@ -191,3 +191,32 @@ def test_accept_and_cancel_racing_give_events_that_match_the_history(app: Runnin
 
     outcomes = asyncio.run(scenario())
     assert all(o in ({"BOOKING_CANCELLED"}, {"BOOKING_FULLY_FILLED", "BOOKING_CANCELLED"}) for o in outcomes)
+
+
+def test_an_order_filled_driven_and_completed_reaches_everyone(app: RunningApp) -> None:
+    """Two transporters fill an order of two trucks; the customer starts and completes the trip: the
+    customer hears each transition, every offered transporter the fill and the completion."""
+
+    async def scenario() -> None:
+        async with session(app, ["c-trip", *NEARBY_VANS, "t-4"]) as s:
+            body = {**booking_body(), "trucks": [{"vehicleType": "van", "count": 1},
+                                                 {"vehicleType": "truck", "count": 1}]}
+            order = (await s.api["c-trip"].post("/api/orders", body)).body["id"]
+            assert (await s.api["t-4"].post(f"/api/orders/{order}/accept")).body["status"] == "partially_filled"
+            assert (await s.api["t-1"].post(f"/api/orders/{order}/accept")).body["status"] == "fully_filled"
+            early = await s.api["t-1"].post(f"/api/orders/{order}/complete")
+            assert (early.status, early.body["error"]) == (403, "Forbidden")  # the customer's to say
+            assert (await s.api["c-trip"].post(f"/api/orders/{order}/start-trip")).body["status"] == "in_progress"
+            done = await s.api["c-trip"].post(f"/api/orders/{order}/complete", {"reason": "delivered"})
+            assert (done.status, done.body["status"], done.body["version"]) == (200, "completed", 7)
+            await s.barrier()
+
+            customer = s.live["c-trip"].about("order", order)
+            assert [(r.name, r.payload["status"]) for r in customer][3:] == [
+                (SC, "partially_filled"), (SC, "fully_filled"), ("ORDER_FULLY_FILLED", "fully_filled"),
+                (SC, "in_progress"), (SC, "completed"), ("ORDER_COMPLETED", "completed")]
+            for transporter in (*NEARBY_VANS, "t-4"):
+                assert_offered_then(s.live[transporter].about("order", order), ("ORDER_FULLY_FILLED", 5),
+                                    ("ORDER_COMPLETED", 7))
+
+    asyncio.run(scenario())
