@@ -45,8 +45,10 @@ function renderOffer(b) {
     li.id = `offer-${key(b.kind, b.id)}`;
     li.className = "offer card";
     li.innerHTML = `<span class="title"></span> <span class="status"></span> <span class="slots"></span>
-      <span class="deadline"></span><br><button class="accept" type="button">Accept</button><span class="result"></span>`;
+      <span class="deadline"></span><br><button class="accept" type="button">Accept</button>
+      <button class="release" type="button">Release</button><span class="result"></span>`;
     li.querySelector(".accept").addEventListener("click", () => act(li, "accept"));
+    li.querySelector(".release").addEventListener("click", () => act(li, "release"));
     $("#offers").appendChild(li);
   }
   Object.assign(li.dataset, { kind: b.kind, id: String(b.id), status: b.status, version: String(b.version),
@@ -75,7 +77,7 @@ async function act(li, action) {
   const result = li.querySelector(".result");
   try {
     const b = await api("POST", `/api/${li.dataset.kind}s/${li.dataset.id}/${action}`, {});
-    result.textContent = ` ${action}ed: ${b.slotsFilled}/${b.slotsRequested} filled`;
+    result.textContent = ` ${action === "accept" ? "accepted" : "released"}: ${b.slotsFilled}/${b.slotsRequested} filled`;
   } catch (e) { result.textContent = ` ${e.message}`; }
 }
 
@@ -108,8 +110,8 @@ function renderBroadcast(b) {
 function addTimeline(card, entry) {
   const li = document.createElement("li");
   Object.assign(li.dataset, { event: entry.event, status: entry.status, version: String(entry.version) });
-  li.textContent = `v${entry.version} ${entry.status} (${entry.trigger}${entry.reason ? `: ${entry.reason}` : ""})`
-    + (entry.event === "BROADCAST_STATE_CHANGED" ? "" : ` ${entry.event}`);
+  const announced = entry.event === "BROADCAST_STATE_CHANGED" || entry.event === "history" ? "" : ` ${entry.event}`;
+  li.textContent = `v${entry.version} ${entry.status} (${entry.trigger}${entry.reason ? `: ${entry.reason}` : ""})${announced}`;
   card.querySelector(".timeline").appendChild(li);
 }
 
