@@ -23,6 +23,7 @@ the same request gets the first outcome again, marked ``Idempotent-Replayed: tru
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -122,7 +123,7 @@ async def release(request: Request) -> JSONResponse:
                                                        _key(request)))
 
 
-def _by_owner(trigger: str) -> Any:
+def _by_owner(trigger: str) -> Callable[[Request], Awaitable[JSONResponse]]:
     async def endpoint(request: Request) -> JSONResponse:
         user, kind = _user(request), _kind(request)
         reason = _reason(await _body(request))
