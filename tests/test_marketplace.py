@@ -220,3 +220,28 @@ def test_an_order_filled_driven_and_completed_reaches_everyone(app: RunningApp) 
                                     ("ORDER_COMPLETED", 7))
 
     asyncio.run(scenario())
+
+
+def test_a_release_that_reopens_a_filled_booking_reaches_the_customer(app: RunningApp) -> None:
+    """A transporter gives back its slot of a filled booking: the customer hears it open again; a
+    transporter hears at most a new offer at that version (the page shows the booking again), never
+    a stale or closing event."""
+
+    async def scenario() -> None:
+        async with session(app, ["c-reopen", *NEARBY_VANS]) as s:
+            booking = (await s.api["c-reopen"].post("/api/bookings", booking_body(trucks=1))).body["id"]
+            assert (await s.api["t-1"].post(f"/api/bookings/{booking}/accept")).body["status"] == "fully_filled"
+            await s.barrier()
+            before = {user: len(client.received) for user, client in s.live.items()}
+            released = await s.api["t-1"].post(f"/api/bookings/{booking}/release", {"reason": "truck broke down"})
+            assert (released.status, released.body["status"], released.body["version"]) == (200, "active", 5)
+            await s.barrier()
+
+            customer = s.live["c-reopen"].received[before["c-reopen"]:]
+            assert [(r.name, r.payload["status"], r.payload["version"], r.payload["reason"]) for r in customer] == [
+                (SC, "active", 5, "truck broke down")]
+            for transporter in NEARBY_VANS:
+                heard = s.live[transporter].received[before[transporter]:]
+                assert [(r.name, r.payload["version"]) for r in heard] in ([], [("BOOKING_OFFERED", 5)])
+
+    asyncio.run(scenario())
