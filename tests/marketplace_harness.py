@@ -90,13 +90,12 @@ def assert_version_order(received: Sequence[Received]) -> None:
 
 
 def assert_offered_then(received: Sequence[Received], *closing: tuple[str, int]) -> None:
-    """A transporter's events about one broadcast: its offer (``start_broadcast``'s; an ``activate``
-    that also offers adds a second copy at the next version), then exactly ``closing``."""
+    """A transporter's events about one broadcast: the offer of ``start_broadcast`` (version 2) and
+    the re-offer of ``activate`` (version 3, with the deadline), then exactly ``closing``."""
     events = names_and_versions(received)
-    offers = [e for e in events if e[0].endswith("_OFFERED")]
-    assert 1 <= len(offers) <= 2 and events[:len(offers)] == offers, events
-    assert events[len(offers):] == list(closing), events
-    assert_version_order(received)
+    kind = received[0].payload["kind"].upper() if received else "?"
+    assert events == [(f"{kind}_OFFERED", 2), (f"{kind}_OFFERED", 3), *closing], events
+    assert received[1].payload["expiresAt"] is not None and received[1].payload["status"] == "active"
 
 
 def payload_keys(received: Sequence[Received]) -> set[str]:
