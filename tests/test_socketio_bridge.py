@@ -228,10 +228,10 @@ def test_bridge_refuses_what_it_cannot_use() -> None:
 
 def test_room_hook_and_name_are_used() -> None:
     """A custom room hook names the rooms emitted to; the bridge connects under its durable name (once per bus)."""
-    emitted: list[tuple[str, str, str]] = []
+    emitted: list[tuple[str, list[str], str]] = []
 
     class Recording:  # stands in for a write-only client manager: the same emit signature
-        def emit(self, event: str, data: Any, *, to: str, namespace: str) -> None:
+        def emit(self, event: str, data: Any, *, to: list[str], namespace: str) -> None:
             emitted.append((event, to, namespace))
 
     bridge = SocketIOBridge(Recording(), room=lambda r: f"user:{r.id}", namespace="/live")
@@ -243,25 +243,28 @@ def test_room_hook_and_name_are_used() -> None:
     bookings = lifecycle.kind("booking")
     booking = bookings.create("c-1")
     bookings.start_broadcast(booking.id, ["t-1"])
-    assert emitted == [("BROADCAST_STATE_CHANGED", "user:c-1", "/live"),
-                       ("BROADCAST_STATE_CHANGED", "user:c-1", "/live"), ("BOOKING_OFFERED", "user:t-1", "/live")]
+    bookings.cancel(booking.id, actor="c-1")
+    assert emitted == [("BROADCAST_STATE_CHANGED", ["user:c-1"], "/live"),
+                       ("BROADCAST_STATE_CHANGED", ["user:c-1"], "/live"), ("BOOKING_OFFERED", ["user:t-1"], "/live"),
+                       ("BROADCAST_STATE_CHANGED", ["user:c-1"], "/live"),
+                       ("BOOKING_CANCELLED", ["user:c-1", "user:t-1"], "/live")]  # one emit, every recipient's room
     assert bus.names() == ("broadcast_lifecycle.socketio",)
     assert recipient_room(Recipient("transporter", "t-1")) == "transporter:t-1"
 
 
 def test_a_bridge_connected_for_one_kind_emits_only_its_events() -> None:
     """connect(kind=...) limits the bridge to that kind's events, under the name given."""
-    emitted: list[tuple[str, str]] = []
+    emitted: list[tuple[str, list[str]]] = []
 
     class Recording:
-        def emit(self, event: str, data: Any, *, to: str, namespace: str) -> None:
+        def emit(self, event: str, data: Any, *, to: list[str], namespace: str) -> None:
             emitted.append((event, to))
 
     lifecycle = BroadcastLifecycle(InMemoryStore())
     SocketIOBridge(Recording(), name="orders-to-sockets").connect(lifecycle, kind="order")
     lifecycle.kind("booking").create("c-1")
     lifecycle.kind("order").create("c-2")
-    assert emitted == [("BROADCAST_STATE_CHANGED", "customer:c-2")]
+    assert emitted == [("BROADCAST_STATE_CHANGED", ["customer:c-2"])]
     assert lifecycle.bus.names() == ("orders-to-sockets",)
 
 

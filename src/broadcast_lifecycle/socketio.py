@@ -25,10 +25,12 @@ so a process without a socket server (a relay worker) emits to clients connected
 
 The bridge is a bus receiver under one durable name (``broadcast_lifecycle.socketio`` unless told
 otherwise): the outbox tracks it like any receiver, so an emit that raises leaves the event for the
-relay, which retries the bridge alone. Recipients of one event are emitted to one after the other; a
-retry after a failure part-way emits again to those already served, so clients de-duplicate on
-``eventId`` (or keep the highest ``version``). What "delivered" means with each server and client
-manager is in docs/socketio.md.
+relay, which retries the bridge alone. Every recipient of an event gets the same payload, so the
+bridge emits each event once, to the rooms of all its recipients: python-socketio sends it once to each
+socket in any of them (a room shared by several recipients, a user in both roles), and a room hook that
+raises leaves nobody served. Delivery is at least once all the same (a relay's retry after a crash), so
+clients de-duplicate on ``eventId`` (or keep the highest ``version``). What "delivered" means with each
+server and client manager is in docs/socketio.md.
 """
 
 from __future__ import annotations
@@ -106,14 +108,12 @@ class _Bridge:
 
     def rooms(self, recipients: tuple[Recipient, ...]) -> list[str]:
         """The rooms of ``recipients``, in order (each once)."""
-        rooms: list[str] = []
+        rooms: dict[str, None] = {}  # ordered and each once, in linear time (an offer may go to thousands)
         for recipient in recipients:
             if not isinstance(recipient, Recipient):
                 raise InvalidArgument(f"recipients must be Recipient(role, id) values, got {recipient!r}")
-            room = self.room(recipient)
-            if room not in rooms:
-                rooms.append(room)
-        return rooms
+            rooms[self.room(recipient)] = None
+        return list(rooms)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, namespace={self.namespace!r})"
@@ -136,9 +136,10 @@ class AsyncSocketIOBridge(_Bridge):
     _other_label = "a socketio.Server"
 
     async def __call__(self, event: BroadcastEvent) -> None:
-        """Emit ``event`` to the room of each recipient, with that recipient's payload, in order."""
-        for copy in event.addressed():
-            await self.server.emit(event.name, copy.payload, to=self.room(copy.recipient), namespace=self.namespace)
+        """Emit ``event`` once, to the rooms of all its recipients (see :meth:`rooms`)."""
+        rooms = self.rooms(event.recipients)
+        if rooms:  # never an empty list: python-socketio would take it as "every socket"
+            await self.server.emit(event.name, event.payload(), to=rooms, namespace=self.namespace)
 
     async def enter_rooms(self, sid: str, *recipients: Recipient) -> None:
         """Put the connected socket ``sid`` into the room of each of ``recipients`` (the identities
@@ -165,9 +166,10 @@ class SocketIOBridge(_Bridge):
     _other_label = "a socketio.AsyncServer"
 
     def __call__(self, event: BroadcastEvent) -> None:
-        """Emit ``event`` to the room of each recipient, with that recipient's payload, in order."""
-        for copy in event.addressed():
-            self.server.emit(event.name, copy.payload, to=self.room(copy.recipient), namespace=self.namespace)
+        """Emit ``event`` once, to the rooms of all its recipients (see :meth:`rooms`)."""
+        rooms = self.rooms(event.recipients)
+        if rooms:  # never an empty list: python-socketio would take it as "every socket"
+            self.server.emit(event.name, event.payload(), to=rooms, namespace=self.namespace)
 
     def enter_rooms(self, sid: str, *recipients: Recipient) -> None:
         """Put the connected socket ``sid`` into the room of each of ``recipients``."""
