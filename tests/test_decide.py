@@ -128,6 +128,13 @@ def test_release_from_full_reoffers_and_from_partial_does_not() -> None:
     assert (d.to_status, d.topics) == (S.PARTIALLY_FILLED, (Topic.STATE_CHANGED,))
 
 
+def test_release_from_full_after_the_deadline_reoffers_nothing() -> None:
+    """A full broadcast does not expire, but once a release opens it past its deadline it is due to expire: the
+    release announces the state change only, no offer nobody could take."""
+    d = decide(snap(S.FULLY_FILLED, requested=3, filled=3, expires_at=NOW), Trigger.RELEASE, ctx(holding=1))
+    assert (d.to_status, d.topics) == (S.PARTIALLY_FILLED, (Topic.STATE_CHANGED,))
+
+
 def test_release_refused_when_holding_nothing() -> None:
     """A notified transporter holding 0 slots cannot release one."""
     error = refusal(snap(S.PARTIALLY_FILLED, filled=1), Trigger.RELEASE, ctx(holding=0))

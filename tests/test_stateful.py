@@ -216,7 +216,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             if other != key:
                 assert after_all[other] == before_all[other], f"{other} changed by a command on {key}"
         before, after = before_all[key], after_all[key]
-        new_events = self.check_offers(before, after, self.recorder.events[events_before:])
+        new_events = self.check_offers(before, after, self.recorder.events[events_before:], now)
         if outcome in (Outcome.BAD_ARGS, Outcome.INVALID, Outcome.REFUSED):
             assert after == before, f"a {outcome.value} command changed the broadcast"
             assert new_events == [], f"a {outcome.value} command emitted {[e.name for e in new_events]}"
@@ -234,15 +234,19 @@ class LifecycleMachine(RuleBasedStateMachine):
                 on_ok(before, after)
         return outcome
 
-    def check_offers(self, before: Observed, after: Observed, new_events: list[BroadcastEvent]) -> list[BroadcastEvent]:
+    def check_offers(self, before: Observed, after: Observed, new_events: list[BroadcastEvent],
+                     now: datetime) -> list[BroadcastEvent]:
         """Transporters a command added (and only they) were offered the broadcast, in one event at the
         broadcast's version; a transition that (re)opens the broadcast for the notified (activate, a release
-        from fully_filled) offers it again to each of them holding no slot; returns the command's other events."""
+        from fully_filled before the deadline) offers it again to each of them holding no slot; returns the
+        command's other events."""
         known = {r.transporter_id for r in before.recipients}
         added = {Recipient("transporter", r.transporter_id) for r in after.recipients if r.transporter_id not in known}
         b, a = before.snapshot.status, after.snapshot.status
         reopened = after.snapshot.version == before.snapshot.version + 1 and (
-            (b, a) == (S.BROADCASTING, S.ACTIVE) or (b is S.FULLY_FILLED and a in (S.ACTIVE, S.PARTIALLY_FILLED)))
+            (b, a) == (S.BROADCASTING, S.ACTIVE) or (b is S.FULLY_FILLED and a in (S.ACTIVE, S.PARTIALLY_FILLED)
+                                                     and (after.snapshot.expires_at is None
+                                                          or now < after.snapshot.expires_at)))
         free = {Recipient("transporter", r.transporter_id) for r in after.recipients if r.slots_held == 0}
         expected = [group for group in (added, free if reopened else set()) if group]
         offers = [e for e in new_events if e.topic is Topic.OFFERED]

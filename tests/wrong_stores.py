@@ -568,6 +568,28 @@ class OfferOutsideTheOutbox(WrongStore):
         return committed
 
 
+class ReoffersHolders(WrongStore):
+    """Re-offers a full broadcast a release opens again to every notified transporter, those still holding a
+    slot too (it lists the recipients but not who holds)."""
+
+    caught_by = "test_a_release_that_reopens_a_full_broadcast_reoffers_to_those_holding_no_slot"
+
+    def apply(self, change: Change, after_commit: AfterCommit, tx: object = None) -> Committed | None:
+        if Topic.OFFERED not in change.decision.topics or not change.decision.fill_delta:
+            return super().apply(change, after_commit, tx)
+        committed = super().apply(change, lambda _: None, tx)
+        if committed is None:
+            return None
+        everyone = tuple(Recipient("transporter", r.transporter_id)
+                         for r in self.recipients(change.before.kind, change.before.id))
+        events = tuple(replace(e, recipients=everyone) if e.topic is Topic.OFFERED else e for e in committed.events)
+        with self._lock:
+            self._outbox.update((e.event_id, OutboxEntry(e, change.at)) for e in events)
+        wide = Committed(committed.snapshot, events)
+        after_commit(wide)
+        return wide
+
+
 class HistoryDropsMetadata(WrongStore):
     """Keeps history rows without their metadata."""
 
@@ -642,7 +664,7 @@ WRONG_STORES: tuple[type[WrongStore] | type[MissingClaimAndDead], ...] = (
     RetryTimeIgnored, FailuresNotCounted, NeverDeadLettered, DeadLettersOldestFirst, DeliversOnlyTheFirst,
     ReceiversForgotten, HandledReceiverForgotten, PrunesPending, PrunesUnfinishedHistory, MissingClaimAndDead,
     RecipientsById, RecipientsAsInserted, RenotifyResets, UnlockedAddRecipients, OffersEveryoneAgain,
-    OfferOutsideTheOutbox, HistoryDropsMetadata,
+    OfferOutsideTheOutbox, ReoffersHolders, HistoryDropsMetadata,
     TimesToTheSecond, NaiveHistoryTimes, DigitStringIdAsInt, UuidIdAsString, RacyAutomaticIds,
 )
 """Every wrong store; the contract must fail on each."""

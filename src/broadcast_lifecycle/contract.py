@@ -34,6 +34,7 @@ from .errors import (
     OpenBroadcastExists,
     TransitionRefused,
 )
+from .events import Topic
 from .results import CommandResult
 from .states import OPEN, BroadcastStatus
 from .stores.base import Change, Committed
@@ -148,6 +149,33 @@ class StoreContract(WritesContract, SweepContract, RelayContract, DeliveryContra
             ("start_broadcast", 2, None, ["t1", "t2", "t3"]), ("activate", 3, deadline, ["t1", "t2", "t3"]),
             ("notify_more", 3, deadline, ["t4", "t5"])]
         assert all(r.role == "transporter" for e in offers for r in e.recipients)
+
+    def test_a_release_that_reopens_a_full_broadcast_reoffers_to_those_holding_no_slot(self) -> None:
+        """A release from fully_filled offers the broadcast again to each notified transporter holding no slot
+        after it (the releasing one too once it holds none), in notification order; one from partially_filled
+        offers nothing; one made after the deadline offers nothing (the broadcast is due to expire)."""
+        lc, recorder, clock = self._lifecycle()
+        bookings = lc.kind("booking")
+        entity_id = self._active(lc, slots=3, transporters=("t1", "t2", "t3", "t4"))
+        bookings.accept(entity_id, "t1", slots=2)
+        bookings.accept(entity_id, "t2")
+
+        def offers(result: CommandResult) -> list[tuple[str, list[str]]]:
+            return [(e.trigger, [r.id for r in e.recipients]) for e in result.events if e.topic is Topic.OFFERED]
+
+        assert offers(bookings.release(entity_id, "t1")) == [("release", ["t3", "t4"])]  # t1 and t2 still hold
+        assert offers(bookings.release(entity_id, "t1")) == []  # from partially_filled: still open, nothing new
+        bookings.accept(entity_id, "t4", slots=2)
+        reopened = bookings.release(entity_id, "t4", slots=2)
+        assert offers(reopened) == [("release", ["t1", "t3", "t4"])]  # t2 holds a slot
+        (offer,) = [e for e in reopened.events if e.topic is Topic.OFFERED]
+        assert (offer.version, offer.status, offer.previous_status) == (
+            reopened.snapshot.version, BroadcastStatus.PARTIALLY_FILLED, BroadcastStatus.FULLY_FILLED)
+        assert offer in recorder.events
+        bookings.accept(entity_id, "t3", slots=2)
+        clock.advance(timedelta(minutes=6))  # past the deadline: a full broadcast does not expire, an open one does
+        late = bookings.release(entity_id, "t3")
+        assert late.snapshot.status is BroadcastStatus.PARTIALLY_FILLED and offers(late) == []
 
     def test_notify_more_refused_when_closed(self) -> None:
         """notify_more on a closed broadcast adds nobody."""

@@ -100,5 +100,7 @@ def decide(
             break
     if trigger is Trigger.ACTIVATE:
         expires_at = ctx.deadline
-    topics = topics_for(dest) + ((Topic.OFFERED,) if (trigger, status) in REOFFERS else ())
+    # Past the deadline the reopened broadcast is due to expire (any command on it expires it): no re-offer.
+    reopens = (trigger, status) in REOFFERS and (expires_at is None or ctx.now < expires_at)
+    topics = topics_for(dest) + ((Topic.OFFERED,) if reopens else ())
     return Decision(trigger, status, dest, _FILL_SIGN.get(trigger, 0) * ctx.slots, expires_at, topics)
