@@ -1,7 +1,8 @@
 """One app node of the many-nodes tests: an ASGI app (``uvicorn socketio_node_app:app``) with a
 ``socketio.AsyncServer`` behind python-socketio's ``AsyncRedisManager``, an async lifecycle on the shared
 database and the bridge between them. Configured by the environment: ``BL_NODE_DATABASE_URL`` (an
-async SQLAlchemy URL), ``BL_NODE_REDIS_URL`` and ``BL_NODE_NAME``.
+async SQLAlchemy URL), ``BL_NODE_REDIS_URL``, ``BL_NODE_CHANNEL`` (the queue's channel: one per test, so
+nodes of another test on the same Redis neither hear these emits nor count as subscribers) and ``BL_NODE_NAME``.
 
 Clients name their role and user in ``auth`` (no token: this app tests the wiring, the example app
 tests authentication). A ``driver`` client runs commands on this node through the ``command`` event
@@ -23,7 +24,8 @@ from broadcast_lifecycle import AsyncBroadcastLifecycle, AsyncSocketIOBridge, As
 COMMANDS = frozenset({"create", "start_broadcast", "activate", "accept", "release", "cancel"})
 NODE = os.environ.get("BL_NODE_NAME", "node")
 
-manager = socketio.AsyncRedisManager(os.environ["BL_NODE_REDIS_URL"])
+manager = socketio.AsyncRedisManager(os.environ["BL_NODE_REDIS_URL"],
+                                     channel=os.environ.get("BL_NODE_CHANNEL", "socketio"))
 sio = socketio.AsyncServer(async_mode="asgi", client_manager=manager)
 bridge = AsyncSocketIOBridge(sio)
 store = AsyncSQLAlchemyStore.from_url(os.environ["BL_NODE_DATABASE_URL"])

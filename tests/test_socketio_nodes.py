@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,17 @@ def database(postgres_server: PostgresServer) -> str:
 
 
 @pytest.fixture
-def nodes(database: str, redis_server: RedisServer, tmp_path: Path) -> Iterator[dict[str, ProcessNode]]:
+def channel() -> str:
+    """The Redis channel of this test's nodes: its own, so another test's nodes on the session's Redis neither hear
+    its emits nor count as its subscribers."""
+    return f"socketio-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def nodes(database: str, redis_server: RedisServer, channel: str, tmp_path: Path) -> Iterator[dict[str, ProcessNode]]:
     """Nodes ``a`` and ``b``: one app each, on the shared database and Redis."""
-    env = {"BL_NODE_DATABASE_URL": async_url(database), "BL_NODE_REDIS_URL": redis_server.url}
+    env = {"BL_NODE_DATABASE_URL": async_url(database), "BL_NODE_REDIS_URL": redis_server.url,
+           "BL_NODE_CHANNEL": channel}
     started = {name: ProcessNode(name, env, tmp_path) for name in ("a", "b")}
     try:
         for node in started.values():
@@ -51,14 +60,14 @@ def nodes(database: str, redis_server: RedisServer, tmp_path: Path) -> Iterator[
             node.stop()
 
 
-def wait_for_subscribers(server: RedisServer, count: int) -> None:
-    """Wait until ``count`` Socket.IO nodes listen on the queue's channel (a node subscribes once its
-    first client connects; a message published before that would not reach it)."""
+def wait_for_subscribers(server: RedisServer, channel: str, count: int) -> None:
+    """Wait until ``count`` Socket.IO nodes listen on ``channel`` (a node subscribes once its first client
+    connects; a message published before that would not reach it)."""
     deadline = time.monotonic() + TIMEOUT
     pause = threading.Event()
     with server.client() as client:
         while True:
-            numsub: Any = client.pubsub_numsub("socketio")
+            numsub: Any = client.pubsub_numsub(channel)
             if numsub[0][1] >= count:
                 return
             assert time.monotonic() < deadline, f"only {numsub[0][1]} of {count} nodes subscribed"
@@ -71,13 +80,13 @@ def copies_for(answers: list[dict[str, Any]], role: str, user: str) -> list[Hear
 
 
 def test_a_client_hears_a_command_handled_on_the_other_node_exactly_once(
-        nodes: dict[str, ProcessNode], redis_server: RedisServer, database: str) -> None:
+        nodes: dict[str, ProcessNode], redis_server: RedisServer, channel: str, database: str) -> None:
     """Commands on node A reach clients on B, and commands on B reach clients on A, each copy exactly once and
     in version order; a third process emitting through a write-only RedisManager reaches clients on both."""
     drivers = {name: Listener(node.url, {"role": "driver"}).connect() for name, node in nodes.items()}
     listeners = {key: Listener(nodes[place].url, {"role": key[0], "user": key[1]}).connect()
                  for key, place in PLACES.items()}
-    wait_for_subscribers(redis_server, 2)
+    wait_for_subscribers(redis_server, channel, 2)
 
     def run(node: str, command: str, *args: object, **kwargs: object) -> dict[str, Any]:
         answer: dict[str, Any] = drivers[node].client.call(
@@ -106,7 +115,7 @@ def test_a_client_hears_a_command_handled_on_the_other_node_exactly_once(
     flush_from(lambda: drivers["b"].client.call("flush", timeout=int(TIMEOUT)))
     # Phase 3, in this process (no socket server): a sync lifecycle on the same database, emitting through a
     # write-only RedisManager, as a relay worker would. c-2 is on A, t-3 on B.
-    manager = socketio.RedisManager(redis_server.url, write_only=True)
+    manager = socketio.RedisManager(redis_server.url, channel=channel, write_only=True)
     store = SQLAlchemyStore.from_url(database)
     lifecycle = BroadcastLifecycle(store)
     recorder = EventRecorder()
