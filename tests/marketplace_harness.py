@@ -22,14 +22,15 @@ NEARBY_VANS = ("t-1", "t-2", "t-3")
 
 
 @contextlib.contextmanager
-def serve(database_url: str, *, redis_url: str | None = None, secret: bytes | None = None,
-          relay_grace: float = 10.0) -> Iterator[RunningApp]:
+def serve(database_url: str, *, redis_url: str | None = None, redis_channel: str = "socketio",
+          secret: bytes | None = None, relay_grace: float = 10.0) -> Iterator[RunningApp]:
     """The app on ``database_url`` (migrated, demo transporters seeded), with a fast sweeper; with
-    ``redis_url``, behind python-socketio's Redis manager (several nodes share ``secret``)."""
+    ``redis_url``, behind python-socketio's Redis manager on ``redis_channel`` (several nodes share
+    ``secret``)."""
     migrate(database_url)
     seed_transporters(database_url, demo_transporters())
     settings = Settings(database_url=database_url, sweep_every=0.1, relay_every=0.5, migrate=False,
-                        redis_url=redis_url, relay_grace=relay_grace)
+                        redis_url=redis_url, redis_channel=redis_channel, relay_grace=relay_grace)
     if secret is not None:
         settings = dataclasses.replace(settings, secret=secret)
     with running_app(settings) as app:

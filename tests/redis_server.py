@@ -14,9 +14,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 from typing_extensions import Self
@@ -99,6 +101,20 @@ class RedisServer:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=0.02)  # paces the poll, and ends it at once if the server dies
         raise RedisServerError(f"redis-server not ready after {self.start_timeout}s\n{self.log_tail()}")
+
+    def wait_for_subscribers(self, channel: str, count: int, timeout: float = 20.0) -> None:
+        """Wait until ``count`` clients listen on ``channel`` (a Socket.IO node subscribes once its first
+        client connects; a message published before that would not reach it). Redis has no signal for
+        this, so it is polled, bounded by ``timeout``."""
+        deadline = time.monotonic() + timeout
+        pause = threading.Event()
+        with self.client() as client:
+            while True:
+                numsub: Any = client.pubsub_numsub(channel)
+                if numsub[0][1] >= count:
+                    return
+                assert time.monotonic() < deadline, f"only {numsub[0][1]} of {count} subscribers on {channel!r}"
+                pause.wait(0.01)
 
     def log_tail(self, lines: int = 30) -> str:
         """The last ``lines`` lines of the server log (for error messages)."""

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import threading
-import time
-from typing import Any
 
 from marketplace.clients import Api
 from marketplace.fixtures import booking_body, token_for
@@ -20,33 +17,19 @@ SC = "BROADCAST_STATE_CHANGED"
 TIMEOUT = 20.0
 
 
-def wait_for_subscribers(server: RedisServer, count: int) -> None:
-    """Wait until ``count`` nodes listen on python-socketio's channel (a node subscribes when its first
-    client connects; an event published before would not reach its clients). Redis has no signal
-    for this, so it is polled, bounded by the timeout."""
-    deadline = time.monotonic() + TIMEOUT
-    pause = threading.Event()
-    with server.client() as client:
-        while True:
-            numsub: Any = client.pubsub_numsub("socketio")
-            if numsub[0][1] >= count:
-                return
-            assert time.monotonic() < deadline, f"only {numsub[0][1]} of {count} nodes subscribed"
-            pause.wait(0.01)
-
-
 def test_a_client_on_one_node_hears_commands_handled_on_the_other_once(postgres_server: PostgresServer,
                                                                      redis_server: RedisServer) -> None:
     """The customer on node B hears the creation and cancel handled on node A and the accept handled on
     B, each once, in version order; transporters on both nodes hear the offer and the cancel once."""
     database = postgres_server.create_database("marketplace_nodes")
     secret = secrets.token_bytes(32)
-    with serve(database, redis_url=redis_server.url, secret=secret) as node_a, \
-            serve(database, redis_url=redis_server.url, secret=secret) as node_b:
+    channel = f"marketplace-{secrets.token_hex(4)}"  # its own: no other test's nodes hear it or are heard
+    with serve(database, redis_url=redis_server.url, redis_channel=channel, secret=secret) as node_a, \
+            serve(database, redis_url=redis_server.url, redis_channel=channel, secret=secret) as node_b:
 
         async def scenario() -> None:
             async with session(node_b, ["c-nodes", "t-2"]) as on_b, session(node_a, ["t-1"]) as on_a:
-                await asyncio.to_thread(wait_for_subscribers, redis_server, 2)
+                await asyncio.to_thread(redis_server.wait_for_subscribers, channel, 2, TIMEOUT)
                 customer_on_a = Api(on_a.api["t-1"].http, node_a.url, token_for("c-nodes", "customer", secret))
                 created = await customer_on_a.post("/api/bookings", booking_body(trucks=2))
                 assert created.status == 201

@@ -4,7 +4,6 @@ other node exactly once; a process with no socket server emits through a write-o
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -60,20 +59,6 @@ def nodes(database: str, redis_server: RedisServer, channel: str, tmp_path: Path
             node.stop()
 
 
-def wait_for_subscribers(server: RedisServer, channel: str, count: int) -> None:
-    """Wait until ``count`` Socket.IO nodes listen on ``channel`` (a node subscribes once its first client
-    connects; a message published before that would not reach it)."""
-    deadline = time.monotonic() + TIMEOUT
-    pause = threading.Event()
-    with server.client() as client:
-        while True:
-            numsub: Any = client.pubsub_numsub(channel)
-            if numsub[0][1] >= count:
-                return
-            assert time.monotonic() < deadline, f"only {numsub[0][1]} of {count} nodes subscribed"
-            pause.wait(0.01)
-
-
 def copies_for(answers: list[dict[str, Any]], role: str, user: str) -> list[Heard]:
     """What the commands answered as ``user``'s copies of their events, in order."""
     return [(name, payload) for answer in answers for r, u, name, payload in answer["copies"] if (r, u) == (role, user)]
@@ -86,7 +71,7 @@ def test_a_client_hears_a_command_handled_on_the_other_node_exactly_once(
     drivers = {name: Listener(node.url, {"role": "driver"}).connect() for name, node in nodes.items()}
     listeners = {key: Listener(nodes[place].url, {"role": key[0], "user": key[1]}).connect()
                  for key, place in PLACES.items()}
-    wait_for_subscribers(redis_server, channel, 2)
+    redis_server.wait_for_subscribers(channel, 2, TIMEOUT)
 
     def run(node: str, command: str, *args: object, **kwargs: object) -> dict[str, Any]:
         answer: dict[str, Any] = drivers[node].client.call(

@@ -44,7 +44,7 @@ async def _index(_request: object) -> FileResponse:
 def create_app(settings: Settings, *, client_manager: Any = None) -> socketio.ASGIApp:
     """The whole app for ``settings`` (``client_manager``: see :func:`marketplace.realtime.create_server`)."""
     if client_manager is None and settings.redis_url:
-        client_manager = socketio.AsyncRedisManager(settings.redis_url)
+        client_manager = socketio.AsyncRedisManager(settings.redis_url, channel=settings.redis_channel)
     sio, bridge = create_server(settings.secret, client_manager=client_manager)
 
     @contextlib.asynccontextmanager

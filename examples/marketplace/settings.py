@@ -56,13 +56,15 @@ class Settings:
     and migrate once before: ``python -m marketplace migrate``)."""
     redis_url: str | None = None
     """python-socketio's Redis manager on this URL, so several app processes reach every client."""
+    redis_channel: str = "socketio"
+    """The Redis channel the app's nodes publish on (python-socketio's default; nodes of one app share it)."""
 
     @classmethod
     def from_env(cls) -> Settings:
         """Read ``DATABASE_URL``, ``MARKETPLACE_SECRET``, ``MARKETPLACE_OFFER_TTL`` (seconds),
         ``MARKETPLACE_RADIUS_KM``, ``MARKETPLACE_SWEEP_EVERY``, ``MARKETPLACE_RELAY_EVERY``,
         ``MARKETPLACE_RELAY_GRACE``,
-        ``MARKETPLACE_MIGRATE`` (``0`` to skip) and ``REDIS_URL``."""
+        ``MARKETPLACE_MIGRATE`` (``0`` to skip), ``REDIS_URL`` and ``REDIS_CHANNEL``."""
         env = os.environ.get
         default_db = Path(tempfile.gettempdir()) / "marketplace.db"
         secret = env("MARKETPLACE_SECRET")
@@ -76,4 +78,5 @@ class Settings:
             relay_grace=float(env("MARKETPLACE_RELAY_GRACE") or 10),
             migrate=env("MARKETPLACE_MIGRATE", "1") != "0",
             redis_url=env("REDIS_URL") or None,
+            redis_channel=env("REDIS_CHANNEL") or "socketio",
         )
