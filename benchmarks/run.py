@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+import bench_app
 import bench_async
 import bench_core
 import bench_lifecycle
@@ -29,6 +30,8 @@ SECTIONS: list[Section] = [
     ("sql: us per transition vs raw sqlite3 and psycopg; PostgreSQL hot row (16 threads, 5 slots)", bench_sql.main),
     ("async: us per transition, async vs sync vs raw aiosqlite/psycopg/asyncpg; PostgreSQL hot row (16 tasks)",
      bench_async.main),
+    ("app: the example app's accept -> customer event latency, 200 clients, one node and two with Redis, "
+     "vs a bare python-socketio emit", bench_app.main),
 ]
 """Every section, in the order they run."""
 
