@@ -20,7 +20,7 @@ ENV_BROWSER = "BROADCAST_LIFECYCLE_CHROMIUM"
 ENV_DRIVER = "BROADCAST_LIFECYCLE_CHROMEDRIVER"
 """Path of a chromedriver binary to use instead of the one on ``PATH``."""
 PACKAGES = ("chromium", "chromium-driver")
-WINDOW = (1100, 760)
+WINDOW = (1000, 600)
 """The window the screenshots are taken at (CSS pixels)."""
 
 
