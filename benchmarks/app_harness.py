@@ -42,14 +42,15 @@ class Server:
     Started when entered, stopped (SIGINT, then SIGKILL past ``stop_timeout``) when left.
     """
 
-    def __init__(self, target: str, *, app_dir: Path, env: Mapping[str, str] | None = None,
+    def __init__(self, target: str, *, app_dir: Path, env: Mapping[str, str] | None = None, factory: bool = False,
                  start_timeout: float = 60.0, stop_timeout: float = 10.0) -> None:
         self.target = target
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self._argv = [sys.executable, "-m", "uvicorn", target, "--app-dir", str(app_dir), "--host", HOST,
                       "--port", str(self.port), "--workers", "1", "--log-level", "info", "--no-access-log",
-                      "--lifespan", "on", "--timeout-graceful-shutdown", "3"]
+                      "--lifespan", "on", "--timeout-graceful-shutdown", "3", "--ws", "websockets-sansio",
+                      *(["--factory"] if factory else [])]
         self._env = {**os.environ, **(env or {})}
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout

@@ -4,7 +4,7 @@ room when told to over HTTP, with no library, no database and no auth check.
 ``POST /emit`` with ``{"room", "event", "payload"}`` emits ``payload`` as ``event`` to ``room`` and
 answers once the emit returned, as the app answers once its bridge emitted. A client connects with
 ``auth={"user": "<room>"}`` and is put in that room. With ``BENCH_REDIS_URL`` set, the server uses
-python-socketio's Redis manager (several processes, clients connected to any of them).
+python-socketio's Redis manager (several processes, clients connected to any of them) on its own channel.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 _redis = os.environ.get("BENCH_REDIS_URL")
-sio = socketio.AsyncServer(async_mode="asgi", client_manager=socketio.AsyncRedisManager(_redis) if _redis else None)
+# Its own channel: the app's nodes may share the Redis server, and must not emit these.
+_manager = socketio.AsyncRedisManager(_redis, channel="bench-bare") if _redis else None
+sio = socketio.AsyncServer(async_mode="asgi", client_manager=_manager)
 
 
 @sio.event
