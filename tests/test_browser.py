@@ -19,10 +19,9 @@ from typing import Any
 import chromium
 import pytest
 from marketplace.auth import Role
-from marketplace.db import migrate, seed_transporters
-from marketplace.fixtures import booking_body, demo_transporters, token_for
-from marketplace.server import RunningApp, running_app
-from marketplace.settings import Settings
+from marketplace.fixtures import booking_body, token_for
+from marketplace.server import RunningApp
+from marketplace_harness import serve
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
@@ -55,10 +54,7 @@ def browser() -> Iterator[WebDriver]:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
     """The marketplace on a fresh SQLite file, with the demo transporters, serving on loopback."""
-    database_url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'marketplace.db'}"
-    migrate(database_url)
-    seed_transporters(database_url, demo_transporters())
-    with running_app(Settings(database_url=database_url, secret=SECRET, migrate=False)) as running:
+    with serve(f"sqlite:///{tmp_path_factory.mktemp('browser') / 'marketplace.db'}", secret=SECRET) as running:
         yield running
 
 
