@@ -157,9 +157,10 @@ async def compare(app_servers: list[Server], bare_servers: list[Server]) -> tupl
                 app_latencies += await scenario.accept_all([booking])
             app_cpu, bare_cpu = app_cpu + cpu(app_servers), bare_cpu + cpu(bare_servers)
             histories = await scenario.histories()
-            await app_clients.settle(lambda: all(  # the last fill's announcements to the transporters
+            await app_clients.settle(lambda: all(  # every fill announced to all three (emitted before the answer)
                 any(h.event == "BOOKING_FULLY_FILLED" and h.payload["bookingId"] == b.id
-                    for h in app_clients.by_user[b.offered[1]].heard) for b in scenario.booked))
+                    for h in app_clients.by_user[user].heard) for b in scenario.booked
+                for user in (b.customer, *b.offered)))
             check_events(scenario.booked, app_clients.heard(), histories)
             reference.check()
     finally:
