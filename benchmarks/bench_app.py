@@ -120,7 +120,8 @@ class Bare:
         for _ in range(times):
             n, self.count = self.count, self.count + 1
             room = customers[n % CUSTOMERS]
-            payload = {**self.template, "bookingId": 100_000 + n, "entityId": 100_000 + n, "eventId": f"bare-{n}"}
+            event_id = f"bare-{n:031d}"  # as long as a UUID, so the payload's size is the app's
+            payload = {**self.template, "bookingId": 100_000 + n, "entityId": 100_000 + n, "eventId": event_id}
             self.sent.setdefault(room, Counter())[payload["eventId"]] += 1
             arrival = self.listeners.expect(room, STATE_CHANGED, payload["bookingId"], payload["status"])
             latencies.append(await timed(partial(self._emit, room, payload), arrival))
