@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: test lint typecheck unit pg-server redis-server demo serve bench screenshots docs docs-build clean
+.PHONY: test lint typecheck unit pg-server redis-server demo serve bench docs docs-build clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 # Refresh docs/images/*.png, the example app's page as the browser test sees it (headless Chromium).
+.PHONY: screenshots
 screenshots: $(STAMP)
 	BROADCAST_LIFECYCLE_SCREENSHOTS=docs/images $(BIN)/pytest -q -p no:cacheprovider tests/test_browser.py
 

@@ -100,9 +100,11 @@ def test_offer_appears_and_vanishes_live(browser: WebDriver, app: RunningApp, tm
 
     booking = call(app, "POST", "/api/bookings", "c-1", "customer", booking_body(trucks=2))
     offer_id = f"offer-booking-{booking['id']}"
-    offer = WebDriverWait(browser, WAIT).until(ec.visibility_of_element_located((By.ID, offer_id)))
+    active = f"#{offer_id}[data-status='active']"  # offered at the broadcast, offered again with the deadline
+    offer = WebDriverWait(browser, WAIT).until(ec.visibility_of_element_located((By.CSS_SELECTOR, active)))
     assert offer.find_element(By.CSS_SELECTOR, ".title").text == f"booking #{booking['id']}"
     assert offer.find_element(By.CSS_SELECTOR, ".slots").text == "0/2 filled"
+    assert offer.find_element(By.CSS_SELECTOR, ".deadline").text.startswith("until ")
     assert not browser.find_element(By.ID, "offers-empty").is_displayed()
     screenshot(browser, tmp_path, "transporter-view")
 
