@@ -41,7 +41,8 @@ def browser() -> Iterator[WebDriver]:
         why = chromium.install()
         binaries = chromium.find()
         if binaries is None:
-            pytest.skip(f"headless Chromium not available, the browser test did NOT run: {why or 'not on PATH'}. "
+            why = why or "chromium or chromedriver is neither on PATH nor at the path its variable names"
+            pytest.skip(f"headless Chromium not available, the browser test did NOT run: {why}. "
                         f"Install it with `apt-get install {' '.join(chromium.PACKAGES)}`, or set "
                         f"{chromium.ENV_BROWSER} and {chromium.ENV_DRIVER}.")
     driver = chromium.start(binaries)
