@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ._quick import quick_constructor
 from .errors import InvalidArgument, InvalidTransition, TransitionRefused
 from .events import Topic, topics_for
 from .guards import BRANCH_TESTS, GUARDS, CommandContext, Guard
@@ -38,7 +39,7 @@ class Decision:
     def next_snapshot(self, before: BroadcastSnapshot, at: datetime) -> BroadcastSnapshot:
         """``before`` once this decision is applied at ``at``: the new state, fill and deadline,
         stamped ``at``, one version up. Every write path and every store takes it from here."""
-        return BroadcastSnapshot(
+        return _snapshot(
             kind=before.kind, id=before.id, customer_id=before.customer_id, status=self.to_status,
             slots_requested=before.slots_requested, slots_filled=before.slots_filled + self.fill_delta,
             version=before.version + 1, state_changed_at=at, created_at=before.created_at,
@@ -48,8 +49,13 @@ class Decision:
     def history_entry(self, before: BroadcastSnapshot, at: datetime, actor: str | None, reason: str | None,
                       metadata: Mapping[str, Any]) -> HistoryEntry:
         """The audit row of this decision applied to ``before`` at ``at``."""
-        return HistoryEntry(before.kind, before.id, self.from_status, self.to_status, self.trigger.value, actor,
+        return _history_entry(before.kind, before.id, self.from_status, self.to_status, self.trigger.value, actor,
                             reason, at, before.version + 1, dict(metadata))
+
+
+_decision = quick_constructor(Decision)
+_snapshot = quick_constructor(BroadcastSnapshot)
+_history_entry = quick_constructor(HistoryEntry)
 
 
 def is_overdue(snapshot: BroadcastSnapshot, now: datetime) -> bool:
@@ -73,7 +79,7 @@ def decide(
     status = snapshot.status
     expires_at = snapshot.expires_at
     if trigger is not Trigger.EXPIRE and is_overdue(snapshot, ctx.now):
-        return Decision(
+        return _decision(
             Trigger.EXPIRE, status, BroadcastStatus.EXPIRED, 0, expires_at,
             topics_for(BroadcastStatus.EXPIRED), superseded=trigger,
         )
@@ -103,4 +109,4 @@ def decide(
     # Past the deadline the reopened broadcast is due to expire (any command on it expires it): no re-offer.
     reopens = (trigger, status) in REOFFERS and (expires_at is None or ctx.now < expires_at)
     topics = topics_for(dest) + ((Topic.OFFERED,) if reopens else ())
-    return Decision(trigger, status, dest, _FILL_SIGN.get(trigger, 0) * ctx.slots, expires_at, topics)
+    return _decision(trigger, status, dest, _FILL_SIGN.get(trigger, 0) * ctx.slots, expires_at, topics)

@@ -22,6 +22,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Literal, NamedTuple, TypedDict, cast
 from uuid import UUID
 
+from ._quick import quick_constructor
 from .records import BroadcastSnapshot, EntityId
 from .states import BroadcastStatus
 
@@ -185,6 +186,9 @@ class BroadcastEvent:
         return tuple(Addressed(recipient=recipient, payload=body.copy()) for recipient in self.recipients)
 
 
+_event = quick_constructor(BroadcastEvent)
+
+
 def new_event_id() -> str:
     """A new event id: a UUIDv7 (RFC 9562), so ids sort by the millisecond they were made in and an
     outbox's key index grows at its end. After the milliseconds come a per-process counter and 50
@@ -261,7 +265,7 @@ def build_event(kind: KindConfig, snapshot: BroadcastSnapshot, topic: Topic, rec
                 previous_status: BroadcastStatus | None, trigger: str, reason: str | None = None,
                 event_id: str | None = None) -> BroadcastEvent:
     """One event about ``snapshot`` (a new id unless ``event_id`` is given: a statement wrote it already)."""
-    return BroadcastEvent(
+    return _event(
         event_id=event_id if event_id is not None else new_event_id(),
         name=kind.event_name(topic),
         topic=topic,

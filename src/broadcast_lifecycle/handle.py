@@ -25,7 +25,7 @@ from .kinds import KindConfig
 from .lifecycle import Trigger
 from .records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
 from .results import CommandResult
-from .service import SYSTEM_ACTOR, Command
+from .service import SYSTEM_ACTOR, Command, _command
 from .stores.base import Adoption, NewBroadcast
 from .validation import (
     require_deadline,
@@ -245,5 +245,5 @@ class KindHandle:
         meta = require_metadata(metadata)
         key = require_key(idempotency_key, actor)
         digest = fingerprint(trigger.value, entity_id, meta, sorted(fields.items())) if key else ""
-        return Command(config=self._config, trigger=trigger, metadata=meta, fingerprint=digest, actor=actor,
+        return _command(config=self._config, trigger=trigger, metadata=meta, fingerprint=digest, actor=actor,
                        idempotency_key=key, **fields)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from ._quick import quick_constructor
 from .bus import SignalBus
 from .clock import Clock, require_aware, utc_now
 from .decision import decide, is_overdue
@@ -241,7 +242,7 @@ class BroadcastLifecycle:
             done = self._in_place.change_in_place(config, trigger, entity_id, command.transporter_id,
                                                   command.slots, self._now(), self._announce)
             if isinstance(done, Committed):
-                return CommandResult(snapshot=done.snapshot, events=done.events, path=path)
+                return _result(snapshot=done.snapshot, events=done.events, path=path)
             found = done  # declined: decide on the row as the store found it, without reading it again
             path = WritePath.GENERAL
         planned: list[Change] = []
@@ -272,7 +273,7 @@ class BroadcastLifecycle:
             if change.decision.superseded is not None and change.before.expires_at is not None:
                 raise TransitionRefused(kind, entity_id, change.before.status.value, trigger.value,
                                         f"expired at {change.before.expires_at.isoformat()}")
-            return CommandResult(snapshot=committed.snapshot, events=committed.events, path=path)
+            return _result(snapshot=committed.snapshot, events=committed.events, path=path)
         raise ConcurrentUpdate(kind, entity_id, trigger.value, self._max_attempts)
 
     def _path(self, command: Command, tx: object) -> WritePath:
@@ -300,15 +301,15 @@ class BroadcastLifecycle:
         at = command.now if command.now is not None else self._now()
         if trigger is Trigger.ACTIVATE:
             deadline = _deadline(at, deadline, command.ttl, before.expires_at, config.default_ttl)
-        ctx = CommandContext(at, command.slots, command.transporter_id, loaded.holding, deadline,
+        ctx = _context(at, command.slots, command.transporter_id, loaded.holding, deadline,
                              config.allow_partial_trip, command.actor)
         decision = decide(before, trigger, ctx, self._guards_for(config.name, trigger))
         stamp = max(at, before.state_changed_at)
         if decision.superseded is not None:
             # The reason reaches every recipient of the expiry: who was pre-empted stays in the history's metadata.
-            return Change(config, before, decision, stamp, SYSTEM_ACTOR, f"{SWEEP_REASON} before {trigger.value}",
+            return _change(config, before, decision, stamp, SYSTEM_ACTOR, f"{SWEEP_REASON} before {trigger.value}",
                           {"preempted": {"trigger": trigger.value, "actor": command.actor}})
-        return Change(config, before, decision, stamp, command.actor, command.reason, command.metadata,
+        return _change(config, before, decision, stamp, command.actor, command.reason, command.metadata,
                       command.transporter_id, command.recipients, command.idempotency_key, command.fingerprint)
 
     def _replay(self, key: str, kind: str, entity_id: EntityId | None, trigger: str, actor: str | None,
@@ -347,6 +348,12 @@ class Command:
     now: datetime | None = None
     idempotency_key: str | None = None
     fingerprint: str = ""
+
+
+_command = quick_constructor(Command)
+_context = quick_constructor(CommandContext)
+_change = quick_constructor(Change)
+_result = quick_constructor(CommandResult)
 
 
 def _expiry_of(config: KindConfig) -> Command:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
+from .._quick import quick_constructor
 from ..errors import (
     BroadcastNotFound,
     DuplicateBroadcast,
@@ -37,6 +38,11 @@ from .outbox_state import DeadLetter, DeliveryAttempt, ReceiverDelivery
 __all__ = ["InMemoryStore"]
 
 _Key = tuple[str, EntityId]
+
+_entry = quick_constructor(OutboxEntry)
+_committed = quick_constructor(Committed)
+_loaded = quick_constructor(Loaded)
+_recipient = quick_constructor(RecipientRecord)
 
 
 class InMemoryStore:
@@ -88,8 +94,8 @@ class InMemoryStore:
             if (outcome := new.outcome(snapshot)) is not None:
                 self._keys[outcome.key] = outcome
                 self._key_times[outcome.key] = new.at
-            self._outbox.update((e.event_id, OutboxEntry(e, new.at)) for e in events)
-        committed = Committed(snapshot, events)
+            self._outbox.update((e.event_id, _entry(e, new.at)) for e in events)
+        committed = _committed(snapshot, events)
         after_commit(committed)
         return committed
 
@@ -100,7 +106,7 @@ class InMemoryStore:
         with self._lock:
             snapshot = self._get((kind, entity_id))
             holder = self._recipients[(kind, entity_id)].get(transporter_id or "")
-        return Loaded(snapshot, holder.slots_held if holder else None)
+        return _loaded(snapshot, holder.slots_held if holder else None)
 
     def apply(self, change: Change, after_commit: AfterCommit, tx: object = None) -> Committed | None:
         """See :meth:`BroadcastStore.apply`."""
@@ -116,21 +122,21 @@ class InMemoryStore:
                 self._refuse_a_second_open(change)
             recipients = self._recipients[key]
             for transporter in change.recipients:
-                recipients.setdefault(transporter, RecipientRecord(transporter, change.at))
+                recipients.setdefault(transporter, _recipient(transporter, change.at))
             if change.transporter_id is not None and change.decision.fill_delta:
                 holder = recipients[change.transporter_id]
-                recipients[change.transporter_id] = RecipientRecord(
+                recipients[change.transporter_id] = _recipient(
                     holder.transporter_id, holder.notified_at, holder.slots_held + change.decision.fill_delta,
                     change.decision.trigger.value)
             events = (change.events(after, _in_order(recipients), _holders(recipients)) if change.needs_recipients
                       else change.events(after, ()))
             self._broadcasts[key] = after
             self._history[key].append(change.history_entry())
-            self._outbox.update((e.event_id, OutboxEntry(e, change.at)) for e in events)
+            self._outbox.update((e.event_id, _entry(e, change.at)) for e in events)
             if (outcome := change.outcome(after)) is not None:
                 self._keys[outcome.key] = outcome
                 self._key_times[outcome.key] = change.at
-        committed = Committed(after, events)
+        committed = _committed(after, events)
         after_commit(committed)
         return committed
 
@@ -145,10 +151,10 @@ class InMemoryStore:
                 recipients = self._recipients[key]
                 added = [t for t in new.transporters if t not in recipients]
                 for transporter in added:
-                    recipients[transporter] = RecipientRecord(transporter, new.at)
+                    recipients[transporter] = _recipient(transporter, new.at)
                 events = new.events(snapshot, added)
-                self._outbox.update((e.event_id, OutboxEntry(e, new.at)) for e in events)
-        committed = Committed(snapshot, events)
+                self._outbox.update((e.event_id, _entry(e, new.at)) for e in events)
+        committed = _committed(snapshot, events)
         if events:
             after_commit(committed)
         return committed
@@ -183,7 +189,7 @@ class InMemoryStore:
                 batch = expiry.events(_in_order(self._recipients[key]))
                 self._broadcasts[key] = expiry.after()
                 self._history[key].append(expiry.history_entry())
-                self._outbox.update((e.event_id, OutboxEntry(e, now)) for e in batch)
+                self._outbox.update((e.event_id, _entry(e, now)) for e in batch)
                 events += batch
                 count += 1
         return ExpiredBatch(count, lambda: events)
