@@ -20,6 +20,8 @@ def utc_now() -> datetime:
 
 def require_aware(name: str, value: datetime) -> datetime:
     """Return ``value`` in UTC, or raise :class:`InvalidArgument` if it is naive."""
+    if type(value) is datetime and value.tzinfo is timezone.utc:  # the clock's usual answer, as it is
+        return value
     if not isinstance(value, datetime):
         raise InvalidArgument(f"{name} must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:

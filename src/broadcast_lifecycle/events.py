@@ -196,17 +196,28 @@ def new_event_id() -> str:
     a draw per id, and across processes but for a 2**-50 chance per pair of processes."""
     ms = time.time_ns() // 1_000_000
     n = next(_ID_COUNTER) & 0xFF_FFFF
-    node = _ID_NODE[0]
-    return (f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7{n & 0xFFF:03x}-{0x8000 | node >> 36:04x}-"
-            f"{(node & 0xF_FFFF_FFFF) << 12 | n >> 12:012x}")
+    # The text before the counter changes once a millisecond and the text after it once every 4,096 ids:
+    # both are kept (each as one tuple, which threads replace whole) rather than formatted for every id.
+    stamp = _ID_STAMP[0]
+    if stamp[0] != ms:
+        stamp = _ID_STAMP[0] = (ms, f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7")
+    tail = _ID_TAIL[0]
+    if tail[0] != n >> 12:
+        node = _ID_NODE[0]
+        tail = _ID_TAIL[0] = (n >> 12, f"-{0x8000 | node >> 36:04x}-{(node & 0xF_FFFF_FFFF) << 12 | n >> 12:012x}")
+    return stamp[1] + _HEX3[n & 0xFFF] + tail[1]
 
 
 def _draw_node() -> None:
     _ID_NODE[0] = int.from_bytes(os.urandom(7), "big") >> 6  # 50 bits
+    _ID_TAIL[0] = (-1, "")
 
 
 _ID_COUNTER = itertools.count()
 _ID_NODE = [0]
+_ID_STAMP: list[tuple[int, str]] = [(-1, "")]
+_ID_TAIL: list[tuple[int, str]] = [(-1, "")]
+_HEX3 = tuple(f"{i:03x}" for i in range(0x1000))
 _draw_node()
 os.register_at_fork(after_in_child=_draw_node)
 
@@ -227,6 +238,9 @@ def build_events(
     holds); the rest to the customer and every notified transporter (``transporters``, in notification
     order). Without ``transporters`` (a store whose statement lists them) a re-offer has no recipients yet."""
     customer: tuple[Recipient, ...] = (Recipient("customer", after.customer_id),)
+    if len(topics) == 1 and topics[0] is Topic.STATE_CHANGED:  # the common case: to the customer only
+        return (build_event(kind, after, topics[0], customer, previous_status=previous_status, trigger=trigger,
+                            reason=reason),)
     notified = tuple(Recipient("transporter", t) for t in transporters)
     events = []
     for topic in topics:

@@ -292,6 +292,8 @@ class BroadcastLifecycle:
         return WritePath.UNDER_LOCK if self._under_lock is not None else WritePath.GENERAL
 
     def _guards_for(self, kind: str, trigger: Trigger) -> list[Guard]:
+        if not self._guards:
+            return []
         return self._guards.get((None, trigger), []) + self._guards.get((kind, trigger), [])
 
     def _plan(self, command: Command, loaded: Loaded) -> Change:
