@@ -281,7 +281,7 @@ class _Cursor:
                 raw = self._fairy.dbapi_connection
                 if self._write and not parts._pg:
                     self._borrowed = parts._borrow(raw)
-            if parts._pg:
+            if parts._pg and self._held is None:  # the store's own connections are in autocommit already
                 raw.autocommit = True
             if cur is not None:
                 pass

@@ -1,12 +1,13 @@
-"""SQLite on an asyncio engine (aiosqlite): the store's own connections, shared by the tasks of a loop.
+"""An asyncio engine (aiosqlite, psycopg's async mode): the store's own connections, shared by the tasks of a loop.
 
-On a sync engine each thread keeps one connection of the library's own (``ThreadConnections``). Under
-asyncio one thread runs every task, so instead a command takes an idle connection of the store's own,
-or opens one (at most ``limit`` at once; past that it waits on the loop for one to come back), and
+On a sync SQLite engine each thread keeps one connection of the library's own (``ThreadConnections``).
+Under asyncio one thread runs every task, so instead a command takes an idle connection of the store's
+own, or opens one (at most ``limit`` at once; past that it waits on the loop for one to come back), and
 gives it back when its transaction has ended. Each is opened by the engine (the host's ``connect``
-hooks run), detached from the pool and set up once for the library (``own_connection``), so a command
-pays neither the pool's checkout and reset nor a borrow's settings, each a hop to aiosqlite's thread.
-All of it runs in the greenlet bridge (``await_`` waits on the loop).
+hooks run), detached from the pool and set up once for the library (SQLite: ``own_connection``;
+PostgreSQL: autocommit, the store issuing its own BEGIN where it needs one), so a command pays neither
+the pool's checkout and reset nor a borrow's settings, each a wait on the loop (for aiosqlite a hop to
+its thread). All of it runs in the greenlet bridge (``await_`` waits on the loop).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, event
 
 from ._sqlite_setup import SqliteSettings, own_connection
 
-__all__ = ["LoopConnections", "OwnConnection", "roll_back_before_close"]
+__all__ = ["LoopConnections", "OwnConnection", "autocommit", "roll_back_before_close"]
 
 
 class OwnConnection:
@@ -36,9 +38,10 @@ class OwnConnection:
 class LoopConnections:
     """The store's own aiosqlite connections (see the module's docstring)."""
 
-    def __init__(self, engine: Engine, settings: SqliteSettings, limit: int) -> None:
+    def __init__(self, engine: Engine, settings: SqliteSettings, limit: int,
+                 prepare: Callable[[Any], None] | None = None) -> None:
         self._engine = engine
-        self._settings = settings
+        self._prepare: Callable[[Any], None] = prepare or (lambda connection: own_connection(connection, settings))
         self._limit = limit
         self._idle: list[OwnConnection] = []
         self._open = 0
@@ -70,7 +73,12 @@ class LoopConnections:
             raise
 
     def put(self, held: OwnConnection) -> None:
-        """Take back a connection whose transaction has ended."""
+        """Take back a connection whose transaction has ended (one a cancellation left inside a
+        PostgreSQL transaction or statement is closed instead)."""
+        info = getattr(held.connection.driver_connection, "info", None)  # psycopg's; aiosqlite has none
+        if info is not None and info.transaction_status != _PG_IDLE:
+            self.discard(held)
+            return
         self._idle.append(held)
         self._wake()
 
@@ -92,7 +100,7 @@ class LoopConnections:
         connection: Any = fairy.dbapi_connection
         fairy.detach()
         try:
-            own_connection(connection, self._settings)
+            self._prepare(connection)
             return OwnConnection(connection)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -105,6 +113,15 @@ class LoopConnections:
             if not turn.done():
                 turn.set_result(None)
                 return
+
+
+_PG_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
+
+
+def autocommit(connection: Any) -> None:
+    """Set up a PostgreSQL connection the library keeps for itself: autocommit (a single statement is
+    its own transaction; the store sends BEGIN and COMMIT around several)."""
+    connection.autocommit = True
 
 
 def _close(held: OwnConnection) -> None:
