@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine, event
 
 from ._sqlite_setup import SqliteSettings, own_connection
 
-__all__ = ["LoopConnections", "OwnConnection", "autocommit", "roll_back_before_close"]
+__all__ = ["AiosqliteCursor", "LoopConnections", "OwnConnection", "postgresql_connections", "roll_back_before_close"]
 
 
 class OwnConnection:
@@ -30,18 +32,90 @@ class OwnConnection:
 
     __slots__ = ("connection", "cursor")
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Any, cursor: Any) -> None:
         self.connection = connection
-        self.cursor = connection.cursor()
+        self.cursor = cursor
+
+
+class AiosqliteCursor:
+    """The cursor of an aiosqlite connection of the store's own: each statement runs, and its rows are
+    fetched, in one hop to aiosqlite's thread (SQLAlchemy's adapter takes two for a query, the statement
+    and then the fetch, each behind an asyncio lock). Errors are sqlite3's, raised by the statement that
+    failed, as through the adapter. It sends work the way SQLAlchemy's own aiosqlite adapter does for
+    what aiosqlite has no call for (its queue of ``(future, function)``, run in order in its thread)."""
+
+    __slots__ = ("_aio", "_cursor", "_rows", "description", "lastrowid", "rowcount")
+
+    def __init__(self, connection: Any) -> None:
+        self._aio: Any = connection.driver_connection  # the aiosqlite.Connection
+        self._cursor: sqlite3.Cursor | None = None  # made, used and closed in aiosqlite's thread only
+        self._rows: deque[Any] = deque()
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+
+    def execute(self, statement: str, parameters: Any = ()) -> None:
+        """Run ``statement``; its rows wait in this cursor for the fetches."""
+        self._take(self._hop(self._run, False, statement, parameters))
+
+    def executemany(self, statement: str, parameters: Sequence[Any]) -> None:
+        """Run ``statement`` once per item of ``parameters``."""
+        self._take(self._hop(self._run, True, statement, parameters))
+
+    def fetchone(self) -> Any:
+        """The next row of the last statement, or ``None``."""
+        return self._rows.popleft() if self._rows else None
+
+    def fetchall(self) -> list[Any]:
+        """The remaining rows of the last statement."""
+        rows, self._rows = list(self._rows), deque()
+        return rows
+
+    def close(self) -> None:
+        """Close the sqlite3 cursor (in aiosqlite's thread; nothing to do once the connection is closed)."""
+        if self._cursor is not None and self._aio._connection is not None:
+            self._hop(self._close)
+
+    def _take(self, result: tuple[list[Any], int, int | None, Any]) -> None:
+        rows, self.rowcount, self.lastrowid, self.description = result
+        self._rows = deque(rows)
+
+    def _hop(self, function: Callable[..., Any], *args: Any) -> Any:
+        from sqlalchemy.util.concurrency import await_
+
+        if self._aio._connection is None:  # as SQLAlchemy's adapter reports aiosqlite's "no active connection"
+            raise sqlite3.OperationalError("no active connection")
+        future = asyncio.get_running_loop().create_future()
+        self._aio._tx.put_nowait((future, partial(function, *args)))
+        return await_(future)
+
+    def _run(self, many: bool, statement: str, parameters: Any) -> tuple[list[Any], int, int | None, Any]:
+        # in aiosqlite's thread
+        cursor = self._cursor
+        if cursor is None:
+            cursor = self._cursor = self._aio._conn.cursor()
+        if many:
+            cursor.executemany(statement, parameters)
+        else:
+            cursor.execute(statement, parameters)
+        rows = cursor.fetchall() if cursor.description is not None else []
+        return rows, cursor.rowcount, cursor.lastrowid, cursor.description
+
+    def _close(self) -> None:
+        # in aiosqlite's thread
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
 
 
 class LoopConnections:
     """The store's own aiosqlite connections (see the module's docstring)."""
 
     def __init__(self, engine: Engine, settings: SqliteSettings, limit: int,
-                 prepare: Callable[[Any], None] | None = None) -> None:
+                 prepare: Callable[[Any], None] | None = None, cursor: Callable[[Any], Any] = AiosqliteCursor) -> None:
         self._engine = engine
         self._prepare: Callable[[Any], None] = prepare or (lambda connection: own_connection(connection, settings))
+        self._cursor = cursor
         self._limit = limit
         self._idle: list[OwnConnection] = []
         self._open = 0
@@ -101,7 +175,7 @@ class LoopConnections:
         fairy.detach()
         try:
             self._prepare(connection)
-            return OwnConnection(connection)
+            return OwnConnection(connection, self._cursor(connection))
         except BaseException:
             with contextlib.suppress(Exception):
                 connection.close()
@@ -118,10 +192,13 @@ class LoopConnections:
 _PG_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
 
 
-def autocommit(connection: Any) -> None:
-    """Set up a PostgreSQL connection the library keeps for itself: autocommit (a single statement is
-    its own transaction; the store sends BEGIN and COMMIT around several)."""
-    connection.autocommit = True
+def postgresql_connections(engine: Engine, limit: int) -> LoopConnections:
+    """The store's own connections on a PostgreSQL asyncio engine: in autocommit (a single statement is
+    its own transaction; the store sends BEGIN and COMMIT around several), with the adapter's cursor."""
+    def autocommit(connection: Any) -> None:
+        connection.autocommit = True
+
+    return LoopConnections(engine, SqliteSettings(), limit, autocommit, lambda connection: connection.cursor())
 
 
 def _close(held: OwnConnection) -> None:

@@ -118,9 +118,9 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
             if isinstance(engine.pool, QueuePool):  # the async pool of a file database (as for ThreadConnections)
                 self._loop_connections = LoopConnections(engine, self._sqlite, engine.pool.size() + 5)
         elif engine.dialect.is_async and isinstance(engine.pool, QueuePool):  # PostgreSQL: no checkout, no flips
-            from .async_sqlite import LoopConnections, autocommit
+            from .async_sqlite import postgresql_connections
 
-            self._loop_connections = LoopConnections(engine, self._sqlite, engine.pool.size() + 5, autocommit)
+            self._loop_connections = postgresql_connections(engine, engine.pool.size() + 5)
         # The in-process write lock: for threads; one loop's tasks share its thread (they meet SQLite's busy handler).
         self._write_key = None if self._pg or engine.dialect.is_async else write_lock_key(engine.url.database)
         self._lib = LibrarySql(engine.dialect, history_table, recipients_table, outbox_table)
