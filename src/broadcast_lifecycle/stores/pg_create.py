@@ -8,13 +8,16 @@ The broadcast's INSERT is SQLAlchemy Core, so the host model's Python-side colum
 filled as for any insert. The library's own rows are textual steps: SQLAlchemy computes the
 Python-side defaults of only one INSERT construct per statement (a second one in the same WITH
 drops the first one's), and those tables have none. Each statement is built once per table and
-set of columns, with bound parameters, so SQLAlchemy compiles it once.
+set of columns, with bound parameters, so SQLAlchemy compiles it once; the store sends it rendered
+(:meth:`PgCreate.rendered`) on its own cursor, as its other one-statement writes, rather than through
+Core, whose execution of it (a connection, its autocommit isolation level set and reset, the
+statement's cache key) cost as much as the database's work on it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import CTE, JSON, Dialect, Select, Table, bindparam, select, text
@@ -24,6 +27,8 @@ __all__ = ["PgCreate"]
 
 Rows = Sequence[tuple[Table, Mapping[str, Any]]]
 """The library's rows of a creation: each a table and its values (``entity_id`` comes from the insert)."""
+Rendered = tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]
+"""A statement as SQL text, and what binds its parameters."""
 
 
 class PgCreate:
@@ -33,6 +38,7 @@ class PgCreate:
         self._table = table
         self._dialect = dialect
         self._statements: dict[tuple[Any, ...], Select[tuple[Any]]] = {}
+        self._rendered: dict[int, Rendered | None] = {}
 
     def statement(self, values: Mapping[str, Any], rows: Rows) -> tuple[Select[tuple[Any]], dict[str, Any]]:
         """The statement for inserting ``values`` and then ``rows``, and its parameters; it returns
@@ -48,6 +54,29 @@ class PgCreate:
                     json_column = isinstance(target.c[column].type, JSON) and value is not None
                     params[f"w{number}_{column}"] = json.dumps(value) if json_column else value
         return statement, params
+
+    def rendered(self, statement: Select[tuple[Any]]) -> Rendered | None:
+        """``statement`` (one of :meth:`statement`'s) as SQL text for the DBAPI cursor and a function that
+        binds its parameters as SQLAlchemy would (each typed value through its type's bind processor);
+        ``None`` when only SQLAlchemy can run it (a default it computes while executing, an escaped name)."""
+        key = id(statement)
+        if key not in self._rendered:
+            compiled: Any = statement.compile(dialect=self._dialect)
+            if compiled.insert_prefetch or compiled.postfetch or compiled.escaped_bind_names:
+                self._rendered[key] = None
+            else:
+                processors = {name: processor for name, bind in compiled.binds.items()
+                              if (processor := bind.type.dialect_impl(self._dialect).bind_processor(self._dialect))}
+
+                def bind(params: dict[str, Any]) -> dict[str, Any]:
+                    values = compiled.construct_params(params)
+                    for name, processor in processors.items():
+                        if values.get(name) is not None:
+                            values[name] = processor(values[name])
+                    return values  # type: ignore[no-any-return]
+
+                self._rendered[key] = (str(compiled), bind)
+        return self._rendered[key]
 
     def _build(self, columns: tuple[str, ...], rows: Rows) -> Select[tuple[Any]]:
         (pk,) = self._table.primary_key.columns

@@ -63,7 +63,7 @@ from .base import (
     NewRecipients,
     Plan,
 )
-from .pg_create import PgCreate
+from .pg_create import PgCreate, Rendered
 from .schema import (
     broadcasts_table,
     due_index_ddl,
@@ -257,14 +257,18 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
         if create is None:
             create = self._creates[sql.table.name] = PgCreate(sql.table, self.engine.dialect)
         statement, params = create.statement(with_python_defaults(sql.table, values), rows)
+        rendered = create.rendered(statement)
         for _ in range(_SEQUENCE_CATCH_UPS + 1):
             with self._wrap_errors("write"):
                 try:
-                    with self.engine.connect() as conn:
-                        conn.execution_options(isolation_level="AUTOCOMMIT")
-                        entity_id = conn.execute(statement, params).scalar()
-                except IntegrityError as exc:
-                    error = self._refused_insert(exc.orig, sql, new)
+                    if rendered is not None:  # the store's own cursor, as its other one-statement writes
+                        entity_id = self._run_rendered(rendered, params)
+                    else:
+                        with self.engine.connect() as conn:
+                            conn.execution_options(isolation_level="AUTOCOMMIT")
+                            entity_id = conn.execute(statement, params).scalar()
+                except (IntegrityError, self.engine.dialect.loaded_dbapi.IntegrityError) as exc:
+                    error = self._refused_insert(getattr(exc, "orig", exc), sql, new)
                     if isinstance(error, IdempotencyKeyReused) and outcome is not None:
                         error = IdempotencyKeyReused(outcome.key, "is already recorded")
                     raise error from exc
@@ -278,6 +282,19 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
                     break
         raise StoreError(f"could not insert {kind}: every id the database picked for {sql.keys.where()} was taken; "
                          "its sequence is behind the ids in the table (rows inserted with explicit ids)")
+
+    def _run_rendered(self, rendered: Rendered, params: dict[str, Any]) -> Any:
+        """Run a rendered one-statement creation on the store's own cursor, in autocommit: its first
+        column, or ``None`` for no row. A constraint's refusal comes out as the driver's error, as from Core."""
+        try:
+            with self._cursor(None, write=True, single=True) as cur:
+                cur.execute(rendered[0], rendered[1](params))
+                row = cur.fetchone()
+        except StoreError as exc:
+            if isinstance(exc.__cause__, self.engine.dialect.loaded_dbapi.IntegrityError):
+                raise exc.__cause__ from None
+            raise
+        return row[0] if row is not None else None
 
     def adopt(self, adoption: Adoption, after_commit: AfterCommit, tx: object = None) -> Committed:
         """See :class:`~broadcast_lifecycle.stores.base.AdoptsRows`: the row the host inserted (and
