@@ -35,12 +35,11 @@ TERMINAL_HISTORY = "(to_status = 'cancelled' OR to_status = 'completed' OR to_st
 """Terminal transitions, verbatim as history pruning queries them."""
 
 EVERYONE_FUNCTION = (
-    "CREATE OR REPLACE FUNCTION bl_everyone_json(text, text, text) RETURNS json LANGUAGE sql VOLATILE AS $body$ "
-    "SELECT (SELECT json_agg(x ORDER BY o, n, tid) FROM (SELECT 0 AS o, NULL::timestamptz AS n, ''::text AS tid, "
+    "CREATE OR REPLACE FUNCTION bl_everyone_json(text, text, text) RETURNS json LANGUAGE plpgsql VOLATILE AS $body$ "
+    "BEGIN RETURN (SELECT json_agg(x ORDER BY o, n, tid) FROM (SELECT 0 AS o, NULL::timestamptz AS n, ''::text AS tid, "
     "json_build_array('customer', $3) AS x WHERE $3 IS NOT NULL UNION ALL SELECT 1, r.notified_at, r.transporter_id, "
     "json_build_array('transporter', r.transporter_id) FROM bl_recipients r WHERE r.kind = $1 AND r.entity_id = $2 "
-    "AND ($3 IS NOT NULL OR r.slots_held = 0)) s) "
-    "$body$"
+    "AND ($3 IS NOT NULL OR r.slots_held = 0)) s); END $body$"
 )
 """PostgreSQL: a terminal event's recipients (or, without a customer, a re-offer's: the transporters
 holding no slot) on a fresh snapshot, which the one-statement filling accept and activate call

@@ -300,16 +300,17 @@ def pg_everyone_json(recipients: Table, customer: str, key: str, kind: str = ":k
 
 def pg_everyone_function_body(recipients: Table) -> str:
     """The body of :data:`EVERYONE_FUNCTION`: :func:`pg_everyone_json` of its arguments (kind, key,
-    customer). A body with a sub-select is never inlined into the calling statement, so the
-    function keeps its own snapshot."""
-    return f" SELECT {pg_everyone_json(recipients, '$3', '$2', kind='$1')} "
+    customer), in PL/pgSQL: never inlined into the calling statement, so the function keeps its own
+    snapshot, and its query is planned once per connection (a LANGUAGE sql function's is planned at
+    every call, about 0.3 ms on each terminal transition)."""
+    return f" BEGIN RETURN {pg_everyone_json(recipients, '$3', '$2', kind='$1')}; END "
 
 
 def pg_function_ddl(signature: str, returns: str, body: str) -> str:
     """``CREATE OR REPLACE FUNCTION`` for a library function. VOLATILE is the point: such a
     function takes a new snapshot for each query in it, so it sees what committed while its
     caller waited for a lock (see :func:`pg_change_in_place`)."""
-    return f"CREATE OR REPLACE FUNCTION {signature} RETURNS {returns} LANGUAGE sql VOLATILE AS $body${body}$body$"
+    return f"CREATE OR REPLACE FUNCTION {signature} RETURNS {returns} LANGUAGE plpgsql VOLATILE AS $body${body}$body$"
 
 
 class EntitySql:
