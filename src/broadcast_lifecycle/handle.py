@@ -25,7 +25,7 @@ from .kinds import KindConfig
 from .lifecycle import Trigger
 from .records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
 from .results import CommandResult
-from .service import SYSTEM_ACTOR, Command, _command
+from .service import SYSTEM_ACTOR, _command
 from .stores.base import Adoption, NewBroadcast
 from .validation import (
     require_deadline,
@@ -237,13 +237,11 @@ class KindHandle:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _run(self, entity_id: EntityId, tx: object, trigger: Trigger, **fields: Any) -> CommandResult:
-        return self._lc._run(self._command(entity_id, trigger, **fields), entity_id, tx)
-
-    def _command(self, entity_id: EntityId, trigger: Trigger, *, metadata: Mapping[str, Any] | None,
-                 idempotency_key: str | None, actor: str | None, **fields: Any) -> Command:
+    def _run(self, entity_id: EntityId, tx: object, trigger: Trigger, *, metadata: Mapping[str, Any] | None,
+             idempotency_key: str | None, actor: str | None, **fields: Any) -> CommandResult:
         meta = require_metadata(metadata)
         key = require_key(idempotency_key, actor)
         digest = fingerprint(trigger.value, entity_id, meta, sorted(fields.items())) if key else ""
-        return _command(config=self._config, trigger=trigger, metadata=meta, fingerprint=digest, actor=actor,
-                       idempotency_key=key, **fields)
+        command = _command(config=self._config, trigger=trigger, metadata=meta, fingerprint=digest, actor=actor,
+                           idempotency_key=key, **fields)
+        return self._lc._run(command, entity_id, tx)

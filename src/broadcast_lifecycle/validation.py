@@ -65,6 +65,8 @@ def require_transporters(transporters: Iterable[str]) -> tuple[str, ...]:
 def is_entity_id(value: object) -> bool:
     """Whether some store could hold ``value`` as a broadcast's id: an int within :data:`MAX_INT_ID`
     either way (not a bool), a non-empty string or a UUID. A lookup of anything else finds nothing."""
+    if type(value) is int:  # the usual id, checked first (every command asks)
+        return -MAX_INT_ID - 1 <= value <= MAX_INT_ID
     if isinstance(value, int):
         return not isinstance(value, bool) and -MAX_INT_ID - 1 <= value <= MAX_INT_ID
     if isinstance(value, str):

@@ -132,7 +132,9 @@ class InMemoryStore:
                       else change.events(after, ()))
             self._broadcasts[key] = after
             self._history[key].append(change.history_entry())
-            self._outbox.update((e.event_id, _entry(e, change.at)) for e in events)
+            outbox, at = self._outbox, change.at
+            for event in events:
+                outbox[event.event_id] = _entry(event, at)
             if (outcome := change.outcome(after)) is not None:
                 self._keys[outcome.key] = outcome
                 self._key_times[outcome.key] = change.at
