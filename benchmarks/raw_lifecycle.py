@@ -4,8 +4,10 @@
 Per command: read the row, check the trigger against the state, compare-and-set UPDATE (by version),
 the recipients' rows (notified, or the accepting transporter's holding), one history row, and the
 outbox rows: the state change to the customer, the offer to the transporters a start_broadcast
-notifies and, for a transition into fully_filled, completed, cancelled or expired, the
-announcement to the customer and every notified transporter (read in the same transaction).
+notifies, the offer again at activate to every notified transporter holding no slot (the re-offer,
+read in the same transaction) and, for a transition into fully_filled, completed, cancelled or
+expired, the announcement to the customer and every notified transporter (read in the same
+transaction).
 Creation inserts the row, its history row and its event. Values are written the way SQLAlchemy
 writes them, so the library could read these rows (and the events are the library's, ids aside).
 
@@ -40,6 +42,9 @@ _NEXT = {  # trigger: (from states, to state or None when the fill decides)
     "complete": ({"in_progress"}, "completed"),
     "cancel": ({"created", "broadcasting", "active", "partially_filled", "fully_filled"}, "cancelled"),
 }
+_REOFFERS = {("activate", "broadcasting")}
+"""(trigger, from-state) pairs that offer the broadcast again (the library's ``lifecycle.REOFFERS`` that
+these scenarios reach)."""
 _TO_ALL = {"fully_filled": "BOOKING_FULLY_FILLED", "completed": "BOOKING_COMPLETED", "cancelled": "BOOKING_CANCELLED"}
 
 LOAD = ("SELECT status, customer_id, slots_requested, slots_filled, version, expires_at FROM bl_broadcasts "
@@ -54,6 +59,8 @@ HOLD = ("UPDATE bl_recipients SET slots_held = slots_held + %s, response = %s, r
         "WHERE kind = %s AND entity_id = %s AND transporter_id = %s")
 EVERYONE = ("SELECT transporter_id FROM bl_recipients WHERE kind = %s AND entity_id = %s "
             "ORDER BY notified_at, transporter_id")
+NOT_HOLDING = ("SELECT transporter_id FROM bl_recipients WHERE kind = %s AND entity_id = %s AND slots_held = 0 "
+               "ORDER BY notified_at, transporter_id")
 HISTORY = ('INSERT INTO bl_transition_history (kind, entity_id, from_status, to_status, "trigger", actor, reason, '
            "meta, at, version) VALUES (%s, %s, %s, %s, %s, %s, NULL, {json}, %s, %s)")
 OUTBOX = ("INSERT INTO bl_outbox (event_id, name, topic, kind, id_field, entity_id, status, previous_status, "
@@ -77,7 +84,7 @@ class RawLifecycle:
             json_param = "%s"
         self.sql = {name: self._dialect(text.replace("{json}", json_param)) for name, text in (
             ("load", LOAD), ("insert", INSERT), ("update", UPDATE), ("notify", NOTIFY), ("hold", HOLD),
-            ("everyone", EVERYONE), ("history", HISTORY), ("outbox", OUTBOX))}
+            ("everyone", EVERYONE), ("not_holding", NOT_HOLDING), ("history", HISTORY), ("outbox", OUTBOX))}
         self.cur = self.conn.cursor()
 
     def _dialect(self, sql: str) -> str:
@@ -150,6 +157,11 @@ class RawLifecycle:
                 events.append(self._event("BOOKING_OFFERED", "offered", key, to, status, now, version + 1,
                                           filled + delta, requested, expires_at, trigger,
                                           [["transporter", t] for t in notify], now))
+            if (trigger, status) in _REOFFERS:  # offered again to every notified transporter holding no slot
+                cur.execute(self.sql["not_holding"], (KIND, key))
+                if offered := [["transporter", t] for (t,) in cur.fetchall()]:
+                    events.append(self._event("BOOKING_OFFERED", "offered", key, to, status, now, version + 1,
+                                              filled + delta, requested, expires_at, trigger, offered, now))
             if to in _TO_ALL:
                 cur.execute(self.sql["everyone"], (KIND, key))
                 everyone = [["customer", customer], *(["transporter", t] for (t,) in cur.fetchall())]
