@@ -75,7 +75,7 @@ def test_mermaid_has_one_edge_per_table_transition() -> None:
     drawn_triples = Counter((trigger, source, dest) for source, dest, trigger in drawn.elements())
     in_table = _table_triples(block)
     expected = {(Trigger.CREATE.value, "[*]", INITIAL.value)} | {
-        (rule.trigger.value, source.value, rule.dest.value) for rule in RULES for source in rule.sources
+        (rule.trigger.value, source.value, rule.dest_from(source).value) for rule in RULES for source in rule.sources
     }
     assert len(in_table) == len(set(in_table))
     assert set(in_table) == expected

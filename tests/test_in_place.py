@@ -193,3 +193,22 @@ def test_events_sent_from_an_in_place_accept_are_the_events_stored(postgres_serv
                                        Topic.STATE_CHANGED, Topic.OFFERED, Topic.STATE_CHANGED]
     stored = {entry.event.event_id: entry.event for entry in fast.store.pending_events(100)}
     assert [stored.get(e.event_id) for e in sent] == sent
+
+
+@pytest.mark.parametrize("variant", ["accept", "accept_partial", "release"])
+def test_the_in_place_statements_take_exactly_the_states_the_table_lets_them(variant: str) -> None:
+    """Each in-place statement's WHERE names exactly the states from which the table's branches of its trigger
+    announce no more than it writes (the state change, and the accept's fully_filled): a rule that starts
+    re-offering from a state, say, takes that state out of the statement."""
+    from broadcast_lifecycle.lifecycle import ROUTES, Trigger, topics_of
+    from broadcast_lifecycle.stores._sql_text import _IN_PLACE
+
+    trigger = Trigger.ACCEPT if variant.startswith("accept") else Trigger.RELEASE
+    writes = {Topic.STATE_CHANGED, Topic.FULLY_FILLED} if trigger is Trigger.ACCEPT else {Topic.STATE_CHANGED}
+    expected = {status.value for (t, status), route in ROUTES.items() if t is trigger
+                and all(set(topics_of(t, status, branch.dest)) <= writes for branch in route.branches)}
+    guard = _IN_PLACE[variant][0]
+    named = re.fullmatch(r"status IN \(([^)]*)\) AND \(expires_at IS NULL OR expires_at > :at\)", guard)
+    assert named is not None, guard
+    assert {s.strip(" '") for s in named.group(1).split(",")} == expected
+    assert expected == ({"active", "partially_filled"} if trigger is Trigger.ACCEPT else {"partially_filled"})

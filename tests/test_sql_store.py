@@ -237,3 +237,17 @@ def test_overdue_accept_still_expires_on_the_spot(database_url: str) -> None:
         lc.kind("booking").accept(entity_id, "t1")
     assert lc.kind("booking").get(entity_id).status is BroadcastStatus.EXPIRED
     assert recorder.names()[-1] == "BOOKING_EXPIRED"
+
+
+def test_create_all_on_an_older_database_names_the_missing_columns_and_the_migration(database_url: str) -> None:
+    """create_all() on a database whose library table lacks columns (an older schema) refuses, naming the table,
+    the columns and the migration to run, instead of leaving every later write to fail."""
+    store = SQLAlchemyStore.from_url(database_url)
+    store.create_all()
+    with store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE bl_outbox DROP COLUMN reason"))
+        conn.execute(text("ALTER TABLE bl_outbox DROP COLUMN expires_at"))
+    with pytest.raises(StoreError, match=r"table bl_outbox lacks columns expires_at, reason: the database predates "
+                                         r"the library's schema.*Run migration 0002_broadcast_lifecycle"):
+        store.create_all()
+    store.close()

@@ -12,6 +12,7 @@ from transitions import Machine, MachineError
 from broadcast_lifecycle import BroadcastSnapshot, CommandContext, TransitionRefused
 from broadcast_lifecycle.decision import decide
 from broadcast_lifecycle.errors import InvalidTransition
+from broadcast_lifecycle.expiry import EXPIRY_TOPICS
 from broadcast_lifecycle.guards import BRANCH_TESTS, GUARDS
 from broadcast_lifecycle.lifecycle import (
     BRANCHES,
@@ -26,6 +27,7 @@ from broadcast_lifecycle.lifecycle import (
     allowed_from,
     build_machine,
     table_problems,
+    topics_of,
 )
 from broadcast_lifecycle.states import TERMINAL, BroadcastStatus
 
@@ -38,7 +40,7 @@ def _edges(rules: tuple[Rule, ...] = RULES) -> dict[S, set[S]]:
     edges: dict[S, set[S]] = {state: set() for state in S}
     for rule in rules:
         for source in rule.sources:
-            edges[source].add(rule.dest)
+            edges[source].add(rule.dest_from(source))
     return edges
 
 
@@ -65,7 +67,7 @@ def test_exactly_one_initial_state() -> None:
     """The machine starts in created, and created is the only state no transition leads into."""
     assert MACHINE.initial == INITIAL.value == "created"
     assert build_machine().initial == INITIAL.value
-    targets = {rule.dest for rule in RULES}
+    targets = {rule.dest_from(source) for rule in RULES for source in rule.sources if rule.dest_from(source) != source}
     assert [state for state in S if state not in targets] == [INITIAL]
     assert Trigger.CREATE not in {rule.trigger for rule in RULES}
 
@@ -107,14 +109,15 @@ def test_broken_table_terminal_with_exit_is_reported() -> None:
 
 def test_broken_table_branches_with_different_guards_are_reported() -> None:
     """Branches of one trigger from one state must share their guards; a table that differs is reported."""
-    odd = Rule(Trigger.ACCEPT, (S.ACTIVE,), S.FULLY_FILLED, guards=("slots_available",), when="fills_all")
+    odd = Rule(Trigger.ACCEPT, (S.ACTIVE,), S.FULLY_FILLED, guards=("slots_available",), when="fills_all", fill=1)
     assert table_problems((*RULES, odd)) == ["accept from active has branches with different guards"]
 
 
-def test_broken_table_branches_that_disagree_on_reoffering_are_reported() -> None:
-    """Branches of one trigger from one state must agree on re-offering; a table where they differ is reported."""
+def test_broken_table_branches_with_different_effects_are_reported() -> None:
+    """Branches of one trigger from one state share their effects (fill, deadline); a table where they differ
+    is reported (their announcements may differ: each branch says its own)."""
     odd = Rule(Trigger.RELEASE, (S.FULLY_FILLED,), S.ACTIVE, guards=("holds_slots",), when="empties")
-    assert set(table_problems((odd, *RULES))) == {"release from fully_filled has branches that disagree on re-offering"}
+    assert set(table_problems((odd, *RULES))) == {"release from fully_filled has branches with different effects"}
 
 
 def test_reoffers_are_the_transitions_that_open_the_broadcast_again() -> None:
@@ -219,7 +222,7 @@ def test_routes_cover_exactly_the_machine_transitions() -> None:
 def test_route_lands_where_the_machine_lands(trigger: Trigger, status: S) -> None:
     """For every branch outcome, decide() picks the state a real model on the machine moves to."""
     route: Route = ROUTES[(trigger, status)]
-    branch_names = sorted({name for name, _, _ in route.branches if name is not None})
+    branch_names = sorted({branch.name for branch in route.branches if branch.name is not None})
     machine = build_machine()
     landed: dict[tuple[bool, ...], str] = {}
     for snap, ctx in _cases(trigger, status):
@@ -291,3 +294,9 @@ def test_auto_transitions_are_off() -> None:
     assert not [name for name in dir(model) if name.startswith("to_")]
     for state in S:
         assert not hasattr(model, f"to_{state.value}")
+
+
+def test_expiry_announces_the_same_from_every_state_it_expires() -> None:
+    """The sweepers write one row per topic of EXPIRY_TOPICS whatever state they expire: the table's expire rule
+    announces exactly that from each of them."""
+    assert {topics_of(Trigger.EXPIRE, state, S.EXPIRED) for state in allowed_from(Trigger.EXPIRE)} == {EXPIRY_TOPICS}

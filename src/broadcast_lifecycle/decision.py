@@ -9,15 +9,16 @@ from typing import Any
 
 from ._quick import quick_constructor
 from .errors import InvalidArgument, InvalidTransition, TransitionRefused
-from .events import Topic, topics_for
+from .events import Topic
 from .guards import BRANCH_TESTS, GUARDS, CommandContext, Guard
-from .lifecycle import REOFFERS, ROUTES, Trigger, allowed_from
+from .lifecycle import ROUTES, Trigger, allowed_from, topics_of
 from .records import BroadcastSnapshot, HistoryEntry
 from .states import BroadcastStatus
 
 __all__ = ["Decision", "decide", "is_overdue"]
 
-_FILL_SIGN = {Trigger.ACCEPT: 1, Trigger.RELEASE: -1}
+_EXPIRY_TOPICS = {status: topics_of(Trigger.EXPIRE, status, BroadcastStatus.EXPIRED)
+                  for (trigger, status) in ROUTES if trigger is Trigger.EXPIRE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +78,9 @@ def decide(
     An overdue broadcast is expired whatever the trigger (see ``Decision.superseded``).
     """
     status = snapshot.status
-    expires_at = snapshot.expires_at
     if trigger is not Trigger.EXPIRE and is_overdue(snapshot, ctx.now):
-        return _decision(
-            Trigger.EXPIRE, status, BroadcastStatus.EXPIRED, 0, expires_at,
-            topics_for(BroadcastStatus.EXPIRED), superseded=trigger,
-        )
+        return _decision(Trigger.EXPIRE, status, BroadcastStatus.EXPIRED, 0, snapshot.expires_at,
+                         _EXPIRY_TOPICS[status], superseded=trigger)
     route = ROUTES.get((trigger, status))
     if route is None:
         raise InvalidTransition(snapshot.kind, snapshot.id, status.value, trigger.value,
@@ -99,14 +97,15 @@ def decide(
                 raise InvalidArgument(f"guard {name} returned {reason!r}: a guard returns None to allow, or a "
                                       "non-empty sentence saying why it refuses")
             raise TransitionRefused(snapshot.kind, snapshot.id, status.value, trigger.value, reason)
-    dest = route.branches[-1][2]
-    for branch, expected, candidate in route.branches:
-        if branch is None or BRANCH_TESTS[branch](snapshot, ctx) is expected:
-            dest = candidate
+    taken = route.branches[-1]
+    for branch in route.branches:
+        if branch.name is None or BRANCH_TESTS[branch.name](snapshot, ctx) is branch.expected:
+            taken = branch
             break
-    if trigger is Trigger.ACTIVATE:
-        expires_at = ctx.deadline
-    # Past the deadline the reopened broadcast is due to expire (any command on it expires it): no re-offer.
-    reopens = (trigger, status) in REOFFERS and (expires_at is None or ctx.now < expires_at)
-    topics = topics_for(dest) + ((Topic.OFFERED,) if reopens else ())
-    return _decision(trigger, status, dest, _FILL_SIGN.get(trigger, 0) * ctx.slots, expires_at, topics)
+    expires_at = ctx.deadline if route.sets_deadline else snapshot.expires_at
+    announces = taken.announces
+    if Topic.OFFERED in announces and expires_at is not None and ctx.now >= expires_at:
+        # Past the deadline the reopened broadcast is due to expire (any command on it expires it): no re-offer.
+        announces = tuple(topic for topic in announces if topic is not Topic.OFFERED)
+    return _decision(trigger, status, taken.dest, route.fill * ctx.slots, expires_at,
+                     (Topic.STATE_CHANGED, *announces))

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .events import Topic
 from .guards import GUARDS
 from .lifecycle import BRANCHES, INITIAL, RULES, Rule, Trigger
 from .states import CLOSED, OPEN, BroadcastStatus
@@ -63,6 +64,15 @@ def _condition(rule: Rule) -> str:
     return "; ".join(parts).replace("|", "\\|") or "—"
 
 
+def _announcements(rule: Rule) -> str:
+    parts = [f"`{{KIND}}_{topic.name}` to "
+             + ("the notified transporters holding no slot" if topic is Topic.OFFERED
+                else "the customer and every notified transporter") for topic in rule.announces]
+    if rule.sets_deadline:
+        parts.append("sets the deadline")
+    return "; ".join(parts) or "—"
+
+
 def _branch_label(rule: Rule) -> str:
     if rule.when:
         return f" [{rule.when}]"
@@ -79,7 +89,7 @@ def edges() -> list[tuple[str, str, str, str]]:
     }
     for rule in RULES:
         for source in rule.sources:
-            key = (rule.trigger.value, source.value, rule.dest.value)
+            key = (rule.trigger.value, source.value, rule.dest_from(source).value)
             labels.setdefault(key, []).append(rule.trigger.value + _branch_label(rule))
     return [(*key, " or ".join(found)) for key, found in labels.items()]
 
@@ -100,13 +110,15 @@ def render() -> str:
         "",
         "### Transitions",
         "",
-        "| trigger | from | to | guard / condition |",
-        "|---|---|---|---|",
-        f"| {Trigger.CREATE.value} | (none) | {INITIAL.value} | {_CREATE_CONDITION} |",
-        *(f"| {r.trigger.value} | {', '.join(s.value for s in r.sources)} | {r.dest.value} | {_condition(r)} |"
-          for r in RULES),
+        "| trigger | from | to | guard / condition | effects, announcements (besides the customer's state change) |",
+        "|---|---|---|---|---|",
+        f"| {Trigger.CREATE.value} | (none) | {INITIAL.value} | {_CREATE_CONDITION} | — |",
+        *(f"| {r.trigger.value} | {', '.join(s.value for s in r.sources)} | "
+          f"{r.dest.value if r.dest else '(the same)'} | {_condition(r)} | {_announcements(r)} |" for r in RULES),
         "",
-        f"`notify_more(transporters)` adds recipients while open ({open_states}); it changes no state.",
+        f"`notify_more(transporters)` adds recipients while open ({open_states}); it changes no state. "
+        "`start_broadcast` and `notify_more` offer the broadcast (`{KIND}_OFFERED`) to each transporter they "
+        "notify.",
         "",
         "### Diagram",
         "",

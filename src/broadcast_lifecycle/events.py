@@ -40,7 +40,6 @@ __all__ = [
     "build_events",
     "build_offer",
     "new_event_id",
-    "topics_for",
 ]
 
 NOTIFY_MORE = "notify_more"
@@ -48,7 +47,8 @@ NOTIFY_MORE = "notify_more"
 
 
 class Topic(str, Enum):
-    """What an event announces; the kind turns it into a wire name."""
+    """What an event announces; the kind turns it into a wire name. Which transition announces which
+    topic is the transition table's to say (``Rule.announces`` in :mod:`broadcast_lifecycle.lifecycle`)."""
 
     STATE_CHANGED = "state_changed"
     """Every transition, creation included: to the customer."""
@@ -60,24 +60,6 @@ class Topic(str, Enum):
     EXPIRED = "expired"
     CANCELLED = "cancelled"
     COMPLETED = "completed"
-
-
-_ANNOUNCED_TO_ALL: dict[BroadcastStatus, Topic] = {
-    BroadcastStatus.FULLY_FILLED: Topic.FULLY_FILLED,
-    BroadcastStatus.EXPIRED: Topic.EXPIRED,
-    BroadcastStatus.CANCELLED: Topic.CANCELLED,
-    BroadcastStatus.COMPLETED: Topic.COMPLETED,
-}
-
-_TOPICS: dict[BroadcastStatus, tuple[Topic, ...]] = {
-    status: (Topic.STATE_CHANGED, *((_ANNOUNCED_TO_ALL[status],) if status in _ANNOUNCED_TO_ALL else ()))
-    for status in BroadcastStatus
-}
-
-
-def topics_for(dest: BroadcastStatus) -> tuple[Topic, ...]:
-    """The topics a transition into ``dest`` announces (offers are announced apart: see :func:`build_offer`)."""
-    return _TOPICS[dest]
 
 
 class Recipient(NamedTuple):
@@ -232,17 +214,20 @@ def build_events(
     trigger: str,
     reason: str | None = None,
     holders: Collection[str] = (),
+    event_ids: Sequence[str] = (),
 ) -> tuple[BroadcastEvent, ...]:
     """The events of one transition: state-changed to the customer; a re-offer to each notified
     transporter not among ``holders`` (those holding a slot after the transition; none when every one
     holds); the rest to the customer and every notified transporter (``transporters``, in notification
-    order). Without ``transporters`` (a store whose statement lists them) a re-offer has no recipients yet."""
+    order). Without ``transporters`` (a store whose statement lists them) a re-offer has no recipients yet.
+    ``event_ids`` are the ids of the first events, in order, when a statement wrote them already."""
     customer: tuple[Recipient, ...] = (Recipient("customer", after.customer_id),)
     if len(topics) == 1 and topics[0] is Topic.STATE_CHANGED:  # the common case: to the customer only
         return (build_event(kind, after, topics[0], customer, previous_status=previous_status, trigger=trigger,
                             reason=reason),)
     notified = tuple(Recipient("transporter", t) for t in transporters)
     events = []
+    ids = iter(event_ids)
     for topic in topics:
         if topic is Topic.STATE_CHANGED:
             recipients = customer
@@ -253,7 +238,7 @@ def build_events(
         else:
             recipients = customer + notified
         events.append(build_event(kind, after, topic, recipients, previous_status=previous_status, trigger=trigger,
-                                  reason=reason))
+                                  reason=reason, event_id=next(ids, None)))
     return tuple(events)
 
 

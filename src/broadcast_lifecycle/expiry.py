@@ -18,10 +18,10 @@ from datetime import datetime
 
 from .decision import Decision, decide, is_overdue
 from .errors import InvalidArgument
-from .events import BroadcastEvent, Topic, build_events, topics_for
+from .events import BroadcastEvent, Topic, build_events
 from .guards import CommandContext
 from .kinds import KindConfig
-from .lifecycle import Trigger, allowed_from
+from .lifecycle import Trigger, allowed_from, topics_of
 from .records import BroadcastSnapshot, HistoryEntry
 from .states import BroadcastStatus
 
@@ -31,9 +31,10 @@ EXPIRABLE: frozenset[BroadcastStatus] = allowed_from(Trigger.EXPIRE)
 """The states a deadline can expire (from the transition table): created, broadcasting, active,
 partially_filled. A broadcast in any other state keeps its deadline but is never swept."""
 
-EXPIRY_TOPICS: tuple[Topic, ...] = topics_for(BroadcastStatus.EXPIRED)
+EXPIRY_TOPICS: tuple[Topic, ...] = topics_of(Trigger.EXPIRE, BroadcastStatus.ACTIVE, BroadcastStatus.EXPIRED)
 """What an expiry announces, in this order: state-changed to the customer, then ``{KIND}_EXPIRED`` to
-the customer and every notified transporter (a set-wise SQL sweep writes one row per topic)."""
+the customer and every notified transporter (a set-wise SQL sweep writes one row per topic), as the
+table's expire rule announces it (from every state it expires: ``tests/test_table.py`` checks)."""
 
 SWEEP_REASON = "deadline passed"
 """The reason every store records in the history row (and the events) of a broadcast that

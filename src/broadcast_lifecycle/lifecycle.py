@@ -10,13 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from transitions import Machine
 
+from .events import Topic
 from .states import BroadcastStatus as S
 
 __all__ = [
     "BRANCHES",
+    "DEADLINE_TRIGGERS",
+    "Branch",
     "INITIAL",
     "MACHINE",
     "REOFFERS",
@@ -28,6 +32,7 @@ __all__ = [
     "allowed_from",
     "build_machine",
     "table_problems",
+    "topics_of",
 ]
 
 
@@ -60,60 +65,58 @@ BRANCHES: Mapping[str, str] = {
 
 @dataclass(frozen=True)
 class Rule:
-    """One row of the table: ``trigger`` from any of ``sources`` to ``dest``.
+    """One row of the table: ``trigger`` from any of ``sources`` to ``dest``, and what it does.
 
-    ``guards`` name checks in :mod:`broadcast_lifecycle.guards` that refuse with a reason;
-    ``when``/``unless`` name a branch from :data:`BRANCHES` that selects this row. ``reoffers``: the
-    broadcast (re)opens for the transporters already notified (a deadline is set, a full broadcast
-    has a slot free again), so the offer is announced again to each of them that holds no slot.
+    ``dest=None`` keeps the state: a self-loop from each source (a command that changes the broadcast
+    but not its state, over several states as one rule). ``guards`` name checks in
+    :mod:`broadcast_lifecycle.guards` that refuse with a reason; ``when``/``unless`` name a branch from
+    :data:`BRANCHES` that selects this row. The effects: ``fill`` moves ``slots_filled`` by the command's
+    slots times this sign; ``sets_deadline`` makes the command's deadline the broadcast's. ``announces``
+    names the topics sent besides the customer's state change, which every transition sends:
+    :attr:`Topic.OFFERED <broadcast_lifecycle.events.Topic.OFFERED>` re-offers the broadcast to the
+    notified transporters holding no slot (it opens again for them), any other topic goes to the
+    customer and every notified transporter.
     """
 
     trigger: Trigger
     sources: tuple[S, ...]
-    dest: S
+    dest: S | None
     guards: tuple[str, ...] = ()
     when: str | None = None
     unless: str | None = None
-    reoffers: bool = False
+    announces: tuple[Topic, ...] = ()
+    fill: int = 0
+    sets_deadline: bool = False
+
+    def dest_from(self, source: S) -> S:
+        """Where this rule leads from ``source`` (``source`` itself for a self-loop)."""
+        return source if self.dest is None else self.dest
 
 
 _OPEN_FOR_FILL = (S.ACTIVE, S.PARTIALLY_FILLED)
+_ACCEPT_GUARDS = ("transporter_notified", "slots_available")
 
 RULES: tuple[Rule, ...] = (
     Rule(Trigger.START_BROADCAST, (S.CREATED,), S.BROADCASTING),
-    Rule(Trigger.ACTIVATE, (S.BROADCASTING,), S.ACTIVE, guards=("deadline_in_future",), reoffers=True),
-    Rule(
-        Trigger.ACCEPT,
-        _OPEN_FOR_FILL,
-        S.FULLY_FILLED,
-        guards=("transporter_notified", "slots_available"),
-        when="fills_all",
-    ),
-    Rule(
-        Trigger.ACCEPT,
-        _OPEN_FOR_FILL,
-        S.PARTIALLY_FILLED,
-        guards=("transporter_notified", "slots_available"),
-        unless="fills_all",
-    ),
-    Rule(Trigger.RELEASE, (S.PARTIALLY_FILLED,), S.ACTIVE, guards=("holds_slots",), when="empties"),
-    Rule(Trigger.RELEASE, (S.PARTIALLY_FILLED,), S.PARTIALLY_FILLED, guards=("holds_slots",), unless="empties"),
-    Rule(Trigger.RELEASE, (S.FULLY_FILLED,), S.ACTIVE, guards=("holds_slots",), when="empties", reoffers=True),
+    Rule(Trigger.ACTIVATE, (S.BROADCASTING,), S.ACTIVE, guards=("deadline_in_future",), sets_deadline=True,
+         announces=(Topic.OFFERED,)),
+    Rule(Trigger.ACCEPT, _OPEN_FOR_FILL, S.FULLY_FILLED, guards=_ACCEPT_GUARDS, when="fills_all", fill=1,
+         announces=(Topic.FULLY_FILLED,)),
+    Rule(Trigger.ACCEPT, _OPEN_FOR_FILL, S.PARTIALLY_FILLED, guards=_ACCEPT_GUARDS, unless="fills_all", fill=1),
+    Rule(Trigger.RELEASE, (S.PARTIALLY_FILLED,), S.ACTIVE, guards=("holds_slots",), when="empties", fill=-1),
+    Rule(Trigger.RELEASE, (S.PARTIALLY_FILLED,), S.PARTIALLY_FILLED, guards=("holds_slots",), unless="empties",
+         fill=-1),
+    # From fully_filled a release opens the broadcast again: offered anew to those who dropped it.
+    Rule(Trigger.RELEASE, (S.FULLY_FILLED,), S.ACTIVE, guards=("holds_slots",), when="empties", fill=-1,
+         announces=(Topic.OFFERED,)),
     Rule(Trigger.RELEASE, (S.FULLY_FILLED,), S.PARTIALLY_FILLED, guards=("holds_slots",), unless="empties",
-         reoffers=True),
+         fill=-1, announces=(Topic.OFFERED,)),
     Rule(Trigger.START_TRIP, (S.PARTIALLY_FILLED, S.FULLY_FILLED), S.IN_PROGRESS, guards=("trip_fill_policy",)),
-    Rule(Trigger.COMPLETE, (S.IN_PROGRESS,), S.COMPLETED),
-    Rule(
-        Trigger.CANCEL,
-        (S.CREATED, S.BROADCASTING, S.ACTIVE, S.PARTIALLY_FILLED, S.FULLY_FILLED),
-        S.CANCELLED,
-    ),
-    Rule(
-        Trigger.EXPIRE,
-        (S.CREATED, S.BROADCASTING, S.ACTIVE, S.PARTIALLY_FILLED),
-        S.EXPIRED,
-        guards=("deadline_passed",),
-    ),
+    Rule(Trigger.COMPLETE, (S.IN_PROGRESS,), S.COMPLETED, announces=(Topic.COMPLETED,)),
+    Rule(Trigger.CANCEL, (S.CREATED, S.BROADCASTING, S.ACTIVE, S.PARTIALLY_FILLED, S.FULLY_FILLED), S.CANCELLED,
+         announces=(Topic.CANCELLED,)),
+    Rule(Trigger.EXPIRE, (S.CREATED, S.BROADCASTING, S.ACTIVE, S.PARTIALLY_FILLED), S.EXPIRED,
+         guards=("deadline_passed",), announces=(Topic.EXPIRED,)),
 )
 """The default lifecycle. ``create`` is not a row: it makes a broadcast in :data:`INITIAL`."""
 
@@ -131,7 +134,7 @@ def build_machine() -> Machine:
         machine.add_transition(
             rule.trigger.value,
             [source.value for source in rule.sources],
-            rule.dest.value,
+            "=" if rule.dest is None else rule.dest.value,
             conditions=[*rule.guards, *([rule.when] if rule.when else [])],
             unless=[rule.unless] if rule.unless else [],
         )
@@ -142,27 +145,42 @@ MACHINE = build_machine()
 """The one machine of the process."""
 
 
+class Branch(NamedTuple):
+    """One destination of a route: taken when branch ``name`` tests ``expected`` (always when
+    ``name`` is ``None``), announcing the customer's state change and ``announces``."""
+
+    name: str | None
+    expected: bool
+    dest: S
+    announces: tuple[Topic, ...]
+
+
 @dataclass(frozen=True)
 class Route:
-    """Where ``trigger`` leads from one state: the guards to pass and the branches to pick from.
-
-    ``branches`` pairs a branch name and its required truth value with a destination; the first
-    pair that matches wins, in table order.
-    """
+    """Where ``trigger`` leads from one state: the guards to pass, the branches to pick from (the
+    first that matches wins, in table order) and the effects every branch shares."""
 
     guards: tuple[str, ...]
-    branches: tuple[tuple[str | None, bool, S], ...]
+    branches: tuple[Branch, ...]
+    fill: int = 0
+    sets_deadline: bool = False
 
 
-def _compile(machine: Machine) -> dict[tuple[Trigger, S], Route]:
-    """Flatten the machine's events into a dict keyed by (trigger, from-state)."""
+def _compile(machine: Machine, rules: tuple[Rule, ...]) -> dict[tuple[Trigger, S], Route]:
+    """Flatten the machine's events into a dict keyed by (trigger, from-state), with each rule's
+    effects (the machine keeps a (trigger, state)'s candidates in the order the rules added them)."""
+    by_source: dict[tuple[Trigger, S], list[Rule]] = {}
+    for rule in rules:
+        for source in rule.sources:
+            by_source.setdefault((rule.trigger, source), []).append(rule)
     routes: dict[tuple[Trigger, S], Route] = {}
     for name, event in machine.events.items():
         trigger = Trigger(name)
-        for source, candidates in event.transitions.items():
+        for state_name, candidates in event.transitions.items():
+            state = S(state_name)
             guards: list[str] = []
-            branches: list[tuple[str | None, bool, S]] = []
-            for candidate in candidates:
+            branches: list[Branch] = []
+            for candidate, rule in zip(candidates, by_source[(trigger, state)], strict=True):
                 branch: tuple[str | None, bool] = (None, True)
                 for condition in candidate.conditions:
                     cond_name = str(condition.func)
@@ -170,17 +188,32 @@ def _compile(machine: Machine) -> dict[tuple[Trigger, S], Route]:
                         branch = (cond_name, bool(condition.target))
                     elif cond_name not in guards:
                         guards.append(cond_name)
-                branches.append((*branch, S(candidate.dest)))
-            routes[(trigger, S(source))] = Route(tuple(guards), tuple(branches))
+                branches.append(Branch(*branch, S(candidate.dest), rule.announces))
+            first = by_source[(trigger, state)][0]
+            routes[(trigger, state)] = Route(tuple(guards), tuple(branches), first.fill, first.sets_deadline)
     return routes
 
 
-ROUTES: Mapping[tuple[Trigger, S], Route] = _compile(MACHINE)
+ROUTES: Mapping[tuple[Trigger, S], Route] = _compile(MACHINE, RULES)
 """The table as a lookup for the decision path."""
 
 REOFFERS: frozenset[tuple[Trigger, S]] = frozenset(
-    (rule.trigger, source) for rule in RULES if rule.reoffers for source in rule.sources)
+    (rule.trigger, source) for rule in RULES if Topic.OFFERED in rule.announces for source in rule.sources)
 """(trigger, from-state) pairs whose transition announces the offer again to the notified transporters."""
+
+
+DEADLINE_TRIGGERS: frozenset[Trigger] = frozenset(rule.trigger for rule in RULES if rule.sets_deadline)
+"""The triggers whose command brings the broadcast's new deadline (``Rule.sets_deadline``)."""
+
+
+def topics_of(trigger: Trigger, source: S, dest: S) -> tuple[Topic, ...]:
+    """What the transition ``trigger`` from ``source`` to ``dest`` announces, in order: the customer's
+    state change, then the rule's topics. ``KeyError`` for an edge that is not in the table."""
+    for branch in ROUTES[(trigger, source)].branches:
+        if branch.dest is dest:
+            return (Topic.STATE_CHANGED, *branch.announces)
+    raise KeyError((trigger, source, dest))
+
 
 _ALLOWED_FROM: Mapping[Trigger, frozenset[S]] = {
     trigger: frozenset(source for (t, source) in ROUTES if t is trigger) for trigger in Trigger
@@ -199,17 +232,18 @@ def table_problems(rules: Iterable[Rule] = RULES, initial: S = INITIAL) -> list[
     """
     rules = tuple(rules)
     edges: dict[S, set[S]] = {state: set() for state in S}
-    guards: dict[tuple[Trigger, S], tuple[str, ...]] = {}
-    reoffers: dict[tuple[Trigger, S], bool] = {}
+    shared: dict[tuple[Trigger, S], tuple[tuple[str, ...], int, bool]] = {}
     problems: list[str] = []
     for rule in rules:
         for source in rule.sources:
-            edges[source].add(rule.dest)
-            # Branches of one trigger share their guards: the decision checks them before it picks one.
-            if guards.setdefault((rule.trigger, source), rule.guards) != rule.guards:
+            edges[source].add(rule.dest_from(source))
+            # Branches of one trigger share their guards and effects: the decision checks and applies
+            # them whichever branch it picks.
+            first = shared.setdefault((rule.trigger, source), (rule.guards, rule.fill, rule.sets_deadline))
+            if first[0] != rule.guards:
                 problems.append(f"{rule.trigger} from {source} has branches with different guards")
-            if reoffers.setdefault((rule.trigger, source), rule.reoffers) != rule.reoffers:
-                problems.append(f"{rule.trigger} from {source} has branches that disagree on re-offering")
+            if first[1:] != (rule.fill, rule.sets_deadline):
+                problems.append(f"{rule.trigger} from {source} has branches with different effects")
     problems += [
         f"terminal state {state} has a transition out (to {', '.join(sorted(edges[state]))})"
         for state in S

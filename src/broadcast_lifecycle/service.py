@@ -29,7 +29,7 @@ from .errors import (
 from .guards import CommandContext, Guard
 from .idempotency import check_replay
 from .kinds import DEFAULT_KINDS, KindConfig
-from .lifecycle import Trigger
+from .lifecycle import DEADLINE_TRIGGERS, Trigger
 from .outbox import OutboxRelay, RetryPolicy, deliver
 from .records import EntityId
 from .results import CommandResult, WritePath
@@ -301,7 +301,7 @@ class BroadcastLifecycle:
         before = loaded.snapshot
         config, trigger, deadline = command.config, command.trigger, command.deadline
         at = command.now if command.now is not None else self._now()
-        if trigger is Trigger.ACTIVATE:
+        if trigger in DEADLINE_TRIGGERS:
             deadline = _deadline(at, deadline, command.ttl, before.expires_at, config.default_ttl)
         ctx = _context(at, command.slots, command.transporter_id, loaded.holding, deadline,
                              config.allow_partial_trip, command.actor)

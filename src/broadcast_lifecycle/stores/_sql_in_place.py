@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import StoreError
-from ..events import Recipient, Topic, build_event, new_event_id
+from ..events import Topic, build_events, new_event_id
 from ..kinds import KindConfig
-from ..lifecycle import Trigger
+from ..lifecycle import Trigger, topics_of
 from ..records import BroadcastSnapshot, EntityId
 from ..states import BroadcastStatus
 from ._sql_errors import UNDEFINED_FUNCTION, sqlstate
@@ -110,14 +110,11 @@ class SqlInPlace(SqlPlumbing):
         if trigger is Trigger.ACCEPT:
             previous = BroadcastStatus.ACTIVE if filled == slots else BroadcastStatus.PARTIALLY_FILLED
         else:
-            previous = BroadcastStatus.PARTIALLY_FILLED  # a release from fully_filled re-offers: never in place
-        changed = build_event(kind, after, Topic.STATE_CHANGED, (Recipient("customer", customer_id),),
-                              previous_status=previous, trigger=trigger.value, event_id=params["ev_event_id"])
-        if addressed is None:
-            return Committed(after, (changed,))
+            previous = BroadcastStatus.PARTIALLY_FILLED  # in place only from there (in_place_states)
         if isinstance(addressed, str):
             addressed = json.loads(addressed)
-        everyone = tuple(Recipient(role, rid) for role, rid in addressed)
-        fully_filled = build_event(kind, after, Topic.FULLY_FILLED, everyone, previous_status=previous,
-                                   trigger=trigger.value, event_id=params["fill_event_id"])
-        return Committed(after, (changed, fully_filled))
+        transporters = [rid for role, rid in addressed or () if role == "transporter"]
+        # The same event building as every other path, from the table's topics for this edge.
+        events = build_events(kind, after, previous, topics_of(trigger, previous, after.status), transporters,
+                              trigger=trigger.value, event_ids=(params["ev_event_id"], params["fill_event_id"]))
+        return Committed(after, events)

@@ -16,6 +16,9 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, Dialect, Integer, SmallInteger, Table
 from sqlalchemy.dialects import sqlite
 
+from ..events import Topic
+from ..lifecycle import ROUTES, Trigger, allowed_from
+from ..states import BroadcastStatus
 from ..validation import is_entity_id
 from ._outbox_row import OUTBOX_ROW
 
@@ -28,6 +31,7 @@ __all__ = [
     "LibrarySql",
     "TimeCodec",
     "dumps",
+    "in_place_states",
     "pg_change_in_place",
     "pg_everyone_function_body",
     "pg_everyone_json",
@@ -190,25 +194,47 @@ SINGLE_STATEMENT_EVENTS = (1, 2)
 start_broadcast's offer or the announcement to everyone notified); anything else takes the general path."""
 
 
+def in_place_states(trigger: Trigger) -> tuple[BroadcastStatus, ...]:
+    """The states from which the in-place statement applies ``trigger``: those where the table has it
+    and every branch announces only what the statement writes (the state change, and the accept's
+    ``fully_filled`` announcement); a re-offer, say, needs the general path."""
+    written = {Topic.FULLY_FILLED} if trigger is Trigger.ACCEPT else set()
+    return tuple(s for s in BroadcastStatus if (trigger, s) in ROUTES
+                 and all(set(b.announces) <= written for b in ROUTES[(trigger, s)].branches))
+
+
+def _state_guard(trigger: Trigger) -> str:
+    """The in-place WHERE on the state, from the table: :func:`in_place_states`, and not overdue where
+    the deadline can expire the broadcast (a command on an overdue one expires it: the general path)."""
+    states = in_place_states(trigger)
+    guard = "status IN ({})".format(", ".join(f"'{s.value}'" for s in states))
+    expirable = allowed_from(Trigger.EXPIRE)
+    if all(s in expirable for s in states):
+        return f"{guard} AND (expires_at IS NULL OR expires_at > :at)"
+    if any(s in expirable for s in states):
+        raise ValueError(f"{trigger} in place from states only some of which expire: {states}")
+    return guard
+
+
 _IN_PLACE = {
     # variant: (state guard, fill guard, new status (from the old row), previous status (from the new
     # row, in the CTEs that read upd), holder guard); :delta is +n for accept, -n for release
     "accept": (  # partial or filling; the filling one also writes fully_filled (see pg_change_in_place)
-        "status IN ('active', 'partially_filled') AND (expires_at IS NULL OR expires_at > :at)",
+        _state_guard(Trigger.ACCEPT),
         "slots_filled + :delta <= slots_requested",
         "CASE WHEN slots_filled + :delta = slots_requested THEN 'fully_filled' ELSE 'partially_filled' END",
         "CASE WHEN slots_filled = :delta THEN 'active' ELSE 'partially_filled' END",
         "",
     ),
     "accept_partial": (  # without the everyone function: the filling accept goes the general way
-        "status IN ('active', 'partially_filled') AND (expires_at IS NULL OR expires_at > :at)",
+        _state_guard(Trigger.ACCEPT),
         "slots_filled + :delta < slots_requested",
         "'partially_filled'",
         "CASE WHEN slots_filled = :delta THEN 'active' ELSE 'partially_filled' END",
         "",
     ),
-    "release": (  # from partially_filled only: a release from fully_filled re-offers (lifecycle.REOFFERS)
-        "status = 'partially_filled' AND (expires_at IS NULL OR expires_at > :at)",
+    "release": (  # from partially_filled only: a release from fully_filled re-offers
+        _state_guard(Trigger.RELEASE),
         "slots_filled + :delta >= 0",
         "CASE WHEN slots_filled + :delta = 0 THEN 'active' ELSE 'partially_filled' END",
         "'partially_filled'",

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, create_engine, insert, select, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -166,8 +167,12 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
         with self._core(None, write=True) as conn:
             kinds = tuple(kinds)
             library_metadata.create_all(conn)
-            if any(kind.name not in self._tables for kind in kinds):
+            standalone = any(kind.name not in self._tables for kind in kinds)
+            if standalone:
                 standalone_metadata.create_all(conn)
+            _require_current_columns(conn, [*library_metadata.sorted_tables,
+                                            *(standalone_metadata.sorted_tables if standalone else ()),
+                                            *(sql.table for sql in self._tables.values())])
             for sql in self._tables.values():
                 conn.exec_driver_sql(due_index_ddl(sql.table.name))
             for kind in kinds:
@@ -638,6 +643,25 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
 
     def _entity_tables(self) -> dict[str, Table]:
         return {sql.table.name: sql.table for sql in (self._standalone, *self._tables.values())}
+
+
+MIGRATION = "0002_broadcast_lifecycle"
+"""The revision that brings a database to the library's current tables (examples/migrations/versions)."""
+
+
+def _require_current_columns(conn: Connection, tables: Iterable[Table]) -> None:
+    """Refuse a database whose existing tables lack columns the library writes: ``create_all`` creates
+    missing tables only, so an older database would otherwise fail on every write."""
+    inspector = sa_inspect(conn)
+    for table in tables:
+        found = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column.name for column in table.columns if column.name not in found]
+        if missing:
+            raise StoreError(
+                f"table {table.name} lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)}: the "
+                f"database predates the library's schema, and create_all() creates missing tables but never "
+                f"alters existing ones. Run migration {MIGRATION} (examples/migrations/versions/{MIGRATION}.py, "
+                "or your own revision that adds them; docs/persistence.md)")
 
 
 def _second_open(change: Change) -> OpenBroadcastExists:
