@@ -46,7 +46,8 @@ def _table_triples(block: str) -> list[tuple[str, str, str]]:
     triples = []
     for row in rows:
         trigger, sources, dest = (cell.strip() for cell in row.strip("|").split("|")[:3])
-        triples += [(trigger, "[*]" if s == "(none)" else s, dest) for s in sources.split(", ")]
+        triples += [(trigger, "[*]" if s == "(none)" else s, s if dest == "(the same)" else dest)
+                    for s in sources.split(", ")]
     return triples
 
 

@@ -68,6 +68,7 @@ EXPIRABLE = frozenset({S.CREATED, S.BROADCASTING, S.ACTIVE, S.PARTIALLY_FILLED})
 ALLOWED: dict[str, frozenset[S]] = {
     "start_broadcast": frozenset({S.CREATED}),
     "activate": frozenset({S.BROADCASTING}),
+    "extend": frozenset({S.BROADCASTING, S.ACTIVE, S.PARTIALLY_FILLED}),
     "accept": frozenset({S.ACTIVE, S.PARTIALLY_FILLED}),
     "release": frozenset({S.PARTIALLY_FILLED, S.FULLY_FILLED}),
     "start_trip": frozenset({S.PARTIALLY_FILLED, S.FULLY_FILLED}),
@@ -77,6 +78,13 @@ ALLOWED: dict[str, frozenset[S]] = {
 }
 ANNOUNCED_TO_ALL = frozenset({S.FULLY_FILLED, S.EXPIRED, S.CANCELLED, S.COMPLETED})
 TERMINAL = frozenset({S.COMPLETED, S.CANCELLED, S.EXPIRED})
+
+
+def announced_to_all(kind: str, row: HistoryEntry) -> str | None:
+    """The event a transition announces to the customer and every notified transporter, if any."""
+    if row.trigger == "extend":
+        return f"{kind.upper()}_EXTENDED"
+    return f"{kind.upper()}_{row.to_status.name}" if row.to_status in ANNOUNCED_TO_ALL else None
 
 Key = tuple[str, EntityId]
 
@@ -276,8 +284,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert (row.trigger, row.actor) == ("expire", "system")
         assert a.state_changed_at == max(now, b.state_changed_at) == row.at
         expected_names = [STATE_CHANGED]
-        if a.status in ANNOUNCED_TO_ALL:
-            expected_names.append(f"{key[0].upper()}_{a.status.name}")
+        if (to_all := announced_to_all(key[0], row)) is not None:
+            expected_names.append(to_all)
         assert [e.name for e in new_events] == expected_names
         assert all((e.kind, e.entity_id, e.version) == (key[0], key[1], a.version) for e in new_events)
         tracked.notified_at[a.version] = frozenset(tracked.notified)
@@ -421,6 +429,29 @@ class LifecycleMachine(RuleBasedStateMachine):
 
         self.run(key, predicted, lambda: self.commands(key[0]).activate(key[1], ttl=ttl, expires_at=deadline),
                  on_ok)
+
+    @rule(
+        key=broadcasts,
+        mode=st.sampled_from(["ttl", "deadline", "deadline", "none", "both"]),
+        minutes=st.integers(-10, 120),
+    )
+    def extend(self, key: Key, mode: str, minutes: int) -> None:
+        """The customer moves the deadline (later, or not), with a ttl, an absolute deadline, neither or both."""
+        now = self.clock.now
+        ttl = timedelta(minutes=minutes) if mode in ("ttl", "both") else None
+        deadline = now + timedelta(minutes=minutes) if mode in ("deadline", "both") else None
+        effective = deadline if deadline is not None else (now + ttl if ttl is not None else None)
+        if mode in ("both", "none") or (ttl is not None and ttl <= timedelta(0)):
+            predicted = {Outcome.BAD_ARGS}
+        else:
+            predicted = self.predict(key, "extend", lambda s: (
+                s.expires_at is not None and effective is not None and effective > s.expires_at))
+
+        def on_ok(before: Observed, after: Observed) -> None:
+            assert (after.snapshot.status, after.snapshot.expires_at) == (before.snapshot.status, effective)
+            assert after.snapshot.slots_filled == before.snapshot.slots_filled and after.recipients == before.recipients
+
+        self.run(key, predicted, lambda: self.commands(key[0]).extend(key[1], ttl=ttl, expires_at=deadline), on_ok)
 
     @rule(key=broadcasts, transporter=st.sampled_from(TRANSPORTERS), slots=st.sampled_from([1, 1, 2, 3, 4, 0, -1]))
     def accept(self, key: Key, transporter: str, slots: int) -> None:
@@ -626,10 +657,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             row = by_version[reoffer.version]  # the transition that opened the broadcast again
             assert (row.trigger, row.from_status) in (("activate", S.BROADCASTING), ("release", S.FULLY_FILLED))
         announced = [e for e in events if e.name != STATE_CHANGED and e.topic is not Topic.OFFERED]
-        expected = [
-            (f"{key[0].upper()}_{row.to_status.name}", row.version) for row in history
-            if row.to_status in ANNOUNCED_TO_ALL
-        ]
+        expected = [(name, row.version) for row in history if (name := announced_to_all(key[0], row)) is not None]
         assert [(e.name, e.version) for e in announced] == expected
         for event in announced:
             assert set(event.recipients) == {customer} | {

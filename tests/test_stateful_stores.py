@@ -105,6 +105,10 @@ class Mirror(KindHandle):
         """See :meth:`KindHandle.activate`."""
         return self._send("activate", args, kwargs)
 
+    def extend(self, *args: Any, **kwargs: Any) -> CommandResult:
+        """See :meth:`KindHandle.extend`."""
+        return self._send("extend", args, kwargs)
+
     def accept(self, *args: Any, **kwargs: Any) -> CommandResult:
         """See :meth:`KindHandle.accept`."""
         return self._send("accept", args, kwargs)

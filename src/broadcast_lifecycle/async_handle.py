@@ -108,6 +108,16 @@ class AsyncKindHandle:
         return await self._call(self._sync.activate, tx, entity_id, ttl=ttl, expires_at=expires_at, actor=actor,
                                 reason=reason, metadata=metadata, idempotency_key=idempotency_key)
 
+    async def extend(
+        self, entity_id: EntityId, *, ttl: timedelta | None = None, expires_at: datetime | None = None,
+        actor: str | None = None, reason: str | None = None, metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None, tx: AsyncSession | None = None,
+    ) -> CommandResult:
+        """Move the deadline of an open broadcast later (see
+        :meth:`KindHandle.extend <broadcast_lifecycle.handle.KindHandle.extend>`)."""
+        return await self._call(self._sync.extend, tx, entity_id, ttl=ttl, expires_at=expires_at, actor=actor,
+                                reason=reason, metadata=metadata, idempotency_key=idempotency_key)
+
     async def accept(
         self, entity_id: EntityId, transporter_id: str, *, slots: int = 1, actor: str | None = None,
         reason: str | None = None, metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,

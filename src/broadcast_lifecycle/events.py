@@ -56,6 +56,8 @@ class Topic(str, Enum):
     """The broadcast is open for these transporters: to each newly notified one (``start_broadcast``,
     ``notify_more``), and again to every notified one holding no slot when it (re)opens (``activate``
     sets the deadline; a ``release`` frees a slot of a full broadcast)."""
+    EXTENDED = "extended"
+    """The deadline moved later (``extend``): to the customer and every notified transporter."""
     FULLY_FILLED = "fully_filled"
     EXPIRED = "expired"
     CANCELLED = "cancelled"

@@ -54,6 +54,16 @@ def _deadline_in_future(snap: BroadcastSnapshot, ctx: CommandContext) -> str | N
     return None
 
 
+def _deadline_later(snap: BroadcastSnapshot, ctx: CommandContext) -> str | None:
+    """The new deadline is later than the broadcast's current one."""
+    if snap.expires_at is None:
+        return f"this {snap.kind} has no deadline to extend (activate sets one)"
+    if ctx.deadline is None or ctx.deadline <= snap.expires_at:
+        new = ctx.deadline.isoformat() if ctx.deadline is not None else "none"
+        return f"new deadline {new} is not later than the current one, {snap.expires_at.isoformat()}"
+    return None
+
+
 def _transporter_notified(snap: BroadcastSnapshot, ctx: CommandContext) -> str | None:
     """The transporter was notified of the broadcast (it is a recipient)."""
     if ctx.holding is None:
@@ -100,6 +110,7 @@ def _deadline_passed(snap: BroadcastSnapshot, ctx: CommandContext) -> str | None
 
 GUARDS: Mapping[str, Guard] = {
     "deadline_in_future": _deadline_in_future,
+    "deadline_later": _deadline_later,
     "transporter_notified": _transporter_notified,
     "slots_available": _slots_available,
     "holds_slots": _holds_slots,

@@ -158,6 +158,22 @@ class KindHandle:
         return self._run(entity_id, tx, Trigger.ACTIVATE, actor=actor, reason=reason, metadata=metadata,
                          idempotency_key=idempotency_key, deadline=fixed, ttl=ttl)
 
+    def extend(
+        self, entity_id: EntityId, *, ttl: timedelta | None = None, expires_at: datetime | None = None,
+        actor: str | None = None, reason: str | None = None, metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None, tx: Session | None = None,
+    ) -> CommandResult:
+        """Move the deadline of an open broadcast later, to ``expires_at`` (or now + ``ttl``); its state
+        stays. The customer and every notified transporter get ``{KIND}_EXTENDED`` with the new deadline.
+        A deadline not later than the current one is ``TransitionRefused``; a closed broadcast
+        ``InvalidTransition`` (naming the states it is allowed from)."""
+        if ttl is None and expires_at is None:
+            raise InvalidArgument("extend needs the new deadline: pass expires_at= or ttl=")
+        require_deadline(None, ttl, expires_at)
+        fixed = require_aware("expires_at", expires_at) if expires_at is not None else None
+        return self._run(entity_id, tx, Trigger.EXTEND, actor=actor, reason=reason, metadata=metadata,
+                         idempotency_key=idempotency_key, deadline=fixed, ttl=ttl)
+
     def accept(
         self, entity_id: EntityId, transporter_id: str, *, slots: int = 1, actor: str | None = None,
         reason: str | None = None, metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,

@@ -42,6 +42,7 @@ class Trigger(str, Enum):
     CREATE = "create"
     START_BROADCAST = "start_broadcast"
     ACTIVATE = "activate"
+    EXTEND = "extend"
     ACCEPT = "accept"
     RELEASE = "release"
     START_TRIP = "start_trip"
@@ -100,6 +101,8 @@ RULES: tuple[Rule, ...] = (
     Rule(Trigger.START_BROADCAST, (S.CREATED,), S.BROADCASTING),
     Rule(Trigger.ACTIVATE, (S.BROADCASTING,), S.ACTIVE, guards=("deadline_in_future",), sets_deadline=True,
          announces=(Topic.OFFERED,)),
+    Rule(Trigger.EXTEND, (S.BROADCASTING, S.ACTIVE, S.PARTIALLY_FILLED), None, guards=("deadline_later",),
+         sets_deadline=True, announces=(Topic.EXTENDED,)),
     Rule(Trigger.ACCEPT, _OPEN_FOR_FILL, S.FULLY_FILLED, guards=_ACCEPT_GUARDS, when="fills_all", fill=1,
          announces=(Topic.FULLY_FILLED,)),
     Rule(Trigger.ACCEPT, _OPEN_FOR_FILL, S.PARTIALLY_FILLED, guards=_ACCEPT_GUARDS, unless="fills_all", fill=1),
