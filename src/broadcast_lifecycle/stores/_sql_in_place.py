@@ -26,12 +26,15 @@ logger = logging.getLogger(__name__)
 
 
 
-class SqlInPlace(SqlPlumbing):
-    """In-place accept and release of :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore`."""
+class SqlInPlace:
+    """The in-place writer of :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore` (accept and
+    release), on the store's connections (``db``); it owns what it knows of the everyone function."""
 
-    _everyone_function: bool | None = None
-    """Whether the database has the everyone function, so an accept may fill in place and a transition
-    announced to everyone be one statement (asked once)."""
+    def __init__(self, db: SqlPlumbing) -> None:
+        self._db = db
+        self._everyone_function: bool | None = None
+        """Whether the database has the everyone function, so an accept may fill in place and a transition
+        announced to everyone be one statement (asked once, and again after :meth:`forget_function`)."""
 
     def change_in_place(self, kind: KindConfig, trigger: Trigger, entity_id: EntityId, transporter_id: str,
                         slots: int, at: datetime, after_commit: AfterCommit) -> Committed | Loaded | None:
@@ -39,45 +42,46 @@ class SqlInPlace(SqlPlumbing):
 
         One statement; a declined one is followed by a read of the row (a fresh snapshot: the row as
         the guards just saw it), on which the core decides the refusal."""
-        sql = self._entity(kind.name)
+        sql = self._db._entity(kind.name)
         if not sql.in_place:
             return None
         variant = trigger.value
-        if trigger is Trigger.ACCEPT and not self._has_everyone_function():
+        if trigger is Trigger.ACCEPT and not self.has_everyone_function():
             variant = "accept_partial"
         statement = sql.in_place.get(variant)
         if statement is None:
             return None
         delta = slots if trigger is Trigger.ACCEPT else -slots
-        params = {"id": self._lookup_id(sql, kind.name, entity_id), "kind": kind.name, "key": str(entity_id),
+        params = {"id": self._db._lookup_id(sql, kind.name, entity_id), "kind": kind.name, "key": str(entity_id),
                   "delta": delta, "at": at, "transporter": transporter_id, "trigger": trigger.value,
                   "id_field": kind.id_field, "ev_event_id": new_event_id(),
                   "ev_name": kind.event_name(Topic.STATE_CHANGED), "ev_topic": Topic.STATE_CHANGED.value,
                   "fill_event_id": new_event_id(), "fill_name": kind.event_name(Topic.FULLY_FILLED),
                   "fill_topic": Topic.FULLY_FILLED.value}
         try:
-            with self._cursor(None, write=True, single=True) as cur:
+            with self._db._cursor(None, write=True, single=True) as cur:
                 cur.execute(statement, params)
                 row = cur.fetchone()
                 if row is None:
                     cur.execute(sql.load, params)
                     found = cur.fetchone()
         except StoreError as exc:
-            if self._breaks_open_policy(exc, kind):
+            if self._db._breaks_open_policy(exc, kind):
                 return None  # a release opened it again beside the customer's other open one: decide it in full
             if variant != "accept" or sqlstate(exc.__cause__) != UNDEFINED_FUNCTION:
                 raise
-            self._function_went_missing()  # nothing was written
+            self.function_went_missing()  # nothing was written
             return self.change_in_place(kind, trigger, entity_id, transporter_id, slots, at, after_commit)
         if row is None:
-            return self._loaded(sql, kind.name, entity_id, found)
-        return self._committed(self._in_place_result(kind, entity_id, trigger, slots, params, row), after_commit, None)
+            return self._db._loaded(sql, kind.name, entity_id, found)
+        committed = self._in_place_result(kind, entity_id, trigger, slots, params, row)
+        return self._db._committed(committed, after_commit, None)
 
-    def _has_everyone_function(self) -> bool:
+    def has_everyone_function(self) -> bool:
         """Whether :data:`~broadcast_lifecycle.stores._sql_text.EVERYONE_FUNCTION` exists (asked once per
         store, and again after ``create_all``)."""
         if self._everyone_function is None:
-            with self._cursor(None, write=False) as cur:
+            with self._db._cursor(None, write=False) as cur:
                 cur.execute(f"SELECT to_regprocedure('{EVERYONE_SIGNATURE}') IS NOT NULL")
                 (present,) = cur.fetchone()
             if not present:
@@ -85,10 +89,14 @@ class SqlInPlace(SqlPlumbing):
             self._everyone_function = bool(present)
         return self._everyone_function
 
-    def _function_went_missing(self) -> None:
+    def function_went_missing(self) -> None:
         """The function was dropped since it was found: stop using it (and say so)."""
         self._everyone_function = False
         self._warn_missing_function()
+
+    def forget_function(self) -> None:
+        """Ask the database again next time (after ``create_all``, which may have created the function)."""
+        self._everyone_function = None
 
     @staticmethod
     def _warn_missing_function() -> None:

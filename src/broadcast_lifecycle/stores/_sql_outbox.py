@@ -27,8 +27,12 @@ _ERROR_LENGTH = 4000
 __all__ = ["SqlOutbox"]
 
 
-class SqlOutbox(SqlPlumbing):
-    """Outbox operations of :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore`."""
+class SqlOutbox:
+    """The outbox part of :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore`, on the store's
+    connections (``db``)."""
+
+    def __init__(self, db: SqlPlumbing) -> None:
+        self._db = db
 
     def pending_events(self, limit: int, created_before: datetime | None = None) -> Sequence[OutboxEntry]:
         """See :meth:`BroadcastStore.pending_events`."""
@@ -36,7 +40,7 @@ class SqlOutbox(SqlPlumbing):
         query = select(outbox_table).where(o.delivered_at.is_(None), o.dead_at.is_(None))
         if created_before is not None:
             query = query.where(o.created_at < created_before)
-        with self._core(None) as conn:
+        with self._db._core(None) as conn:
             rows = conn.execute(query.order_by(o.created_at).limit(limit)).mappings().all()
             return self._with_receivers(conn, [self._entry(row) for row in rows])
 
@@ -50,16 +54,16 @@ class SqlOutbox(SqlPlumbing):
                .order_by(o.created_at).limit(limit).with_for_update(skip_locked=True))
         claim = (update(outbox_table).where(o.event_id.in_(due.scalar_subquery()))
                  .values(next_attempt_at=lease_until).returning(outbox_table))
-        with self._core(None, write=True) as conn:
+        with self._db._core(None, write=True) as conn:
             rows = conn.execute(claim).mappings().all()
             entries = self._with_receivers(conn, [self._entry(row) for row in rows])
         return sorted(entries, key=lambda e: e.created_at)
 
     def mark_delivered(self, event_ids: Sequence[str], at: datetime) -> None:
         """See :meth:`BroadcastStore.mark_delivered`."""
-        params = [{"event_id": event_id, "at": self._lib.time.bind(at)} for event_id in event_ids]
-        with self._cursor(None, write=True, single=len(params) == 1) as cur:
-            cur.executemany(self._lib.mark_delivered, params)
+        params = [{"event_id": event_id, "at": self._db._lib.time.bind(at)} for event_id in event_ids]
+        with self._db._cursor(None, write=True, single=len(params) == 1) as cur:
+            cur.executemany(self._db._lib.mark_delivered, params)
 
     def record_attempt(self, attempt: DeliveryAttempt) -> None:
         """See :meth:`BroadcastStore.record_attempt`: the receivers' rows upserted and the event's
@@ -76,9 +80,9 @@ class SqlOutbox(SqlPlumbing):
                  "last_error": r.last_error[:_ERROR_LENGTH] if r.last_error else None,
                  "next_attempt_at": r.next_attempt_at, "delivered_at": r.delivered_at, "dead_at": r.dead_at}
                 for r in attempt.receivers]
-        with self._core(None, write=True) as conn:
+        with self._db._core(None, write=True) as conn:
             if rows:
-                upsert = (postgresql.insert if self._pg else sqlite.insert)(deliveries_table)
+                upsert = (postgresql.insert if self._db._pg else sqlite.insert)(deliveries_table)
                 conn.execute(upsert.on_conflict_do_update(
                     index_elements=[d.event_id, d.receiver],
                     set_={name: upsert.excluded[name] for name in
@@ -92,7 +96,7 @@ class SqlOutbox(SqlPlumbing):
                         d.last_error.label("receiver_error"), d.dead_at.label("receiver_dead_at"))
                  .join(deliveries_table, d.event_id == outbox_table.c.event_id)
                  .where(d.dead_at.is_not(None)).order_by(d.dead_at.desc()).limit(limit))
-        with self._core(None) as conn:
+        with self._db._core(None) as conn:
             rows = conn.execute(query).mappings().all()
         return [DeadLetter(event=self._entry(row).event, receiver=row["receiver"], attempts=row["receiver_attempts"],
                            last_error=row["receiver_error"], dead_at=utc(row["receiver_dead_at"]),
@@ -118,7 +122,7 @@ class SqlOutbox(SqlPlumbing):
                 for e in entries]
 
     def _entry(self, row: Mapping[str, Any]) -> OutboxEntry:
-        return OutboxEntry(self._rebuild(row), utc(row["created_at"]), row["attempts"], row["last_error"],
+        return OutboxEntry(self._db._rebuild(row), utc(row["created_at"]), row["attempts"], row["last_error"],
                            _maybe_utc(row["next_attempt_at"]), _maybe_utc(row["dead_at"]),
                            _maybe_utc(row["delivered_at"]))
 
@@ -128,7 +132,7 @@ class SqlOutbox(SqlPlumbing):
         state = case((o.dead_at.is_not(None), "dead"), (o.attempts > 0, "retrying"), else_="pending")
         query = (select(state, func.count(), func.min(o.created_at)).where(o.delivered_at.is_(None))
                  .group_by(state))
-        with self._core(None) as conn:
+        with self._db._core(None) as conn:
             rows = conn.execute(query).all()
         return {name: OutboxBucket(count, utc(oldest)) for name, count, oldest in rows}
 
@@ -137,7 +141,7 @@ class SqlOutbox(SqlPlumbing):
         o = outbox_table.c
         query = (select(outbox_table).where(o.kind == kind, o.entity_id == str(entity_id))
                  .order_by(o.created_at, o.version, o.name))
-        with self._core(None) as conn:
+        with self._db._core(None) as conn:
             rows = conn.execute(query).mappings().all()
             return self._with_receivers(conn, [self._entry(row) for row in rows])
 

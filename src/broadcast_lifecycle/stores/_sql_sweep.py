@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Dialect, Table
 
-from ..expiry import EXPIRY_TOPICS
+from ..events import BroadcastEvent, Topic
+from ..expiry import EXPIRY_TOPICS, SWEEP_REASON
+from ..kinds import KindConfig
 from ..lifecycle import Trigger
 from ..states import BroadcastStatus
 from ._outbox_row import OUTBOX_ROW
+from ._sql_plumbing import SqlPlumbing
 from ._sql_text import EntitySql, pg_everyone_json, render
-from .schema import EXPIRABLE_SQL, EXPIRABLE_SQL_IN_LIST
+from .base import ExpiredBatch
+from .schema import EXPIRABLE_SQL, EXPIRABLE_SQL_IN_LIST, history_table, outbox_table, recipients_table
 
-__all__ = ["SweepSql"]
+__all__ = ["SqlSweeper", "SweepSql"]
 
 # What an expiry writes, from the core's ``Expiry`` (the store contract holds this SQL to it).
 _EXPIRED, _EXPIRE = f"'{BroadcastStatus.EXPIRED.value}'", f"'{Trigger.EXPIRE.value}'"
@@ -129,6 +134,38 @@ class SweepSql:
         if self._pg and with_events:
             count = len(rows) // 2
         return count, rows
+
+
+class SqlSweeper:
+    """The sweeper part of :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore`, on the store's
+    connections (``db``); it owns the sweep statements of each broadcasts table, built on first use."""
+
+    def __init__(self, db: SqlPlumbing) -> None:
+        self._db = db
+        self._sweeps: dict[str, SweepSql] = {}
+
+    def expire_overdue(self, kind: KindConfig, now: datetime, limit: int, actor: str,
+                       with_events: bool = True) -> ExpiredBatch:
+        """See :meth:`BroadcastStore.expire_overdue`."""
+        db = self._db
+        sql = db._entity(kind.name)
+        sweep = self._sweeps.get(sql.table.name)
+        if sweep is None:
+            sweep = self._sweeps[sql.table.name] = SweepSql(sql, db.engine.dialect, history_table,
+                                                            recipients_table, outbox_table)
+        params = {
+            "kind": kind.name, "now": sql.time.bind(now), "now_ms": int(now.timestamp() * 1000), "limit": limit,
+            "actor": actor,
+            "reason": SWEEP_REASON, "id_field": kind.id_field,
+            "changed_name": kind.event_name(Topic.STATE_CHANGED), "expired_name": kind.event_name(Topic.EXPIRED),
+        }
+        with db._cursor(None, write=True, single=db._pg) as cur:  # SQLite's sweep is several statements
+            count, rows = sweep.run(cur, params, with_events)
+
+        def load_events() -> list[BroadcastEvent]:
+            return [db._rebuild_tuple(row) for row in rows]
+
+        return ExpiredBatch(count, load_events)
 
 
 _PG_EMPTY_JSON = "CAST('{}' AS JSON)"

@@ -10,7 +10,7 @@ only when that session commits.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
@@ -32,6 +32,7 @@ from ..errors import (
 )
 from ..events import BroadcastEvent, Recipient, Topic
 from ..kinds import DEFAULT_KINDS, KindConfig
+from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import BroadcastStatus
 from ._orm_sync import ModelSync
@@ -40,9 +41,9 @@ from ._sql_create import RowInsert, with_python_defaults
 from ._sql_errors import UNDEFINED_FUNCTION, sqlstate
 from ._sql_in_place import SqlInPlace
 from ._sql_outbox import SqlOutbox
-from ._sql_plumbing import LostRace, session_of, utc
+from ._sql_plumbing import LostRace, SqlPlumbing, session_of, utc
 from ._sql_retention import SqlRetention
-from ._sql_sweep import SweepSql
+from ._sql_sweep import SqlSweeper
 from ._sql_text import (
     SINGLE_STATEMENT_EVENTS,
     EntitySql,
@@ -53,7 +54,6 @@ from ._sql_text import (
 )
 from ._sqlite_setup import SqliteSettings, ThreadConnections, write_lock_key
 from .base import (
-    SWEEP_REASON,
     Adoption,
     AfterCommit,
     Change,
@@ -62,8 +62,12 @@ from .base import (
     Loaded,
     NewBroadcast,
     NewRecipients,
+    OutboxBucket,
+    OutboxEntry,
     Plan,
+    PruneTarget,
 )
+from .outbox_state import DeadLetter, DeliveryAttempt
 from .pg_create import PgCreate, Rendered
 from .schema import (
     broadcasts_table,
@@ -85,7 +89,7 @@ _SEQUENCE_CATCH_UPS = 3
 concurrent inserts with explicit ids keep overtaking it)."""
 
 
-class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
+class SQLAlchemyStore(SqlPlumbing):
     """A :class:`~broadcast_lifecycle.stores.base.BroadcastStore` on a SQLAlchemy ``Engine``.
 
     ``models`` maps a kind to the host's mapped class (or ``Table``) that carries
@@ -128,7 +132,11 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
         self._standalone = EntitySql(broadcasts_table, engine.dialect, kind_column=True)
         self._tables = {kind: EntitySql(_table_of(model), engine.dialect, kind_column=False)
                         for kind, model in (models or {}).items()}
-        self._sweeps: dict[str, SweepSql] = {}
+        # The parts, each owning its state, on this store's connections.
+        self._outbox = SqlOutbox(self)
+        self._retention = SqlRetention(self)
+        self._in_place = SqlInPlace(self)
+        self._sweeper = SqlSweeper(self)
         self._creates: dict[str, PgCreate] = {}
         self._row_inserts: dict[str, RowInsert] = {}
         self._orm = {kind: ModelSync(model, naive_times=not self._pg)
@@ -180,7 +188,7 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
                     sql = self._entity(kind.name)
                     conn.exec_driver_sql(open_customer_index_ddl(sql.table.name, kind.name,
                                                                  scoped=sql.table is broadcasts_table))
-        self._everyone_function = None  # the PostgreSQL function may be new: ask again (after the commit)
+        self._in_place.forget_function()  # the PostgreSQL function may be new: ask again (after the commit)
 
     # -- commands --------------------------------------------------------------------------
 
@@ -440,7 +448,7 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
         if sql.single_apply and tx is None and not (change.decision.fill_delta
                                                     and Topic.OFFERED in change.decision.topics):
             everyone = change.needs_recipients  # its last event goes to every notified transporter (or re-offer)
-            if not everyone or (not change.recipients and self._has_everyone_function()):
+            if not everyone or (not change.recipients and self._in_place.has_everyone_function()):
                 after = change.after()
                 events = change.events(after, ())
                 statement = sql.single_apply.get((len(events), everyone))
@@ -546,7 +554,7 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
         except StoreError as exc:
             if not everyone or sqlstate(exc.__cause__) != UNDEFINED_FUNCTION:
                 raise
-            self._function_went_missing()  # nothing was written: take the general path
+            self._in_place.function_went_missing()  # nothing was written: take the general path
             return self.apply(change, after_commit)
         if applied != 1:
             return None
@@ -608,24 +616,47 @@ class SQLAlchemyStore(SqlOutbox, SqlRetention, SqlInPlace):
     def expire_overdue(self, kind: KindConfig, now: datetime, limit: int, actor: str,
                        with_events: bool = True) -> ExpiredBatch:
         """See :meth:`BroadcastStore.expire_overdue`."""
-        sql = self._entity(kind.name)
-        sweep = self._sweeps.get(sql.table.name)
-        if sweep is None:
-            sweep = self._sweeps[sql.table.name] = SweepSql(sql, self.engine.dialect, history_table,
-                                                            recipients_table, outbox_table)
-        params = {
-            "kind": kind.name, "now": sql.time.bind(now), "now_ms": int(now.timestamp() * 1000), "limit": limit,
-            "actor": actor,
-            "reason": SWEEP_REASON, "id_field": kind.id_field,
-            "changed_name": kind.event_name(Topic.STATE_CHANGED), "expired_name": kind.event_name(Topic.EXPIRED),
-        }
-        with self._cursor(None, write=True, single=self._pg) as cur:  # SQLite's sweep is several statements
-            count, rows = sweep.run(cur, params, with_events)
+        return self._sweeper.expire_overdue(kind, now, limit, actor, with_events)
 
-        def load_events() -> list[BroadcastEvent]:
-            return [self._rebuild_tuple(row) for row in rows]
+    # -- the outbox, retention and in place: the store's parts ---------------------------------
 
-        return ExpiredBatch(count, load_events)
+    def pending_events(self, limit: int, created_before: datetime | None = None) -> Sequence[OutboxEntry]:
+        """See :meth:`BroadcastStore.pending_events`."""
+        return self._outbox.pending_events(limit, created_before)
+
+    def claim_events(self, now: datetime, limit: int, created_before: datetime,
+                     lease_until: datetime) -> Sequence[OutboxEntry]:
+        """See :meth:`BroadcastStore.claim_events`. PostgreSQL skips rows another relay has locked."""
+        return self._outbox.claim_events(now, limit, created_before, lease_until)
+
+    def mark_delivered(self, event_ids: Sequence[str], at: datetime) -> None:
+        """See :meth:`BroadcastStore.mark_delivered`."""
+        self._outbox.mark_delivered(event_ids, at)
+
+    def record_attempt(self, attempt: DeliveryAttempt) -> None:
+        """See :meth:`BroadcastStore.record_attempt`."""
+        self._outbox.record_attempt(attempt)
+
+    def dead_letters(self, limit: int) -> Sequence[DeadLetter]:
+        """See :meth:`BroadcastStore.dead_letters`."""
+        return self._outbox.dead_letters(limit)
+
+    def outbox_summary(self) -> dict[str, OutboxBucket]:
+        """See :class:`~broadcast_lifecycle.stores.base.InspectsOutbox`."""
+        return self._outbox.outbox_summary()
+
+    def outbox_of(self, kind: str, entity_id: EntityId) -> Sequence[OutboxEntry]:
+        """See :class:`~broadcast_lifecycle.stores.base.InspectsOutbox`."""
+        return self._outbox.outbox_of(kind, entity_id)
+
+    def prune(self, target: PruneTarget, before: datetime, limit: int) -> int:
+        """See :meth:`BroadcastStore.prune`."""
+        return self._retention.prune(target, before, limit)
+
+    def change_in_place(self, kind: KindConfig, trigger: Trigger, entity_id: EntityId, transporter_id: str,
+                        slots: int, at: datetime, after_commit: AfterCommit) -> Committed | Loaded | None:
+        """See :class:`~broadcast_lifecycle.stores.base.ChangesInPlace`: PostgreSQL only (else ``None``)."""
+        return self._in_place.change_in_place(kind, trigger, entity_id, transporter_id, slots, at, after_commit)
 
     def id_type(self, kind: str) -> type:
         """The Python type of ``kind``'s primary key (``int``, ``str`` or ``uuid.UUID``)."""
