@@ -107,7 +107,7 @@ class TimeCodec:
 class LibrarySql:
     """Statements on the library's own tables."""
 
-    def __init__(self, dialect: Dialect, history: Table, recipients: Table, outbox: Table) -> None:
+    def __init__(self, dialect: Dialect, history: Table, recipients: Table, outbox: Table, idempotency: Table) -> None:
         json_param = "CAST(:{} AS JSON)" if dialect.name == "postgresql" else ":{}"
         self.time = TimeCodec(history.c.at, dialect)
         self.hold = render(
@@ -132,7 +132,7 @@ class LibrarySql:
             dialect,
         )
         self.add_key = render(
-            "INSERT INTO bl_idempotency (key, kind, entity_id, " + _q(dialect, "trigger") + ", outcome, created_at) "
+            f"INSERT INTO {idempotency.name} (key, kind, entity_id, {_q(dialect, 'trigger')}, outcome, created_at) "
             f"VALUES (:idem_key, :kind, :key, :trigger, {json_param.format('idem_outcome')}, :at)",
             dialect,
         )
@@ -146,7 +146,7 @@ class LibrarySql:
         """One outbox row: ``OUTBOX_ROW.params(event, time.bind)`` and ``:at``."""
 
 
-def pg_single_statement(entity: EntitySql, library_tables: tuple[Table, Table, Table], dialect: Dialect,
+def pg_single_statement(entity: EntitySql, library_tables: tuple[Table, Table, Table, Table], dialect: Dialect,
                         events: int, everyone: bool = False) -> str:
     """One PostgreSQL statement that applies a transition: the compare-and-set UPDATE, the
     recipients, the holder's slots, the history row and ``events`` outbox rows (parameters
@@ -160,7 +160,7 @@ def pg_single_statement(entity: EntitySql, library_tables: tuple[Table, Table, T
     holds the same lock) committed while this statement waited (see :func:`pg_change_in_place`).
     The statement returns that list for the event sent after commit.
     """
-    history, recipients, outbox = library_tables
+    history, recipients, outbox, idempotency = library_tables
     rows = ""
     for i in range(events):
         computed = ({"recipients": f"{EVERYONE_FUNCTION}(:kind, :key, CAST(:customer AS TEXT))"}
@@ -181,7 +181,8 @@ def pg_single_statement(entity: EntitySql, library_tables: tuple[Table, Table, T
         "actor, reason, meta, at, version) SELECT :kind, :key, :from_status, :to_status, :trigger, :actor, "
         ":reason, CAST(:meta AS JSON), :at, :new_version FROM upd), "
         f"{rows}"
-        f"idem AS (INSERT INTO bl_idempotency (key, kind, entity_id, {_q(dialect, 'trigger')}, outcome, created_at) "
+        f"idem AS (INSERT INTO {idempotency.name} (key, kind, entity_id, {_q(dialect, 'trigger')}, outcome, "
+        "created_at) "
         "SELECT CAST(:idem_key AS VARCHAR), :kind, :key, :trigger, CAST(:idem_outcome AS JSON), :at FROM upd "
         "WHERE CAST(:idem_key AS VARCHAR) IS NOT NULL) "
         f"SELECT count(*), {announced} FROM upd",
@@ -243,7 +244,7 @@ _IN_PLACE = {
 }
 
 
-def pg_change_in_place(entity: EntitySql, variant: str, library_tables: tuple[Table, Table, Table],
+def pg_change_in_place(entity: EntitySql, variant: str, library_tables: tuple[Table, Table, Table, Table],
                        dialect: Dialect) -> str:
     """One PostgreSQL statement for an accept or a release, guarded in its own WHERE (``variant``
     is a key of ``_IN_PLACE``).
@@ -261,7 +262,7 @@ def pg_change_in_place(entity: EntitySql, variant: str, library_tables: tuple[Ta
     lock. So it sees the recipients that a ``notify_more`` (which holds the same lock) committed
     while this statement waited, where the statement's own snapshot, taken before the wait, would not.
     """
-    history, recipients, outbox = library_tables
+    history, recipients, outbox, _ = library_tables
     state_guard, fill_guard, new_status, previous, holder_guard = _IN_PLACE[variant]
     name = _q(dialect, entity.table.name)
     where = f"{_q(dialect, entity.pk.name)} = :id" + (" AND kind = :kind" if "kind" in entity.table.c else "")
@@ -342,7 +343,7 @@ def pg_function_ddl(signature: str, returns: str, body: str) -> str:
 class EntitySql:
     """Statements on one broadcasts table (a host model's or the standalone one)."""
 
-    def __init__(self, table: Table, dialect: Dialect, kind_column: bool) -> None:
+    def __init__(self, table: Table, dialect: Dialect, kind_column: bool, recipients: Table) -> None:
         pks = list(table.primary_key.columns)
         if len(pks) != 1:
             raise ValueError(f"table {table.name} must have a single-column primary key, has {len(pks)}")
@@ -357,7 +358,7 @@ class EntitySql:
         where = f"{_q(dialect, self.pk.name)} = :id" + (" AND kind = :kind" if kind_column else "")
         self.load = render(
             "SELECT status, customer_id, slots_requested, slots_filled, version, state_changed_at, created_at, "
-            "expires_at, (SELECT slots_held FROM bl_recipients WHERE kind = :kind AND entity_id = :key "
+            f"expires_at, (SELECT slots_held FROM {recipients.name} WHERE kind = :kind AND entity_id = :key "
             f"AND transporter_id = :transporter) FROM {name} WHERE {where}",
             dialect,
         )

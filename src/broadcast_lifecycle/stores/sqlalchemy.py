@@ -128,9 +128,11 @@ class SQLAlchemyStore(SqlPlumbing):
             self._loop_connections = postgresql_connections(engine, engine.pool.size() + 5)
         # The in-process write lock: for threads; one loop's tasks share its thread (they meet SQLite's busy handler).
         self._write_key = None if self._pg or engine.dialect.is_async else write_lock_key(engine.url.database)
-        self._lib = LibrarySql(engine.dialect, history_table, recipients_table, outbox_table)
-        self._standalone = EntitySql(broadcasts_table, engine.dialect, kind_column=True)
-        self._tables = {kind: EntitySql(_table_of(model), engine.dialect, kind_column=False)
+        self._lib = LibrarySql(engine.dialect, history_table, recipients_table, outbox_table, idempotency_table)
+        self._standalone = EntitySql(broadcasts_table, engine.dialect, kind_column=True,
+                                     recipients=recipients_table)
+        self._tables = {kind: EntitySql(_table_of(model), engine.dialect, kind_column=False,
+                                        recipients=recipients_table)
                         for kind, model in (models or {}).items()}
         # The parts, each owning its state, on this store's connections.
         self._outbox = SqlOutbox(self)
@@ -143,7 +145,7 @@ class SQLAlchemyStore(SqlPlumbing):
                      for kind, model in (models or {}).items() if not isinstance(model, Table)}
         if self._pg:
             for sql in (self._standalone, *self._tables.values()):
-                library = (history_table, recipients_table, outbox_table)
+                library = (history_table, recipients_table, outbox_table, idempotency_table)
                 sql.single_apply = {(n, everyone): pg_single_statement(sql, library, engine.dialect, n, everyone)
                                     for n in SINGLE_STATEMENT_EVENTS for everyone in (False, True)[:n]}
                 sql.in_place = {variant: pg_change_in_place(sql, variant, library, engine.dialect)
