@@ -300,3 +300,25 @@ def test_expiry_announces_the_same_from_every_state_it_expires() -> None:
     """The sweepers write one row per topic of EXPIRY_TOPICS whatever state they expire: the table's expire rule
     announces exactly that from each of them."""
     assert {topics_of(Trigger.EXPIRE, state, S.EXPIRED) for state in allowed_from(Trigger.EXPIRE)} == {EXPIRY_TOPICS}
+
+
+def test_stores_name_no_trigger_but_the_ones_with_write_paths_of_their_own() -> None:
+    """The store code names only the triggers it has a path of its own for (the in-place accept and release,
+    the set-wise expiry): any other command, extend included, goes through the generic write, so adding one
+    to the table needs no store code (ast of every module under broadcast_lifecycle/stores)."""
+    import ast
+    from pathlib import Path
+
+    import broadcast_lifecycle.stores
+
+    named: set[str] = set()
+    literals: set[str] = set()
+    triggers = {t.value for t in Trigger}
+    for path in Path(broadcast_lifecycle.stores.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "Trigger":
+                named.add(node.attr)
+            elif isinstance(node, ast.Constant) and node.value in triggers:
+                literals.add(str(node.value))
+    assert named <= {"ACCEPT", "RELEASE", "EXPIRE"}, named
+    assert literals <= {"accept", "release", "expire", "create"}, literals
