@@ -226,7 +226,7 @@ def build_events(
     customer: tuple[Recipient, ...] = (Recipient("customer", after.customer_id),)
     if len(topics) == 1 and topics[0] is Topic.STATE_CHANGED:  # the common case: to the customer only
         return (build_event(kind, after, topics[0], customer, previous_status=previous_status, trigger=trigger,
-                            reason=reason),)
+                            reason=reason, event_id=event_ids[0] if event_ids else None),)
     notified = tuple(Recipient("transporter", t) for t in transporters)
     events = []
     ids = iter(event_ids)
