@@ -4,6 +4,8 @@ a refusal into 403 when the user has no part in the broadcast.
 * A customer acts only on their own broadcasts: :func:`owner_only` is a host guard on cancel,
   start_trip and complete; it sees the actor and the broadcast as the command loaded it, so it needs
   no read of its own.
+* :func:`allowed_actions` tells the page which of these a user may run now, from the library's
+  transition table (``allowed_from``), so the page does not restate it.
 * A transporter accepts only what it was offered: the library's own ``transporter_notified`` guard
   refuses anyone else (the app passes the token's user as the transporter, so nobody accepts on
   another's behalf). The app adds no guard to accept and release: a host guard would take them off
@@ -17,17 +19,23 @@ from broadcast_lifecycle import (
     AsyncBroadcastLifecycle,
     AsyncKindHandle,
     BroadcastSnapshot,
+    BroadcastStatus,
     CommandContext,
     EntityId,
+    KindConfig,
     Trigger,
 )
+from broadcast_lifecycle.lifecycle import allowed_from
 
 from .auth import Role, User
 from .errors import Forbidden
 
-__all__ = ["install_guards", "owner_only", "refusal_for", "require_role"]
+__all__ = ["ACTIONS", "allowed_actions", "install_guards", "owner_only", "refusal_for", "require_role"]
 
 OWNER_COMMANDS = (Trigger.CANCEL, Trigger.START_TRIP, Trigger.COMPLETE)
+ACTIONS = {Trigger.ACCEPT: "accept", Trigger.RELEASE: "release", Trigger.START_TRIP: "start-trip",
+           Trigger.COMPLETE: "complete", Trigger.CANCEL: "cancel"}
+"""The commands a user runs from the page, by the last segment of their endpoint."""
 
 
 def owner_only(broadcast: BroadcastSnapshot, ctx: CommandContext) -> str | None:
@@ -41,6 +49,22 @@ def install_guards(lifecycle: AsyncBroadcastLifecycle) -> None:
     """Add the app's host guards to every kind."""
     for trigger in OWNER_COMMANDS:
         lifecycle.add_guard(trigger, owner_only)
+
+
+def allowed_actions(user: User, snap: BroadcastSnapshot, config: KindConfig, held_slots: int = 0) -> list[str]:
+    """The actions (:data:`ACTIONS` values) ``user`` may run on ``snap`` now: the commands of their role
+    that the transition table allows from its state and their part allows (the customer owns it; a
+    transporter, who was offered it, releases only what it holds). A race may still refuse one."""
+    if user.role == "customer":
+        if snap.customer_id != user.id:
+            return []
+        triggers = [t for t in OWNER_COMMANDS
+                    # trip_fill_policy, the one guard of these that the state alone does not settle
+                    if not (t is Trigger.START_TRIP and snap.status is BroadcastStatus.PARTIALLY_FILLED
+                            and not config.allow_partial_trip)]
+    else:
+        triggers = [Trigger.ACCEPT] + ([Trigger.RELEASE] if held_slots > 0 else [])
+    return [ACTIONS[t] for t in triggers if snap.status in allowed_from(t)]
 
 
 def require_role(user: User, role: Role, what: str) -> None:

@@ -27,7 +27,7 @@ from broadcast_lifecycle import (
     TransitionRefused,
 )
 
-from .access import may_see, refusal_for, require_role
+from .access import allowed_actions, may_see, refusal_for, require_role
 from .auth import User
 from .db import nearby_transporters, open_offers
 from .errors import BadRequest, Forbidden
@@ -132,36 +132,49 @@ class Marketplace:
             entity_id, actor=user.id, reason=reason, idempotency_key=scoped_key(user, key)))
 
     async def read(self, user: User, kind: str, entity_id: EntityId) -> dict[str, Any]:
-        """The broadcast, its own columns and its history (a transporter also sees the slots it holds)."""
+        """The broadcast, its own columns, what the user may do with it now (``actions``) and its history
+        (a transporter also sees the slots it holds)."""
         handle = self.handle(kind)
         snap = await handle.get(entity_id)
         if not await may_see(handle, user, entity_id, snap):
             raise Forbidden(f"{kind} {entity_id} is not yours")
-        body = broadcast_json(snap)
-        async with AsyncSession(self.engine) as session:
-            row: Booking | Order | None = await session.get(MODELS[kind], entity_id)
-            assert row is not None  # the lifecycle just read it
-            body.update(details_json(row))
-        body["history"] = history_json(await handle.history(entity_id))
+        held = None
         if user.role == "transporter":
-            body["heldSlots"] = next(r.slots_held for r in await handle.recipients(entity_id)
-                                     if r.transporter_id == user.id)
+            held = next(r.slots_held for r in await handle.recipients(entity_id) if r.transporter_id == user.id)
+        async with AsyncSession(self.engine) as session:
+            body = await self._described(session, user, snap, held)
+        body["history"] = history_json(await handle.history(entity_id))
+        return body
+
+    async def _described(self, session: AsyncSession, user: User, snap: BroadcastSnapshot,
+                         held: int | None) -> dict[str, Any]:
+        """The broadcast's lifecycle fields, its own columns, the user's ``actions`` (and ``heldSlots``
+        for a transporter)."""
+        row: Booking | Order | None = await session.get(MODELS[snap.kind], snap.id)
+        assert row is not None  # the lifecycle just read it
+        body = broadcast_json(snap) | details_json(row)
+        body["actions"] = allowed_actions(user, snap, self.handle(snap.kind).config, held or 0)
+        if held is not None:
+            body["heldSlots"] = held
         return body
 
     async def offers(self, user: User) -> list[dict[str, Any]]:
-        """The open broadcasts offered to the transporter, oldest offer first."""
+        """What the transporter may act on (the open broadcasts offered to them, and the filled ones
+        they hold slots of), oldest offer first, described as :meth:`read` does, without history."""
         require_role(user, "transporter", "list offers")
         async with AsyncSession(self.engine) as session:
             found = await open_offers(session, user.id)
-        return [broadcast_json(await self.handle(kind).get(entity_id)) for kind, entity_id in found]
+            return [await self._described(session, user, await self.handle(kind).get(entity_id), held)
+                    for kind, entity_id, held in found]
 
     async def mine(self, user: User) -> list[dict[str, Any]]:
-        """The customer's broadcasts, newest first."""
+        """The customer's broadcasts, newest first, described as :meth:`read` does, without history."""
         require_role(user, "customer", "list their broadcasts")
         found: list[tuple[Any, str, EntityId]] = []
         async with AsyncSession(self.engine) as session:
             for kind, model in MODELS.items():
                 rows = await session.execute(select(model.created_at, model.id).where(model.customer_id == user.id))
                 found.extend((created, kind, entity_id) for created, entity_id in rows)
-        found.sort(key=lambda item: item[0], reverse=True)
-        return [broadcast_json(await self.handle(kind).get(entity_id)) for _, kind, entity_id in found]
+            found.sort(key=lambda item: item[0], reverse=True)
+            return [await self._described(session, user, await self.handle(kind).get(entity_id), None)
+                    for _, kind, entity_id in found]

@@ -19,7 +19,8 @@ from sqlalchemy import cast, create_engine, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from broadcast_lifecycle import OPEN, library_metadata
+from broadcast_lifecycle import OPEN, Trigger, library_metadata
+from broadcast_lifecycle.lifecycle import allowed_from
 
 from .models import MODELS, Base, Transporter
 from .settings import sync_url
@@ -70,18 +71,21 @@ async def nearby_transporters(session: AsyncSession, lat: float, lon: float, veh
     return [tid for km, tid in near if km <= radius_km][:limit]
 
 
-async def open_offers(session: AsyncSession, transporter_id: str) -> list[tuple[str, int]]:
-    """(kind, id) of every open broadcast ``transporter_id`` was offered, oldest offer first."""
+async def open_offers(session: AsyncSession, transporter_id: str) -> list[tuple[str, int, int]]:
+    """(kind, id, slots held) of what ``transporter_id`` may act on, oldest offer first: every open
+    broadcast it was offered, and every closed one it can still release slots of (fully filled)."""
     recipients = library_metadata.tables["bl_recipients"]
     r = recipients.c
-    offers: list[tuple[datetime, str, int]] = []
+    releasable = [s.value for s in allowed_from(Trigger.RELEASE)]
+    offers: list[tuple[datetime, str, int, int]] = []
     for kind, model in MODELS.items():
         rows = await session.execute(
-            select(r.notified_at, model.id)
+            select(r.notified_at, model.id, r.slots_held)
             .join_from(model, recipients, (r.kind == kind) & (r.entity_id == cast(model.id, r.entity_id.type)))
-            .where(r.transporter_id == transporter_id, model.status.in_([s.value for s in OPEN])))
-        offers.extend((notified, kind, entity_id) for notified, entity_id in rows)
-    return [(kind, entity_id) for _, kind, entity_id in sorted(offers)]
+            .where(r.transporter_id == transporter_id,
+                   model.status.in_([s.value for s in OPEN]) | (model.status.in_(releasable) & (r.slots_held > 0))))
+        offers.extend((notified, kind, entity_id, held) for notified, entity_id, held in rows)
+    return [(kind, entity_id, held) for _, kind, entity_id, held in sorted(offers)]
 
 
 def seed_transporters(database_url: str, transporters: Iterable[Transporter]) -> None:
