@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import urllib.request
 from collections.abc import Iterator
@@ -19,11 +20,12 @@ from typing import Any
 import chromium
 import pytest
 from marketplace.auth import Role
-from marketplace.fixtures import booking_body, token_for
+from marketplace.fixtures import DROP, PICKUP, booking_body, token_for
 from marketplace.server import RunningApp
 from marketplace_harness import serve
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.wait import WebDriverWait
 
@@ -92,9 +94,19 @@ def screenshot(browser: WebDriver, directory: Path, name: str) -> Path:
     return path
 
 
+def buttons(element: WebElement) -> list[str]:
+    """The ``data-action`` of each action button in ``element``, read in one script (the page
+    replaces the buttons when a read answers, so element handles to them may go stale)."""
+    script = "return [...arguments[0].querySelectorAll('.actions button')].map((b) => b.dataset.action)"
+    found: list[str] = element.parent.execute_script(script, element)
+    return found
+
+
 def test_offer_appears_and_vanishes_live(browser: WebDriver, app: RunningApp, tmp_path: Path) -> None:
-    """A transporter's open page shows a new booking offered to them without a reload, and drops it
-    without a reload when the customer cancels it on their own page."""
+    """A transporter's open page shows a new booking offered to them without a reload, with its
+    details, a countdown to its deadline and only the accept button; and drops it without a reload
+    when the customer cancels it on their own page, where only the allowed actions are shown and the
+    cancellation is one timed row of the timeline."""
     open_view(browser, app, "t-1", "transporter")
     transporter_tab = browser.current_window_handle
     assert browser.find_element(By.ID, "offers-empty").is_displayed()
@@ -105,7 +117,10 @@ def test_offer_appears_and_vanishes_live(browser: WebDriver, app: RunningApp, tm
     offer = WebDriverWait(browser, WAIT).until(ec.visibility_of_element_located((By.CSS_SELECTOR, active)))
     assert offer.find_element(By.CSS_SELECTOR, ".title").text == f"booking #{booking['id']}"
     assert offer.find_element(By.CSS_SELECTOR, ".slots").text == "0/2 filled"
-    assert offer.find_element(By.CSS_SELECTOR, ".deadline").text.startswith("until ")
+    assert re.fullmatch(r"closes in \d+:\d\d", offer.find_element(By.CSS_SELECTOR, ".deadline").text)
+    WebDriverWait(browser, WAIT).until(lambda _: buttons(offer) == ["accept"])
+    details = offer.find_element(By.CSS_SELECTOR, ".details").text
+    assert details == f"{PICKUP['address']} → {DROP['address']} · 2 vans", details
     assert not browser.find_element(By.ID, "offers-empty").is_displayed()
     screenshot(browser, tmp_path, "transporter-view")
 
@@ -114,15 +129,33 @@ def test_offer_appears_and_vanishes_live(browser: WebDriver, app: RunningApp, tm
     open_view(browser, app, "c-1", "customer")
     card_selector = f"#broadcast-booking-{booking['id']}[data-status='partially_filled']"
     card = WebDriverWait(browser, WAIT).until(ec.visibility_of_element_located((By.CSS_SELECTOR, card_selector)))
-    statuses = [li.get_attribute("data-status") for li in card.find_elements(By.CSS_SELECTOR, ".timeline li")]
-    assert statuses == ["created", "broadcasting", "active", "partially_filled"]
+    rows = card.find_elements(By.CSS_SELECTOR, ".timeline li")
+    assert [li.get_attribute("data-status") for li in rows] == ["created", "broadcasting", "active", "partially_filled"]
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d", li.find_element(By.TAG_NAME, "time").text) for li in rows)
+    assert buttons(card) == ["cancel"]  # no trip with a truck missing
 
     card.find_element(By.CSS_SELECTOR, "button[data-action='cancel']").click()
     cancelled = f"#broadcast-booking-{booking['id']}[data-status='cancelled']"
     card = WebDriverWait(browser, WAIT).until(ec.visibility_of_element_located((By.CSS_SELECTOR, cancelled)))
-    live = [(li.get_attribute("data-event"), li.get_attribute("data-status"))
-            for li in card.find_elements(By.CSS_SELECTOR, ".timeline li")][4:]
-    assert live == [("BROADCAST_STATE_CHANGED", "cancelled"), ("BOOKING_CANCELLED", "cancelled")]
+    last = f"#broadcast-booking-{booking['id']} .timeline li[data-version='5']"
+    WebDriverWait(browser, WAIT).until(lambda _: browser.find_element(By.CSS_SELECTOR, last).get_attribute(
+        "data-event") == "BROADCAST_STATE_CHANGED BOOKING_CANCELLED")
+    assert len(card.find_elements(By.CSS_SELECTOR, ".timeline li")) == 5
+    WebDriverWait(browser, WAIT).until(lambda _: buttons(card) == [])
+
+    browser.find_element(By.ID, "trucks").clear()
+    browser.find_element(By.ID, "trucks").send_keys("1")
+    browser.find_element(By.ID, "vehicle-type").send_keys("truck")  # offered to t-4, not to t-1
+    browser.find_element(By.ID, "create-booking-submit").click()
+    second = WebDriverWait(browser, WAIT).until(ec.visibility_of_element_located(
+        (By.CSS_SELECTOR, "#broadcasts > article.broadcast[data-status='active']")))
+    assert re.fullmatch(r"closes in \d+:\d\d", second.find_element(By.CSS_SELECTOR, ".deadline").text)
+    WebDriverWait(browser, WAIT).until(lambda _: buttons(second) == ["cancel"])
+
+    browser.find_element(By.ID, "vehicle-type").send_keys("trailer")  # nobody near drives one
+    browser.find_element(By.ID, "create-booking-submit").click()
+    error = WebDriverWait(browser, WAIT).until(ec.visibility_of_element_located((By.ID, "error")))
+    assert error.text.startswith("Could not broadcast the booking: no transporter with a trailer"), error.text
     screenshot(browser, tmp_path, "customer-view")
 
     browser.switch_to.window(transporter_tab)

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from marketplace.access import allowed_actions
+from marketplace.auth import User
 from marketplace.clients import Api
 from marketplace.fixtures import DROP, PICKUP, booking_body
 from marketplace.server import RunningApp
 from marketplace_harness import serve, session
+
+from broadcast_lifecycle import BroadcastLifecycle, InMemoryStore
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +97,21 @@ def test_the_lists_carry_details_and_actions(app: RunningApp) -> None:
             assert (mine[booking]["status"], mine[booking]["actions"]) == ("cancelled", [])
 
     asyncio.run(scenario())
+
+
+def test_no_action_once_the_deadline_has_passed() -> None:
+    """Past its deadline an open booking offers nobody an action (any command would expire it), even
+    before the sweeper has expired it; a minute before, the same booking offers them."""
+    lifecycle = BroadcastLifecycle(InMemoryStore())
+    bookings = lifecycle.kind("booking")
+    booking = bookings.create("c-1", slots=2).snapshot.id
+    bookings.start_broadcast(booking, ["t-1"])
+    snap = bookings.activate(booking, ttl=timedelta(minutes=10)).snapshot
+    assert snap.expires_at is not None
+    customer, transporter = User("c-1", "customer"), User("t-1", "transporter")
+    before, after = snap.expires_at - timedelta(minutes=1), snap.expires_at
+    assert allowed_actions(customer, snap, bookings.config, now=before) == ["cancel"]
+    assert allowed_actions(transporter, snap, bookings.config, now=before) == ["accept"]
+    assert allowed_actions(customer, snap, bookings.config, now=after) == []
+    assert allowed_actions(transporter, snap, bookings.config, now=after) == []
+    assert allowed_actions(User("c-2", "customer"), snap, bookings.config, now=before) == []

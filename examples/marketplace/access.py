@@ -15,6 +15,8 @@ a refusal into 403 when the user has no part in the broadcast.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from broadcast_lifecycle import (
     AsyncBroadcastLifecycle,
     AsyncKindHandle,
@@ -24,6 +26,7 @@ from broadcast_lifecycle import (
     EntityId,
     KindConfig,
     Trigger,
+    utc_now,
 )
 from broadcast_lifecycle.lifecycle import allowed_from
 
@@ -51,10 +54,16 @@ def install_guards(lifecycle: AsyncBroadcastLifecycle) -> None:
         lifecycle.add_guard(trigger, owner_only)
 
 
-def allowed_actions(user: User, snap: BroadcastSnapshot, config: KindConfig, held_slots: int = 0) -> list[str]:
+def allowed_actions(user: User, snap: BroadcastSnapshot, config: KindConfig, held_slots: int = 0, *,
+                    now: datetime | None = None) -> list[str]:
     """The actions (:data:`ACTIONS` values) ``user`` may run on ``snap`` now: the commands of their role
     that the transition table allows from its state and their part allows (the customer owns it; a
-    transporter, who was offered it, releases only what it holds). A race may still refuse one."""
+    transporter, who was offered it, releases only what it holds). None once the deadline has passed
+    and it may expire: any command would expire it (``now``: the current time by default). A race may
+    still refuse one."""
+    overdue = snap.expires_at is not None and (now or utc_now()) >= snap.expires_at
+    if overdue and snap.status in allowed_from(Trigger.EXPIRE):
+        return []
     if user.role == "customer":
         if snap.customer_id != user.id:
             return []

@@ -98,6 +98,8 @@ function fill(card, b) {
 function tick(el) {
   const at = el.dataset.expiresAt;
   const left = at ? Math.ceil((new Date(at) - Date.now()) / 1000) : 0;
+  const card = el.closest(".card");
+  if (at && left <= 0 && !el.classList.contains("passed")) refresh(card.dataset.kind, card.dataset.id); // no actions now
   el.classList.toggle("passed", Boolean(at) && left <= 0);
   el.title = at ? `deadline ${new Date(at).toLocaleString()}` : "";
   el.textContent = !at ? "" : left > 0 ? `closes in ${Math.floor(left / 60)}:${pad(left % 60)}` : "deadline passed";
@@ -110,11 +112,12 @@ async function act(card, action) {
     const b = await api("POST", `/api/${card.dataset.kind}s/${card.dataset.id}/${action}`, {});
     result.className = "result";
     result.textContent = `${DONE[action] || action}: ${b.slotsFilled}/${b.slotsRequested} filled.`;
+    result.hidden = role === "customer"; // the card's status says it
   } catch (e) {
     result.className = "result error";
     result.textContent = `Could not ${(LABELS[action] || action).toLowerCase()}: ${e.message}`;
+    result.hidden = false;
   }
-  result.hidden = false;
   refresh(card.dataset.kind, card.dataset.id);
 }
 
@@ -140,7 +143,7 @@ function show(b) {
     card = card || addCard(b);
     fill(card, b);
   }
-  for (const h of (card && b.history) || []) {
+  for (const h of (card && role === "customer" && b.history) || []) {
     addTimeline(card, { event: "history", status: h.to, version: h.version, at: h.at, trigger: h.trigger,
                         actor: h.actor, reason: h.reason });
   }
@@ -176,13 +179,18 @@ function addTimeline(card, entry) {
     Object.assign(li.dataset, { event: "", status: entry.status, version: String(entry.version) });
     const later = [...list.children].find((row) => Number(row.dataset.version) > entry.version);
     list.insertBefore(li, later || null);
+  }
+  if (entry.event === "history" || !li.dataset.event) { // a read knows the actor: its text wins
     const by = entry.actor ? ` by ${entry.actor}` : "";
     li.querySelector("time").textContent = clock(entry.at);
     li.querySelector("time").dateTime = entry.at;
     li.querySelector(".what").textContent = `v${entry.version} ${entry.status.replace("_", " ")} · ${entry.trigger}${by}`
       + (entry.reason ? `: “${entry.reason}”` : "");
   }
-  const events = new Set(li.dataset.event.split(" ").filter(Boolean)).add(entry.event);
+  // data-event: the events heard live for this version, or "history" for a row only read
+  const events = new Set(li.dataset.event.split(" ").filter(Boolean));
+  if (entry.event !== "history") events.delete("history");
+  if (entry.event !== "history" || !events.size) events.add(entry.event);
   li.dataset.event = [...events].join(" ");
   li.querySelector(".named").textContent = [...events]
     .filter((e) => e !== "history" && e !== "BROADCAST_STATE_CHANGED").join(", ");
