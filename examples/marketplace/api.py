@@ -5,7 +5,8 @@ method and path                                        who                      
 =====================================================  ==============================  ==========================
 ``GET /api/me``                                        anyone                          the token's user and role
 ``POST /api/bookings``, ``POST /api/orders``           a customer                      create, offer, activate
-``GET /api/bookings/{id}``, ``GET /api/orders/{id}``   its customer, its transporters  state, columns, history
+``GET /api/bookings/{id}``, ``GET /api/orders/{id}``   its customer, its transporters  state, columns, actions,
+                                                                                       history
 ``POST /api/{kind}s/{id}/accept`` ``{"slots": n}``     an offered transporter          take slots
 ``POST /api/{kind}s/{id}/release`` ``{"slots": n}``    a transporter holding slots     give slots back
 ``POST /api/{kind}s/{id}/start-trip``                  its customer                    the trip starts

@@ -66,7 +66,8 @@ function trucksText(b) {
 
 // Status, fill and deadline, from an event or a read; details and buttons only from a read.
 function fill(card, b) {
-  Object.assign(card.dataset, { kind: b.kind, id: String(b.id), status: b.status, version: String(b.version) });
+  Object.assign(card.dataset, { kind: b.kind, id: String(b.id), status: b.status, version: String(b.version),
+                                expiresAt: b.expiresAt || "" });
   card.querySelector(".title").textContent = `${b.kind} #${b.id}`;
   card.querySelector(".status").textContent = b.status.replace("_", " ");
   card.querySelector(".slots").textContent = `${b.slotsFilled}/${b.slotsRequested} filled`;
