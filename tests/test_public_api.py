@@ -25,6 +25,7 @@ PINNED = {
     "TransitionRefused", "Trigger", "WritePath", "library_metadata", "postgresql_functions_ddl", "relay_task",
     "start_relay_thread", "start_sweeper_thread", "sweeper_task", "utc_now",
     "AsyncSocketIOBridge", "SocketIOBridge", "recipient_room",
+    "allowed_from",
 }
 
 

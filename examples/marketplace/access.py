@@ -26,9 +26,9 @@ from broadcast_lifecycle import (
     EntityId,
     KindConfig,
     Trigger,
+    allowed_from,
     utc_now,
 )
-from broadcast_lifecycle.lifecycle import allowed_from
 
 from .auth import Role, User
 from .errors import Forbidden

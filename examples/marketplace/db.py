@@ -19,8 +19,7 @@ from sqlalchemy import cast, create_engine, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from broadcast_lifecycle import OPEN, Trigger, library_metadata
-from broadcast_lifecycle.lifecycle import allowed_from
+from broadcast_lifecycle import OPEN, Trigger, allowed_from, library_metadata
 
 from .models import MODELS, Base, Transporter
 from .settings import sync_url

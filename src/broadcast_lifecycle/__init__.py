@@ -26,7 +26,7 @@ from .errors import (
 from .events import Addressed, BroadcastEvent, EventPayload, Recipient, Topic
 from .guards import CommandContext, Guard
 from .kinds import DEFAULT_KINDS, KindConfig
-from .lifecycle import Trigger
+from .lifecycle import Trigger, allowed_from
 from .records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
 from .results import CommandResult, WritePath
 from .states import CLOSED, OPEN, TERMINAL, BroadcastStatus
@@ -162,6 +162,7 @@ __all__ = [
     "TransitionRefused",
     "Trigger",
     "WritePath",
+    "allowed_from",
     "library_metadata",
     "lifecycle_tasks",
     "postgresql_functions_ddl",
