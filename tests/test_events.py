@@ -282,8 +282,6 @@ def test_a_transporters_actionable_offers_follow_from_its_events_alone(make: Mak
     assert {t for t, actionable in lists.items() if actionable} == open_for
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (review1): start_trip from partially_filled is announced to the "
-                   "customer only, so a transporter holding no slot is never told the offer closed")
 def test_a_trip_started_partially_filled_closes_the_offer_for_those_holding_no_slot() -> None:
     """With allow_partial_trip, start_trip from partially_filled closes the broadcast: a notified transporter holding
     no slot hears an event that takes it off its list of offers, as a fill, cancel or expiry does."""
@@ -295,8 +293,16 @@ def test_a_trip_started_partially_filled_closes_the_offer_for_those_holding_no_s
     bookings.accept(entity_id, "t1")
     started = bookings.start_trip(entity_id)
     assert started.snapshot.status is BroadcastStatus.IN_PROGRESS
-    assert [e.name for e in started.events if Recipient("transporter", "t2") in e.recipients], (
-        "t2 was offered the broadcast and heard nothing when it closed")
+    assert [(e.name, e.recipients) for e in started.events] == [
+        ("BROADCAST_STATE_CHANGED", (Recipient("customer", "c1"),)),
+        ("BOOKING_CLOSED", (Recipient("customer", "c1"), Recipient("transporter", "t1"), Recipient("transporter", "t2"))),
+    ]
+    full = bookings.create("c2", slots=1).id
+    bookings.start_broadcast(full, ["t1"])
+    bookings.activate(full, ttl=timedelta(hours=1))
+    bookings.accept(full, "t1")
+    assert [e.name for e in bookings.start_trip(full).events] == ["BROADCAST_STATE_CHANGED"], (
+        "a full broadcast's transporters heard it close at FULLY_FILLED already")
 
 
 # -- with a host session, and racing a terminal transition (SQL stores) ----------------------------------------

@@ -84,6 +84,8 @@ def announced_to_all(kind: str, row: HistoryEntry) -> str | None:
     """The event a transition announces to the customer and every notified transporter, if any."""
     if row.trigger == "extend":
         return f"{kind.upper()}_EXTENDED"
+    if row.trigger == "start_trip" and row.from_status is S.PARTIALLY_FILLED:
+        return f"{kind.upper()}_CLOSED"
     return f"{kind.upper()}_{row.to_status.name}" if row.to_status in ANNOUNCED_TO_ALL else None
 
 Key = tuple[str, EntityId]

@@ -59,6 +59,10 @@ class Topic(str, Enum):
     EXTENDED = "extended"
     """The deadline moved later (``extend``): to the customer and every notified transporter."""
     FULLY_FILLED = "fully_filled"
+    CLOSED = "closed"
+    """The broadcast stopped taking acceptances without being filled (``start_trip`` from
+    ``partially_filled``, for a kind that allows a partial trip): to the customer and every notified
+    transporter, so an offer leaves the lists of those holding no slot."""
     EXPIRED = "expired"
     CANCELLED = "cancelled"
     COMPLETED = "completed"
