@@ -295,7 +295,8 @@ def test_a_trip_started_partially_filled_closes_the_offer_for_those_holding_no_s
     assert started.snapshot.status is BroadcastStatus.IN_PROGRESS
     assert [(e.name, e.recipients) for e in started.events] == [
         ("BROADCAST_STATE_CHANGED", (Recipient("customer", "c1"),)),
-        ("BOOKING_CLOSED", (Recipient("customer", "c1"), Recipient("transporter", "t1"), Recipient("transporter", "t2"))),
+        ("BOOKING_CLOSED",
+         (Recipient("customer", "c1"), Recipient("transporter", "t1"), Recipient("transporter", "t2"))),
     ]
     full = bookings.create("c2", slots=1).id
     bookings.start_broadcast(full, ["t1"])
