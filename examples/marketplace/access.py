@@ -9,8 +9,9 @@ a refusal into 403 when the user has no part in the broadcast.
 * A transporter accepts only what it was offered: the library's own ``transporter_notified`` guard
   refuses anyone else (the app passes the token's user as the transporter, so nobody accepts on
   another's behalf). The app adds no guard to accept and release: a host guard would take them off
-  PostgreSQL's one-statement path. Only when the library refuses does :func:`refusal_for` read the
-  recipients, to answer 403 rather than a 409 that would tell a stranger the broadcast's state.
+  PostgreSQL's one-statement path. A refusal coded ``transporter_notified`` is 403 at once; only
+  for another refusal does :func:`refusal_for` read the recipients, to answer 403 rather than a 409
+  that would tell a stranger the broadcast's state.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from broadcast_lifecycle import (
     CommandContext,
     EntityId,
     KindConfig,
+    TransitionRefused,
     Trigger,
     allowed_from,
     utc_now,
@@ -93,7 +95,11 @@ async def may_see(handle: AsyncKindHandle, user: User, entity_id: EntityId,
 
 async def refusal_for(handle: AsyncKindHandle, user: User, entity_id: EntityId, refusal: Exception) -> Exception:
     """What to raise for a command the library refused: ``Forbidden`` when ``user`` has no part in the
-    broadcast (nothing about it is told), else the refusal itself."""
+    broadcast (nothing about it is told), else the refusal itself. The library's
+    ``transporter_notified`` code says so without a read; any other refusal (the state's, say) is
+    checked against the recipients."""
+    if isinstance(refusal, TransitionRefused) and refusal.code == "transporter_notified":
+        return Forbidden(f"{handle.name} {entity_id} was not offered to you")
     if not await may_see(handle, user, entity_id):
         return Forbidden(f"{handle.name} {entity_id} is not yours")
     return refusal

@@ -88,7 +88,7 @@ def decide(
     for name in route.guards:
         reason = GUARDS[name](snapshot, ctx)
         if reason is not None:
-            raise TransitionRefused(snapshot.kind, snapshot.id, status.value, trigger.value, reason)
+            raise TransitionRefused(snapshot.kind, snapshot.id, status.value, trigger.value, reason, code=name)
     for guard in extra_guards:
         reason = guard(snapshot, ctx)
         if reason is not None:
@@ -96,7 +96,8 @@ def decide(
                 name = getattr(guard, "__qualname__", repr(guard))
                 raise InvalidArgument(f"guard {name} returned {reason!r}: a guard returns None to allow, or a "
                                       "non-empty sentence saying why it refuses")
-            raise TransitionRefused(snapshot.kind, snapshot.id, status.value, trigger.value, reason)
+            raise TransitionRefused(snapshot.kind, snapshot.id, status.value, trigger.value, reason,
+                                    code="host_guard")
     taken = route.branches[-1]
     for branch in route.branches:
         if branch.name is None or BRANCH_TESTS[branch.name](snapshot, ctx) is branch.expected:

@@ -47,7 +47,16 @@ class TransitionRefused(BroadcastError):
     """A command was not applied: a guard said no, with ``reason``.
 
     Catch this to handle every refusal; :class:`InvalidTransition` is the subset where the
-    current state does not allow the trigger at all.
+    current state does not allow the trigger at all. ``code`` says which rule refused, for a
+    program (``reason`` is the sentence for a person):
+
+    - a built-in guard's name from the transition table: ``transporter_notified`` (the transporter
+      was never offered the broadcast), ``slots_available``, ``holds_slots``, ``trip_fill_policy``,
+      ``deadline_in_future``, ``deadline_later``, ``deadline_passed``;
+    - ``host_guard``: a guard the host registered (``lifecycle.add_guard``);
+    - ``invalid_transition``: the state does not allow the trigger (:class:`InvalidTransition`);
+    - ``expired``: the deadline had passed, so the broadcast was expired instead;
+    - ``open_broadcast_exists``: the customer has another open broadcast (:class:`OpenBroadcastExists`).
     """
 
     def __init__(
@@ -59,12 +68,14 @@ class TransitionRefused(BroadcastError):
         reason: str,
         *,
         subject: str | None = None,
+        code: str = "refused",
     ) -> None:
         self.kind = kind
         self.entity_id = entity_id
         self.from_state = from_state
         self.trigger = trigger
         self.reason = reason
+        self.code = code
         where = f" in state {from_state}" if from_state is not None else ""
         super().__init__(f"{subject or f'{kind} {entity_id!r}'}: {trigger} refused{where}: {reason}")
 
@@ -88,6 +99,7 @@ class InvalidTransition(TransitionRefused):
             from_state,
             trigger,
             f"{trigger} is not allowed from {from_state} (allowed from: {allowed})",
+            code="invalid_transition",
         )
 
 
@@ -103,11 +115,12 @@ class OpenBroadcastExists(TransitionRefused):
             super().__init__(kind, None, None, trigger,
                              f"customer {customer_id!r} already has an open {kind}; "
                              "cancel or finish it before creating another",
-                             subject=f"{kind} for customer {customer_id!r}")  # no id yet to name it by
+                             subject=f"{kind} for customer {customer_id!r}",  # no id yet to name it by
+                             code="open_broadcast_exists")
         else:
             super().__init__(kind, entity_id, from_state, trigger,
                              f"customer {customer_id!r} has another open {kind}, and {trigger} would open this one "
-                             "again; cancel or finish the other first")
+                             "again; cancel or finish the other first", code="open_broadcast_exists")
 
 
 class DuplicateBroadcast(BroadcastError):

@@ -223,7 +223,7 @@ class BroadcastLifecycle:
         if current.status in OPEN and current.expires_at is not None and is_overdue(current, now):
             self._run(_expiry_of(config), entity_id, tx)
             raise TransitionRefused(kind, entity_id, current.status.value, "notify_more",
-                                    f"expired at {current.expires_at.isoformat()}")
+                                    f"expired at {current.expires_at.isoformat()}", code="expired")
         new = NewRecipients(kind=config, entity_id=entity_id, transporters=recipients, at=now,
                             open_states=OPEN, reason=reason)
         committed = self.store.add_recipients(new, self._announce, tx)
@@ -272,7 +272,7 @@ class BroadcastLifecycle:
             change = planned[-1]
             if change.decision.superseded is not None and change.before.expires_at is not None:
                 raise TransitionRefused(kind, entity_id, change.before.status.value, trigger.value,
-                                        f"expired at {change.before.expires_at.isoformat()}")
+                                        f"expired at {change.before.expires_at.isoformat()}", code="expired")
             return _result(snapshot=committed.snapshot, events=committed.events, path=path)
         raise ConcurrentUpdate(kind, entity_id, trigger.value, self._max_attempts)
 
