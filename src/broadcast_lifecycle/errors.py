@@ -6,7 +6,9 @@ Messages are built from attributes, so a host can log the text and still branch 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 if TYPE_CHECKING:
     from .records import EntityId
@@ -23,7 +25,21 @@ __all__ = [
     "OpenBroadcastExists",
     "StoreError",
     "TransitionRefused",
+    "show_id",
 ]
+
+
+def show_id(entity_id: object) -> str:
+    """An id as a message shows it: a string quoted (``'bk-17'``), a UUID as its text, an int as is."""
+    return repr(entity_id) if isinstance(entity_id, str) or type(entity_id) not in (int, UUID) else str(entity_id)
+
+
+def show_value(value: object) -> str:
+    """A value as a message shows it: a duration in seconds (``-5 s``, ``0.25 s``), an id as
+    :func:`show_id` does, anything else as its repr."""
+    if isinstance(value, timedelta):
+        return f"{value.total_seconds():g} s"
+    return show_id(value)
 
 
 class BroadcastError(Exception):
@@ -35,12 +51,18 @@ class InvalidArgument(BroadcastError, ValueError):
 
 
 class BroadcastNotFound(BroadcastError, LookupError):
-    """No broadcast of this kind has this id."""
+    """No broadcast of this kind has this id.
 
-    def __init__(self, kind: str, entity_id: EntityId) -> None:
+    ``expected`` says what an id of the kind is, when the store knows its key type and the id is not
+    one (``"a UUID, or its text"``): no broadcast can have it.
+    """
+
+    def __init__(self, kind: str, entity_id: EntityId, *, expected: str | None = None) -> None:
         self.kind = kind
         self.entity_id = entity_id
-        super().__init__(f"no {kind} with id {entity_id!r}")
+        self.expected = expected
+        hint = f" (a {kind} id is {expected})" if expected else ""
+        super().__init__(f"no {kind} with id {show_id(entity_id)}{hint}")
 
 
 class TransitionRefused(BroadcastError):
@@ -77,7 +99,7 @@ class TransitionRefused(BroadcastError):
         self.reason = reason
         self.code = code
         where = f" in state {from_state}" if from_state is not None else ""
-        super().__init__(f"{subject or f'{kind} {entity_id!r}'}: {trigger} refused{where}: {reason}")
+        super().__init__(f"{subject or f'{kind} {show_id(entity_id)}'}: {trigger} refused{where}: {reason}")
 
 
 class InvalidTransition(TransitionRefused):
@@ -129,7 +151,7 @@ class DuplicateBroadcast(BroadcastError):
     def __init__(self, kind: str, entity_id: EntityId | None) -> None:
         self.kind = kind
         self.entity_id = entity_id
-        super().__init__(f"a {kind} with id {entity_id!r} already exists")
+        super().__init__(f"a {kind} with id {show_id(entity_id)} already exists")
 
 
 class IdempotencyKeyReused(BroadcastError):
@@ -149,7 +171,7 @@ class ConcurrentUpdate(BroadcastError):
         self.trigger = trigger
         self.attempts = attempts
         super().__init__(
-            f"{kind} {entity_id!r}: {trigger} lost the race to concurrent writers "
+            f"{kind} {show_id(entity_id)}: {trigger} lost the race to concurrent writers "
             f"{attempts} times; nothing was changed, retry the command"
         )
 
@@ -162,7 +184,7 @@ class CorruptState(BroadcastError):
         self.entity_id = entity_id
         self.value = value
         super().__init__(
-            f"{table} row {entity_id!r} has status {value!r}, which is not a known state "
+            f"{table} row {show_id(entity_id)} has status {value!r}, which is not a known state "
             f"(known: {', '.join(allowed)})"
         )
 

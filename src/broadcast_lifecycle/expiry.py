@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .decision import Decision, decide, is_overdue
-from .errors import InvalidArgument
+from .errors import InvalidArgument, show_id
 from .events import BroadcastEvent, Topic, build_events
 from .guards import CommandContext
 from .kinds import KindConfig
@@ -64,7 +64,7 @@ class Expiry:
 
     def __post_init__(self) -> None:
         if not is_due(self.before, self.at):
-            raise InvalidArgument(f"{self.before.kind} {self.before.id!r} is not due for expiry at "
+            raise InvalidArgument(f"{self.before.kind} {show_id(self.before.id)} is not due for expiry at "
                                   f"{self.at.isoformat()} (status {self.before.status.value}, "
                                   f"expires_at {self.before.expires_at}, stamped {self.before.state_changed_at})")
         object.__setattr__(self, "decision", decide(self.before, Trigger.EXPIRE, CommandContext(self.at)))

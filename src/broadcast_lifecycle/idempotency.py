@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from .errors import IdempotencyKeyReused
+from .errors import IdempotencyKeyReused, show_id
 from .records import EntityId, IdempotentOutcome
 
 __all__ = ["check_replay", "fingerprint"]
@@ -34,6 +34,6 @@ def check_replay(first: IdempotentOutcome, *, kind: str, trigger: str, entity_id
         raise IdempotencyKeyReused(first.key, "was first used by another actor")
     snap = first.snapshot
     if first.trigger != trigger or snap.kind != kind or (entity_id is not None and snap.id != entity_id):
-        raise IdempotencyKeyReused(first.key, f"was first used for {first.trigger} on {snap.kind} {snap.id!r}")
+        raise IdempotencyKeyReused(first.key, f"was first used for {first.trigger} on {snap.kind} {show_id(snap.id)}")
     if first.fingerprint != digest:
         raise IdempotencyKeyReused(first.key, f"was first used for {trigger} with different arguments")

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from .errors import InvalidArgument
+from .errors import InvalidArgument, show_value
 from .events import EventPayload, Topic
 
 __all__ = ["DEFAULT_KINDS", "KindConfig"]
@@ -33,7 +33,7 @@ class KindConfig:
         if not self.name.isidentifier():
             raise InvalidArgument(f"kind name must be an identifier, got {self.name!r}")
         if self.default_ttl is not None and self.default_ttl <= timedelta(0):
-            raise InvalidArgument(f"default_ttl of {self.name} must be positive, got {self.default_ttl}")
+            raise InvalidArgument(f"default_ttl of {self.name} must be positive, got {show_value(self.default_ttl)}")
         if not self.id_field:
             object.__setattr__(self, "id_field", f"{self.name}Id")
         if self.id_field in EventPayload.__annotations__:

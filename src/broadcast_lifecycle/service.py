@@ -25,6 +25,7 @@ from .errors import (
     InvalidArgument,
     InvalidTransition,
     TransitionRefused,
+    show_value,
 )
 from .guards import CommandContext, Guard
 from .idempotency import check_replay
@@ -176,7 +177,7 @@ class BroadcastLifecycle:
         ``history=True``, the history of broadcasts that ended before then), ``batch_size`` rows per
         transaction. Pending, retrying and dead events stay. See :mod:`broadcast_lifecycle.retention`."""
         if not isinstance(older_than, timedelta) or older_than <= timedelta(0):
-            raise InvalidArgument(f"older_than must be a positive timedelta, got {older_than!r}")
+            raise InvalidArgument(f"older_than must be a positive timedelta, got {show_value(older_than)}")
         return prune(self.store, self._now() - older_than, history=history, batch_size=batch_size)
 
     # -- what the handles call -------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from .clock import require_aware
-from .errors import InvalidArgument
+from .errors import InvalidArgument, show_value
 
 __all__ = [
     "MAX_INT_ID",
@@ -118,7 +118,7 @@ def require_deadline(now: datetime | None, ttl: object, expires_at: datetime | N
         raise InvalidArgument("pass ttl= or expires_at=, not both")
     if ttl is not None:
         if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
-            raise InvalidArgument(f"ttl must be a positive timedelta, got {ttl!r}")
+            raise InvalidArgument(f"ttl must be a positive timedelta, got {show_value(ttl)}")
         return now + ttl if now is not None else None
     if expires_at is not None:
         return require_aware("expires_at", expires_at)

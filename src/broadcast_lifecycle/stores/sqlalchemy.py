@@ -29,6 +29,8 @@ from ..errors import (
     InvalidArgument,
     OpenBroadcastExists,
     StoreError,
+    show_id,
+    show_value,
 )
 from ..events import BroadcastEvent, Recipient, Topic
 from ..kinds import DEFAULT_KINDS, KindConfig
@@ -325,7 +327,7 @@ class SQLAlchemyStore(SqlPlumbing):
             if recorded is not None or (snapshot.status, snapshot.version, snapshot.slots_filled) != (
                     BroadcastStatus.CREATED, 1, 0):
                 raise InvalidArgument(
-                    f"{kind} {adoption.entity_id!r} cannot be adopted: it is {snapshot.status.value} at version "
+                    f"{kind} {show_id(adoption.entity_id)} cannot be adopted: it is {snapshot.status.value} at version "
                     f"{snapshot.version}{' with history' if recorded else ''}; adopt takes a row the host inserted "
                     "in state created, at version 1, with no slots filled and no history")
             committed = self._record_creation(conn, adoption.creation(snapshot), snapshot)
@@ -343,7 +345,7 @@ class SQLAlchemyStore(SqlPlumbing):
                         key=outcome.key, kind=snapshot.kind, entity_id=str(entity_id), trigger="create",
                         outcome=outcome.to_json(), created_at=new.at))
             except IntegrityError as exc:
-                error = self._database_error(exc.orig, f"record the key of {snapshot.kind} {entity_id!r}")
+                error = self._database_error(exc.orig, f"record the key of {snapshot.kind} {show_id(entity_id)}")
                 raise (IdempotencyKeyReused(outcome.key, "is already recorded")
                        if isinstance(error, IdempotencyKeyReused) else error) from exc
         conn.execute(insert(outbox_table), [{**OUTBOX_ROW.values(e), WRITTEN_AT: new.at} for e in events])
@@ -361,7 +363,7 @@ class SQLAlchemyStore(SqlPlumbing):
         kind = new.kind.name
         if new.entity_id is not None and not sql.holds(new.entity_id):
             raise InvalidArgument(f"entity_id must be {sql.keys.allowed()} for kind {kind!r} (its key is "
-                                  f"{sql.keys.where()}), got {new.entity_id!r}")
+                                  f"{sql.keys.where()}), got {show_value(new.entity_id)}")
         if not sql.customers.holds(new.customer_id):
             raise InvalidArgument(f"customer_id must be {sql.customers.allowed()} for kind {kind!r} "
                                   f"({sql.customers.where()}), got {len(new.customer_id)} characters")
