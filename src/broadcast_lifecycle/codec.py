@@ -29,6 +29,7 @@ __all__ = [
     "event_to_json",
     "history_from_json",
     "history_to_json",
+    "id_from_text",
     "outcome_from_json",
     "outcome_to_json",
     "record_from_json",
@@ -65,6 +66,23 @@ def decode_id(text: str) -> EntityId:
     if tag == "uuid":
         return UUID(value)
     raise InvalidArgument(f"not an encoded id (expected int:, str: or uuid: before the value): {text!r}")
+
+
+def id_from_text(text: str, id_type: type) -> EntityId | None:
+    """The id of type ``id_type`` (``int``, ``str`` or ``UUID``) that ``text`` spells, as a web client
+    sends an id back (a URL path parameter, a payload's ``bookingId``); ``None`` when it spells none.
+
+    An int only in its exact decimal form (``str(int(text)) == text``: no sign ``+``, spaces, leading
+    zeros or ``_``), a UUID in any form ``uuid.UUID`` reads, a string as it is.
+    """
+    tag = _TAGS.get(id_type)
+    if tag is None:
+        return None
+    try:
+        value = decode_id(f"{tag}:{text}")
+    except ValueError:
+        return None
+    return value if id_type is not int or str(value) == text else None
 
 
 @overload

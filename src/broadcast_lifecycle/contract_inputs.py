@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
-from .errors import BroadcastError, BroadcastNotFound, InvalidArgument
+from .errors import BroadcastError, BroadcastNotFound, InvalidArgument, show_id
 from .records import EntityId
 from .service import BroadcastLifecycle
 
@@ -70,7 +70,7 @@ def _with(value: object, call: Callable[[BroadcastLifecycle, EntityId, Any], obj
 
 def _not_found(label: str, entity_id: object) -> tuple[BadInput, ...]:
     """Each lookup of ``entity_id`` is ``BroadcastNotFound`` naming it."""
-    return tuple(BadInput(f"{name} with {label}", _on(entity_id, call), BroadcastNotFound, repr(entity_id))
+    return tuple(BadInput(f"{name} with {label}", _on(entity_id, call), BroadcastNotFound, show_id(entity_id))
                  for name, call in _LOOKUPS)
 
 
@@ -162,5 +162,6 @@ def foreign_id_inputs(foreign_ids: tuple[object, ...]) -> tuple[BadInput, ...]:
     return tuple(rows)
 
 
-FOREIGN_TO_INT_KEYS: tuple[object, ...] = ("bk-17", "777", UUID("12345678-1234-5678-1234-567812345678"))
-"""Ids an integer key cannot hold (a digit-only string is no alias of the int it spells)."""
+FOREIGN_TO_INT_KEYS: tuple[object, ...] = ("bk-17", "07", UUID("12345678-1234-5678-1234-567812345678"))
+"""Ids an integer key cannot hold, not even as text: a digit string that is exactly an int's text
+(``"777"``) names that int on a store with typed keys (see ``TypedKeys``); ``"07"`` names none."""

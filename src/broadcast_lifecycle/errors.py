@@ -61,7 +61,8 @@ class BroadcastNotFound(BroadcastError, LookupError):
         self.kind = kind
         self.entity_id = entity_id
         self.expected = expected
-        hint = f" (a {kind} id is {expected})" if expected else ""
+        article = "an" if kind[:1] in ("a", "e", "i", "o", "u") else "a"
+        hint = f" ({article} {kind} id is {expected})" if expected else ""
         super().__init__(f"no {kind} with id {show_id(entity_id)}{hint}")
 
 

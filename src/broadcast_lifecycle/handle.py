@@ -114,6 +114,7 @@ class KindHandle:
         """
         meta = require_metadata(metadata)
         key = require_key(idempotency_key, actor, default_actor="the row's customer")
+        entity_id = self._lc._key(self._config.name, entity_id)
         adoption = Adoption(kind=self._config, entity_id=entity_id, actor=actor, reason=reason,
                             metadata=meta, idempotency_key=key,
                             fingerprint=fingerprint("adopt", entity_id, reason, meta) if key else "")
@@ -144,7 +145,7 @@ class KindHandle:
         On an overdue broadcast it expires it instead and raises ``TransitionRefused("expired at ...")``.
         """
         recipients = require_transporters(transporters)
-        return self._lc._notify_more(self._config, entity_id, recipients, reason, tx)
+        return self._lc._notify_more(self._config, self._lc._key(self._config.name, entity_id), recipients, reason, tx)
 
     def activate(
         self, entity_id: EntityId, *, ttl: timedelta | None = None, expires_at: datetime | None = None,
@@ -241,20 +242,24 @@ class KindHandle:
 
     def get(self, entity_id: EntityId, *, tx: Session | None = None) -> BroadcastSnapshot:
         """The broadcast as last committed; ``BroadcastNotFound`` for an unknown id."""
-        return self._lc.store.load(self._config.name, entity_id, tx=tx).snapshot
+        kind = self._config.name
+        return self._lc.store.load(kind, self._lc._key(kind, entity_id), tx=tx).snapshot
 
     def history(self, entity_id: EntityId, *, tx: Session | None = None) -> tuple[HistoryEntry, ...]:
         """The broadcast's transitions, oldest first."""
-        return self._lc.store.history(self._config.name, entity_id, tx)
+        kind = self._config.name
+        return self._lc.store.history(kind, self._lc._key(kind, entity_id), tx)
 
     def recipients(self, entity_id: EntityId, *, tx: Session | None = None) -> tuple[RecipientRecord, ...]:
         """Transporters notified of the broadcast, in notification order, with the slots they hold."""
-        return self._lc.store.recipients(self._config.name, entity_id, tx)
+        kind = self._config.name
+        return self._lc.store.recipients(kind, self._lc._key(kind, entity_id), tx)
 
     # -- internals -------------------------------------------------------------------------
 
     def _run(self, entity_id: EntityId, tx: object, trigger: Trigger, *, metadata: Mapping[str, Any] | None,
              idempotency_key: str | None, actor: str | None, **fields: Any) -> CommandResult:
+        entity_id = self._lc._key(self._config.name, entity_id)
         meta = require_metadata(metadata)
         key = require_key(idempotency_key, actor)
         digest = fingerprint(trigger.value, entity_id, meta, sorted(fields.items())) if key else ""

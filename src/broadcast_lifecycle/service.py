@@ -48,6 +48,7 @@ from .stores.base import (
     Loaded,
     NewBroadcast,
     NewRecipients,
+    TypedKeys,
     missing_store_methods,
 )
 from .stores.memory import InMemoryStore
@@ -102,6 +103,7 @@ class BroadcastLifecycle:
                             else None)
         # Changing in place is how a store without a decision lock avoids lost races; one with it has none.
         self._in_place = self.store if isinstance(self.store, ChangesInPlace) and self._under_lock is None else None
+        self._typed_keys = self.store if isinstance(self.store, TypedKeys) else None
         self.bus = bus if bus is not None else SignalBus()
         self._clock = clock
         self._kinds = {k.name: k for k in kinds}
@@ -181,6 +183,11 @@ class BroadcastLifecycle:
         return prune(self.store, self._now() - older_than, history=history, batch_size=batch_size)
 
     # -- what the handles call -------------------------------------------------------------
+
+    def _key(self, kind: str, entity_id: EntityId) -> EntityId:
+        """``entity_id`` as the store keys ``kind`` (a key's text converted, see ``TypedKeys``), before
+        anything else uses it: the command, its idempotency record and its events carry the typed id."""
+        return entity_id if self._typed_keys is None else self._typed_keys.entity_key(kind, entity_id)
 
     def _create(self, new: NewBroadcast, tx: object) -> CommandResult:
         key = new.idempotency_key

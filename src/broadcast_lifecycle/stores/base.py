@@ -45,6 +45,7 @@ __all__ = [
     "Plan",
     "PruneTarget",
     "SWEEP_REASON",
+    "TypedKeys",
     "missing_store_methods",
 ]
 
@@ -317,6 +318,24 @@ class AdoptsRows(Protocol):
 
     def adopt(self, adoption: Adoption, after_commit: AfterCommit, tx: object = None) -> Committed:
         """Record the host's row as created; returns what was (or will be, in ``tx``) committed."""
+        ...
+
+
+@runtime_checkable
+class TypedKeys(Protocol):
+    """An optional store capability: each kind's ids are of one type (a SQL table's key), and an id
+    given as text that spells a key of that type (``"42"``, a UUID's text: what a URL path or an
+    event payload carries) names that key.
+
+    ``entity_key`` returns ``entity_id`` as ``kind``'s key type: as it is when it is of that type,
+    converted when it is a ``str`` that spells one (:func:`~broadcast_lifecycle.codec.id_from_text`);
+    anything else raises ``BroadcastNotFound`` naming what an id of the kind is (no row can have it).
+    It does no I/O. The lifecycle calls it once per command or read, before anything else, so the
+    command, its idempotency record and its events carry the typed id.
+    """
+
+    def entity_key(self, kind: str, entity_id: EntityId) -> EntityId:
+        """``entity_id`` as a key of ``kind``'s type; ``BroadcastNotFound`` if it is none."""
         ...
 
 

@@ -10,10 +10,11 @@ only when that session commits.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, insert, select, text
 from sqlalchemy import inspect as sa_inspect
@@ -22,8 +23,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import QueuePool
 
+from ..codec import id_from_text
 from ..errors import (
     BroadcastError,
+    BroadcastNotFound,
     DuplicateBroadcast,
     IdempotencyKeyReused,
     InvalidArgument,
@@ -668,8 +671,23 @@ class SQLAlchemyStore(SqlPlumbing):
 
     def parse_entity_id(self, kind: str, text: str) -> EntityId:
         """``text`` as a key of ``kind``'s table (for ids typed by people); ``ValueError`` if it is not one."""
-        id_type = self.id_type(kind)
-        return text if id_type is str else cast(EntityId, id_type(text))
+        entity_id = id_from_text(text, self.id_type(kind))
+        if entity_id is None:
+            raise ValueError(f"{text!r} is not {self._entity(kind).keys.allowed()}")
+        return entity_id
+
+    def entity_key(self, kind: str, entity_id: EntityId) -> EntityId:
+        """See :class:`~broadcast_lifecycle.stores.base.TypedKeys`: ``entity_id`` as a key of ``kind``'s
+        table, a ``str`` that spells one (``"42"`` for an int key, a UUID's text) converted."""
+        sql = self._entity(kind)
+        id_type = sql.keys.python_type
+        if isinstance(entity_id, str) and id_type is not None and id_type is not str:
+            typed = id_from_text(entity_id, id_type)
+            entity_id = typed if typed is not None else entity_id
+        if not sql.holds(entity_id):
+            text = ", or its text" if id_type in (int, uuid.UUID) else ""
+            raise BroadcastNotFound(kind, entity_id, expected=f"{sql.keys.allowed()}{text}")
+        return entity_id
 
     # -- plumbing --------------------------------------------------------------------------
 
