@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 from conftest import ManualClock
-from sqlalchemy import Engine, ForeignKey, String, Table, create_engine, event
+from sqlalchemy import CheckConstraint, Engine, ForeignKey, Integer, String, Table, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from broadcast_lifecycle import (
     BroadcastLifecycle,
     IdempotencyKeyReused,
+    InvalidArgument,
     KindConfig,
     OpenBroadcastExists,
     StoreError,
@@ -58,8 +59,19 @@ class Parcel(Base, BroadcastMixin):
     customer_id_hash: Mapped[str] = mapped_column(String(64), nullable=False)
 
 
+class Ride(Base, BroadcastMixin):
+    """A host model with NOT NULL columns of its own, one with an unnamed CHECK, and a named CHECK."""
+
+    __tablename__ = "rides"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pickup: Mapped[str] = mapped_column(String(200), nullable=False)
+    fare_cents: Mapped[int] = mapped_column(Integer, CheckConstraint("fare_cents >= 0"), nullable=False)
+    seats: Mapped[int] = mapped_column(Integer, CheckConstraint("seats BETWEEN 1 AND 8", name="ck_rides_seats"),
+                                       default=1)
+
+
 _KINDS = (KindConfig("booking"), KindConfig("order", one_open_per_customer=True),
-          KindConfig("parcel", one_open_per_customer=True))
+          KindConfig("parcel", one_open_per_customer=True), KindConfig("ride"))
 
 
 def _setup(url: str) -> tuple[Engine, BroadcastLifecycle]:
@@ -69,7 +81,8 @@ def _setup(url: str) -> tuple[Engine, BroadcastLifecycle]:
         def _foreign_keys(dbapi_connection: Any, _record: Any) -> None:  # the host's own setting
             dbapi_connection.execute("PRAGMA foreign_keys = ON")
     Base.metadata.create_all(engine)
-    store = SQLAlchemyStore(engine, models={"booking": Booking, "order": Order, "parcel": Parcel})
+    store = SQLAlchemyStore(engine, models={"booking": Booking, "order": Order, "parcel": Parcel,
+                                                    "ride": Ride})
     store.create_all(_KINDS)
     with Session(engine) as session:
         session.add(Customer(id="c1"))
@@ -92,13 +105,56 @@ def test_a_foreign_key_is_not_the_open_broadcast_policy(database_url: str) -> No
 
 
 def test_a_not_null_column_named_like_customer_id_is_not_the_policy(database_url: str) -> None:
-    """A NOT NULL host column the create leaves empty is a StoreError naming the column, also on a
-    kind with the one-open-per-customer policy."""
+    """A NOT NULL host column the create leaves empty is the caller's input (InvalidArgument naming the
+    column), also on a kind with the one-open-per-customer policy."""
     _, lc = _setup(database_url)
-    with pytest.raises(StoreError) as info:
+    with pytest.raises(InvalidArgument, match=r"^columns= must give customer_id_hash a value \(not None\): "
+                                              r"parcels.customer_id_hash \(VARCHAR\(64\)\) is NOT NULL"):
         lc.kind("parcel").create("c1")
-    assert not isinstance(info.value, TransitionRefused)
-    assert "not null constraint" in str(info.value) and "customer_id_hash" in str(info.value)
+
+
+@pytest.mark.parametrize(("columns", "says"), [
+    ({"fare_cents": 5}, r"columns= must give pickup a value \(not None\): rides.pickup"),
+    ({"pickup": None, "fare_cents": 5}, r"columns= must give pickup a value \(not None\): rides.pickup"),
+    ({"pickup": "Dock 4"}, r"columns= must give fare_cents a value"),
+    ({"pickup": "Dock 4", "fare_cents": -1}, r"columns= value of fare_cents is refused by rides's CHECK "
+                                             r"\(fare_cents >= 0\)"),
+    ({"pickup": "Dock 4", "fare_cents": 5, "seats": 9}, r"columns= value of seats is refused by rides's CHECK "
+                                                        r"ck_rides_seats \(seats BETWEEN 1 AND 8\)"),
+])
+def test_a_host_column_refusing_its_value_is_the_callers_input(database_url: str, columns: dict[str, Any],
+                                                                 says: str) -> None:
+    """A NOT NULL or CHECK constraint of a host column refusing create(columns=...) is InvalidArgument
+    naming the column and what it allows (not a StoreError a host would retry), on SQLite and
+    PostgreSQL alike; nothing is written."""
+    _, lc = _setup(database_url)
+    rides = lc.kind("ride")
+    with pytest.raises(InvalidArgument, match=says):
+        rides.create("c1", columns=columns)
+    assert rides.create("c1", columns={"pickup": "Dock 4", "fare_cents": 5}).id is not None
+
+
+def test_adopting_a_host_row_that_breaks_a_host_check_is_the_callers_input(database_url: str) -> None:
+    """adopt() flushing the host's row that breaks a CHECK of its own columns is InvalidArgument naming
+    the column, and the session rolls back with nothing recorded."""
+    engine, lc = _setup(database_url)
+    with Session(engine) as session:
+        session.add(Ride(id=7, customer_id="c1", pickup="Dock 4", fare_cents=-3, slots_requested=1))
+        with pytest.raises(InvalidArgument, match="columns= value of fare_cents is refused"):
+            lc.kind("ride").adopt(7, tx=session)
+        session.rollback()
+    assert lc.store.pending_events(10) == []
+
+
+def test_the_librarys_own_check_stays_a_store_error(database_url: str) -> None:
+    """A CHECK of the library's own columns (a row the host inserted with slots_requested 0) is not the
+    caller's columns= input: it stays a StoreError naming the constraint."""
+    engine, lc = _setup(database_url)
+    with Session(engine) as session:
+        session.add(Ride(id=8, customer_id="c1", pickup="Dock 4", fare_cents=1, slots_requested=0))
+        with pytest.raises(StoreError, match="ck_rides_slots_requested") as info:
+            lc.kind("ride").adopt(8, tx=session)
+        assert not isinstance(info.value, InvalidArgument)
 
 
 def test_the_policy_index_still_refuses_a_second_open_order(database_url: str) -> None:

@@ -14,11 +14,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import Index, Table, UniqueConstraint
+from sqlalchemy import CheckConstraint, Index, Table, UniqueConstraint
 
+from ..errors import InvalidArgument
 from .schema import open_customer_index_name
 
-__all__ = ["UNDEFINED_FUNCTION", "Violation", "library_constraint", "primary_key_name", "sqlstate", "violation"]
+__all__ = ["LIFECYCLE_COLUMNS", "UNDEFINED_FUNCTION", "Violation", "host_input_refused", "library_constraint",
+           "primary_key_name", "sqlstate", "violation"]
+
+LIFECYCLE_COLUMNS = frozenset({"status", "customer_id", "state_changed_at", "created_at", "version",
+                               "slots_requested", "slots_filled", "expires_at"})
+"""The columns the library writes on a broadcasts table (the mixin's); the others are the host's."""
 
 UNDEFINED_FUNCTION = "42883"
 """PostgreSQL's SQLSTATE for a call of a function that does not exist (the library's, dropped)."""
@@ -89,6 +95,61 @@ def violation(exc: BaseException, tables: Mapping[str, Table], kind: str | None 
     table = tables.get(table_name or "")
     name = library_constraint(table, columns, kind) if rule == "unique" and table is not None else None
     return Violation(rule, name, table_name, columns)
+
+
+def host_input_refused(broken: Violation, tables: Mapping[str, Table]) -> InvalidArgument | None:
+    """The caller's error when ``broken`` is a NOT NULL or CHECK constraint of a host column of one of
+    the broadcasts ``tables`` (the values given in ``columns=``, or the host's own row at ``adopt``);
+    ``None`` for anything else (the library's own columns and checks, other tables, other rules).
+
+    By the constraint the database names: the table and column of a NOT NULL; a CHECK by its name
+    (SQLite gives an unnamed one's expression instead; PostgreSQL names an unnamed column CHECK
+    ``<table>_<column>_check``), matched against the table's declared checks.
+    """
+    reported = tables.get(broken.table or "")
+    if broken.rule == "not null" and reported is not None and len(broken.columns) == 1:
+        table, (column,) = reported, broken.columns
+        if column not in _host_columns(table):
+            return None
+        return InvalidArgument(f"columns= must give {column} a value (not None): {table.name}.{column} "
+                               f"({table.c[column].type}) is NOT NULL and has no default")
+    if broken.rule != "check" or broken.constraint is None:
+        return None
+    for table in ([reported] if reported is not None else tables.values()):
+        own = _host_columns(table)
+        for declared_on, check in _checks(table):
+            expression = str(check.sqltext)
+            if broken.constraint not in (check.name, expression, f"{table.name}_{declared_on}_check"):
+                continue
+            named = sorted(c for c in own if re.search(rf"\b{re.escape(c)}\b", expression))
+            if not named:
+                return None  # the library's own check
+            name = f" {check.name}" if check.name else ""
+            return InvalidArgument(f"columns= value of {', '.join(named)} is refused by {table.name}'s CHECK{name} "
+                                   f"({expression}): give a value that satisfies it")
+        if broken.table in tables and broken.constraint not in _library_checks(table):
+            return InvalidArgument(f"a columns= value is refused by {table.name}'s CHECK constraint "
+                                   f"{broken.constraint}: give values that satisfy it")
+    return None
+
+
+def _checks(table: Table) -> list[tuple[str | None, CheckConstraint]]:
+    """``table``'s CHECK constraints, each with the column it was declared on (``None``: on the table)."""
+    found: list[tuple[str | None, CheckConstraint]] = [
+        (None, c) for c in table.constraints if isinstance(c, CheckConstraint)]
+    found += [(column.name, c) for column in table.columns for c in column.constraints
+              if isinstance(c, CheckConstraint)]
+    return found
+
+
+def _host_columns(table: Table) -> set[str]:
+    """The columns of a broadcasts table the host writes: all but the key, ``kind`` and the library's."""
+    return {c.name for c in table.columns if not c.primary_key} - LIFECYCLE_COLUMNS - {"kind"}
+
+
+def _library_checks(table: Table) -> set[str]:
+    """The names of the CHECK constraints the library declares on a broadcasts table (see BroadcastMixin)."""
+    return {f"ck_{table.name}_{column}" for column in ("status", "slots_requested", "slots_filled")}
 
 
 def primary_key_name(table: Table) -> str:

@@ -20,7 +20,7 @@ from ..records import BroadcastSnapshot, EntityId
 from ..states import BroadcastStatus
 from ._after_commit import defer_until_commit
 from ._outbox_row import OUTBOX_ROW
-from ._sql_errors import Violation, primary_key_name, violation
+from ._sql_errors import Violation, host_input_refused, primary_key_name, violation
 from ._sql_text import EntitySql, LibrarySql
 from ._sqlite_setup import Borrowed, SqliteSettings, ThreadConnections, in_transaction, use_wal, write_lock
 from .base import AfterCommit, Committed, Loaded
@@ -220,6 +220,8 @@ class SqlPlumbing:
             return StoreError(f"could not {what}: {cause}")
         if broken.rule == "unique" and broken.constraint == primary_key_name(idempotency_table):
             return IdempotencyKeyReused("(this command's key)", "is already recorded")
+        if (refused := host_input_refused(broken, self._entity_tables())) is not None:
+            return refused
         return StoreError(f"could not {what}: {broken.describe()} refused it ({cause})", constraint=broken.constraint)
 
     def _breaks_open_policy(self, exc: StoreError, kind: KindConfig) -> bool:

@@ -43,7 +43,7 @@ from ..states import BroadcastStatus
 from ._orm_sync import ModelSync
 from ._outbox_row import OUTBOX_ROW, WRITTEN_AT
 from ._sql_create import RowInsert, with_python_defaults
-from ._sql_errors import UNDEFINED_FUNCTION, sqlstate
+from ._sql_errors import LIFECYCLE_COLUMNS, UNDEFINED_FUNCTION, sqlstate
 from ._sql_in_place import SqlInPlace
 from ._sql_outbox import SqlOutbox
 from ._sql_plumbing import LostRace, SqlPlumbing, session_of, utc
@@ -747,13 +747,10 @@ def _host_columns(sql: EntitySql, new: NewBroadcast, lifecycle: Mapping[str, Any
     if sql.table is broadcasts_table:
         raise InvalidArgument(f"columns= needs a host model for kind {kind!r}: the standalone table "
                               f"{broadcasts_table.name} has no columns of yours (pass models= to SQLAlchemyStore)")
-    own = {c.name for c in sql.table.columns} - set(lifecycle) - {sql.pk.name, "kind"} - _LIFECYCLE_COLUMNS
+    own = {c.name for c in sql.table.columns} - set(lifecycle) - {sql.pk.name, "kind"} - LIFECYCLE_COLUMNS
     unknown = sorted(set(new.columns) - own)
     if unknown:
         raise InvalidArgument(f"columns= names {', '.join(unknown)}, which are not columns of {sql.table.name} "
                               f"the host may set (allowed: {', '.join(sorted(own)) or 'none'})")
     return dict(new.columns)
 
-
-_LIFECYCLE_COLUMNS = frozenset({"status", "customer_id", "state_changed_at", "created_at", "version",
-                                "slots_requested", "slots_filled", "expires_at"})
