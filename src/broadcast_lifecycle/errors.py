@@ -25,7 +25,6 @@ __all__ = [
     "OpenBroadcastExists",
     "StoreError",
     "TransitionRefused",
-    "show_id",
 ]
 
 
