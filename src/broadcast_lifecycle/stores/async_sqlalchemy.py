@@ -11,16 +11,22 @@ inside the store's transaction, which rolls back as for any other error.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import InvalidArgument
 from ..kinds import DEFAULT_KINDS, KindConfig
+from ..records import EntityId
 from ._sqlite_setup import SqliteSettings
 from .sqlalchemy import SQLAlchemyStore
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from .base import OutboxBucket, OutboxEntry
+    from .outbox_state import DeadLetter
 
 __all__ = ["AsyncSQLAlchemyStore", "bridge"]
 
@@ -39,9 +45,10 @@ class AsyncSQLAlchemyStore:
 
     ``models`` maps kinds to the host's mapped classes and ``sqlite`` sets up the store's own SQLite
     connections, as for ``SQLAlchemyStore``. The commands
-    go through :class:`~broadcast_lifecycle.async_service.AsyncBroadcastLifecycle`; for anything else
-    the sync store offers (the outbox's pending and dead events, counts), call it through
-    :meth:`run_sync`: ``await store.run_sync(SQLAlchemyStore.pending_events, 100)``.
+    go through :class:`~broadcast_lifecycle.async_service.AsyncBroadcastLifecycle`; the outbox's reads
+    are here, awaited (:meth:`dead_letters`, :meth:`pending_events`, :meth:`outbox_summary`,
+    :meth:`outbox_of`); for anything else the sync store offers, call it through :meth:`run_sync`:
+    ``await store.run_sync(SQLAlchemyStore.id_type, "booking")``.
     """
 
     def __init__(self, engine: AsyncEngine, models: Mapping[str, Any] | None = None, *,
@@ -80,6 +87,24 @@ class AsyncSQLAlchemyStore:
     async def create_all(self, kinds: Iterable[KindConfig] = DEFAULT_KINDS) -> None:
         """See :meth:`SQLAlchemyStore.create_all <broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore.create_all>`."""
         await self.run_sync(SQLAlchemyStore.create_all, tuple(kinds))
+
+    async def dead_letters(self, limit: int) -> Sequence[DeadLetter]:
+        """See :meth:`SQLAlchemyStore.dead_letters <broadcast_lifecycle.stores.base.BroadcastStore.dead_letters>`:
+        receivers that gave up on an event, newest first."""
+        return await self.run_sync(SQLAlchemyStore.dead_letters, limit)
+
+    async def pending_events(self, limit: int, created_before: datetime | None = None) -> Sequence[OutboxEntry]:
+        """See :meth:`BroadcastStore.pending_events <broadcast_lifecycle.stores.base.BroadcastStore.pending_events>`:
+        events not yet delivered to every receiver, oldest first."""
+        return await self.run_sync(SQLAlchemyStore.pending_events, limit, created_before)
+
+    async def outbox_summary(self) -> dict[str, OutboxBucket]:
+        """See :class:`~broadcast_lifecycle.stores.base.InspectsOutbox`: undelivered events by state."""
+        return await self.run_sync(SQLAlchemyStore.outbox_summary)
+
+    async def outbox_of(self, kind: str, entity_id: EntityId) -> Sequence[OutboxEntry]:
+        """See :class:`~broadcast_lifecycle.stores.base.InspectsOutbox`: one broadcast's events, oldest first."""
+        return await self.run_sync(SQLAlchemyStore.outbox_of, kind, entity_id)
 
     async def close(self) -> None:
         """Close the store's connections (and, for a store made by :meth:`from_url`, dispose of the engine)."""
