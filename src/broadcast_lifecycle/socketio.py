@@ -31,21 +31,28 @@ socket in any of them (a room shared by several recipients, a user in both roles
 raises leaves nobody served. Delivery is at least once all the same (a relay's retry after a crash), so
 clients de-duplicate on ``eventId`` (or keep the highest ``version``). What "delivered" means with each
 server and client manager is in docs/socketio.md.
+
+``payload=`` adds host data to what each recipient gets (a pickup, a fare): a function of the event,
+the recipient and the library's payload that returns the payload to send. The bridge then emits once
+per distinct payload, to the rooms of the recipients that get it, after computing every one of them:
+a hook that raises sends nothing.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import json
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import InvalidArgument
-from .events import BroadcastEvent, Recipient
+from .events import BroadcastEvent, EventPayload, Recipient
 
 if TYPE_CHECKING:
     from .bus import Receiver, SignalBus
 
-__all__ = ["DEFAULT_BRIDGE_NAME", "AsyncSocketIOBridge", "RoomNamer", "SocketIOBridge", "recipient_room"]
+__all__ = ["DEFAULT_BRIDGE_NAME", "AsyncPayloadHook", "AsyncSocketIOBridge", "PayloadHook", "RoomNamer",
+           "SocketIOBridge", "recipient_room"]
 
 DEFAULT_BRIDGE_NAME = "broadcast_lifecycle.socketio"
 """The durable receiver name the bridges connect under, the same for the sync and the async one (the
@@ -53,6 +60,14 @@ outbox then records one delivery per event however many processes run a bridge).
 
 RoomNamer = Callable[[Recipient], str]
 """The room-naming hook: the Socket.IO room a recipient's copy of an event is emitted to."""
+
+PayloadHook = Callable[[BroadcastEvent, Recipient, EventPayload], Mapping[str, Any]]
+"""The payload hook of :class:`SocketIOBridge`: ``(event, recipient, payload) -> payload to send``
+(the library's payload is the recipient's own copy: change it or build another)."""
+
+AsyncPayloadHook = Callable[[BroadcastEvent, Recipient, EventPayload],
+                            "Mapping[str, Any] | Awaitable[Mapping[str, Any]]"]
+"""The payload hook of :class:`AsyncSocketIOBridge`: a plain function or a coroutine function."""
 
 
 def recipient_room(recipient: Recipient) -> str:
@@ -75,7 +90,7 @@ class _Bridge:
     _other_label: str
 
     def __init__(self, server: Any, *, room: RoomNamer = recipient_room, namespace: str = "/",
-                 name: str = DEFAULT_BRIDGE_NAME) -> None:
+                 name: str = DEFAULT_BRIDGE_NAME, payload: AsyncPayloadHook | None = None) -> None:
         emit = getattr(server, "emit", None)
         if not callable(emit) or inspect.iscoroutinefunction(emit) is not self._coroutine_emit:
             raise InvalidArgument(f"server must be {self._kind_label}, got {server!r} "
@@ -86,6 +101,8 @@ class _Bridge:
             raise InvalidArgument(f"namespace must be a Socket.IO namespace starting with '/', got {namespace!r}")
         if not isinstance(name, str) or not name.strip():
             raise InvalidArgument(f"name must be a non-empty string (the receiver's durable name), got {name!r}")
+        if payload is not None and not callable(payload):
+            raise InvalidArgument(f"payload must be a function (event, recipient, payload) -> payload, got {payload!r}")
         self.server = server
         """The ``socketio`` server (or write-only client manager) the bridge emits through."""
         self.room = room
@@ -94,6 +111,8 @@ class _Bridge:
         """The Socket.IO namespace events are emitted in."""
         self.name = name
         """The durable name the bridge is connected to the bus under."""
+        self.payload = payload
+        """The payload hook (``None``: every recipient gets the library's payload)."""
 
     def connect(self, lifecycle: SignalBus | _HasBus, *, kind: str | None = None) -> Callable[[], None]:
         """Connect the bridge to ``lifecycle``'s bus (or to a ``SignalBus``) for every event, or only
@@ -114,6 +133,17 @@ class _Bridge:
                 raise InvalidArgument(f"recipients must be Recipient(role, id) values, got {recipient!r}")
             rooms[self.room(recipient)] = None
         return list(rooms)
+
+    def _emits(self, payloads: list[tuple[Recipient, Any]]) -> list[tuple[Mapping[str, Any], list[str]]]:
+        """Each distinct payload with the rooms of the recipients that get it (``payloads``: each
+        recipient's), in the order they first appear."""
+        groups: dict[str, tuple[Mapping[str, Any], list[Recipient]]] = {}
+        for recipient, payload in payloads:
+            if not isinstance(payload, Mapping):
+                raise InvalidArgument(f"the payload hook must return a mapping (the JSON payload), got {payload!r:.80}")
+            key = json.dumps(payload, sort_keys=True, default=str)
+            groups.setdefault(key, (payload, []))[1].append(recipient)
+        return [(payload, self.rooms(tuple(recipients))) for payload, recipients in groups.values()]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, namespace={self.namespace!r})"
@@ -136,10 +166,19 @@ class AsyncSocketIOBridge(_Bridge):
     _other_label = "a socketio.Server"
 
     async def __call__(self, event: BroadcastEvent) -> None:
-        """Emit ``event`` once, to the rooms of all its recipients (see :meth:`rooms`)."""
-        rooms = self.rooms(event.recipients)
-        if rooms:  # never an empty list: python-socketio would take it as "every socket"
-            await self.server.emit(event.name, event.payload(), to=rooms, namespace=self.namespace)
+        """Emit ``event`` once, to the rooms of all its recipients (see :meth:`rooms`); with a payload
+        hook, once per distinct payload (every payload computed before the first emit)."""
+        if self.payload is None:
+            rooms = self.rooms(event.recipients)
+            if rooms:  # never an empty list: python-socketio would take it as "every socket"
+                await self.server.emit(event.name, event.payload(), to=rooms, namespace=self.namespace)
+            return
+        payloads: list[tuple[Recipient, Any]] = []
+        for copy in event.addressed():
+            made = self.payload(event, copy.recipient, copy.payload)
+            payloads.append((copy.recipient, await made if inspect.isawaitable(made) else made))
+        for payload, rooms in self._emits(payloads):
+            await self.server.emit(event.name, payload, to=rooms, namespace=self.namespace)
 
     async def enter_rooms(self, sid: str, *recipients: Recipient) -> None:
         """Put the connected socket ``sid`` into the room of each of ``recipients`` (the identities
@@ -165,11 +204,24 @@ class SocketIOBridge(_Bridge):
     _kind_label = "a socketio.Server or a sync client manager (a plain emit)"
     _other_label = "a socketio.AsyncServer"
 
+    def __init__(self, server: Any, *, room: RoomNamer = recipient_room, namespace: str = "/",
+                 name: str = DEFAULT_BRIDGE_NAME, payload: PayloadHook | None = None) -> None:
+        if payload is not None and inspect.iscoroutinefunction(payload):
+            raise InvalidArgument("payload must be a plain function for SocketIOBridge (a coroutine function is "
+                                  "for AsyncSocketIOBridge)")
+        super().__init__(server, room=room, namespace=namespace, name=name, payload=payload)
+
     def __call__(self, event: BroadcastEvent) -> None:
-        """Emit ``event`` once, to the rooms of all its recipients (see :meth:`rooms`)."""
-        rooms = self.rooms(event.recipients)
-        if rooms:  # never an empty list: python-socketio would take it as "every socket"
-            self.server.emit(event.name, event.payload(), to=rooms, namespace=self.namespace)
+        """Emit ``event`` once, to the rooms of all its recipients (see :meth:`rooms`); with a payload
+        hook, once per distinct payload (every payload computed before the first emit)."""
+        if self.payload is None:
+            rooms = self.rooms(event.recipients)
+            if rooms:  # never an empty list: python-socketio would take it as "every socket"
+                self.server.emit(event.name, event.payload(), to=rooms, namespace=self.namespace)
+            return
+        payloads = [(copy.recipient, self.payload(event, copy.recipient, copy.payload)) for copy in event.addressed()]
+        for payload, rooms in self._emits(payloads):
+            self.server.emit(event.name, payload, to=rooms, namespace=self.namespace)
 
     def enter_rooms(self, sid: str, *recipients: Recipient) -> None:
         """Put the connected socket ``sid`` into the room of each of ``recipients``."""
