@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -55,10 +56,12 @@ def test_demo_steps_show_the_answers_and_the_events(demo_output: str) -> None:
 
 
 def test_demo_each_client_got_its_events(demo_output: str) -> None:
-    """The customer heard every transition of its three bookings; every transporter heard each booking's
-    offer and its end (filled, cancelled, expired), and nothing twice."""
+    """The customer heard every transition of its three bookings; every transporter offered them heard each
+    booking's offer and its end (filled, cancelled, expired), and nothing twice; t-4 (a truck) heard nothing."""
     received = received_by(demo_output)
-    assert set(received) == {"customer c-1", "transporter t-1", "transporter t-2", "transporter t-3"}
+    assert set(received) == {"customer c-1", "transporter t-1", "transporter t-2", "transporter t-3",
+                             "transporter t-4"}
+    assert received["transporter t-4"] == []  # connected all along, a truck: offered none of these van bookings
     customer = received["customer c-1"]
     assert [(b, s) for n, b, s in customer if n == "BROADCAST_STATE_CHANGED"] == [
         ("1", "created"), ("1", "broadcasting"), ("1", "active"), ("1", "partially_filled"), ("1", "fully_filled"),
@@ -95,3 +98,19 @@ def test_serve_prints_working_links(tmp_path: Path) -> None:
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
+
+
+def test_serve_on_a_busy_port_says_so(tmp_path: Path) -> None:
+    """`make serve` on a port another program listens on exits non-zero with one line naming the port
+    and PORT=, no traceback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        env = {**os.environ, "PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
+               "PYTHONPATH": "examples"}
+        result = subprocess.run([sys.executable, "-m", "marketplace", "serve"], cwd=ROOT, env=env, text=True,
+                                capture_output=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"port {port} is in use on 127.0.0.1; set PORT=")
+    assert "Traceback" not in result.stderr and result.stdout == ""

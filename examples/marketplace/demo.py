@@ -27,7 +27,10 @@ __all__ = ["main", "run_scenario"]
 
 CUSTOMER = "c-1"
 TRANSPORTERS = ("t-1", "t-2", "t-3")
-USERS: tuple[tuple[str, Role], ...] = ((CUSTOMER, "customer"), *((t, "transporter") for t in TRANSPORTERS))
+OUTSIDER = "t-4"
+"""A transporter that drives a truck: never offered these van bookings, so it must hear nothing."""
+USERS: tuple[tuple[str, Role], ...] = ((CUSTOMER, "customer"), *((t, "transporter") for t in TRANSPORTERS),
+                                       (OUTSIDER, "transporter"))
 
 
 def describe(event_name: str, payload: dict[str, object]) -> str:
@@ -74,7 +77,7 @@ async def run_scenario(url: str, secret: bytes) -> dict[str, LiveClient]:
         customer = apis[CUSTOMER]
         script = Script(clients, apis)
         print(f"Connected over Socket.IO: customer {CUSTOMER}; transporters {', '.join(TRANSPORTERS)} "
-              "(vans near the pickup)")
+              f"(vans near the pickup) and {OUTSIDER} (a truck: no van booking is offered to it)")
 
         first = await customer.post("/api/bookings", booking_body(trucks=2), key="demo-booking-1")
         await script.step("c-1 books 2 vans (booking 1)", first)
@@ -95,7 +98,9 @@ async def run_scenario(url: str, secret: bytes) -> dict[str, LiveClient]:
         await script.step("c-1 books 1 van for one second (booking 3); nobody accepts", third)
         b3 = third.body["id"]
         expired = "BOOKING_EXPIRED"
-        for client in clients.values():
+        for user, client in clients.items():
+            if user == OUTSIDER:
+                continue
             await client.wait_for(lambda got: expired in [r.name for r in got if r.entity == ("booking", b3)])
         await script.step("the app's sweeper expires booking 3")
     for client in clients.values():

@@ -8,7 +8,9 @@ port is ``PORT`` (default 8000), on loopback unless ``HOST`` says otherwise. Tok
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import socket
 import sys
 
 import uvicorn
@@ -25,10 +27,12 @@ __all__ = ["main"]
 def main() -> int:
     """Migrate, seed the demo transporters, print the links, serve until Ctrl-C."""
     settings = Settings.from_env()
-    host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))
+    sock = _listen()
+    if sock is None:
+        return 2
+    host = sock.getsockname()[0]
     migrate(settings.database_url)
     seed_transporters(settings.database_url, demo_transporters())
-    sock = free_socket(host, port)
     url = f"http://{host}:{sock.getsockname()[1]}"
     print(f"Marketplace on {settings.database_url}, serving at {url}\n")
     print("Open one link per browser window (each is signed in as that user):")
@@ -46,6 +50,23 @@ def main() -> int:
         uvicorn.Server(config).run(sockets=[sock])
     print("Stopped.")
     return 0
+
+
+def _listen() -> socket.socket | None:
+    """The socket to serve on, from ``HOST`` and ``PORT``; ``None`` (after saying why on stderr) when
+    the port is taken or not a port."""
+    host, text = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
+    if not text.isdigit() or int(text) > 65535:
+        print(f"PORT must be a port number from 0 to 65535 (0: any free port), got {text!r}", file=sys.stderr)
+        return None
+    try:
+        return free_socket(host, int(text))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"port {text} is in use on {host}; set PORT=... to another port (PORT=0: any free one), "
+              f"e.g. PORT={int(text) + 1} make serve", file=sys.stderr)
+        return None
 
 
 if __name__ == "__main__":
