@@ -15,6 +15,7 @@ from broadcast_lifecycle import (
     InMemoryStore,
     InvalidArgument,
     TransitionRefused,
+    start_relay_thread,
 )
 
 _ID = uuid.UUID("0f05a2c4-1111-4222-8333-944455556666")
@@ -55,3 +56,14 @@ def test_a_duration_is_shown_in_seconds() -> None:
         bookings.activate(created.id, ttl=timedelta(seconds=-5))
     with pytest.raises(InvalidArgument, match=r"older_than must be a positive timedelta, got 0 s$"):
         lc.prune(timedelta(0))
+
+
+def test_relay_and_runner_durations_are_shown_in_seconds() -> None:
+    """A negative grace, a zero lease and a negative interval are shown in seconds."""
+    lc = BroadcastLifecycle(InMemoryStore(), clock=ManualClock())
+    with pytest.raises(InvalidArgument, match=r"grace must not be negative, got -5 s$"):
+        lc.relay(grace=timedelta(seconds=-5))
+    with pytest.raises(InvalidArgument, match=r"got 0 s$"):
+        lc.relay(lease=timedelta(0))
+    with pytest.raises(InvalidArgument, match=r"^interval must be positive, got -0.5 s$"):
+        start_relay_thread(lc.relay(), timedelta(seconds=-0.5))

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from .bus import Delivery, SignalBus
 from .clock import Clock
-from .errors import InvalidArgument
+from .errors import InvalidArgument, show_value
 from .events import BroadcastEvent
 from .stores.base import BroadcastStore, OutboxEntry
 from .stores.outbox_state import DeliveryAttempt, ReceiverDelivery
@@ -167,9 +167,10 @@ class OutboxRelay:
         if batch_size < 1:
             raise InvalidArgument(f"batch_size must be at least 1, got {batch_size}")
         if lease <= timedelta(0):
-            raise InvalidArgument(f"lease must be positive (it keeps other relays off a claimed event), got {lease}")
+            raise InvalidArgument("lease must be positive (it keeps other relays off a claimed event), "
+                                  f"got {show_value(lease)}")
         if grace < timedelta(0):
-            raise InvalidArgument(f"grace must not be negative, got {grace}")
+            raise InvalidArgument(f"grace must not be negative, got {show_value(grace)}")
         self.store = store
         self.bus = bus
         self.policy = policy or RetryPolicy()

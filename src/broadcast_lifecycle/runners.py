@@ -19,7 +19,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeAlias
 
-from .errors import InvalidArgument
+from .errors import InvalidArgument, show_value
 
 if TYPE_CHECKING:
     from .async_service import AsyncBroadcastLifecycle, AsyncOutboxRelay
@@ -45,7 +45,7 @@ Interval: TypeAlias = "timedelta | float"
 def _seconds(interval: Interval) -> float:
     seconds = interval.total_seconds() if isinstance(interval, timedelta) else float(interval)
     if not seconds > 0:
-        raise InvalidArgument(f"interval must be positive, got {interval}")
+        raise InvalidArgument(f"interval must be positive, got {show_value(interval)}")
     return seconds
 
 
