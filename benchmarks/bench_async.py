@@ -242,8 +242,8 @@ async def sqlite_section() -> None:
         _ratios("async / raw aiosqlite", results["async"], results["raw"])
         suspended, path_taken = await _suspensions(lifecycle, async_id)
         print(f"   async accept: {suspended} task suspensions (thread hops to aiosqlite's thread), path {path_taken}; "
-              "raw: 8 (7 statements + fetchone). A hop costs more than sqlite3's own work on a statement, so the "
-              "async figure follows the hops, not the library")
+              "raw: 8 (7 statements + fetchone). A hop costs more than sqlite3's own work on a statement: the "
+              "library runs the whole transaction in one")
         await raw_conn.close()
         await store.close()
         sync_store.close()

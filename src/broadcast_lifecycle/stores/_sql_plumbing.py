@@ -4,10 +4,10 @@ SQLAlchemy Core connections, after-commit hand-off, and error wrapping."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.exc import DBAPIError
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["LostRace", "SqlPlumbing", "joined_connection", "session_of", "utc"]
 
 
+T = TypeVar("T")
 _STATUSES = [s.value for s in BroadcastStatus]
 _CURSOR = "broadcast_lifecycle.cursor"
 _STATUS_OF = {s.value: s for s in BroadcastStatus}
@@ -135,6 +136,25 @@ class SqlPlumbing:
         atomic and saves the BEGIN and COMMIT (on PostgreSQL, two round trips).
         """
         return _Cursor(self, tx, write, single)
+
+    def _transaction(self, tx: object, body: Callable[[Any], T]) -> T:
+        """``body(cursor)`` in a write transaction: the host's (``tx``, in a savepoint) or one of ours.
+
+        On SQLite on an asyncio engine, a transaction of ours runs whole in one hop to aiosqlite's thread
+        (see :meth:`.async_sqlite.AiosqliteCursor.transaction`) instead of a hop per statement; ``body``
+        then runs in that thread, so it must not touch the event loop (the decision and host guards do not).
+        """
+        if tx is None and self._loop_connections is not None and not self._pg:
+            connections = self._loop_connections
+            with self._wrap_errors("write"):
+                held = connections.get()
+            try:
+                with self._wrap_errors("write"):
+                    return held.cursor.transaction(body)  # type: ignore[no-any-return]
+            finally:
+                connections.put(held)  # closed instead if its transaction is still open, or it is closed
+        with self._cursor(tx, write=True) as cur:
+            return body(cur)
 
     @contextmanager
     def _core(self, tx: object, write: bool = False) -> Iterator[Any]:

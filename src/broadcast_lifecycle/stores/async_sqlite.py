@@ -18,13 +18,15 @@ import sqlite3
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event
 
 from ._sqlite_setup import SqliteSettings, own_connection
 
 __all__ = ["AiosqliteCursor", "LoopConnections", "OwnConnection", "postgresql_connections", "roll_back_before_close"]
+
+T = TypeVar("T")
 
 
 class OwnConnection:
@@ -71,6 +73,27 @@ class AiosqliteCursor:
         rows, self._rows = list(self._rows), deque()
         return rows
 
+    def transaction(self, body: Callable[[Any], T]) -> T:
+        """``body(cursor)`` on sqlite3's own cursor between ``BEGIN IMMEDIATE`` and ``COMMIT`` (``ROLLBACK``
+        if it raises), the whole of it in one hop to aiosqlite's thread: ``body`` runs there, so it must
+        not touch the event loop. A task cancelled during the hop waits for the hop to end (the next
+        statement on this connection would queue behind it anyway) and gets ``CancelledError``; the
+        transaction rolls back unless it had reached its ``COMMIT``."""
+        hop = _Hop()
+        try:
+            return self._hop(self._transaction, body, hop)  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            hop.cancelled = True
+            while True:  # what comes after the hop in aiosqlite's queue runs after it has ended
+                try:
+                    self._hop(_nothing)
+                    break
+                except asyncio.CancelledError:
+                    continue
+                except Exception:  # the connection is gone: nothing runs on it any more
+                    break
+            raise
+
     def close(self) -> None:
         """Close the sqlite3 cursor (in aiosqlite's thread; nothing to do once the connection is closed)."""
         if self._cursor is not None and self._aio._connection is not None:
@@ -101,11 +124,41 @@ class AiosqliteCursor:
         rows = cursor.fetchall() if cursor.description is not None else []
         return rows, cursor.rowcount, cursor.lastrowid, cursor.description
 
+    def _transaction(self, body: Callable[[Any], T], hop: _Hop) -> T:
+        # in aiosqlite's thread
+        cursor = self._cursor
+        if cursor is None:
+            cursor = self._cursor = self._aio._conn.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(cursor)
+            if hop.cancelled:  # nobody waits for the outcome any more: the command did not happen
+                raise asyncio.CancelledError
+            cursor.execute("COMMIT")
+        except BaseException:
+            if self._aio._conn.in_transaction:  # still open after a failed ROLLBACK: put() closes the connection
+                cursor.execute("ROLLBACK")
+            raise
+        return result
+
     def _close(self) -> None:
         # in aiosqlite's thread
         if self._cursor is not None:
             self._cursor.close()
             self._cursor = None
+
+
+class _Hop:
+    """Whether the task waiting for a hop was cancelled (set on the loop, read in aiosqlite's thread)."""
+
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+
+def _nothing() -> None:
+    pass
 
 
 class LoopConnections:
@@ -147,10 +200,12 @@ class LoopConnections:
             raise
 
     def put(self, held: OwnConnection) -> None:
-        """Take back a connection whose transaction has ended (one a cancellation left inside a
-        PostgreSQL transaction or statement is closed instead)."""
-        info = getattr(held.connection.driver_connection, "info", None)  # psycopg's; aiosqlite has none
-        if info is not None and info.transaction_status != _PG_IDLE:
+        """Take back a connection whose transaction has ended (one a cancellation or a failure left inside
+        a transaction or statement, or closed, is closed instead)."""
+        driver = held.connection.driver_connection
+        info = getattr(driver, "info", None)  # psycopg's; aiosqlite has none
+        if (info.transaction_status != _PG_IDLE if info is not None
+                else driver._connection is None or driver._connection.in_transaction):
             self.discard(held)
             return
         self._idle.append(held)

@@ -235,7 +235,8 @@ class SQLAlchemyStore(SqlPlumbing):
             return None
         statement, params, known = inserter.statement(values)
         integrity_error = self.engine.dialect.loaded_dbapi.IntegrityError
-        with self._cursor(None, write=True) as cur:
+
+        def write(cur: Any) -> Committed:
             try:
                 cur.execute(statement, params)
             except integrity_error as exc:
@@ -259,7 +260,9 @@ class SQLAlchemyStore(SqlPlumbing):
                                               "idem_outcome": dumps(outcome.to_json())})
                 except integrity_error as exc:
                     raise IdempotencyKeyReused(outcome.key, "is already recorded") from exc
-        return Committed(snapshot, events)
+            return Committed(snapshot, events)
+
+        return self._transaction(None, write)
 
     def _insert_in_one_statement(self, sql: EntitySql, new: NewBroadcast, values: dict[str, Any]) -> Committed:
         """PostgreSQL without a host transaction: the row, its history row, its events and its key in
@@ -462,8 +465,7 @@ class SQLAlchemyStore(SqlPlumbing):
                 if statement is not None:
                     return self._apply_in_one_statement(statement, sql, change, after, events, everyone, after_commit)
         try:
-            with self._cursor(tx, write=True) as cur:
-                committed = self._write(cur, sql, change)
+            committed = self._transaction(tx, lambda cur: self._write(cur, sql, change))
         except LostRace:
             return None
         return self._committed(committed, after_commit, tx)
@@ -478,11 +480,13 @@ class SQLAlchemyStore(SqlPlumbing):
         """See :class:`~broadcast_lifecycle.stores.base.DecidesUnderLock`."""
         sql = self._entity(kind)
         planned: list[Change] = []
+
+        def decide_and_write(cur: Any) -> Committed:
+            planned.append(plan(self._read_loaded(cur, sql, kind, entity_id, transporter_id)))
+            return self._write(cur, sql, planned[0])
+
         try:
-            with self._cursor(tx, write=True) as cur:
-                loaded = self._read_loaded(cur, sql, kind, entity_id, transporter_id)
-                planned.append(plan(loaded))
-                committed = self._write(cur, sql, planned[0])
+            committed = self._transaction(tx, decide_and_write)
         except LostRace:
             return None
         except StoreError as exc:
@@ -576,8 +580,9 @@ class SQLAlchemyStore(SqlPlumbing):
         kind = new.kind.name
         sql, lib = self._entity(kind), self._lib
         base = {"kind": kind, "key": str(new.entity_id), "at": lib.time.bind(new.at)}
-        events: tuple[BroadcastEvent, ...] = ()
-        with self._cursor(tx, write=True) as cur:
+
+        def write(cur: Any) -> Committed:
+            events: tuple[BroadcastEvent, ...] = ()
             snapshot = self._read_loaded(cur, sql, kind, new.entity_id, None, sql.load_for_update).snapshot
             if snapshot.status in new.open_states:
                 cur.execute(lib.list_recipients, base)
@@ -588,8 +593,10 @@ class SQLAlchemyStore(SqlPlumbing):
                 events = new.events(snapshot, added)
                 for event in events:
                     cur.execute(lib.add_event, {"at": base["at"], **OUTBOX_ROW.params(event, lib.time.bind)})
-        committed = Committed(snapshot, events)
-        return self._committed(committed, after_commit, tx) if events else committed
+            return Committed(snapshot, events)
+
+        committed = self._transaction(tx, write)
+        return self._committed(committed, after_commit, tx) if committed.events else committed
 
     # -- queries ---------------------------------------------------------------------------
 
