@@ -70,9 +70,9 @@ class TimeCodec:
         impl = column.type.dialect_impl(dialect)
         self._iso_text = (isinstance(impl, sqlite.DATETIME) and not getattr(impl, "_reg", None)
                           and impl._storage_format == sqlite.DATETIME._storage_format)
-        self._last: tuple[datetime | None, Any] = (None, None)
-        """The last value bound and its result: a command binds its time for the row, the history and each
-        event (one tuple, replaced whole, so threads never see half of it)."""
+        self._last: tuple[datetime | None, Any, datetime | None, Any] = (None, None, None, None)
+        """The last two values bound and their results: a command binds its time and its deadline for the
+        row, the history and each event, alternately (one tuple, replaced whole, so threads never see half)."""
 
     def bind(self, value: datetime | None) -> Any:
         """The value to send for ``value``."""
@@ -81,12 +81,14 @@ class TimeCodec:
         last = self._last
         if last[0] is value:
             return last[1]
+        if last[2] is value:
+            return last[3]
         utc = value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
         if self._iso_text:
             bound: Any = utc.isoformat(" ", "microseconds")[:26]  # the naive text, without "+00:00"
         else:
             bound = self._bind(utc) if self._bind else utc
-        self._last = (value, bound)
+        self._last = (value, bound, last[0], last[1])
         return bound
 
     def result(self, value: Any) -> datetime | None:

@@ -167,7 +167,7 @@ class ThreadConnections:
         """This thread's DBAPI connection (opened on first use)."""
         held: _Held | None = getattr(self._local, "held", None)
         if held is not None and not held.closed:
-            if held.pid == os.getpid():
+            if held.pid == _PID[0]:
                 return held.connection
             _INHERITED.append(held)  # the parent's, after fork: never use or close it here
         fairy = self._engine.raw_connection()
@@ -178,7 +178,7 @@ class ThreadConnections:
         except BaseException:
             connection.close()
             raise
-        held = self._local.held = _Held(connection, os.getpid())
+        held = self._local.held = _Held(connection, _PID[0])
         with self._lock:
             self._held.add(held)
         return held.connection
@@ -187,7 +187,7 @@ class ThreadConnections:
         """Close this thread's connection (the next :meth:`get` opens a new one)."""
         held: _Held | None = getattr(self._local, "held", None)
         self._local.held = None
-        if held is not None and held.pid == os.getpid():
+        if held is not None and held.pid == _PID[0]:
             held.close()
 
     def close(self) -> None:
@@ -196,9 +196,14 @@ class ThreadConnections:
             held = list(self._held)
             self._held.clear()
         for each in held:
-            if each.pid == os.getpid():
+            if each.pid == _PID[0]:
                 each.close()
 
+
+_PID = [os.getpid()]
+"""This process's id, kept up to date across ``fork`` (``os.getpid`` is a system call, once per command)."""
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 _INHERITED: list[_Held] = []
 """Connections a forked child inherited: kept open, because closing one may act on the parent's files."""
