@@ -175,3 +175,20 @@ def test_the_sweep_without_receivers_stores_what_the_relay_sends(database_url: s
         ("state_changed", "expire", "deadline passed", deadline, 4),
     ]
     store.close()
+
+
+def test_events_of_one_transition_differ_only_in_their_per_event_columns() -> None:
+    """Every event a transition announces (state change, offer, announcement to everyone) has the shared columns
+    alike, so PostgreSQL's one statement may send them once for all its rows."""
+    bookings = BroadcastLifecycle(clock=ManualClock()).kind("booking")
+    entity_id = bookings.create("c1", slots=1).id
+    transitions = [bookings.start_broadcast(entity_id, ["t1", "t2"]),
+                   bookings.activate(entity_id, ttl=timedelta(hours=1)),
+                   bookings.accept(entity_id, "t1"), bookings.cancel(entity_id, reason="plans changed")]
+    assert [len(result.events) for result in transitions] == [2, 2, 2, 2]
+    assert {"event_id", "name", "topic", "recipients"} == set(OUTBOX_ROW.names) - set(OUTBOX_ROW.shared)
+    for result in transitions:
+        first, *others = result.events
+        for event in others:
+            assert {name: getattr(event, name) for name in OUTBOX_ROW.shared} == {
+                name: getattr(first, name) for name in OUTBOX_ROW.shared}

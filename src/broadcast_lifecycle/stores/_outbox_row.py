@@ -44,6 +44,9 @@ class EventColumn:
     type: TypeEngine[Any]
     nullable: bool = False
     form: Form = "value"
+    per_event: bool = False
+    """Whether the events of one transition differ in it; the others they share (``build_events`` makes
+    them all from the transition's snapshot, trigger and reason), so a statement sends those once."""
 
 
 _Tz = DateTime(timezone=True)
@@ -58,7 +61,9 @@ class OutboxRow:
     def __init__(self, columns: tuple[EventColumn, ...]) -> None:
         self.columns = columns
         self.names = tuple(column.name for column in columns)
-        self._writers: dict[str, _Writer] = {}
+        self.shared = tuple(column.name for column in columns if not column.per_event)
+        """The columns every event of one transition has alike (see :attr:`EventColumn.per_event`)."""
+        self._writers: dict[tuple[str, bool], _Writer] = {}
 
     def table_columns(self) -> list[Column[Any]]:
         """New ``Column`` objects for the table (``event_id`` is the primary key)."""
@@ -104,21 +109,22 @@ class OutboxRow:
         return self._writer("")(event, _same, _same)
 
     def params(self, event: BroadcastEvent, bind_time: Callable[[datetime | None], Any],
-               prefix: str = "ev_") -> dict[str, Any]:
+               prefix: str = "ev_", shared: bool = True) -> dict[str, Any]:
         """The ``:{prefix}*`` parameters of one row for a pre-rendered statement (times through
-        ``bind_time``, the recipients as JSON text)."""
-        return self._writer(prefix)(event, bind_time, _JSON.encode)
+        ``bind_time``, the recipients as JSON text); without ``shared``, only the per-event columns
+        (for a later event of a transition whose statement takes the rest from its first event's)."""
+        return self._writer(prefix, shared)(event, bind_time, _JSON.encode)
 
-    def _writer(self, prefix: str) -> _Writer:
+    def _writer(self, prefix: str, shared: bool = True) -> _Writer:
         """A function building the row's values as one dict display, generated from the columns (as
         ``dataclasses`` generates ``__init__``): it runs on every command, where a loop over the
         columns cost 4-5 us more per row."""
-        writer = self._writers.get(prefix)
+        writer = self._writers.get((prefix, shared))
         if writer is None:
-            items = ", ".join(f"{prefix + c.name!r}: {_expression(c)}" for c in self.columns)
+            items = ", ".join(f"{prefix + c.name!r}: {_expression(c)}" for c in self.columns if shared or c.per_event)
             namespace: dict[str, Any] = {}
             exec(f"def write(e, bind, encode):\n    return {{{items}}}", namespace)
-            writer = self._writers[prefix] = namespace["write"]
+            writer = self._writers[(prefix, shared)] = namespace["write"]
         return writer
 
     def rebuild(self, row: Mapping[str, Any], entity_id: Callable[[str, str], EntityId],
@@ -175,9 +181,9 @@ def _same(value: Any) -> Any:
 _JSON = json.JSONEncoder(separators=(",", ":"))
 
 OUTBOX_ROW = OutboxRow((
-    EventColumn("event_id", String(36)),
-    EventColumn("name", String(64)),
-    EventColumn("topic", String(32), form="topic"),
+    EventColumn("event_id", String(36), per_event=True),
+    EventColumn("name", String(64), per_event=True),
+    EventColumn("topic", String(32), form="topic", per_event=True),
     EventColumn("kind", String(32)),
     EventColumn("id_field", String(64)),
     EventColumn("entity_id", Text(), form="key"),  # unbounded, as schema's keys: it holds any host key
@@ -190,6 +196,6 @@ OUTBOX_ROW = OutboxRow((
     EventColumn("expires_at", _Tz, nullable=True, form="time"),
     EventColumn("trigger", String(32)),
     EventColumn("reason", Text(), nullable=True),
-    EventColumn("recipients", JSON(), form="recipients"),
+    EventColumn("recipients", JSON(), form="recipients", per_event=True),
 ))
 """The outbox row's event columns, in table order."""

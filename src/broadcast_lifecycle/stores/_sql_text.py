@@ -165,9 +165,11 @@ def pg_single_statement(entity: EntitySql, library_tables: tuple[Table, Table, T
     history, recipients, outbox, idempotency = library_tables
     rows = ""
     for i in range(events):
-        computed = ({"recipients": f"{EVERYONE_FUNCTION}(:kind, :key, CAST(:customer AS TEXT))"}
-                    if everyone and i == events - 1 else None)
-        returning = " RETURNING recipients" if computed else ""
+        # a later event takes the columns the transition's events share from the first one's parameters
+        computed = {name: f":ev0_{name}" for name in OUTBOX_ROW.shared} if i else {}
+        if everyone and i == events - 1:
+            computed["recipients"] = f"{EVERYONE_FUNCTION}(:kind, :key, CAST(:customer AS TEXT))"
+        returning = " RETURNING recipients" if everyone and i == events - 1 else ""
         rows += (f"ev{i} AS (INSERT INTO {outbox.name} ({OUTBOX_ROW.insert_columns(dialect)}) "
                  f"SELECT {OUTBOX_ROW.select_list(dialect, prefix=f'ev{i}_', sql=computed)} FROM upd{returning}), ")
     announced = f"(SELECT recipients FROM ev{events - 1})" if everyone else "NULL"

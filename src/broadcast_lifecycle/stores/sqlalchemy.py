@@ -555,7 +555,7 @@ class SQLAlchemyStore(SqlPlumbing):
             "idem_outcome": dumps(outcome.to_json()) if (outcome := change.outcome(after)) is not None else None,
         }
         for i, event in enumerate(events):
-            params.update(OUTBOX_ROW.params(event, bind, prefix=f"ev{i}_"))
+            params.update(OUTBOX_ROW.params(event, bind, prefix=f"ev{i}_", shared=not i))
         if everyone:  # no customer: the function lists a re-offer's recipients
             params["customer"] = None if events[-1].topic is Topic.OFFERED else before.customer_id
         try:
