@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import DateTime, String, create_engine, func, select
+from sqlalchemy import JSON, DateTime, String, TypeDecorator, create_engine, func, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from broadcast_lifecycle import BroadcastLifecycle, BroadcastMixin, DuplicateBroadcast, KindConfig
@@ -41,13 +41,32 @@ class Crate(Base, BroadcastMixin):
     packed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=func.now())
 
 
-KINDS = (KindConfig("parcel"), KindConfig("crate"))
+class NoneAsText(TypeDecorator[str]):
+    """A host type that stores None as the text 'none' (its bind step sees None, as SQLAlchemy sends it)."""
+
+    impl = String(10)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str:
+        return "none" if value is None else str(value)
+
+
+class Box(Base, BroadcastMixin):
+    """A host model whose own columns give None a meaning: JSON null, and a type that maps it."""
+
+    __tablename__ = "boxes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    data: Mapped[Any] = mapped_column(JSON, nullable=True)
+    tag: Mapped[str | None] = mapped_column(NoneAsText, nullable=True)
+
+
+KINDS = (KindConfig("parcel"), KindConfig("crate"), KindConfig("box"))
 
 
 def _lifecycle(url: str) -> BroadcastLifecycle:
     engine = create_engine(url)
     Base.metadata.create_all(engine)
-    store = SQLAlchemyStore(engine, {"parcel": Parcel, "crate": Crate})
+    store = SQLAlchemyStore(engine, {"parcel": Parcel, "crate": Crate, "box": Box})
     store.create_all(KINDS)
     return BroadcastLifecycle(store, kinds=KINDS)
 
@@ -78,3 +97,19 @@ def test_a_sql_expression_default_is_filled_by_the_database(database_url: str) -
     with Session(lifecycle.store.engine) as session:  # type: ignore[attr-defined]
         row = session.get(Crate, crate.id)
         assert row is not None and row.packed_at is not None
+
+
+def test_a_none_value_goes_through_its_column_type_as_sqlalchemy_sends_it(database_url: str) -> None:
+    """None for a host column is bound through the column's type on the pre-rendered insert as in a host
+    session (Core): a JSON column stores JSON null, a TypeDecorator's mapping of None applies."""
+    lifecycle = _lifecycle(database_url)
+    boxes = lifecycle.kind("box")
+    rendered = boxes.create("c1", columns={"data": None, "tag": None}).id
+    engine = lifecycle.store.engine  # type: ignore[attr-defined]
+    with Session(engine) as session:
+        core = boxes.create("c2", columns={"data": None, "tag": None}, tx=session).id
+        session.commit()
+    with engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT id, CASE WHEN data IS NULL THEN 'sql null' ELSE 'json' END || '/' "
+                                      "|| tag FROM boxes")).all())
+    assert rows == {rendered: "json/none", core: "json/none"}

@@ -69,7 +69,9 @@ class RowInsert:
         if rendered is None:
             rendered = self._statements[names] = self._render(names)
         sql, binds = rendered
-        params = [bind(row[name]) if bind is not None and row[name] is not None else row[name] for name, bind in binds]
+        # Every value goes through its type's processor, None included, as SQLAlchemy sends it (a JSON column
+        # stores None as JSON null, a TypeDecorator may map it).
+        params = [bind(row[name]) if bind is not None else row[name] for name, bind in binds]
         return sql, params, row.get(self._pk.name)
 
     def _render(self, names: tuple[str, ...]) -> tuple[str, list[tuple[str, Any]]]:

@@ -71,7 +71,7 @@ class PgCreate:
                 def bind(params: dict[str, Any]) -> dict[str, Any]:
                     values = compiled.construct_params(params)
                     for name, processor in processors.items():
-                        if values.get(name) is not None:
+                        if name in values:  # None too, as SQLAlchemy sends it (JSON null, a TypeDecorator's mapping)
                             values[name] = processor(values[name])
                     return values  # type: ignore[no-any-return]
 
