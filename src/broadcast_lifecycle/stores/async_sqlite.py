@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -32,11 +33,12 @@ T = TypeVar("T")
 class OwnConnection:
     """A connection of the store's own and the one cursor it keeps (opening and closing one are hops)."""
 
-    __slots__ = ("connection", "cursor")
+    __slots__ = ("connection", "cursor", "opened_at")
 
     def __init__(self, connection: Any, cursor: Any) -> None:
         self.connection = connection
         self.cursor = cursor
+        self.opened_at = time.monotonic()
 
 
 class AiosqliteCursor:
@@ -173,6 +175,11 @@ class LoopConnections:
         self._idle: list[OwnConnection] = []
         self._open = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
+        # The engine's pool settings the host chose, honoured for these connections too (they bypass the pool):
+        # a connection older than pool_recycle seconds is replaced, and with pool_pre_ping one is tested before
+        # use, so a server restart or an idle disconnect costs a reconnect rather than a failed command.
+        self._recycle: float = getattr(engine.pool, "_recycle", -1)
+        self._pre_ping: bool = bool(getattr(engine.pool, "_pre_ping", False))
 
     def get(self) -> OwnConnection:
         """An idle connection, a new one, or (``limit`` open) the next one given back."""
@@ -189,8 +196,10 @@ class LoopConnections:
                 else:
                     self._waiting.remove(turn)
                 raise
-        if self._idle:
-            return self._idle.pop()
+        while self._idle:
+            held = self._idle.pop()
+            if self._usable(held):
+                return held
         self._open += 1
         try:
             return self._new()
@@ -198,6 +207,26 @@ class LoopConnections:
             self._open -= 1
             self._wake()
             raise
+
+    def _usable(self, held: OwnConnection) -> bool:
+        """Whether an idle connection may serve a command; one that may not is closed (and uncounted)."""
+        try:
+            if 0 <= self._recycle < time.monotonic() - held.opened_at:
+                usable = False
+            elif self._pre_ping:
+                try:
+                    usable = bool(self._engine.dialect.do_ping(held.connection))
+                except Exception:  # the pool reconnects on a failed ping, whatever the error: so do we
+                    usable = False
+            else:
+                return True
+        except BaseException:  # cancelled while pinging: the connection's state is unknown
+            self.discard(held)
+            raise
+        if not usable:  # its slot passes to the connection get() opens next: nobody to wake
+            self._open -= 1
+            _close(held)
+        return usable
 
     def put(self, held: OwnConnection) -> None:
         """Take back a connection whose transaction has ended (one a cancellation or a failure left inside
