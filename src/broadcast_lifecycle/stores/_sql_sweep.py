@@ -74,10 +74,15 @@ class SweepSql:
                                     recipients="json_build_array(json_build_array('customer', customer_id))")
             expired = outbox_insert(event_id="gen_random_uuid()::text", name=":expired_name",
                                     topic=_EXPIRED_TOPIC, due="due", recipients=everyone)
+            # Two statements: the first locks the due rows, the second (a new snapshot under READ
+            # COMMITTED) reads them and their recipients. In one statement, a notify_more committing
+            # between the statement's snapshot and its lock on the row would go unseen (it locks the
+            # row but changes nothing in it), and its transporter would never hear the expiry.
+            self._lock = render(f"SELECT {pk} FROM {table} WHERE {overdue} FOR UPDATE SKIP LOCKED", dialect)
             head = (
                 f"WITH due AS (SELECT {pk} AS id, CAST({pk} AS TEXT) AS key, status AS old_status, customer_id, "
-                f"version + 1 AS version, slots_filled, slots_requested, expires_at FROM {table} WHERE {overdue} "
-                "FOR UPDATE SKIP LOCKED), "
+                f"version + 1 AS version, slots_filled, slots_requested, expires_at FROM {table} "
+                f"WHERE {pk} = ANY(:ids)), "
                 f"upd AS (UPDATE {table} t SET status = {_EXPIRED}, state_changed_at = :now, version = due.version "
                 f"FROM due WHERE t.{pk} = due.id), "
                 f"hist AS ({history_insert.format(meta=_PG_EMPTY_JSON, due='due')}), "
@@ -121,7 +126,13 @@ class SweepSql:
         """
         count = 0
         rows: list[tuple[Any, ...]] = []
-        if not self._pg:
+        if self._pg:
+            cursor.execute(self._lock, params)
+            ids = [id_ for (id_,) in cursor.fetchall()]
+            if not ids:
+                return 0, rows
+            params = {**params, "ids": ids}
+        else:
             params = {**params, "ev_ms": _uuid7_ms_prefix()}
         for statement in self._with_events if with_events else self._without_events:
             cursor.execute(statement, params)
@@ -159,7 +170,7 @@ class SqlSweeper:
             "reason": SWEEP_REASON, "id_field": kind.id_field,
             "changed_name": kind.event_name(Topic.STATE_CHANGED), "expired_name": kind.event_name(Topic.EXPIRED),
         }
-        with db._cursor(None, write=True, single=db._pg) as cur:  # SQLite's sweep is several statements
+        with db._cursor(None, write=True) as cur:  # several statements, in one transaction
             count, rows = sweep.run(cur, params, with_events)
 
         def load_events() -> list[BroadcastEvent]:
