@@ -38,7 +38,8 @@ def test_unknown_kind_is_refused_at_once() -> None:
 
 def test_a_sync_engine_store_is_refused(tmp_path: object) -> None:
     """A SQLAlchemyStore on a sync engine would block the loop: the async facade refuses it, and
-    AsyncSQLAlchemyStore refuses a sync engine, each naming what to use."""
+    AsyncSQLAlchemyStore refuses a sync engine and a driver its statements are not written for
+    (asyncpg), each naming what to use."""
     store = SQLAlchemyStore(create_engine("sqlite://"))
     with pytest.raises(InvalidArgument, match="would block the event loop; use AsyncSQLAlchemyStore"):
         AsyncBroadcastLifecycle(store)
@@ -46,6 +47,9 @@ def test_a_sync_engine_store_is_refused(tmp_path: object) -> None:
         AsyncSQLAlchemyStore(store.engine)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="url must name an asyncio driver"):
         AsyncSQLAlchemyStore.from_url("sqlite:///x.db")
+    with pytest.raises(InvalidArgument, match=r"asyncio drivers the store is built for \(postgresql\+psycopg, "
+                       r"sqlite\+aiosqlite\), got postgresql\+asyncpg"):
+        AsyncSQLAlchemyStore.from_url("postgresql+asyncpg://nobody@localhost/none")
 
 
 def test_bad_arguments_get_the_sync_errors() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 if TYPE_CHECKING:
@@ -42,7 +42,22 @@ def show_value(value: object) -> str:
 
 
 class BroadcastError(Exception):
-    """Base class of every error raised by broadcast_lifecycle."""
+    """Base class of every error raised by broadcast_lifecycle.
+
+    Errors pickle with their message and attributes (a task queue or a process pool carries them),
+    although their constructors take the fields rather than the message."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+def _rebuild(cls: type[BroadcastError], args: tuple[Any, ...], state: dict[str, Any]) -> BroadcastError:
+    """An error of ``cls`` with ``args`` (the message) and ``state`` (its attributes), not calling its
+    constructor: the unpickling half of :meth:`BroadcastError.__reduce__`."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class InvalidArgument(BroadcastError, ValueError):

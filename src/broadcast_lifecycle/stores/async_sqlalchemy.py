@@ -40,6 +40,10 @@ async def bridge(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await greenlet_spawn(fn, *args, **kwargs)
 
 
+_DRIVERS = frozenset({"sqlite+aiosqlite", "postgresql+psycopg"})
+"""The asyncio drivers the store's statements are written for (asyncpg takes another parameter style)."""
+
+
 class AsyncSQLAlchemyStore:
     """The SQL store on an ``AsyncEngine`` (``sqlite+aiosqlite://``, ``postgresql+psycopg://``).
 
@@ -59,6 +63,10 @@ class AsyncSQLAlchemyStore:
             raise InvalidArgument(
                 f"engine must be a sqlalchemy AsyncEngine (create_async_engine), got {type(engine).__name__}; "
                 "for a sync Engine use SQLAlchemyStore")
+        driver = f"{engine.dialect.name}+{engine.dialect.driver}"
+        if driver not in _DRIVERS:
+            raise InvalidArgument(f"engine must use one of the asyncio drivers the store is built for "
+                                  f"({', '.join(sorted(_DRIVERS))}), got {driver}")
         self.engine = engine
         self.sync = SQLAlchemyStore(engine.sync_engine, models, sqlite=sqlite)
         """The store itself: call it only through :meth:`run_sync` (its I/O must run in the bridge)."""
