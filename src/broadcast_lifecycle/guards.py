@@ -46,7 +46,7 @@ becomes :attr:`TransitionRefused.reason <broadcast_lifecycle.errors.TransitionRe
 
 
 def _deadline_in_future(snap: BroadcastSnapshot, ctx: CommandContext) -> str | None:
-    """A deadline in the future is set (ttl=, deadline= or the kind's default ttl)."""
+    """A deadline in the future is set (ttl=, expires_at= or the kind's default ttl)."""
     if ctx.deadline is None:
         return f"no deadline: pass ttl= or deadline=, or configure a default ttl for {snap.kind}"
     if ctx.deadline <= ctx.now:

@@ -166,8 +166,9 @@ class KindHandle:
     ) -> CommandResult:
         """Move the deadline of an open broadcast later, to ``expires_at`` (or now + ``ttl``); its state
         stays. The customer and every notified transporter get ``{KIND}_EXTENDED`` with the new deadline.
-        A deadline not later than the current one is ``TransitionRefused``; a closed broadcast
-        ``InvalidTransition`` (naming the states it is allowed from)."""
+        A deadline not later than the current one, or none set yet, is ``TransitionRefused`` (``code``
+        ``deadline_later``); a closed broadcast ``InvalidTransition`` (naming the states it is allowed
+        from); neither or both of ``expires_at`` and ``ttl``, or a naive time, ``InvalidArgument``."""
         if ttl is None and expires_at is None:
             raise InvalidArgument("extend needs the new deadline: pass expires_at= or ttl=")
         require_deadline(None, ttl, expires_at)

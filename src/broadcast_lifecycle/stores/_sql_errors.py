@@ -111,8 +111,9 @@ def host_input_refused(broken: Violation, tables: Mapping[str, Table]) -> Invali
         table, (column,) = reported, broken.columns
         if column not in _host_columns(table):
             return None
-        return InvalidArgument(f"columns= must give {column} a value (not None): {table.name}.{column} "
-                               f"({table.c[column].type}) is NOT NULL and has no default")
+        return InvalidArgument(f"{column} needs a value (not None): {table.name}.{column} "
+                               f"({table.c[column].type}) is NOT NULL and has no default; give it in "
+                               "create(columns=...), or set it on the row you adopt")
     if broken.rule != "check" or broken.constraint is None:
         return None
     for table in ([reported] if reported is not None else tables.values()):
@@ -125,10 +126,11 @@ def host_input_refused(broken: Violation, tables: Mapping[str, Table]) -> Invali
             if not named:
                 return None  # the library's own check
             name = f" {check.name}" if check.name else ""
-            return InvalidArgument(f"columns= value of {', '.join(named)} is refused by {table.name}'s CHECK{name} "
-                                   f"({expression}): give a value that satisfies it")
+            return InvalidArgument(f"the value of {', '.join(named)} is refused by {table.name}'s CHECK{name} "
+                                   f"({expression}): give a value that satisfies it (in create(columns=...), or "
+                                   "on the row you adopt)")
         if broken.table in tables and broken.constraint not in _library_checks(table):
-            return InvalidArgument(f"a columns= value is refused by {table.name}'s CHECK constraint "
+            return InvalidArgument(f"a value of a host column is refused by {table.name}'s CHECK constraint "
                                    f"{broken.constraint}: give values that satisfy it")
     return None
 

@@ -236,6 +236,15 @@ class SqlPlumbing:
         (the key's primary key refused it), or a ``StoreError`` naming the constraint that refused
         the write, if one did (``kind``: the kind being written, see :func:`._sql_errors.violation`)."""
         broken = self._violation(cause, kind)
+        sqlstate = getattr(cause, "sqlstate", None)
+        if broken is None and what != "query" and isinstance(sqlstate, str) and sqlstate.startswith("22"):
+            # A data exception (a value the column's type refuses: text in an integer, too long for
+            # a VARCHAR). The library checks its own values first, so this is the caller's: a host
+            # column's value given in columns= (or a host row at adopt), or an id too long for the key.
+            first_line = str(cause).strip().splitlines()[0]
+            return InvalidArgument(f"could not {what}: the database refused a value ({first_line}; "
+                                   f"SQLSTATE {sqlstate}): give the columns= values and the id in the types and "
+                                   "lengths of the table's columns")
         if broken is None:
             return StoreError(f"could not {what}: {cause}")
         if broken.rule == "unique" and broken.constraint == primary_key_name(idempotency_table):
