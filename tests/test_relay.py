@@ -3,6 +3,7 @@ grace; Deduplicator."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -320,6 +321,28 @@ def test_a_long_retry_policy_still_reaches_the_dead_letter(clock: ManualClock) -
         relay.relay_once()
     (dead,) = lc.store.dead_letters(10)
     assert dead.attempts == policy.max_attempts
+
+
+def test_a_retried_failure_is_one_log_line(clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
+    """The first failure of a receiver is logged with its traceback; the relay's retries of it log one
+    warning line each (naming the receiver, the event and the error), not the traceback again."""
+    lc = BroadcastLifecycle(InMemoryStore(), clock=clock, retry=RetryPolicy(max_attempts=5, first_delay=SECOND))
+
+    def broken(event: BroadcastEvent) -> None:
+        raise RuntimeError("socket layer down")
+
+    lc.bus.connect(broken, name="sockets")
+    with caplog.at_level(logging.WARNING, logger="broadcast_lifecycle"):
+        event_id = lc.kind("booking").create("c1").events[0].event_id
+        relay = lc.relay(grace=timedelta(0))
+        for _ in range(2):
+            clock.advance(timedelta(minutes=1))
+            relay.relay_once()
+    failures = [r for r in caplog.records if "sockets failed" in r.getMessage()]
+    assert [(r.levelno, r.exc_info is not None) for r in failures] == [
+        (logging.ERROR, True), (logging.WARNING, False), (logging.WARNING, False)]
+    assert failures[1].getMessage() == (f"receiver sockets failed again on BROADCAST_STATE_CHANGED {event_id}: "
+                                        "RuntimeError: socket layer down")
 
 
 def test_relay_rejects_a_lease_that_does_not_reserve(clock: ManualClock) -> None:

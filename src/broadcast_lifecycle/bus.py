@@ -168,9 +168,10 @@ class SignalBus:
         with self._lock:
             return tuple(self._connections)
 
-    def send(self, event: BroadcastEvent, *, skip: Collection[str] = ()) -> Delivery:
+    def send(self, event: BroadcastEvent, *, skip: Collection[str] = (), retry: bool = False) -> Delivery:
         """Deliver ``event`` to each matching receiver in connection order, isolating their failures;
-        receivers named in ``skip`` are matched but not called."""
+        receivers named in ``skip`` are matched but not called. A failure is logged with its traceback,
+        or as one warning line on a ``retry`` (the relay's later attempts: the first one had it)."""
         connections: list[Any] = []
         for signal_name in (event.name, _EVERY_EVENT):
             signal = self._namespace.get(signal_name)
@@ -185,7 +186,11 @@ class SignalBus:
             try:
                 connection.receiver(event)
             except Exception as exc:
-                logger.exception("receiver %s failed on %s %s", connection.name, event.name, event.event_id)
+                if retry:
+                    logger.warning("receiver %s failed again on %s %s: %s: %s", connection.name, event.name,
+                                   event.event_id, type(exc).__name__, exc)
+                else:
+                    logger.exception("receiver %s failed on %s %s", connection.name, event.name, event.event_id)
                 failures.append(ReceiverFailure(connection.name, exc))
         matched = tuple([c.name for c in connections])
         if not failures and not skip:

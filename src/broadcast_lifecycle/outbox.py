@@ -96,7 +96,7 @@ def deliver(store: BroadcastStore, bus: SignalBus, pending: Iterable[BroadcastEv
         if known:
             at = now()
             delivery = bus.send(event, skip={name for name, state in known.items() if state.settled or (
-                state.next_attempt_at is not None and state.next_attempt_at > at)})
+                state.next_attempt_at is not None and state.next_attempt_at > at)}, retry=True)
         else:
             delivery = bus.send(event)
         if not delivery.matched:
