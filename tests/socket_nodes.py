@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from types import TracebackType
@@ -260,3 +260,20 @@ class Listener:
     def disconnect(self) -> None:
         """Disconnect."""
         self.client.disconnect()
+
+
+def hear(node: AsgiNode, users: Iterable[tuple[str, str]],
+         drive: Callable[[], Coroutine[Any, Any, object]]) -> dict[tuple[str, str], list[Heard]]:
+    """Connect an :class:`AsyncListener` per ``(role, user)`` to ``node``, run ``drive()`` on the node's
+    loop (it ends by emitting :data:`FLUSH`), and return what each heard before the flush."""
+    async def scenario() -> dict[tuple[str, str], list[Heard]]:
+        listeners = {(role, user): await AsyncListener(node.url, {"role": role, "user": user}).connect()
+                     for role, user in users}
+        try:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(drive(), node.loop))
+            return {key: await listener.flushed() for key, listener in listeners.items()}
+        finally:
+            for listener in listeners.values():
+                await listener.disconnect()
+
+    return asyncio.run(scenario())

@@ -5,7 +5,6 @@ the relay retries it."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 import socketio
 from conftest import ManualClock
-from socket_nodes import FLUSH, AsgiNode, AsyncListener, Heard, Listener, WsgiNode
+from socket_nodes import FLUSH, AsgiNode, Heard, Listener, WsgiNode, hear
 
 from broadcast_lifecycle import (
     AsyncBroadcastLifecycle,
@@ -84,18 +83,12 @@ def test_each_recipient_hears_exactly_its_events_in_version_order(async_database
         bridge.connect(lifecycle)
         lifecycles.append(lifecycle)
 
-    async def scenario(node: AsgiNode) -> dict[tuple[str, str], list[Heard]]:
-        listeners = {(role, user): await AsyncListener(node.url, {"role": role, "user": user}).connect()
-                     for role, user in USERS}
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_fill(lifecycles[0]), node.loop))
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(sio.emit(FLUSH), node.loop))
-        heard = {key: await listener.flushed() for key, listener in listeners.items()}
-        for listener in listeners.values():
-            await listener.disconnect()
-        return heard
+    async def drive() -> None:
+        await _fill(lifecycles[0])
+        await sio.emit(FLUSH)
 
     with AsgiNode(socketio.ASGIApp(sio), setup) as node:
-        heard = asyncio.run(scenario(node))
+        heard = hear(node, USERS, drive)
         node.call(lifecycles[0].store.close())  # type: ignore[union-attr]
 
     events = recorder.events

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import socketio
-from socket_nodes import FLUSH, AsgiNode, AsyncListener, Heard
+from socket_nodes import FLUSH, AsgiNode, Heard, hear
 
 from broadcast_lifecycle import (
     AsyncBroadcastLifecycle,
@@ -69,17 +69,8 @@ def _serve(hook: Any) -> tuple[dict[tuple[str, str], list[Heard]], list[Broadcas
         pending.append(len(store.pending_events(100)))
         await sio.emit(FLUSH)
 
-    async def scenario(node: AsgiNode) -> dict[tuple[str, str], list[Heard]]:
-        listeners = {(role, user): await AsyncListener(node.url, {"role": role, "user": user}).connect()
-                     for role, user in USERS}
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(drive(), node.loop))
-        heard = {key: await listener.flushed() for key, listener in listeners.items()}
-        for listener in listeners.values():
-            await listener.disconnect()
-        return heard
-
     with AsgiNode(socketio.ASGIApp(sio), setup) as node:
-        heard = asyncio.run(scenario(node))
+        heard = hear(node, USERS, drive)
     return heard, events, pending
 
 
@@ -164,15 +155,8 @@ def test_the_hook_works_on_the_sql_store_too(async_database_url: str) -> None:
         await bookings.activate(booking.id, ttl=timedelta(minutes=5))
         await sio.emit(FLUSH)
 
-    async def scenario(node: AsgiNode) -> list[Heard]:
-        listener = await AsyncListener(node.url, {"role": "transporter", "user": "t-1"}).connect()
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(drive(), node.loop))
-        heard = await listener.flushed()
-        await listener.disconnect()
-        return heard
-
     with AsgiNode(socketio.ASGIApp(sio), setup) as node:
-        heard = asyncio.run(scenario(node))
+        heard = hear(node, [("transporter", "t-1")], drive)[("transporter", "t-1")]
         node.call(stores[0].close())
     assert [(name, data["pickup"], data["distanceKm"]) for name, data in heard] == [
         ("BOOKING_OFFERED", "Dock 4", 2), ("BOOKING_OFFERED", "Dock 4", 2)]
