@@ -26,12 +26,12 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from temp_server import TempServer
 from typing_extensions import Self
 
 ENV_BIN = "BROADCAST_LIFECYCLE_PG_BIN"
@@ -125,7 +125,7 @@ def _copy_install(bindir: Path, into: Path) -> Path:
     return target / bindir.name
 
 
-class PostgresServer:
+class PostgresServer(TempServer):
     """A private PostgreSQL cluster; use as a context manager (or start/stop).
 
     When running as root, the server runs as the ``postgres`` OS user.
@@ -135,6 +135,7 @@ class PostgresServer:
                  start_timeout: float = 30.0, settings: Mapping[str, str] = SETTINGS) -> None:
         """Configure (but do not start) a server; ``bindir`` defaults to find_binaries(); ``settings``
         are the server's (the suite's: fast, not durable; see :data:`DURABLE_SETTINGS`)."""
+        super().__init__()
         found = bindir or find_binaries()
         if found is None:
             raise PostgresServerError(
@@ -145,8 +146,6 @@ class PostgresServer:
         self.port = port
         self.start_timeout = start_timeout
         self.settings = dict(settings)
-        self.base: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
         self._as_user: list[str] = []
 
     @property
@@ -235,35 +234,15 @@ class PostgresServer:
         tail = log.read_text(errors="replace").splitlines()[-lines:]
         return "--- server log tail ---\n" + "\n".join(tail)
 
-    def stop(self) -> None:
-        """Stop the server (fast shutdown) and delete the temp dir; idempotent."""
-        atexit.unregister(self.stop)
-        base, proc = self.base, self._proc
-        if base is None:
-            return
+    def _halt(self, proc: subprocess.Popen[bytes], base: Path) -> None:
+        """Fast shutdown with pg_ctl; killed with its backends if it does not stop in time."""
+        if proc.poll() is None:
+            self._run("pg_ctl", "stop", "-D", str(base / "data"), "-m", "fast", "-w", "-t", "30", check=False)
         try:
-            if proc is not None:
-                if proc.poll() is None:
-                    self._run("pg_ctl", "stop", "-D", str(base / "data"), "-m", "fast",
-                              "-w", "-t", "30", check=False)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:  # kill runuser + postgres + backends
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-        finally:
-            self._proc = None
-            self.base = None
-            shutil.rmtree(base, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        """Start the server."""
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None,
-                 exc: BaseException | None, tb: TracebackType | None) -> None:
-        """Stop the server and remove its files, whatever happened."""
-        self.stop()
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:  # kill runuser + postgres + backends
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
     def dsn(self, dbname: str = "postgres") -> str:
         """libpq connection string for ``psycopg.connect``."""

@@ -17,10 +17,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import redis
+from temp_server import TempServer
 from typing_extensions import Self
 
 ENV_BIN = "BROADCAST_LIFECYCLE_REDIS_SERVER"
@@ -42,17 +42,16 @@ def find_binary() -> Path | None:
     return Path(found) if found else None
 
 
-class RedisServer:
+class RedisServer(TempServer):
     """A private ``redis-server`` on a Unix socket in a temp dir; use as a context manager (or start/stop)."""
 
     def __init__(self, binary: Path | None = None, start_timeout: float = 20.0) -> None:
+        super().__init__()
         found = binary or find_binary()
         if found is None:
             raise RedisServerError(f"redis-server not found: apt-get install redis-server, or set ${ENV_BIN}")
         self.binary = found
         self.start_timeout = start_timeout
-        self.base: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -123,33 +122,15 @@ class RedisServer:
             return "(no server log)"
         return "--- redis log tail ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self) -> None:
-        """Stop the server and delete its temp dir; idempotent."""
-        atexit.unregister(self.stop)
-        base, proc = self.base, self._proc
-        if base is None:
-            return
-        try:
-            if proc is not None and proc.poll() is None:
-                proc.terminate()  # SIGTERM: redis-server shuts down at once (nothing to save)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        finally:
-            self._proc = None
-            self.base = None
-            shutil.rmtree(base, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        """Start the server."""
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None,
-                 exc: BaseException | None, tb: TracebackType | None) -> None:
-        """Stop the server and remove its files, whatever happened."""
-        self.stop()
+    def _halt(self, proc: subprocess.Popen[bytes], base: Path) -> None:
+        """SIGTERM (redis-server shuts down at once: nothing to save); killed if it does not stop in time."""
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 if __name__ == "__main__":  # `python tests/redis_server.py`: is there a server binary?
