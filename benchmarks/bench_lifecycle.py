@@ -33,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from hot_rounds import hot_rounds
 from pg_trace import pg_trace, round_trips
 from postgres_server import DURABLE_SETTINGS, PostgresServer, find_binaries
 from raw_lifecycle import SQLITE_DURABLE, RawLifecycle
@@ -182,44 +183,6 @@ def sqlite_section(scenarios: bool = True, hot: bool = True) -> None:
         store.close()
 
 
-def _hot_rounds(prepare: Callable[[], int], work: Callable[[int, int], bool]) -> tuple[list[float], list[int]]:
-    """``HOT_THREADS`` threads run ``work(thread, entity_id)`` at once on a fresh ``prepare()``
-    broadcast per round; each round's seconds and winners."""
-    barrier = threading.Barrier(HOT_THREADS + 1)
-    current = [0]
-    won = [False] * HOT_THREADS
-    done = threading.Event()
-
-    def worker(index: int) -> None:
-        while True:
-            barrier.wait()
-            if done.is_set():
-                return
-            won[index] = work(index, current[0])
-            barrier.wait()
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(HOT_THREADS)]
-    for thread in threads:
-        thread.start()
-    seconds: list[float] = []
-    winners: list[int] = []
-    try:
-        for number in range(HOT_WARMUP + HOT_ROUNDS):
-            current[0] = prepare()
-            started = time.perf_counter()
-            barrier.wait()
-            barrier.wait()
-            if number >= HOT_WARMUP:
-                seconds.append(time.perf_counter() - started)
-                winners.append(sum(won))
-    finally:
-        done.set()
-        barrier.wait()
-        for thread in threads:
-            thread.join()
-    return seconds, winners
-
-
 def hot_row_section(store: SQLAlchemyStore, path: str) -> None:
     """16 threads race for 5 slots on SQLite: the library against raw sqlite3 threads."""
     print(f"-- 2. SQLite hot row: {HOT_THREADS} threads each accept 1 slot of a fresh {HOT_SLOTS}-slot booking; "
@@ -264,7 +227,9 @@ def hot_row_section(store: SQLAlchemyStore, path: str) -> None:
     results: dict[str, tuple[list[float], list[int]]] = {"library": ([], []), "raw": ([], [])}
     for _ in range(2):  # two interleaved halves, so a noisy minute does not fall on one side only
         for name, work in (("library", library), ("raw", raw)):
-            seconds, winners = _hot_rounds(prepare, work)
+            seconds, winners, errors = hot_rounds(HOT_THREADS, HOT_WARMUP, HOT_ROUNDS, lambda _: prepare(), work)
+            if errors:
+                raise RuntimeError(f"{name}: {len(errors)} accepts raised, the first: {errors[0]!r}")
             results[name][0].extend(seconds)
             results[name][1].extend(winners)
     rates = {name: len(seconds) / sum(seconds) for name, (seconds, _) in results.items()}

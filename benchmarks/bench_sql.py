@@ -27,7 +27,6 @@ import sqlite3
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import psycopg
+from hot_rounds import hot_rounds
 from pg import DRIVER, RawPgFive, RawPgOne, TimedPgCursor, next_state, pg_trace, round_trips
 from postgres_server import SETTINGS, PostgresServer, find_binaries
 from sqlalchemy import event
@@ -463,46 +463,8 @@ def postgres_section(server: PostgresServer, url: str, dbname: str) -> None:
 
 def _hot_rounds(prepare: Callable[[int], int], work: Callable[[int, int], bool],
                 ) -> tuple[list[float], list[int], list[BaseException]]:
-    """``HOT_THREADS`` threads run ``work(thread, entity_id)`` at once on a fresh ``prepare(round)``
-    broadcast per round; returns each round's seconds and winners, and unexpected errors."""
-    barrier = threading.Barrier(HOT_THREADS + 1)
-    current = [0]
-    won = [False] * HOT_THREADS
-    errors: list[BaseException] = []
-    done = threading.Event()
-
-    def worker(index: int) -> None:
-        while True:
-            barrier.wait()
-            if done.is_set():
-                return
-            try:
-                won[index] = work(index, current[0])
-            except Exception as exc:
-                won[index] = False
-                errors.append(exc)
-            barrier.wait()
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(HOT_THREADS)]
-    for thread in threads:
-        thread.start()
-    seconds: list[float] = []
-    winners: list[int] = []
-    try:
-        for number in range(HOT_WARMUP + HOT_ROUNDS):
-            current[0] = prepare(number)
-            started = time.perf_counter()
-            barrier.wait()  # go
-            barrier.wait()  # everyone done
-            if number >= HOT_WARMUP:
-                seconds.append(time.perf_counter() - started)
-                winners.append(sum(won))
-    finally:
-        done.set()
-        barrier.wait()
-        for thread in threads:
-            thread.join()
-    return seconds, winners, errors
+    """:func:`hot_rounds.hot_rounds` with this section's thread and round counts."""
+    return hot_rounds(HOT_THREADS, HOT_WARMUP, HOT_ROUNDS, prepare, work)
 
 
 def _hot_report(label: str, seconds: list[float], winners: list[int], errors: list[BaseException]) -> None:
