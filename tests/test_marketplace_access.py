@@ -4,7 +4,9 @@ per user, and the HTTP status of each kind of error."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import aiohttp
 import pytest
@@ -28,26 +30,37 @@ def forged_token(user: str) -> str:
     return sign(User(user, "customer"), b"not the app's secret")
 
 
-@pytest.mark.parametrize("token", [None, "", "garbage", "a.b", "forged"])
+def bad_token(app: RunningApp, token: str | None) -> str | None:
+    """``token``, or for "forged" a token signed with another key, for "expired" one of the app's own
+    that expired a minute ago."""
+    if token == "forged":
+        return forged_token("c-1")
+    if token == "expired":
+        return sign(User("c-1", "customer"), app.settings.secret, timedelta(hours=1), now=time.time() - 3660)
+    return token
+
+
+@pytest.mark.parametrize("token", [None, "", "garbage", "a.b", "forged", "expired"])
 def test_socket_connect_without_a_valid_token_is_refused(app: RunningApp, token: str | None) -> None:
-    """A Socket.IO connection with no token, a malformed one or one signed with another key is refused."""
+    """A Socket.IO connection with no token, a malformed one, one signed with another key or an
+    expired one is refused."""
 
     async def connect() -> None:
         client = LiveClient("intruder")
         with pytest.raises(socketio.exceptions.ConnectionError):
-            await client.connect(app.url, forged_token("c-1") if token == "forged" else token)
+            await client.connect(app.url, bad_token(app, token))
         assert not client.sio.connected
 
     asyncio.run(connect())
 
 
-@pytest.mark.parametrize("token", [None, "garbage", "forged"])
+@pytest.mark.parametrize("token", [None, "garbage", "forged", "expired"])
 def test_http_without_a_valid_token_is_401(app: RunningApp, token: str | None) -> None:
-    """Every endpoint answers 401 to a request with no token or a forged one, and creates nothing."""
+    """Every endpoint answers 401 to a request with no token, a forged or an expired one, and creates nothing."""
 
     async def call() -> None:
         async with aiohttp.ClientSession() as http:
-            api = Api(http, app.url, forged_token("c-1") if token == "forged" else token)
+            api = Api(http, app.url, bad_token(app, token))
             for reply in (await api.get("/api/me"), await api.post("/api/bookings", booking_body()),
                           await api.post("/api/bookings/1/cancel")):
                 assert (reply.status, reply.body["error"], reply.headers["www-authenticate"]) == (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from marketplace.auth import Unauthorized, User, sign, verify
 from marketplace.errors import STATUS, BadRequest, Forbidden, error_response, status_of
@@ -70,6 +72,18 @@ def test_tokens_round_trip_and_forgeries_fail() -> None:
     for bad in (sign(User("t-1", "transporter"), b"other"), f"{other}.{signature}", payload, "", None, 42):
         with pytest.raises(Unauthorized):
             verify(bad, SECRET)
+
+
+def test_a_token_is_accepted_until_it_expires() -> None:
+    """A token is accepted up to the second before its expiry and refused from then on, with a message
+    that says so; a non-positive lifetime is refused when signing."""
+    signed_at = 1_800_000_000.0
+    token = sign(User("c-1", "customer"), SECRET, timedelta(minutes=5), now=signed_at)
+    assert verify(token, SECRET, now=signed_at + 299) == User("c-1", "customer")
+    with pytest.raises(Unauthorized, match="expired token"):
+        verify(token, SECRET, now=signed_at + 300)
+    with pytest.raises(ValueError, match="ttl must be positive"):
+        sign(User("c-1", "customer"), SECRET, timedelta(0))
 
 
 def test_a_booking_body_becomes_columns_and_slots() -> None:

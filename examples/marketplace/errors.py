@@ -2,7 +2,7 @@
 
 | error | status | why |
 |---|---|---|
-| ``Unauthorized`` (no token, forged token) | 401 | who is asking is unknown |
+| ``Unauthorized`` (no token, forged or expired token) | 401 | who is asking is unknown |
 | ``Forbidden`` (not your broadcast, not offered to you) | 403 | known, but not allowed |
 | ``BroadcastNotFound`` | 404 | no such booking or order |
 | ``TransitionRefused``, ``InvalidTransition``, ``OpenBroadcastExists`` | 409 | the broadcast's state says no |

@@ -1,6 +1,6 @@
 """The Socket.IO side: who may connect, which room they join, and the bus wired to the server.
 
-A client connects with ``auth={"token": <token>}``; a missing or forged token refuses the connection
+A client connects with ``auth={"token": <token>}``; a missing, forged or expired token refuses the connection
 (the client's ``connect_error``). An accepted client joins its user's room (``customer:c-1``,
 ``transporter:t-2``: the bridge's default room per recipient), so it gets every event addressed to
 that user, on every tab and device. The library's :class:`~broadcast_lifecycle.AsyncSocketIOBridge`
