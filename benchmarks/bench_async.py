@@ -283,7 +283,7 @@ async def postgres_section(url: str, dsn: str) -> None:
     sync = BroadcastLifecycle(sync_store)
     store = AsyncSQLAlchemyStore.from_url(url)
     lifecycle = AsyncBroadcastLifecycle(store)
-    statements = store.sync._entity(KIND).in_place
+    statements = store.sync._schema.entity(KIND).in_place
     accept_sql, release_sql = statements["accept"], statements["release"]
     raw = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
     raw_id = _prepare_sync(sync, "customer-raw")
@@ -448,8 +448,8 @@ async def hot_row_section(url: str, dsn: str) -> None:
     async def raw_same_work(index: int, entity_id: int) -> bool:
         return await plain[index].accept(entity_id, transporters[index])
 
-    in_place = store.sync._entity(KIND).in_place["accept"]
-    load = store.sync._entity(KIND).load
+    in_place = store.sync._schema.entity(KIND).in_place["accept"]
+    load = store.sync._schema.entity(KIND).load
 
     async def raw_library_statement(index: int, entity_id: int) -> bool:
         params = {**_in_place_params(entity_id, True), "transporter": transporters[index]}

@@ -114,7 +114,7 @@ class Harness:
         """No connection checked out of the pool or held from the store's own, none left in a transaction,
         no write lock held."""
         assert self.store.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-        own = self.store.sync._loop_connections
+        own = self.store.sync._db.loop_connections
         assert own is not None and own._open == len(own._idle)  # each of the store's own is back, or closed
         if self.url.startswith("sqlite"):
             probe = sqlite3.connect(self.url.split(":///", 1)[1], timeout=0, isolation_level=None)

@@ -194,7 +194,7 @@ def test_sqlite_tasks_share_a_bounded_set_of_connections(tmp_path: Path) -> None
     async def scenario() -> None:
         store = AsyncSQLAlchemyStore.from_url(f"sqlite+aiosqlite:///{tmp_path / 'bounded.db'}", pool_size=2)
         await store.create_all()
-        own = store.sync._loop_connections
+        own = store.sync._db.loop_connections
         assert own is not None
         bookings = AsyncBroadcastLifecycle(store).kind("booking")
         entity_id = await _open_broadcast(bookings, TASKS, customer="c-bounded")

@@ -148,7 +148,7 @@ def test_every_receiver_succeeding_writes_nothing_per_receiver(tmp_path: Path) -
         lc.bus.connect(EventRecorder(), name=name)
     booking = lc.kind("booking").create("c1").id
     lc.kind("booking").start_broadcast(booking, ["t1"])
-    connection = store._threads.get() if store._threads is not None else None
+    connection = store._db.threads.get() if store._db.threads is not None else None
     assert isinstance(connection, sqlite3.Connection)
     statements: list[str] = []
     connection.set_trace_callback(statements.append)

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from broadcast_lifecycle import BroadcastLifecycle, BroadcastStatus
-from broadcast_lifecycle.stores._sql_plumbing import utc
+from broadcast_lifecycle.stores._sql_tables import utc
 from broadcast_lifecycle.stores.schema import (
     EXPIRABLE_SQL,
     BroadcastMixin,

@@ -200,8 +200,8 @@ def test_what_the_store_changes_on_sqlite(tmp_path: Path, settings: SqliteSettin
     BroadcastLifecycle(store, clock=ManualClock()).kind("booking").create("c1")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == ("wal" if settings.wal else "delete")
-    assert store._threads is not None
-    own = store._threads.get()
+    assert store._db.threads is not None
+    own = store._db.threads.get()
     assert own.isolation_level is None
     assert own.execute("PRAGMA busy_timeout").fetchone() == (settings.busy_timeout_ms,)
     assert own.execute("PRAGMA synchronous").fetchone() == ({"NORMAL": 1, "FULL": 2}[settings.synchronous],)

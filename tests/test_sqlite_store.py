@@ -56,7 +56,7 @@ def test_sqlite_store_decides_under_its_write_lock(tmp_path: Path) -> None:
     assert store.decides_under_lock()
     snap = _active(lc)
     statements: list[str] = []
-    connection = store._threads.get() if store._threads is not None else None
+    connection = store._db.threads.get() if store._db.threads is not None else None
     assert isinstance(connection, sqlite3.Connection)
     connection.set_trace_callback(statements.append)
     try:
@@ -126,7 +126,7 @@ def test_other_pools_work_the_same(tmp_path: Path, engine_options: dict[str, Any
     """With a NullPool the store takes a fresh connection each time; with a one-connection pool it
     must not starve itself (its per-thread connection is detached from the pool)."""
     store, lc, recorder = _lifecycle(tmp_path / "pools.db", **engine_options)
-    assert (store._threads is None) == (engine_options.get("poolclass") is NullPool)
+    assert (store._db.threads is None) == (engine_options.get("poolclass") is NullPool)
     snap = _active(lc)
     lc.kind("booking").accept(snap.id, "t1")
     done = lc.kind("booking").accept(snap.id, "t2")
@@ -139,7 +139,7 @@ def test_in_memory_database_runs_a_lifecycle() -> None:
     """``sqlite://`` keeps its own pool (one database per connection), so commands see the tables."""
     store = SQLAlchemyStore.from_url("sqlite://")
     store.create_all()
-    assert store._threads is None
+    assert store._db.threads is None
     lc = BroadcastLifecycle(store, clock=ManualClock())
     snap = _active(lc)
     assert lc.kind("booking").cancel(snap.id, actor="c1").status is BroadcastStatus.CANCELLED
@@ -166,16 +166,16 @@ def test_each_thread_keeps_one_connection(tmp_path: Path) -> None:
 def test_close_and_discard_close_connections_and_get_opens_anew(tmp_path: Path) -> None:
     """``close`` closes every thread's connection, ``discard`` this thread's; both reopen on use."""
     store, lc, _ = _lifecycle(tmp_path / "close.db")
-    assert store._threads is not None
+    assert store._db.threads is not None
     snap = _active(lc)
-    first = store._threads.get()
+    first = store._db.threads.get()
     store.close()
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         first.execute("SELECT 1")
     assert lc.kind("booking").accept(snap.id, "t1").snapshot.slots_filled == 1
-    second = store._threads.get()
+    second = store._db.threads.get()
     assert second is not first
-    store._threads.discard()
+    store._db.threads.discard()
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         second.execute("SELECT 1")
     assert lc.kind("booking").release(snap.id, "t1").snapshot.slots_filled == 0
@@ -185,15 +185,15 @@ def test_close_and_discard_close_connections_and_get_opens_anew(tmp_path: Path) 
 def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
     """A connection must not cross fork: the child opens a new one and can write with it."""
     store, lc, _ = _lifecycle(tmp_path / "fork.db")
-    assert store._threads is not None
+    assert store._db.threads is not None
     snap = _active(lc)
-    inherited = store._threads.get()
+    inherited = store._db.threads.get()
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report, never return into pytest
         status = 1
         try:
-            fresh = store._threads.get() is not inherited
+            fresh = store._db.threads.get() is not inherited
             lc.kind("booking").accept(snap.id, "t1")
             status = 0 if fresh else 2
         finally:
@@ -204,7 +204,7 @@ def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
         verdict = pipe.read(1)
     os.waitpid(pid, 0)
     assert verdict == b"\x00"
-    assert store._threads.get() is inherited
+    assert store._db.threads.get() is inherited
     assert lc.kind("booking").get(snap.id).slots_filled == 1
 
 

@@ -128,7 +128,7 @@ def test_sweep_reads_the_due_index_in_either_spelling(tmp_path: Path) -> None:
     databases created earlier), since SQLite uses a partial index only for a query that repeats it."""
     path = tmp_path / "due.db"
     store = _store(path, [f"c{i}" for i in range(1, 5)], {})
-    sweep = sql_sweep.SweepSql(store._entity("booking"), store.engine.dialect, history_table, recipients_table,
+    sweep = sql_sweep.SweepSql(store._schema.entity("booking"), store.engine.dialect, history_table, recipients_table,
                                outbox_table)
     create_temp, _, select_due = sweep._without_events[:3]
     params = {"kind": "booking", "now": "2026-06-01 12:00:00.000000", "limit": 10}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,8 +15,9 @@ from ..kinds import KindConfig
 from ..lifecycle import Trigger, topics_of
 from ..records import BroadcastSnapshot, EntityId
 from ..states import BroadcastStatus
+from ._sql_connections import SqlConnections
 from ._sql_errors import UNDEFINED_FUNCTION, sqlstate
-from ._sql_plumbing import SqlPlumbing, utc
+from ._sql_tables import StoreTables, utc
 from ._sql_text import EVERYONE_SIGNATURE
 from .base import AfterCommit, Committed, Loaded
 
@@ -24,14 +25,19 @@ __all__ = ["SqlInPlace"]
 
 logger = logging.getLogger(__name__)
 
+Committing = Callable[[Committed, AfterCommit, object], Committed]
+"""The store's hand-off of a committed write (``committed, after_commit, tx``): its events dispatched."""
+
 
 
 class SqlInPlace:
     """The in-place writer of :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore` (accept and
     release), on the store's connections (``db``); it owns what it knows of the everyone function."""
 
-    def __init__(self, db: SqlPlumbing) -> None:
+    def __init__(self, db: SqlConnections, schema: StoreTables, committed: Committing) -> None:
         self._db = db
+        self._schema = schema
+        self._committed = committed
         self._everyone_function: bool | None = None
         """Whether the database has the everyone function, so an accept may fill in place and a transition
         announced to everyone be one statement (asked once, and again after :meth:`forget_function`)."""
@@ -42,7 +48,7 @@ class SqlInPlace:
 
         One statement; a declined one is followed by a read of the row (a fresh snapshot: the row as
         the guards just saw it), on which the core decides the refusal."""
-        sql = self._db._entity(kind.name)
+        sql = self._schema.entity(kind.name)
         if not sql.in_place:
             return None
         variant = trigger.value
@@ -52,36 +58,36 @@ class SqlInPlace:
         if statement is None:
             return None
         delta = slots if trigger is Trigger.ACCEPT else -slots
-        params = {"id": self._db._lookup_id(sql, kind.name, entity_id), "kind": kind.name, "key": str(entity_id),
+        params = {"id": self._schema.lookup_id(sql, kind.name, entity_id), "kind": kind.name, "key": str(entity_id),
                   "delta": delta, "at": at, "transporter": transporter_id, "trigger": trigger.value,
                   "id_field": kind.id_field, "ev_event_id": new_event_id(),
                   "ev_name": kind.event_name(Topic.STATE_CHANGED), "ev_topic": Topic.STATE_CHANGED.value,
                   "fill_event_id": new_event_id(), "fill_name": kind.event_name(Topic.FULLY_FILLED),
                   "fill_topic": Topic.FULLY_FILLED.value}
         try:
-            with self._db._cursor(None, write=True, single=True) as cur:
+            with self._db.cursor(None, write=True, single=True) as cur:
                 cur.execute(statement, params)
                 row = cur.fetchone()
                 if row is None:
                     cur.execute(sql.load, params)
                     found = cur.fetchone()
         except StoreError as exc:
-            if self._db._breaks_open_policy(exc, kind):
+            if self._db.errors.breaks_open_policy(exc, kind):
                 return None  # a release opened it again beside the customer's other open one: decide it in full
             if variant != "accept" or sqlstate(exc.__cause__) != UNDEFINED_FUNCTION:
                 raise
             self.function_went_missing()  # nothing was written
             return self.change_in_place(kind, trigger, entity_id, transporter_id, slots, at, after_commit)
         if row is None:
-            return self._db._loaded(sql, kind.name, entity_id, found)
+            return self._schema.loaded(sql, kind.name, entity_id, found)
         committed = self._in_place_result(kind, entity_id, trigger, slots, params, row)
-        return self._db._committed(committed, after_commit, None)
+        return self._committed(committed, after_commit, None)
 
     def has_everyone_function(self) -> bool:
         """Whether :data:`~broadcast_lifecycle.stores._sql_text.EVERYONE_FUNCTION` exists (asked once per
         store, and again after ``create_all``)."""
         if self._everyone_function is None:
-            with self._db._cursor(None, write=False) as cur:
+            with self._db.cursor(None, write=False) as cur:
                 cur.execute(f"SELECT to_regprocedure('{EVERYONE_SIGNATURE}') IS NOT NULL")
                 (present,) = cur.fetchone()
             if not present:

@@ -16,7 +16,8 @@ from sqlalchemy import Connection, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..records import EntityId
-from ._sql_plumbing import SqlPlumbing, utc
+from ._sql_connections import SqlConnections
+from ._sql_tables import StoreTables, utc
 from .base import OutboxBucket, OutboxEntry
 from .outbox_state import DeadLetter, DeliveryAttempt, ReceiverDelivery
 from .schema import deliveries_table, outbox_table
@@ -29,10 +30,11 @@ __all__ = ["SqlOutbox"]
 
 class SqlOutbox:
     """The outbox part of :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore`, on the store's
-    connections (``db``)."""
+    connections (``db``) and tables (``schema``)."""
 
-    def __init__(self, db: SqlPlumbing) -> None:
+    def __init__(self, db: SqlConnections, schema: StoreTables) -> None:
         self._db = db
+        self._schema = schema
 
     def pending_events(self, limit: int, created_before: datetime | None = None) -> Sequence[OutboxEntry]:
         """See :meth:`BroadcastStore.pending_events`."""
@@ -40,7 +42,7 @@ class SqlOutbox:
         query = select(outbox_table).where(o.delivered_at.is_(None), o.dead_at.is_(None))
         if created_before is not None:
             query = query.where(o.created_at < created_before)
-        with self._db._core(None) as conn:
+        with self._db.core(None) as conn:
             rows = conn.execute(query.order_by(o.created_at).limit(limit)).mappings().all()
             return self._with_receivers(conn, [self._entry(row) for row in rows])
 
@@ -54,16 +56,16 @@ class SqlOutbox:
                .order_by(o.created_at).limit(limit).with_for_update(skip_locked=True))
         claim = (update(outbox_table).where(o.event_id.in_(due.scalar_subquery()))
                  .values(next_attempt_at=lease_until).returning(outbox_table))
-        with self._db._core(None, write=True) as conn:
+        with self._db.core(None, write=True) as conn:
             rows = conn.execute(claim).mappings().all()
             entries = self._with_receivers(conn, [self._entry(row) for row in rows])
         return sorted(entries, key=lambda e: e.created_at)
 
     def mark_delivered(self, event_ids: Sequence[str], at: datetime) -> None:
         """See :meth:`BroadcastStore.mark_delivered`."""
-        params = [{"event_id": event_id, "at": self._db._lib.time.bind(at)} for event_id in event_ids]
-        with self._db._cursor(None, write=True, single=len(params) == 1) as cur:
-            cur.executemany(self._db._lib.mark_delivered, params)
+        params = [{"event_id": event_id, "at": self._schema.lib.time.bind(at)} for event_id in event_ids]
+        with self._db.cursor(None, write=True, single=len(params) == 1) as cur:
+            cur.executemany(self._schema.lib.mark_delivered, params)
 
     def record_attempt(self, attempt: DeliveryAttempt) -> None:
         """See :meth:`BroadcastStore.record_attempt`: the receivers' rows upserted and the event's
@@ -80,9 +82,9 @@ class SqlOutbox:
                  "last_error": r.last_error[:_ERROR_LENGTH] if r.last_error else None,
                  "next_attempt_at": r.next_attempt_at, "delivered_at": r.delivered_at, "dead_at": r.dead_at}
                 for r in attempt.receivers]
-        with self._db._core(None, write=True) as conn:
+        with self._db.core(None, write=True) as conn:
             if rows:
-                upsert = (postgresql.insert if self._db._pg else sqlite.insert)(deliveries_table)
+                upsert = (postgresql.insert if self._db.pg else sqlite.insert)(deliveries_table)
                 conn.execute(upsert.on_conflict_do_update(
                     index_elements=[d.event_id, d.receiver],
                     set_={name: upsert.excluded[name] for name in
@@ -96,7 +98,7 @@ class SqlOutbox:
                         d.last_error.label("receiver_error"), d.dead_at.label("receiver_dead_at"))
                  .join(deliveries_table, d.event_id == outbox_table.c.event_id)
                  .where(d.dead_at.is_not(None)).order_by(d.dead_at.desc()).limit(limit))
-        with self._db._core(None) as conn:
+        with self._db.core(None) as conn:
             rows = conn.execute(query).mappings().all()
         return [DeadLetter(event=self._entry(row).event, receiver=row["receiver"], attempts=row["receiver_attempts"],
                            last_error=row["receiver_error"], dead_at=utc(row["receiver_dead_at"]),
@@ -122,7 +124,7 @@ class SqlOutbox:
                 for e in entries]
 
     def _entry(self, row: Mapping[str, Any]) -> OutboxEntry:
-        return OutboxEntry(self._db._rebuild(row), utc(row["created_at"]), row["attempts"], row["last_error"],
+        return OutboxEntry(self._schema.rebuild(row), utc(row["created_at"]), row["attempts"], row["last_error"],
                            _maybe_utc(row["next_attempt_at"]), _maybe_utc(row["dead_at"]),
                            _maybe_utc(row["delivered_at"]))
 
@@ -132,7 +134,7 @@ class SqlOutbox:
         state = case((o.dead_at.is_not(None), "dead"), (o.attempts > 0, "retrying"), else_="pending")
         query = (select(state, func.count(), func.min(o.created_at)).where(o.delivered_at.is_(None))
                  .group_by(state))
-        with self._db._core(None) as conn:
+        with self._db.core(None) as conn:
             rows = conn.execute(query).all()
         return {name: OutboxBucket(count, utc(oldest)) for name, count, oldest in rows}
 
@@ -141,7 +143,7 @@ class SqlOutbox:
         o = outbox_table.c
         query = (select(outbox_table).where(o.kind == kind, o.entity_id == str(entity_id))
                  .order_by(o.created_at, o.version, o.name))
-        with self._db._core(None) as conn:
+        with self._db.core(None) as conn:
             rows = conn.execute(query).mappings().all()
             return self._with_receivers(conn, [self._entry(row) for row in rows])
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, literal_column, select, text, tuple_
 
-from ._sql_plumbing import SqlPlumbing
+from ._sql_connections import SqlConnections
 from .base import PruneTarget
 from .schema import TERMINAL_HISTORY_SQL, deliveries_table, history_table, idempotency_table, outbox_table
 
@@ -28,14 +28,14 @@ class SqlRetention:
     """The retention part of :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore`, on the
     store's connections (``db``)."""
 
-    def __init__(self, db: SqlPlumbing) -> None:
+    def __init__(self, db: SqlConnections) -> None:
         self._db = db
 
     def prune(self, target: PruneTarget, before: datetime, limit: int) -> int:
         """See :meth:`BroadcastStore.prune`."""
         if target is PruneTarget.OUTBOX:
             return self._prune_outbox(before, limit)
-        with self._db._core(None, write=True) as conn:
+        with self._db.core(None, write=True) as conn:
             if target is PruneTarget.IDEMPOTENCY:
                 i = idempotency_table.c
                 batch = (select(i.key).where(i.created_at < before).order_by(i.created_at).limit(limit)
@@ -56,19 +56,19 @@ class SqlRetention:
     def _prune_outbox(self, before: datetime, limit: int) -> int:
         o = outbox_table.c
         done = [o.delivered_at.is_not(None), o.delivered_at < before]
-        if self._db._pg:
+        if self._db.pg:
             batch: Any = (select(o.event_id).where(*done).order_by(o.delivered_at).limit(limit)
                           .with_for_update(skip_locked=True).scalar_subquery())
             doomed = o.event_id.in_(batch)
         else:
             rowid: Any = literal_column("rowid")
-            with self._db._core(None) as conn:
+            with self._db.core(None) as conn:
                 found = conn.execute(select(rowid).select_from(outbox_table).where(*done).order_by(rowid)
                                      .limit(limit)).scalars().all()
             if not found:
                 return 0
             doomed = rowid.in_(found)
-        with self._db._core(None, write=True) as conn:
+        with self._db.core(None, write=True) as conn:
             gone = conn.execute(delete(outbox_table).where(doomed, *done).returning(o.event_id)).scalars().all()
             if gone:  # their per-receiver rows, if a pass ever wrote any
                 d = deliveries_table.c

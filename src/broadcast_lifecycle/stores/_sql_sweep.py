@@ -22,7 +22,8 @@ from ..kinds import KindConfig
 from ..lifecycle import Trigger
 from ..states import BroadcastStatus
 from ._outbox_row import OUTBOX_ROW
-from ._sql_plumbing import SqlPlumbing
+from ._sql_connections import SqlConnections
+from ._sql_tables import StoreTables
 from ._sql_text import EntitySql, pg_everyone_json, render
 from .base import ExpiredBatch
 from .schema import EXPIRABLE_SQL, EXPIRABLE_SQL_IN_LIST, history_table, outbox_table, recipients_table
@@ -149,17 +150,19 @@ class SweepSql:
 
 class SqlSweeper:
     """The sweeper part of :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore`, on the store's
-    connections (``db``); it owns the sweep statements of each broadcasts table, built on first use."""
+    connections (``db``) and tables (``schema``); it owns the sweep statements of each broadcasts table,
+    built on first use."""
 
-    def __init__(self, db: SqlPlumbing) -> None:
+    def __init__(self, db: SqlConnections, schema: StoreTables) -> None:
         self._db = db
+        self._schema = schema
         self._sweeps: dict[str, SweepSql] = {}
 
     def expire_overdue(self, kind: KindConfig, now: datetime, limit: int, actor: str,
                        with_events: bool = True) -> ExpiredBatch:
         """See :meth:`BroadcastStore.expire_overdue`."""
         db = self._db
-        sql = db._entity(kind.name)
+        sql = self._schema.entity(kind.name)
         sweep = self._sweeps.get(sql.table.name)
         if sweep is None:
             sweep = self._sweeps[sql.table.name] = SweepSql(sql, db.engine.dialect, history_table,
@@ -170,11 +173,11 @@ class SqlSweeper:
             "reason": SWEEP_REASON, "id_field": kind.id_field,
             "changed_name": kind.event_name(Topic.STATE_CHANGED), "expired_name": kind.event_name(Topic.EXPIRED),
         }
-        with db._cursor(None, write=True) as cur:  # several statements, in one transaction
+        with db.cursor(None, write=True) as cur:  # several statements, in one transaction
             count, rows = sweep.run(cur, params, with_events)
 
         def load_events() -> list[BroadcastEvent]:
-            return [db._rebuild_tuple(row) for row in rows]
+            return [self._schema.rebuild_tuple(row) for row in rows]
 
         return ExpiredBatch(count, load_events)
 

@@ -21,7 +21,6 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import QueuePool
 
 from ..codec import id_from_text
 from ..errors import (
@@ -40,24 +39,27 @@ from ..kinds import DEFAULT_KINDS, KindConfig
 from ..lifecycle import Trigger
 from ..records import BroadcastSnapshot, EntityId, HistoryEntry, IdempotentOutcome, RecipientRecord
 from ..states import BroadcastStatus
+from ._after_commit import defer_until_commit
+from ._host_session import session_of
 from ._orm_sync import ModelSync
 from ._outbox_row import OUTBOX_ROW, WRITTEN_AT
+from ._sql_connections import LostRace, SqlConnections
 from ._sql_create import RowInsert, with_python_defaults
 from ._sql_errors import LIFECYCLE_COLUMNS, UNDEFINED_FUNCTION, sqlstate
 from ._sql_in_place import SqlInPlace
 from ._sql_outbox import SqlOutbox
-from ._sql_plumbing import LostRace, SqlPlumbing, session_of, utc
 from ._sql_retention import SqlRetention
 from ._sql_sweep import SqlSweeper
+from ._sql_tables import StoreTables, utc
 from ._sql_text import (
     SINGLE_STATEMENT_EVENTS,
     EntitySql,
-    LibrarySql,
     dumps,
     pg_change_in_place,
     pg_single_statement,
 )
-from ._sqlite_setup import SqliteSettings, ThreadConnections, write_lock_key
+from ._sql_translate import ErrorTranslator
+from ._sqlite_setup import SqliteSettings
 from .base import (
     Adoption,
     AfterCommit,
@@ -94,7 +96,7 @@ _SEQUENCE_CATCH_UPS = 3
 concurrent inserts with explicit ids keep overtaking it)."""
 
 
-class SQLAlchemyStore(SqlPlumbing):
+class SQLAlchemyStore:
     """A :class:`~broadcast_lifecycle.stores.base.BroadcastStore` on a SQLAlchemy ``Engine``.
 
     ``models`` maps a kind to the host's mapped class (or ``Table``) that carries
@@ -111,45 +113,23 @@ class SQLAlchemyStore(SqlPlumbing):
                  sqlite: SqliteSettings | None = None) -> None:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise InvalidArgument(f"SQLAlchemyStore supports sqlite and postgresql, not {engine.dialect.name}")
-        self._sqlite = sqlite or SqliteSettings()
         self.engine = engine
         self._owns_engine = False
         self._pg = engine.dialect.name == "postgresql"
-        # Per-thread connections only where the pool keeps connections anyway (a file database);
-        # a NullPool or an in-memory database's pool has its reasons. Never for an asyncio driver: one
-        # thread runs every task there (and AsyncAdaptedQueuePool is a QueuePool too).
-        self._threads = (ThreadConnections(engine, self._sqlite) if not self._pg and not engine.dialect.is_async
-                         and isinstance(engine.pool, QueuePool) else None)
-        self._loop_connections = None
-        if not self._pg and engine.dialect.is_async:
-            from .async_sqlite import LoopConnections, roll_back_before_close
-
-            roll_back_before_close(engine)
-            if isinstance(engine.pool, QueuePool):  # the async pool of a file database (as for ThreadConnections)
-                self._loop_connections = LoopConnections(engine, self._sqlite, engine.pool.size() + 5)
-        elif engine.dialect.is_async and isinstance(engine.pool, QueuePool):  # PostgreSQL: no checkout, no flips
-            from .async_sqlite import postgresql_connections
-
-            self._loop_connections = postgresql_connections(engine, engine.pool.size() + 5)
-        # The in-process write lock: for threads; one loop's tasks share its thread (they meet SQLite's busy handler).
-        self._write_key = None if self._pg or engine.dialect.is_async else write_lock_key(engine.url.database)
-        self._lib = LibrarySql(engine.dialect, history_table, recipients_table, outbox_table, idempotency_table)
-        self._standalone = EntitySql(broadcasts_table, engine.dialect, kind_column=True,
-                                     recipients=recipients_table)
-        self._tables = {kind: EntitySql(_table_of(model), engine.dialect, kind_column=False,
-                                        recipients=recipients_table)
-                        for kind, model in (models or {}).items()}
-        # The parts, each owning its state, on this store's connections.
-        self._outbox = SqlOutbox(self)
-        self._retention = SqlRetention(self)
-        self._in_place = SqlInPlace(self)
-        self._sweeper = SqlSweeper(self)
+        # The parts, each owning its state: tables, errors, connections, then those that write on them.
+        self._schema = StoreTables(engine.dialect, models or {})
+        self._errors = ErrorTranslator(engine.dialect, self._schema)
+        self._db = SqlConnections(engine, sqlite or SqliteSettings(), self._errors)
+        self._outbox = SqlOutbox(self._db, self._schema)
+        self._retention = SqlRetention(self._db)
+        self._in_place = SqlInPlace(self._db, self._schema, self._committed)
+        self._sweeper = SqlSweeper(self._db, self._schema)
         self._creates: dict[str, PgCreate] = {}
         self._row_inserts: dict[str, RowInsert] = {}
         self._orm = {kind: ModelSync(model, naive_times=not self._pg)
                      for kind, model in (models or {}).items() if not isinstance(model, Table)}
         if self._pg:
-            for sql in (self._standalone, *self._tables.values()):
+            for sql in self._schema.all():
                 library = (history_table, recipients_table, outbox_table, idempotency_table)
                 sql.single_apply = {(n, everyone): pg_single_statement(sql, library, engine.dialect, n, everyone)
                                     for n in SINGLE_STATEMENT_EVENTS for everyone in (False, True)[:n]}
@@ -167,10 +147,7 @@ class SQLAlchemyStore(SqlPlumbing):
     def close(self) -> None:
         """Close the store's connections: SQLite's per-thread ones and, for a store made by
         :meth:`from_url`, the engine's pool. The store opens connections again if used."""
-        if self._threads is not None:
-            self._threads.close()
-        if self._loop_connections is not None:
-            self._loop_connections.close()
+        self._db.close()
         if self._owns_engine:
             self.engine.dispose()
 
@@ -179,20 +156,20 @@ class SQLAlchemyStore(SqlPlumbing):
         sweeper's partial index on host tables and the one-open-per-customer indexes of the ``kinds``
         that ask for them. Host model tables must exist already (the host creates them).
         """
-        with self._core(None, write=True) as conn:
+        with self._db.core(None, write=True) as conn:
             kinds = tuple(kinds)
             library_metadata.create_all(conn)
-            standalone = any(kind.name not in self._tables for kind in kinds)
+            standalone = any(kind.name not in self._schema.hosts for kind in kinds)
             if standalone:
                 standalone_metadata.create_all(conn)
             _require_current_columns(conn, [*library_metadata.sorted_tables,
                                             *(standalone_metadata.sorted_tables if standalone else ()),
-                                            *(sql.table for sql in self._tables.values())])
-            for sql in self._tables.values():
+                                            *(sql.table for sql in self._schema.hosts.values())])
+            for sql in self._schema.hosts.values():
                 conn.exec_driver_sql(due_index_ddl(sql.table.name))
             for kind in kinds:
                 if kind.one_open_per_customer:
-                    sql = self._entity(kind.name)
+                    sql = self._schema.entity(kind.name)
                     conn.exec_driver_sql(open_customer_index_ddl(sql.table.name, kind.name,
                                                                  scoped=sql.table is broadcasts_table))
         self._in_place.forget_function()  # the PostgreSQL function may be new: ask again (after the commit)
@@ -202,7 +179,7 @@ class SQLAlchemyStore(SqlPlumbing):
     def insert(self, new: NewBroadcast, after_commit: AfterCommit, tx: object = None) -> Committed:
         """See :meth:`BroadcastStore.insert`."""
         kind = new.kind.name
-        sql = self._entity(kind)
+        sql = self._schema.entity(kind)
         self._check_new(sql, new)
         values: dict[str, Any] = {
             "status": BroadcastStatus.CREATED.value, "customer_id": new.customer_id,
@@ -219,7 +196,7 @@ class SQLAlchemyStore(SqlPlumbing):
             return self._committed(self._insert_in_one_statement(sql, new, values), after_commit, None)
         if not self._pg and tx is None and (inserted := self._insert_on_cursor(sql, new, values)) is not None:
             return self._committed(inserted, after_commit, None)
-        with self._core(tx, write=True) as conn:
+        with self._db.core(tx, write=True) as conn:
             entity_id = self._insert_row(conn, sql, new, values)
             committed = self._record_creation(conn, new, new.snapshot(entity_id))
         return self._committed(committed, after_commit, tx)
@@ -246,7 +223,7 @@ class SQLAlchemyStore(SqlPlumbing):
                 raise DuplicateBroadcast(new.kind.name, known)
             snapshot = new.snapshot(known if known is not None else row[0])
             events = new.events(snapshot)
-            lib, key = self._lib, str(snapshot.id)
+            lib, key = self._schema.lib, str(snapshot.id)
             base = {"kind": snapshot.kind, "key": key, "at": lib.time.bind(new.at)}
             entry = new.history_entry(snapshot.id)
             cur.execute(lib.add_history, {**base, "from_status": None, "to_status": entry.to_status.value,
@@ -262,7 +239,7 @@ class SQLAlchemyStore(SqlPlumbing):
                     raise IdempotencyKeyReused(outcome.key, "is already recorded") from exc
             return Committed(snapshot, events)
 
-        return self._transaction(None, write)
+        return self._db.transaction(None, write)
 
     def _insert_in_one_statement(self, sql: EntitySql, new: NewBroadcast, values: dict[str, Any]) -> Committed:
         """PostgreSQL without a host transaction: the row, its history row, its events and its key in
@@ -282,7 +259,7 @@ class SQLAlchemyStore(SqlPlumbing):
         statement, params = create.statement(with_python_defaults(sql.table, values), rows)
         rendered = create.rendered(statement)
         for _ in range(_SEQUENCE_CATCH_UPS + 1):
-            with self._wrap_errors("write"):
+            with self._errors.wrap("write"):
                 try:
                     if rendered is not None:  # the store's own cursor, as its other one-statement writes
                         entity_id = self._run_rendered(rendered, params)
@@ -300,7 +277,7 @@ class SQLAlchemyStore(SqlPlumbing):
                 return Committed(snapshot, tuple(replace(event, entity_id=entity_id) for event in events))
             if new.entity_id is not None:
                 raise DuplicateBroadcast(kind, new.entity_id)
-            with self._core(None, write=True) as conn:
+            with self._db.core(None, write=True) as conn:
                 if not self._catch_up_sequence(conn, sql):
                     break
         raise StoreError(f"could not insert {kind}: every id the database picked for {sql.keys.where()} was taken; "
@@ -310,7 +287,7 @@ class SQLAlchemyStore(SqlPlumbing):
         """Run a rendered one-statement creation on the store's own cursor, in autocommit: its first
         column, or ``None`` for no row. A constraint's refusal comes out as the driver's error, as from Core."""
         try:
-            with self._cursor(None, write=True, single=True) as cur:
+            with self._db.cursor(None, write=True, single=True) as cur:
                 cur.execute(rendered[0], rendered[1](params))
                 row = cur.fetchone()
         except StoreError as exc:
@@ -323,7 +300,7 @@ class SQLAlchemyStore(SqlPlumbing):
         """See :class:`~broadcast_lifecycle.stores.base.AdoptsRows`: the row the host inserted (and
         flushed, or the session flushes it now) gets its creation history row and event."""
         kind = adoption.kind.name
-        with self._core(tx, write=True) as conn:
+        with self._db.core(tx, write=True) as conn:
             if tx is not None:
                 session_of(tx).flush()
             snapshot = self.load(kind, adoption.entity_id, tx=tx).snapshot
@@ -351,7 +328,7 @@ class SQLAlchemyStore(SqlPlumbing):
                         key=outcome.key, kind=snapshot.kind, entity_id=str(entity_id), trigger="create",
                         outcome=outcome.to_json(), created_at=new.at))
             except IntegrityError as exc:
-                error = self._database_error(exc.orig, f"record the key of {snapshot.kind} {show_id(entity_id)}")
+                error = self._errors.database_error(exc.orig, f"record the key of {snapshot.kind} {show_id(entity_id)}")
                 raise (IdempotencyKeyReused(outcome.key, "is already recorded")
                        if isinstance(error, IdempotencyKeyReused) else error) from exc
         conn.execute(insert(outbox_table), [{**OUTBOX_ROW.values(e), WRITTEN_AT: new.at} for e in events])
@@ -360,7 +337,11 @@ class SQLAlchemyStore(SqlPlumbing):
     def _committed(self, committed: Committed, after_commit: AfterCommit, tx: object) -> Committed:
         if tx is not None and (sync := self._orm.get(committed.snapshot.kind)) is not None:
             sync.apply(session_of(tx), committed.snapshot)
-        return super()._committed(committed, after_commit, tx)
+        if tx is None:
+            after_commit(committed)
+        else:
+            defer_until_commit(session_of(tx), after_commit, committed)
+        return committed
 
     @staticmethod
     def _check_new(sql: EntitySql, new: NewBroadcast) -> None:
@@ -405,11 +386,11 @@ class SQLAlchemyStore(SqlPlumbing):
     def _refused_insert(self, cause: BaseException | None, sql: EntitySql, new: NewBroadcast) -> BroadcastError:
         kind = new.kind.name
         policy = new.kind.one_open_per_customer
-        broken = self._violation(cause, kind if policy else None)
+        broken = self._errors.violation(cause, kind if policy else None)
         index = open_customer_index_name(sql.table.name, kind)
         if policy and broken is not None and broken.rule == "unique" and broken.constraint in (index, index[:63]):
             return OpenBroadcastExists(kind, new.customer_id)  # (PostgreSQL cuts names at 63 bytes)
-        return self._database_error(cause, f"insert {kind}", kind if policy else None)
+        return self._errors.database_error(cause, f"insert {kind}", kind if policy else None)
 
     def _catch_up_sequence(self, conn: Connection, sql: EntitySql) -> bool:
         """PostgreSQL: move the key's sequence past the table's highest id (never back); False when
@@ -427,32 +408,32 @@ class SQLAlchemyStore(SqlPlumbing):
     def recall(self, key: str, tx: object = None) -> IdempotentOutcome | None:
         """See :meth:`BroadcastStore.recall`."""
         i = idempotency_table.c
-        with self._core(tx) as conn:
+        with self._db.core(tx) as conn:
             row = conn.execute(select(idempotency_table).where(i.key == key)).mappings().first()
         if row is None:
             return None
-        id_type = self._entity(row["kind"]).pk.type.python_type
+        id_type = self._schema.entity(row["kind"]).pk.type.python_type
         entity_id = row["entity_id"] if id_type is str else id_type(row["entity_id"])
         return IdempotentOutcome.from_json(key, row["trigger"], row["kind"], entity_id, row["outcome"])
 
     def load(self, kind: str, entity_id: EntityId, transporter_id: str | None = None,
              tx: object = None) -> Loaded:
         """See :meth:`BroadcastStore.load`."""
-        sql = self._entity(kind)
-        with self._cursor(tx, write=False) as cur:
-            return self._read_loaded(cur, sql, kind, entity_id, transporter_id)
+        sql = self._schema.entity(kind)
+        with self._db.cursor(tx, write=False) as cur:
+            return self._schema.read_loaded(cur, sql, kind, entity_id, transporter_id)
 
     def apply(self, change: Change, after_commit: AfterCommit, tx: object = None) -> Committed | None:
         """See :meth:`BroadcastStore.apply`."""
         try:
             return self._apply(change, after_commit, tx)
         except StoreError as exc:
-            if not self._breaks_open_policy(exc, change.kind):
+            if not self._errors.breaks_open_policy(exc, change.kind):
                 raise
             raise _second_open(change) from exc
 
     def _apply(self, change: Change, after_commit: AfterCommit, tx: object) -> Committed | None:
-        sql = self._entity(change.before.kind)
+        sql = self._schema.entity(change.before.kind)
         # A re-offer goes to the transporters holding no slot: one statement lists them only when it moves
         # no holding itself (activate); a release's re-offer lists them after its write, on the general path.
         if sql.single_apply and tx is None and not (change.decision.fill_delta
@@ -465,7 +446,7 @@ class SQLAlchemyStore(SqlPlumbing):
                 if statement is not None:
                     return self._apply_in_one_statement(statement, sql, change, after, events, everyone, after_commit)
         try:
-            committed = self._transaction(tx, lambda cur: self._write(cur, sql, change))
+            committed = self._db.transaction(tx, lambda cur: self._write(cur, sql, change))
         except LostRace:
             return None
         return self._committed(committed, after_commit, tx)
@@ -478,19 +459,19 @@ class SQLAlchemyStore(SqlPlumbing):
     def decide_and_apply(self, kind: str, entity_id: EntityId, transporter_id: str | None, plan: Plan,
                          after_commit: AfterCommit, tx: object = None) -> Committed | None:
         """See :class:`~broadcast_lifecycle.stores.base.DecidesUnderLock`."""
-        sql = self._entity(kind)
+        sql = self._schema.entity(kind)
         planned: list[Change] = []
 
         def decide_and_write(cur: Any) -> Committed:
-            planned.append(plan(self._read_loaded(cur, sql, kind, entity_id, transporter_id)))
+            planned.append(plan(self._schema.read_loaded(cur, sql, kind, entity_id, transporter_id)))
             return self._write(cur, sql, planned[0])
 
         try:
-            committed = self._transaction(tx, decide_and_write)
+            committed = self._db.transaction(tx, decide_and_write)
         except LostRace:
             return None
         except StoreError as exc:
-            if not planned or not self._breaks_open_policy(exc, planned[0].kind):
+            if not planned or not self._errors.breaks_open_policy(exc, planned[0].kind):
                 raise
             raise _second_open(planned[0]) from exc
         return self._committed(committed, after_commit, tx)
@@ -499,7 +480,7 @@ class SQLAlchemyStore(SqlPlumbing):
         """The statements of ``change`` on an open write transaction; ``LostRace`` if the
         compare-and-set matched no row."""
         before, decision = change.before, change.decision
-        lib = self._lib
+        lib = self._schema.lib
         kind, key, at = before.kind, str(before.id), lib.time.bind(change.at)
         trigger = decision.trigger.value
         after = change.after()
@@ -541,7 +522,7 @@ class SQLAlchemyStore(SqlPlumbing):
         """PostgreSQL: one round trip, atomic on its own (autocommit). With ``everyone`` the last event
         goes to every notified transporter, listed by the statement (see ``sql_text.pg_single_statement``)."""
         before, decision = change.before, change.decision
-        bind = self._lib.time.bind
+        bind = self._schema.lib.time.bind
         base = {"kind": before.kind, "key": str(before.id), "at": bind(change.at)}
         entry = change.history_entry()
         params = {
@@ -559,7 +540,7 @@ class SQLAlchemyStore(SqlPlumbing):
         if everyone:  # no customer: the function lists a re-offer's recipients
             params["customer"] = None if events[-1].topic is Topic.OFFERED else before.customer_id
         try:
-            with self._cursor(None, write=True, single=True) as cur:
+            with self._db.cursor(None, write=True, single=True) as cur:
                 cur.execute(statement, params)
                 applied, addressed = cur.fetchone()
         except StoreError as exc:
@@ -578,12 +559,12 @@ class SQLAlchemyStore(SqlPlumbing):
         """See :meth:`BroadcastStore.add_recipients`. Locks the broadcast row, so a concurrent
         terminal transition either sees the new recipients or makes this call see it closed."""
         kind = new.kind.name
-        sql, lib = self._entity(kind), self._lib
+        sql, lib = self._schema.entity(kind), self._schema.lib
         base = {"kind": kind, "key": str(new.entity_id), "at": lib.time.bind(new.at)}
 
         def write(cur: Any) -> Committed:
             events: tuple[BroadcastEvent, ...] = ()
-            snapshot = self._read_loaded(cur, sql, kind, new.entity_id, None, sql.load_for_update).snapshot
+            snapshot = self._schema.read_loaded(cur, sql, kind, new.entity_id, None, sql.load_for_update).snapshot
             if snapshot.status in new.open_states:
                 cur.execute(lib.list_recipients, base)
                 known = {row[0] for row in cur.fetchall()}
@@ -595,7 +576,7 @@ class SQLAlchemyStore(SqlPlumbing):
                     cur.execute(lib.add_event, {"at": base["at"], **OUTBOX_ROW.params(event, lib.time.bind)})
             return Committed(snapshot, events)
 
-        committed = self._transaction(tx, write)
+        committed = self._db.transaction(tx, write)
         return self._committed(committed, after_commit, tx) if committed.events else committed
 
     # -- queries ---------------------------------------------------------------------------
@@ -606,23 +587,24 @@ class SQLAlchemyStore(SqlPlumbing):
         r = recipients_table.c
         query = (select(r.transporter_id, r.notified_at, r.slots_held, r.response)
                  .where(r.kind == kind, r.entity_id == str(entity_id)).order_by(r.notified_at, r.transporter_id))
-        with self._core(tx) as conn:
+        with self._db.core(tx) as conn:
             rows = conn.execute(query).all()
         return tuple(RecipientRecord(row[0], utc(row[1]), row[2], row[3]) for row in rows)
 
     def history(self, kind: str, entity_id: EntityId, tx: object = None) -> tuple[HistoryEntry, ...]:
         """See :meth:`BroadcastStore.history`."""
-        self._lookup_id(self._entity(kind), kind, entity_id)
+        self._schema.lookup_id(self._schema.entity(kind), kind, entity_id)
         h = history_table.c
         query = select(history_table).where(h.kind == kind, h.entity_id == str(entity_id)).order_by(h.version)
-        with self._core(tx) as conn:
+        with self._db.core(tx) as conn:
             rows = conn.execute(query).mappings().all()
         if not rows:
             self.load(kind, entity_id, tx=tx)  # raises BroadcastNotFound for an unknown id
+        status = self._schema.status
         return tuple(
             HistoryEntry(kind, entity_id,
-                         self._status(history_table, entity_id, row["from_status"]) if row["from_status"] else None,
-                         self._status(history_table, entity_id, row["to_status"]), row["trigger"], row["actor"],
+                         status(history_table, entity_id, row["from_status"]) if row["from_status"] else None,
+                         status(history_table, entity_id, row["to_status"]), row["trigger"], row["actor"],
                          row["reason"], utc(row["at"]), row["version"], dict(row["meta"] or {}))
             for row in rows
         )
@@ -674,19 +656,19 @@ class SQLAlchemyStore(SqlPlumbing):
 
     def id_type(self, kind: str) -> type:
         """The Python type of ``kind``'s primary key (``int``, ``str`` or ``uuid.UUID``)."""
-        return self._entity(kind).pk.type.python_type
+        return self._schema.entity(kind).pk.type.python_type
 
     def parse_entity_id(self, kind: str, text: str) -> EntityId:
         """``text`` as a key of ``kind``'s table (for ids typed by people); ``ValueError`` if it is not one."""
         entity_id = id_from_text(text, self.id_type(kind))
         if entity_id is None:
-            raise ValueError(f"{text!r} is not {self._entity(kind).keys.allowed()}")
+            raise ValueError(f"{text!r} is not {self._schema.entity(kind).keys.allowed()}")
         return entity_id
 
     def entity_key(self, kind: str, entity_id: EntityId) -> EntityId:
         """See :class:`~broadcast_lifecycle.stores.base.TypedKeys`: ``entity_id`` as a key of ``kind``'s
         table, a ``str`` that spells one (``"42"`` for an int key, a UUID's text) converted."""
-        sql = self._entity(kind)
+        sql = self._schema.entity(kind)
         id_type = sql.keys.python_type
         if isinstance(entity_id, str) and id_type is not None and id_type is not str:
             typed = id_from_text(entity_id, id_type)
@@ -695,14 +677,6 @@ class SQLAlchemyStore(SqlPlumbing):
             text = ", or its text" if id_type in (int, uuid.UUID) else ""
             raise BroadcastNotFound(kind, entity_id, expected=f"{sql.keys.allowed()}{text}")
         return entity_id
-
-    # -- plumbing --------------------------------------------------------------------------
-
-    def _entity(self, kind: str) -> EntitySql:
-        return self._tables.get(kind, self._standalone)
-
-    def _entity_tables(self) -> dict[str, Table]:
-        return {sql.table.name: sql.table for sql in (self._standalone, *self._tables.values())}
 
 
 MIGRATION = "0002_broadcast_lifecycle"
@@ -730,13 +704,6 @@ def _second_open(change: Change) -> OpenBroadcastExists:
     before = change.before
     return OpenBroadcastExists(before.kind, before.customer_id, entity_id=before.id, from_state=before.status.value,
                                trigger=change.decision.trigger.value)
-
-
-def _table_of(model: Any) -> Table:
-    table = model if isinstance(model, Table) else getattr(model, "__table__", None)
-    if not isinstance(table, Table):
-        raise InvalidArgument(f"{model!r} is neither a mapped class nor a Table")
-    return table
 
 
 def _history_row(entry: HistoryEntry) -> dict[str, Any]:
