@@ -20,6 +20,7 @@ from broadcast_lifecycle import (
     AsyncSQLAlchemyStore,
     BroadcastStatus,
     Recipient,
+    SqliteSettings,
     Topic,
     TransitionRefused,
 )
@@ -189,10 +190,12 @@ def test_accept_expire_and_cancel_race_one_terminal_wins(async_database_url: str
 
 def test_sqlite_tasks_share_a_bounded_set_of_connections(tmp_path: Path) -> None:
     """On SQLite, 32 tasks writing at once through a store on a 2-connection pool open at most 7 connections
-    of the store's own (the pool's size plus five) and all finish; the connections are reused afterwards."""
+    of the store's own (the pool's size plus five) and all finish; the connections are reused afterwards.
+    (At synchronous=FULL every transaction waits in aiosqlite's thread, so the tasks hold connections at once.)"""
 
     async def scenario() -> None:
-        store = AsyncSQLAlchemyStore.from_url(f"sqlite+aiosqlite:///{tmp_path / 'bounded.db'}", pool_size=2)
+        store = AsyncSQLAlchemyStore.from_url(f"sqlite+aiosqlite:///{tmp_path / 'bounded.db'}", pool_size=2,
+                                              sqlite=SqliteSettings(synchronous="FULL"))
         await store.create_all()
         own = store.sync._db.loop_connections
         assert own is not None

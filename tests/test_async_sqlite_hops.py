@@ -163,3 +163,33 @@ def test_the_wal_is_checkpointed_in_aiosqlites_thread_and_stays_bounded(tmp_path
         await store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_command_cancelled_while_waiting_for_the_write_lock_writes_nothing(tmp_path: Path) -> None:
+    """A create cancelled while its transaction waits for a held write lock in aiosqlite's thread leaves no row
+    once the lock is released, and the connection serves the next command on the loop's thread."""
+
+    async def scenario() -> None:
+        path = tmp_path / "cancel.db"
+        store, bookings, _guard, _entity_id = await _open(path)
+        blocker = sqlite3.connect(path, isolation_level=None, timeout=0)
+        blocker.execute("BEGIN IMMEDIATE")
+        create = asyncio.ensure_future(bookings.create("c-cancelled"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not create.done()
+        create.cancel()
+        for _ in range(5):  # the cancelled task waits for its hop to end, which waits for the lock
+            await asyncio.sleep(0)
+        assert not create.done()
+        blocker.execute("ROLLBACK")
+        with pytest.raises(asyncio.CancelledError):
+            await create
+        count = blocker.execute("SELECT count(*) FROM bl_broadcasts WHERE customer_id = 'c-cancelled'").fetchone()
+        assert count == (0,)
+        blocker.close()
+        after = Waits(bookings.create("c-next"))
+        assert ((await after).snapshot.customer_id, after.count) == ("c-next", 0)
+        await store.close()
+
+    asyncio.run(scenario())
