@@ -92,19 +92,23 @@ class SqlConnections:
     def transaction(self, tx: object, body: Callable[[Any], T]) -> T:
         """``body(cursor)`` in a write transaction: the host's (``tx``, in a savepoint) or one of ours.
 
-        On SQLite on an asyncio engine, a transaction of ours runs whole in one hop to aiosqlite's thread
-        (see :meth:`.async_sqlite.AiosqliteCursor.transaction`) instead of a hop per statement; ``body``
-        then runs in that thread, so it must not touch the event loop (the decision and host guards do not).
+        On SQLite on an asyncio engine, a transaction of ours runs whole on the loop's thread when it cannot
+        wait there, else in one hop to aiosqlite's thread (see :meth:`.async_sqlite.AiosqliteCursor.transaction`),
+        never a hop per statement; ``body`` must not touch the event loop (the decision and host guards do not).
         """
         if tx is None and self.loop_connections is not None and not self.pg:
             connections = self.loop_connections
-            with self.errors.wrap("write"):
-                held = connections.get()
             try:
-                with self.errors.wrap("write"):
+                held = connections.get()
+                try:
                     return held.cursor.transaction(body)  # type: ignore[no-any-return]
-            finally:
-                connections.put(held)  # closed instead if its transaction is still open, or it is closed
+                finally:
+                    connections.put(held)  # closed instead if its transaction is still open, or it is closed
+            except Exception as exc:  # as errors.wrap, inline: this runs on every async SQLite command
+                wrapped = self.errors.wrapped(exc, "write")
+                if wrapped is None:
+                    raise
+                raise wrapped from exc
         with self.cursor(tx, write=True) as cur:
             return body(cur)
 
