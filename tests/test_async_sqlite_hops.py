@@ -193,3 +193,25 @@ def test_a_command_cancelled_while_waiting_for_the_write_lock_writes_nothing(tmp
         await store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_connection_bound_to_its_thread_keeps_writes_in_aiosqlites_thread(tmp_path: Path) -> None:
+    """A host engine whose sqlite3 connections may only be used by the thread that opened them
+    (``check_same_thread=True``) runs every write transaction in aiosqlite's thread, and it works."""
+
+    async def scenario() -> None:
+        store = AsyncSQLAlchemyStore.from_url(f"sqlite+aiosqlite:///{tmp_path / 'bound.db'}",
+                                              connect_args={"check_same_thread": True})
+        await store.create_all()
+        bookings = AsyncBroadcastLifecycle(store).kind("booking")
+        guard = Threads()
+        bookings.add_guard(Trigger.ACCEPT, guard)
+        entity_id = (await bookings.create("c1", slots=2)).id
+        await bookings.start_broadcast(entity_id, ["t1"])
+        await bookings.activate(entity_id, ttl=timedelta(minutes=5))
+        accept = Waits(bookings.accept(entity_id, "t1"))
+        assert ((await accept).snapshot.slots_filled, accept.count) == (1, 1)
+        assert len(guard.seen) == 1 and guard.seen[0] != threading.get_ident()
+        await store.close()
+
+    asyncio.run(scenario())
