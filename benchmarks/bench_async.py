@@ -5,8 +5,8 @@ and the PostgreSQL hot row with tasks instead of threads.
    library's statements (BEGIN IMMEDIATE | SELECT | UPDATE | UPDATE holder | INSERT history | INSERT
    outbox | COMMIT). Target: async <= 1.3x sync.
 2. PostgreSQL: us per transition, sync library vs async library (psycopg's async mode) vs the library's
-   own in-place statement run on raw ``psycopg.AsyncConnection`` and on raw asyncpg (the driver choice).
-   Target: async <= 1.3x sync.
+   own in-place statement run on raw ``psycopg.AsyncConnection``, raw sync ``psycopg.Connection`` (how much
+   slower the asyncio driver is by itself) and raw asyncpg (the driver choice). Target: async <= 1.3x sync.
 3. PostgreSQL hot row: 16 tasks on one loop accept 1 slot each of a fresh 5-slot booking; rounds/s against
    16 tasks each running one conditional UPDATE on raw async psycopg (the issue's reference; target >= 0.8x)
    and against 16 tasks on raw async psycopg doing the library's work the plain way (``RawAsyncAccept``:
@@ -276,6 +276,17 @@ def _positional(statement: str) -> tuple[str, list[str]]:
     return re.sub(r"%\((\w+)\)s", number, statement), names
 
 
+def _raw_sync_step(conn: psycopg.Connection[Any], entity_id: int, accept_sql: str, release_sql: str) -> Step:
+    """The library's in-place statements on raw sync psycopg (blocking the loop, as the sync library does)."""
+
+    async def run(n: int) -> None:
+        for _ in range(n // 2):
+            for statement, accept in ((accept_sql, True), (release_sql, False)):
+                if conn.execute(statement, _in_place_params(entity_id, accept)).fetchone() is None:
+                    raise RuntimeError("raw in-place statement declined")
+    return run
+
+
 async def postgres_section(url: str, dsn: str) -> None:
     """Sync library vs async library vs the same statement on raw async psycopg and raw asyncpg."""
     print(f"   the suite's PostgreSQL server (Unix socket); {REPEATS} interleaved batches of {PG_BATCH:,} "
@@ -297,10 +308,13 @@ async def postgres_section(url: str, dsn: str) -> None:
                 if await cur.fetchone() is None:
                     raise RuntimeError("raw in-place statement declined")
 
+    raw_sync = psycopg.Connection.connect(dsn, autocommit=True)
+    raw_sync_step = _raw_sync_step(raw_sync, _prepare_sync(sync, "customer-raw-sync"), accept_sql, release_sql)
     variants: dict[str, Step] = {
         "sync": _sync_step(sync, _prepare_sync(sync, "customer-sync")),
         "async": _async_step(lifecycle, await _prepare(lifecycle, "customer-async")),
         "raw": raw_step,
+        "raw_sync": raw_sync_step,
     }
     asyncpg_conn: Any = None
     try:
@@ -320,23 +334,30 @@ async def postgres_section(url: str, dsn: str) -> None:
                     if await statement.fetchrow(*(params[name] for name in names)) is None:
                         raise RuntimeError("asyncpg in-place statement declined")
         variants["asyncpg"] = asyncpg_step
-    results = await _measure(variants, PG_BATCH)
-    _line("sync library (psycopg)", results["sync"])
-    _line("async library (psycopg async mode, greenlet bridge)", results["async"])
-    _line("raw psycopg AsyncConnection, the library's in-place statement", results["raw"])
-    if "asyncpg" in results:
-        _line("raw asyncpg, the same statement (prepared)", results["asyncpg"])
-    _ratios("async / sync", results["async"], results["sync"], 1.3)
-    _ratios("async / raw async psycopg", results["async"], results["raw"])
-    if "asyncpg" in results:
-        _ratios("async / raw asyncpg", results["async"], results["asyncpg"])
-        _ratios("raw asyncpg / raw async psycopg", results["asyncpg"], results["raw"])
+    _postgres_report(await _measure(variants, PG_BATCH))
+    if asyncpg_conn is not None:
         await asyncpg_conn.close()
     suspended, path_taken = await _suspensions(lifecycle, await _prepare(lifecycle, "customer-probe"))
     print(f"   async accept: {suspended} task suspension(s) (round trips waited on), path {path_taken}")
     await raw.close()
+    raw_sync.close()
     await store.close()
     sync_store.close()
+
+
+def _postgres_report(results: dict[str, tuple[float, float]]) -> None:
+    _line("sync library (psycopg)", results["sync"])
+    _line("async library (psycopg async mode, greenlet bridge)", results["async"])
+    _line("raw psycopg AsyncConnection, the library's in-place statement", results["raw"])
+    _line("raw psycopg Connection (sync), the same statement", results["raw_sync"])
+    if "asyncpg" in results:
+        _line("raw asyncpg, the same statement (prepared)", results["asyncpg"])
+    _ratios("async / sync", results["async"], results["sync"], 1.3)
+    _ratios("async / raw async psycopg", results["async"], results["raw"])
+    _ratios("raw async psycopg / raw sync psycopg (the driver's own floor)", results["raw"], results["raw_sync"])
+    if "asyncpg" in results:
+        _ratios("async / raw asyncpg", results["async"], results["asyncpg"])
+        _ratios("raw asyncpg / raw async psycopg", results["asyncpg"], results["raw"])
 
 
 # -- 3. PostgreSQL hot row with tasks ------------------------------------------------------------
