@@ -154,7 +154,7 @@ def test_the_wal_is_checkpointed_in_aiosqlites_thread_and_stays_bounded(tmp_path
         assert 300 * 4 // 40 // 2 <= len(off_loop) < 300  # an accept changes 4 rows, a release 4: about 1 in 10
         async with store.engine.connect() as conn:  # the host's pool connections keep SQLite's default
             assert (await conn.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar_one() == 1000
-        own = store.sync._loop_connections
+        own = store.sync._db.loop_connections
         assert own is not None and own._idle
         idle = own._idle[-1].connection.driver_connection._connection
         assert idle.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
