@@ -20,7 +20,8 @@ from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
 PATHS = {
     "postgresql": {
         "change_in_place": "accept and release in place",
-        "_apply_in_one_statement": "a transition in one statement (terminal ones included)",
+        "decide_in_statement": "any other transition decided by its own statement, no read (terminal ones included)",
+        "_apply_in_one_statement": "a read, then a transition in one statement (a key, a host guard)",
         "_write": "the multi-statement write (in a host session)",
         "_insert_in_one_statement": "create in one statement",
         "_insert_row": "create through Core (in a host session)",

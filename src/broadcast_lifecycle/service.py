@@ -44,10 +44,12 @@ from .stores.base import (
     Change,
     ChangesInPlace,
     Committed,
+    DecidesInStatement,
     DecidesUnderLock,
     Loaded,
     NewBroadcast,
     NewRecipients,
+    StatementCommand,
     TypedKeys,
     missing_store_methods,
 )
@@ -103,6 +105,8 @@ class BroadcastLifecycle:
                             else None)
         # Changing in place is how a store without a decision lock avoids lost races; one with it has none.
         self._in_place = self.store if isinstance(self.store, ChangesInPlace) and self._under_lock is None else None
+        self._in_statement = (self.store if isinstance(self.store, DecidesInStatement) and self._under_lock is None
+                              else None)
         self._typed_keys = self.store if isinstance(self.store, TypedKeys) else None
         self.bus = bus if bus is not None else SignalBus()
         self._clock = clock
@@ -246,7 +250,13 @@ class BroadcastLifecycle:
         kind = config.name
         path = self._path(command, tx)
         found: Loaded | None = None
-        if path is WritePath.IN_PLACE and self._in_place is not None and command.transporter_id is not None:
+        if path is WritePath.IN_PLACE and command.trigger not in _IN_PLACE and self._in_statement is not None:
+            done = self._decide_in_statement(self._in_statement, command, entity_id)
+            if isinstance(done, Committed):
+                return _result(snapshot=done.snapshot, events=done.events, path=path)
+            found = done  # refused (or passed): decide on the row as the store found it
+            path = WritePath.GENERAL
+        elif path is WritePath.IN_PLACE and self._in_place is not None and command.transporter_id is not None:
             done = self._in_place.change_in_place(config, trigger, entity_id, command.transporter_id,
                                                   command.slots, self._now(), self._announce)
             if isinstance(done, Committed):
@@ -297,7 +307,26 @@ class BroadcastLifecycle:
                 and command.idempotency_key is None and command.reason is None and not command.metadata
                 and not self._guards_for(command.config.name, command.trigger)):
             return WritePath.IN_PLACE
+        if (self._in_statement is not None and command.trigger not in _IN_PLACE and tx is None
+                and command.idempotency_key is None and not self._guards_for(command.config.name, command.trigger)
+                and self._in_statement.decides_in_statement(command.config, command.trigger)):
+            return WritePath.IN_PLACE  # host guards need the row before deciding: they keep the read
         return WritePath.UNDER_LOCK if self._under_lock is not None else WritePath.GENERAL
+
+    def _decide_in_statement(self, store: DecidesInStatement, command: Command,
+                             entity_id: EntityId) -> Committed | Loaded | None:
+        """Write ``command`` in one statement that checks the table's guards itself; the events and the
+        result come from :meth:`_plan` on the row the statement found, as on every path."""
+        config = command.config
+        at = command.now if command.now is not None else self._now()
+        given = command.deadline if command.deadline is not None else (
+            at + command.ttl if command.ttl is not None else None)
+        request = StatementCommand(
+            kind=config, trigger=command.trigger, entity_id=entity_id, at=at, deadline=given,
+            default_deadline=at + config.default_ttl if config.default_ttl is not None else None,
+            actor=command.actor, reason=command.reason, metadata=command.metadata, recipients=command.recipients)
+        pinned = dataclasses.replace(command, now=at)
+        return store.decide_in_statement(request, lambda loaded: self._plan(pinned, loaded), self._announce)
 
     def _guards_for(self, kind: str, trigger: Trigger) -> list[Guard]:
         if not self._guards:

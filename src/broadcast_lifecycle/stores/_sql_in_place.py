@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from ..errors import StoreError
-from ..events import Topic, build_events, new_event_id
+from ..errors import BroadcastError, StoreError
+from ..events import BroadcastEvent, Recipient, Topic, build_events, new_event_id
 from ..kinds import KindConfig
 from ..lifecycle import Trigger, topics_of
 from ..records import BroadcastSnapshot, EntityId
@@ -18,8 +19,12 @@ from ..states import BroadcastStatus
 from ._sql_connections import SqlConnections
 from ._sql_errors import UNDEFINED_FUNCTION, sqlstate
 from ._sql_tables import StoreTables, utc
-from ._sql_text import EVERYONE_SIGNATURE
-from .base import AfterCommit, Committed, Loaded
+from ._sql_text import EVERYONE_FUNCTION, EVERYONE_SIGNATURE, EntitySql, dumps, render
+from .base import AfterCommit, Committed, Loaded, Plan, StatementCommand
+from .schema import history_table, idempotency_table, outbox_table, recipients_table
+from .sql.decided import DecidedLayout, decided_layout, decided_statement
+
+LIBRARY_TABLES = (history_table, recipients_table, outbox_table, idempotency_table)
 
 __all__ = ["SqlInPlace"]
 
@@ -39,6 +44,8 @@ class SqlInPlace:
         self._schema = schema
         self._committed = committed
         self._everyone_function: bool | None = None
+        self._decided: dict[tuple[str, Trigger, bool], str] = {}
+        """The decided statements built so far, by table, trigger and whether the command offers."""
         """Whether the database has the everyone function, so an accept may fill in place and a transition
         announced to everyone be one statement (asked once, and again after :meth:`forget_function`)."""
 
@@ -82,6 +89,93 @@ class SqlInPlace:
             return self._schema.loaded(sql, kind.name, entity_id, found)
         committed = self._in_place_result(kind, entity_id, trigger, slots, params, row)
         return self._committed(committed, after_commit, None)
+
+    def decides_in_statement(self, kind: KindConfig, trigger: Trigger) -> bool:
+        """Whether ``trigger`` of ``kind`` has a decided statement here (PostgreSQL, a trigger whose table
+        routes a statement can decide, and the everyone function where its topics need it)."""
+        layout = decided_layout(trigger)
+        return (layout is not None and bool(self._schema.entity(kind.name).in_place)
+                and (not layout.everyone or self.has_everyone_function()))
+
+    def decide_in_statement(self, command: StatementCommand, plan: Plan,
+                            after_commit: AfterCommit) -> Committed | Loaded | None:
+        """See :class:`~broadcast_lifecycle.stores.base.DecidesInStatement`: one autocommit statement
+        (``sql.decided``); when it refuses, a read of the row in the same checkout."""
+        kind, trigger, entity_id = command.kind, command.trigger, command.entity_id
+        sql = self._schema.entity(kind.name)
+        layout = decided_layout(trigger)
+        if layout is None:
+            return None
+        statement = self._decided_statement(sql, layout, bool(command.recipients))
+        bind = sql.time.bind
+        ids = {slot: new_event_id() for slot in ("changed", "offer", *(t.value for t in layout.announced))}
+        params: dict[str, Any] = {
+            "id": self._schema.lookup_id(sql, kind.name, entity_id), "kind": kind.name, "key": str(entity_id),
+            "at": bind(command.at), "deadline": bind(command.deadline), "transporter": "",
+            "default_deadline": bind(command.default_deadline), "allow_partial_trip": kind.allow_partial_trip,
+            "trigger": trigger.value, "actor": command.actor, "reason": command.reason,
+            "meta": dumps(command.metadata) if command.metadata else "{}", "id_field": kind.id_field,
+            "transporters": list(command.recipients),
+            "offer_recipients": dumps([["transporter", t] for t in command.recipients]),
+        }
+        for slot, event_id in ids.items():
+            params[f"{slot}_event_id"] = event_id
+            topic = Topic.STATE_CHANGED if slot == "changed" else Topic.OFFERED if slot == "offer" else Topic(slot)
+            params[f"{slot}_name"] = kind.event_name(topic)
+        try:
+            with self._db.cursor(None, write=True, single=True) as cur:
+                cur.execute(statement, params)
+                row = cur.fetchone()
+                if row is None:
+                    cur.execute(sql.load, params)
+                    found = cur.fetchone()
+        except StoreError as exc:
+            if self._db.errors.breaks_open_policy(exc, kind):
+                return None  # decide it in full, which words the policy's refusal
+            if not layout.everyone or sqlstate(exc.__cause__) != UNDEFINED_FUNCTION:
+                raise
+            self.function_went_missing()  # nothing was written
+            return None
+        if row is None:
+            return self._schema.loaded(sql, kind.name, entity_id, found)
+        before = self._schema.snapshot(sql, kind.name, entity_id, row)
+        try:
+            change = plan(Loaded(before))
+        except BroadcastError as exc:  # written already: the statement and the table disagree
+            raise StoreError(f"the {trigger.value} statement of {kind.name} applied what the transition table "
+                             f"refuses from {before.status.value} ({exc}); the write stands") from exc
+        after = change.after()
+        listed = dict(zip(layout.announced, row[8:], strict=False))
+        events = self._statement_events(change.events(after, ()), change.recipients, ids, listed)
+        return self._committed(Committed(after, events), after_commit, None)
+
+    def _decided_statement(self, sql: EntitySql, layout: DecidedLayout, offers: bool) -> str:
+        shape = (sql.table.name, layout.trigger, offers)
+        statement = self._decided.get(shape)
+        if statement is None:
+            dialect = self._db.engine.dialect
+            statement = self._decided[shape] = render(decided_statement(
+                layout, sql.table, "kind" in sql.table.c, LIBRARY_TABLES, dialect, EVERYONE_FUNCTION, offers), dialect)
+        return statement
+
+    @staticmethod
+    def _statement_events(built: tuple[BroadcastEvent, ...], offered: tuple[str, ...], ids: dict[str, str],
+                          listed: dict[Topic, Any]) -> tuple[BroadcastEvent, ...]:
+        """The events ``build_events`` made for the decision, with the ids the statement wrote them under
+        and, for a topic announced to the notified transporters, the recipients the statement listed."""
+        events = []
+        for number, event in enumerate(built):
+            if number == 0:
+                events.append(replace(event, event_id=ids["changed"]))
+            elif offered and number == len(built) - 1:
+                events.append(replace(event, event_id=ids["offer"]))
+            else:
+                pairs = listed.get(event.topic)
+                if isinstance(pairs, str):
+                    pairs = json.loads(pairs)
+                events.append(replace(event, event_id=ids[event.topic.value],
+                                      recipients=tuple(Recipient(role, rid) for role, rid in pairs or ())))
+        return tuple(events)
 
     def has_everyone_function(self) -> bool:
         """Whether :data:`~broadcast_lifecycle.stores._sql_text.EVERYONE_FUNCTION` exists (asked once per

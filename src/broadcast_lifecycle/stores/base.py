@@ -31,6 +31,7 @@ __all__ = [
     "Adoption",
     "AfterCommit",
     "ChangesInPlace",
+    "DecidesInStatement",
     "DecidesUnderLock",
     "BroadcastStore",
     "Change",
@@ -44,6 +45,7 @@ __all__ = [
     "OutboxEntry",
     "Plan",
     "PruneTarget",
+    "StatementCommand",
     "SWEEP_REASON",
     "TypedKeys",
     "missing_store_methods",
@@ -303,6 +305,49 @@ class ChangesInPlace(Protocol):
     def change_in_place(self, kind: KindConfig, trigger: Trigger, entity_id: EntityId, transporter_id: str,
                         slots: int, at: datetime, after_commit: AfterCommit) -> Committed | Loaded | None:
         """Apply the accept or release in place; else the row as found, or ``None`` to pass."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatementCommand:
+    """A command for :class:`DecidesInStatement`: what its statement needs besides the row.
+
+    ``deadline`` is the command's own (``expires_at=``, or ``at`` + ``ttl``), ``default_deadline``
+    ``at`` + the kind's default ttl; the statement falls back from one to the broadcast's deadline to
+    the other, as the decision does."""
+
+    kind: KindConfig
+    trigger: Trigger
+    entity_id: EntityId
+    at: datetime
+    deadline: datetime | None = None
+    default_deadline: datetime | None = None
+    actor: str | None = None
+    reason: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    recipients: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class DecidesInStatement(Protocol):
+    """An optional store capability: apply a command in one write that checks the table's from-states
+    and built-in guards itself, without reading the broadcast first.
+
+    ``decides_in_statement(kind, trigger)`` says whether the store can take that trigger this way.
+    ``decide_in_statement`` writes the command when the statement allows it and then calls ``plan``
+    with the broadcast as the statement found it (before the write), so the events and the result
+    come from the same decision every path makes; it returns what it committed. When the statement
+    refuses it writes nothing and returns the broadcast as found (the lifecycle decides the refusal on
+    it, with no further read); ``None`` when it cannot take the command after all.
+    """
+
+    def decides_in_statement(self, kind: KindConfig, trigger: Trigger) -> bool:
+        """Whether :meth:`decide_in_statement` takes ``trigger`` of ``kind``."""
+        ...
+
+    def decide_in_statement(self, command: StatementCommand, plan: Plan,
+                            after_commit: AfterCommit) -> Committed | Loaded | None:
+        """Apply ``command`` in one statement; else the row as found, or ``None`` to pass."""
         ...
 
 

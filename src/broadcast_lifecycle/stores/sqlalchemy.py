@@ -73,6 +73,7 @@ from .base import (
     OutboxEntry,
     Plan,
     PruneTarget,
+    StatementCommand,
 )
 from .outbox_state import DeadLetter, DeliveryAttempt
 from .pg_create import PgCreate, Rendered
@@ -653,6 +654,15 @@ class SQLAlchemyStore:
                         slots: int, at: datetime, after_commit: AfterCommit) -> Committed | Loaded | None:
         """See :class:`~broadcast_lifecycle.stores.base.ChangesInPlace`: PostgreSQL only (else ``None``)."""
         return self._in_place.change_in_place(kind, trigger, entity_id, transporter_id, slots, at, after_commit)
+
+    def decides_in_statement(self, kind: KindConfig, trigger: Trigger) -> bool:
+        """See :class:`~broadcast_lifecycle.stores.base.DecidesInStatement`: PostgreSQL only."""
+        return self._in_place.decides_in_statement(kind, trigger)
+
+    def decide_in_statement(self, command: StatementCommand, plan: Plan,
+                            after_commit: AfterCommit) -> Committed | Loaded | None:
+        """See :class:`~broadcast_lifecycle.stores.base.DecidesInStatement`: PostgreSQL only."""
+        return self._in_place.decide_in_statement(command, plan, after_commit)
 
     def id_type(self, kind: str) -> type:
         """The Python type of ``kind``'s primary key (``int``, ``str`` or ``uuid.UUID``)."""
