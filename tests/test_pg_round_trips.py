@@ -22,7 +22,9 @@ from broadcast_lifecycle import (
     BroadcastLifecycle,
     BroadcastStatus,
     DuplicateBroadcast,
+    EntityId,
     IdempotencyKeyReused,
+    InvalidTransition,
     KindConfig,
     OpenBroadcastExists,
     Topic,
@@ -133,6 +135,28 @@ def test_transitions_take_one_write_round_trip(traced: tuple[BroadcastLifecycle,
         "cancel": 1}, trips
 
 
+def test_a_refusal_reads_the_row_after_the_statement(traced: tuple[BroadcastLifecycle, Traced],
+                                                    clock: ManualClock) -> None:
+    """A command the state refuses costs its statement and one read (no write), and raises InvalidTransition."""
+    lifecycle, trace = traced
+    bookings = lifecycle.kind("booking")
+    refusals: list[Exception] = []
+
+    def complete(entity_id: EntityId) -> None:
+        try:
+            bookings.complete(entity_id)
+        except InvalidTransition as refused:
+            refusals.append(refused)
+
+    for _ in range(7):  # past the driver's preparing run, as above
+        entity_id = bookings.create("c1").id
+        refusals.clear()
+        trips, sent = trace(lambda entity_id=entity_id: complete(entity_id))  # type: ignore[misc]
+        clock.advance(timedelta(seconds=1))
+    assert (trips, len(refusals)) == (2, 1), sent
+    assert bookings.get(entity_id).version == 1
+
+
 def test_a_host_guard_keeps_the_read(traced: tuple[BroadcastLifecycle, Traced], clock: ManualClock) -> None:
     """A kind with a host guard on cancel reads the row before deciding (two round trips); its other commands
     stay one, and the guard still refuses."""
@@ -142,10 +166,10 @@ def test_a_host_guard_keeps_the_read(traced: tuple[BroadcastLifecycle, Traced], 
     bookings = lifecycle.kind("booking")
     for _ in range(7):  # past the driver's preparing run, as above
         entity_id = bookings.create("c1").id
-        broadcast = trace(lambda: bookings.start_broadcast(entity_id, ["t1"]))
+        broadcast = trace(lambda entity_id=entity_id: bookings.start_broadcast(entity_id, ["t1"]))  # type: ignore[misc]
         with pytest.raises(TransitionRefused, match="owner only"):
             bookings.cancel(entity_id, actor="t1")
-        cancel = trace(lambda: bookings.cancel(entity_id, actor="c1"))
+        cancel = trace(lambda entity_id=entity_id: bookings.cancel(entity_id, actor="c1"))  # type: ignore[misc]
         clock.advance(timedelta(seconds=1))
     assert (broadcast[0], cancel[0]) == (1, 2), (broadcast, cancel)
     assert bookings.get(entity_id).status is BroadcastStatus.CANCELLED

@@ -31,7 +31,8 @@ the broadcast's, else now + the kind's default ttl (``o`` is the row before the 
 GUARD_SQL: Mapping[str, str] = {
     "deadline_in_future": f"{_DEADLINE} > :at",
     "deadline_later": f"o.expires_at IS NOT NULL AND {_DEADLINE} > o.expires_at",
-    "trip_fill_policy": f"(o.status <> '{BroadcastStatus.PARTIALLY_FILLED.value}' OR CAST(:allow_partial_trip AS BOOLEAN))",
+    "trip_fill_policy": (f"(o.status <> '{BroadcastStatus.PARTIALLY_FILLED.value}' "
+                         "OR CAST(:allow_partial_trip AS BOOLEAN))"),
     "deadline_passed": "o.expires_at IS NOT NULL AND :at >= o.expires_at",
 }
 """The built-in guards (``guards.GUARDS``) a statement can check on the locked row, as SQL true when
@@ -107,8 +108,8 @@ def decided_statement(layout: DecidedLayout, table: Table, kind_column: bool, li
     Parameters: ``:id``, ``:kind``, ``:key``, ``:at``, ``:deadline``, ``:default_deadline``,
     ``:allow_partial_trip``, ``:trigger``, ``:actor``, ``:reason``, ``:meta``, ``:id_field``, and per
     outbox row ``:{slot}_event_id`` and ``:{slot}_name`` (slots ``changed``, ``offer`` and one per
-    announced topic, named after it). It returns the row before the command (see :data:`_OLD`), then
-    the recipients of each announced topic's row in ``layout.announced`` order (NULL where that row
+    announced topic, named after it). It returns the row before the command (see :data:`_OLD`), the
+    new state, then the recipients of each announced topic's row in ``layout.announced`` order (NULL where that row
     was not written).
 
     The row is locked by the ``FOR UPDATE`` subquery before any guard is checked, so the guards,
@@ -167,5 +168,5 @@ def decided_statement(layout: DecidedLayout, table: Table, kind_column: bool, li
                      "slots_held) SELECT :kind, :key, r, state_changed_at, 0 FROM upd, "
                      "unnest(CAST(:transporters AS text[])) AS r ON CONFLICT DO NOTHING)")
         steps.append(row("offer", Topic.OFFERED, "CAST(:offer_recipients AS JSON)"))
-    columns = ", ".join([*(f"o_{column}" for column in _OLD), *announced])
+    columns = ", ".join([*(f"o_{column}" for column in _OLD), "status", *announced])
     return f"WITH {', '.join(steps)} SELECT {columns} FROM upd"
