@@ -24,7 +24,8 @@ class WritePath(str, Enum):
     UNDER_LOCK = "under_lock"
     """Load, decide and write in one transaction that holds the write lock (SQLite)."""
     IN_PLACE = "in_place"
-    """An accept or release with its guards in the write itself (PostgreSQL), no read first."""
+    """Guards in the write itself, no read first (PostgreSQL): an accept or release, or a transition
+    decided by its own statement generated from the table."""
     RECIPIENTS = "recipients"
     """``notify_more``: recipients (and the offer to the new ones) added under the broadcast's row lock; no state
     change."""
