@@ -201,7 +201,7 @@ def test_the_in_place_statements_take_exactly_the_states_the_table_lets_them(var
     announce no more than it writes (the state change, and the accept's fully_filled): a rule that starts
     re-offering from a state, say, takes that state out of the statement."""
     from broadcast_lifecycle.lifecycle import ROUTES, Trigger, topics_of
-    from broadcast_lifecycle.stores._sql_text import _IN_PLACE
+    from broadcast_lifecycle.stores.sql.postgresql import _IN_PLACE
 
     trigger = Trigger.ACCEPT if variant.startswith("accept") else Trigger.RELEASE
     writes = {Topic.STATE_CHANGED, Topic.FULLY_FILLED} if trigger is Trigger.ACCEPT else {Topic.STATE_CHANGED}

@@ -1,5 +1,5 @@
 """Accept and release in place on PostgreSQL: the built-in guards in the UPDATE's WHERE, no read first
-(see :class:`~broadcast_lifecycle.stores.base.ChangesInPlace` and ``sql_text.pg_change_in_place``)."""
+(see :class:`~broadcast_lifecycle.stores.base.ChangesInPlace` and ``sql.postgresql.pg_change_in_place``)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,12 @@ from ..states import BroadcastStatus
 from ._sql_connections import SqlConnections
 from ._sql_errors import UNDEFINED_FUNCTION, sqlstate
 from ._sql_tables import StoreTables, utc
-from ._sql_text import EVERYONE_FUNCTION, EVERYONE_SIGNATURE, EntitySql, dumps, render
+from ._sql_text import EntitySql, dumps
 from .base import AfterCommit, Change, Committed, Loaded, Plan, StatementCommand
 from .schema import history_table, idempotency_table, outbox_table, recipients_table
-from .sql.decided import DecidedLayout, decided_layout, decided_statement
+from .sql.common import render
+from .sql.decided import DecidedLayout, decided_layout
+from .sql.postgresql import EVERYONE_FUNCTION, EVERYONE_SIGNATURE, decided_statement, has_function
 
 LIBRARY_TABLES = (history_table, recipients_table, outbox_table, idempotency_table)
 
@@ -184,11 +186,11 @@ class SqlInPlace:
         return tuple(events)
 
     def has_everyone_function(self) -> bool:
-        """Whether :data:`~broadcast_lifecycle.stores._sql_text.EVERYONE_FUNCTION` exists (asked once per
+        """Whether :data:`~broadcast_lifecycle.stores.sql.postgresql.EVERYONE_FUNCTION` exists (asked once per
         store, and again after ``create_all``)."""
         if self._everyone_function is None:
             with self._db.cursor(None, write=False) as cur:
-                cur.execute(f"SELECT to_regprocedure('{EVERYONE_SIGNATURE}') IS NOT NULL")
+                cur.execute(has_function(EVERYONE_SIGNATURE))
                 (present,) = cur.fetchone()
             if not present:
                 self._warn_missing_function()

@@ -24,9 +24,11 @@ from ..states import BroadcastStatus
 from ._outbox_row import OUTBOX_ROW
 from ._sql_connections import SqlConnections
 from ._sql_tables import StoreTables
-from ._sql_text import EntitySql, pg_everyone_json, render
+from ._sql_text import EntitySql
 from .base import ExpiredBatch
 from .schema import EXPIRABLE_SQL, EXPIRABLE_SQL_IN_LIST, history_table, outbox_table, recipients_table
+from .sql.common import render
+from .sql.postgresql import pg_everyone_json
 
 __all__ = ["SqlSweeper", "SweepSql"]
 

@@ -31,7 +31,7 @@ from ..clock import utc_now
 from ..expiry import EXPIRABLE
 from ..states import CLOSED, TERMINAL, BroadcastStatus
 from ._outbox_row import OUTBOX_ROW
-from ._sql_text import EVERYONE_SIGNATURE, pg_everyone_function_body, pg_function_ddl
+from .sql.postgresql import EVERYONE_SIGNATURE, pg_everyone_function_body, pg_function_ddl
 
 __all__ = [
     "STATUS_CHECK",

@@ -1,10 +1,10 @@
 """``SQLAlchemyStore``: broadcasts on SQLite (embedded default) or PostgreSQL, on the host's own
 mapped models or on a standalone table.
 
-Commands run pre-rendered SQL on the DBAPI cursor (see :mod:`._sql_text`); everything else uses
-SQLAlchemy Core. A write is one transaction: the compare-and-set UPDATE, recipients, the history
-row and the outbox rows. With ``tx=<Session>`` it joins the host's transaction and the events leave
-only when that session commits.
+Commands run pre-rendered SQL on the DBAPI cursor (its text in :mod:`.sql`, rendered by
+:mod:`._sql_text`); everything else uses SQLAlchemy Core. A write is one transaction: the
+compare-and-set UPDATE, recipients, the history row and the outbox rows. With ``tx=<Session>`` it
+joins the host's transaction and the events leave only when that session commits.
 """
 
 from __future__ import annotations
@@ -51,13 +51,7 @@ from ._sql_outbox import SqlOutbox
 from ._sql_retention import SqlRetention
 from ._sql_sweep import SqlSweeper
 from ._sql_tables import StoreTables, utc
-from ._sql_text import (
-    SINGLE_STATEMENT_EVENTS,
-    EntitySql,
-    dumps,
-    pg_change_in_place,
-    pg_single_statement,
-)
+from ._sql_text import EntitySql, dumps
 from ._sql_translate import ErrorTranslator
 from ._sqlite_setup import SqliteSettings
 from .base import (
@@ -89,6 +83,7 @@ from .schema import (
     recipients_table,
     standalone_metadata,
 )
+from .sql.postgresql import SINGLE_STATEMENT_EVENTS, pg_change_in_place, pg_single_statement
 
 __all__ = ["SQLAlchemyStore"]
 
@@ -521,7 +516,7 @@ class SQLAlchemyStore:
                                 events: tuple[BroadcastEvent, ...], everyone: bool,
                                 after_commit: AfterCommit) -> Committed | None:
         """PostgreSQL: one round trip, atomic on its own (autocommit). With ``everyone`` the last event
-        goes to every notified transporter, listed by the statement (see ``sql_text.pg_single_statement``)."""
+        goes to every notified transporter, listed by the statement (see ``sql.postgresql.pg_single_statement``)."""
         before, decision = change.before, change.decision
         bind = self._schema.lib.time.bind
         base = {"kind": before.kind, "key": str(before.id), "at": bind(change.at)}
