@@ -28,10 +28,28 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from ..clock import utc_now
-from ..expiry import EXPIRABLE
-from ..states import CLOSED, TERMINAL, BroadcastStatus
+from ..states import BroadcastStatus
 from ._outbox_row import OUTBOX_ROW
-from .sql.postgresql import EVERYONE_SIGNATURE, pg_everyone_function_body, pg_function_ddl
+from .sql.common import (
+    EXPIRABLE_SQL,
+    EXPIRABLE_SQL_IN_LIST,
+    STATUS_CHECK,
+    TERMINAL_HISTORY_SQL,
+    due_index_ddl,
+    open_customer_index_ddl,
+    open_customer_index_name,
+)
+from .sql.postgresql import (
+    EVERYONE_SIGNATURE,
+    OUTBOX_DELIVERED_INDEX,
+    drop_function,
+    function_is_current,
+    functions_lock,
+    index_exists,
+    outbox_delivered_index_ddl,
+    pg_everyone_function_body,
+    pg_function_ddl,
+)
 
 __all__ = [
     "STATUS_CHECK",
@@ -54,52 +72,6 @@ __all__ = [
     "standalone_metadata",
 ]
 
-
-def _status_is_one_of(states: list[str], column: str = "status") -> str:
-    """SQL for "status is one of ``states``", as equalities joined by OR rather than ``status IN (...)``.
-
-    SQLite evaluates a CHECK constraint, and a partial index's WHERE, for every row it writes, and
-    there it builds an IN list of more than two values into a lookup table anew for each row: about
-    1 us per list per row (an UPDATE of the status evaluates the due index's WHERE twice, for the old
-    row and the new). Equalities cost next to nothing. PostgreSQL does not mind the spelling.
-    """
-    return "({})".format(" OR ".join(f"{column} = '{state}'" for state in states))
-
-
-STATUS_CHECK = _status_is_one_of([s.value for s in BroadcastStatus])
-"""The CHECK on every status column; adding a state means replacing this constraint (additive)."""
-
-TERMINAL_HISTORY_SQL = _status_is_one_of(sorted(s.value for s in TERMINAL), "to_status")
-"""History rows of terminal transitions (the last row of a finished broadcast): the filter of
-``ix_bl_history_terminal`` and of the history pruning that reads it."""
-
-_EXPIRABLE = sorted(EXPIRABLE)
-EXPIRABLE_SQL = _status_is_one_of([s.value for s in _EXPIRABLE])
-"""The states a deadline can expire, as SQL: the sweeper's filter and its partial index share it."""
-
-EXPIRABLE_SQL_IN_LIST = "status IN ({})".format(", ".join(f"'{s.value}'" for s in _EXPIRABLE))
-"""The same filter as due indexes created before :data:`EXPIRABLE_SQL` spelled it; the sweeper's
-query carries both, since SQLite uses a partial index only for a query that repeats its WHERE."""
-
-
-def due_index_ddl(table: str, kind_column: bool = False) -> str:
-    """DDL for the partial index the sweeper reads: overdue candidates only, by deadline."""
-    columns = "kind, expires_at" if kind_column else "expires_at"
-    return f"CREATE INDEX IF NOT EXISTS ix_{table}_due ON {table} ({columns}) WHERE {EXPIRABLE_SQL}"
-
-
-def open_customer_index_name(table: str, kind: str) -> str:
-    """The name of ``kind``'s one-open-broadcast-per-customer index on ``table``."""
-    return f"uq_{table}_{kind}_open_customer"
-
-
-def open_customer_index_ddl(table: str, kind: str, scoped: bool = False) -> str:
-    """DDL for the one-open-broadcast-per-customer policy: a partial unique index over the states
-    that are not closed yet (``scoped`` adds ``kind = ...`` for the shared standalone table)."""
-    states = ", ".join(f"'{s.value}'" for s in BroadcastStatus if s not in CLOSED)
-    scope = f" AND kind = '{kind}'" if scoped else ""
-    return (f"CREATE UNIQUE INDEX IF NOT EXISTS {open_customer_index_name(table, kind)} "
-            f"ON {table} (customer_id) WHERE status IN ({states}){scope}")
 
 _Tz = DateTime(timezone=True)
 
@@ -168,8 +140,7 @@ outbox_table = Table(
 """Events written with their transition; the relay delivers what after-commit dispatch did not.
 On PostgreSQL, :data:`OUTBOX_DELIVERED_INDEX_DDL` adds the index pruning reads."""
 
-OUTBOX_DELIVERED_INDEX_DDL = ("CREATE INDEX IF NOT EXISTS ix_bl_outbox_delivered ON bl_outbox (delivered_at) "
-                              "WHERE delivered_at IS NOT NULL")
+OUTBOX_DELIVERED_INDEX_DDL = outbox_delivered_index_ddl(outbox_table)
 """PostgreSQL: delivered outbox rows by delivery time, for pruning (``library_metadata.create_all``
 makes it; an Alembic revision runs it with ``op.execute``). A row enters it when it is marked
 delivered, never when it is written, so a transition pays nothing for it. SQLite has none: there an
@@ -228,11 +199,11 @@ def _create_functions(_metadata: MetaData, connection: Connection, **_: Any) -> 
     role that may not create functions can still run ``create_all`` once they are current."""
     if connection.dialect.name != "postgresql":
         return
-    current = text("SELECT prosrc = :body AND provolatile = 'v' FROM pg_proc WHERE oid = to_regprocedure(:signature)")
+    current = text(function_is_current())
     for signature, returns, body in _PG_FUNCTIONS:
         if connection.execute(current, {"body": body, "signature": signature}).scalar():
             continue
-        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('broadcast_lifecycle functions'))"))
+        connection.execute(text(functions_lock()))
         connection.exec_driver_sql(pg_function_ddl(signature, returns, body))
 
 
@@ -242,14 +213,14 @@ def _create_postgresql_indexes(_metadata: MetaData, connection: Connection, **_:
     application role calling ``create_all`` at start-up is not)."""
     if connection.dialect.name != "postgresql":
         return
-    if connection.execute(text("SELECT to_regclass('ix_bl_outbox_delivered')")).scalar() is None:
+    if connection.execute(text(index_exists(OUTBOX_DELIVERED_INDEX))).scalar() is None:
         connection.exec_driver_sql(OUTBOX_DELIVERED_INDEX_DDL)
 
 
 @event.listens_for(library_metadata, "before_drop")
 def _drop_functions(_metadata: MetaData, connection: Connection, **_: Any) -> None:
     if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql(f"DROP FUNCTION IF EXISTS {EVERYONE_SIGNATURE}")
+        connection.exec_driver_sql(drop_function(EVERYONE_SIGNATURE))
 
 
 def _table_name(cls: object) -> str:

@@ -14,8 +14,18 @@ from ...events import Topic
 from ...lifecycle import ROUTES, Trigger, allowed_from
 from ...states import BroadcastStatus
 from .._outbox_row import OUTBOX_ROW
+from .common import (
+    CHANGED_TOPIC,
+    EXPIRED,
+    EXPIRED_TOPIC,
+    SweepTables,
+    render,
+    sweep_history,
+    sweep_outbox_row,
+    sweep_overdue,
+    sweep_returning,
+)
 from .common import quote as _q
-from .common import render
 
 if TYPE_CHECKING:
     from .._sql_text import EntitySql
@@ -25,15 +35,22 @@ __all__ = [
     "EVERYONE_FUNCTION",
     "EVERYONE_SIGNATURE",
     "GUARD_SQL",
+    "OUTBOX_DELIVERED_INDEX",
     "SINGLE_STATEMENT_EVENTS",
     "decided_statement",
+    "drop_function",
+    "function_is_current",
+    "functions_lock",
     "has_function",
+    "index_exists",
+    "outbox_delivered_index_ddl",
     "in_place_states",
     "pg_change_in_place",
     "pg_everyone_function_body",
     "pg_everyone_json",
     "pg_function_ddl",
     "pg_single_statement",
+    "sweep_statements",
 ]
 
 
@@ -233,6 +250,35 @@ def pg_function_ddl(signature: str, returns: str, body: str) -> str:
     return f"CREATE OR REPLACE FUNCTION {signature} RETURNS {returns} LANGUAGE plpgsql VOLATILE AS $body${body}$body$"
 
 
+def function_is_current() -> str:
+    """Whether the function ``:signature`` exists with body ``:body`` and is VOLATILE."""
+    return "SELECT prosrc = :body AND provolatile = 'v' FROM pg_proc WHERE oid = to_regprocedure(:signature)"
+
+
+def functions_lock() -> str:
+    """Take the transaction-scoped lock that makes one ``create_all`` at a time create the functions."""
+    return "SELECT pg_advisory_xact_lock(hashtext('broadcast_lifecycle functions'))"
+
+
+def drop_function(signature: str) -> str:
+    """Drop the function ``signature`` if it exists."""
+    return f"DROP FUNCTION IF EXISTS {signature}"
+
+
+OUTBOX_DELIVERED_INDEX = "ix_bl_outbox_delivered"
+
+
+def outbox_delivered_index_ddl(outbox: Table) -> str:
+    """Delivered outbox rows by delivery time, for pruning."""
+    return (f"CREATE INDEX IF NOT EXISTS {OUTBOX_DELIVERED_INDEX} ON {outbox.name} (delivered_at) "
+            "WHERE delivered_at IS NOT NULL")
+
+
+def index_exists(name: str) -> str:
+    """The index ``name``'s oid, or NULL when there is none."""
+    return f"SELECT to_regclass('{name}')"
+
+
 def has_function(signature: str) -> str:
     """Whether the function ``signature`` exists (one boolean)."""
     return f"SELECT to_regprocedure('{signature}') IS NOT NULL"
@@ -344,3 +390,40 @@ def decided_statement(layout: DecidedLayout, table: Table, kind_column: bool, li
         steps.append(row("offer", Topic.OFFERED, "CAST(:offer_recipients AS JSON)"))
     columns = ", ".join([*(f"o_{column}" for column in _OLD), "status", *announced])
     return f"WITH {', '.join(steps)} SELECT {columns} FROM upd"
+
+
+# -- the sweep (see _sql_sweep) ---------------------------------------------------------------------
+
+_EMPTY_JSON = "CAST('{}' AS JSON)"
+
+
+def sweep_statements(tables: SweepTables, dialect: Dialect) -> tuple[str, str, str]:
+    """The sweep of one batch: the statement that claims the due rows, then the one that expires them
+    with their history and outbox rows returning the rows (for dispatch) or a count (for the relay).
+
+    Two statements: the first locks the due rows, the second (a new snapshot under READ COMMITTED)
+    reads them and their recipients. In one statement, a notify_more committing between the
+    statement's snapshot and its lock on the row would go unseen (it locks the row but changes
+    nothing in it), and its transporter would never hear the expiry.
+    """
+    table, pk, _ = tables.names(dialect)
+    returning = sweep_returning(dialect)
+    everyone = pg_everyone_json(tables.recipients, "d.customer_id", "d.key")
+    changed = sweep_outbox_row(tables, dialect, event_id="gen_random_uuid()::text", name=":changed_name",
+                               topic=CHANGED_TOPIC, due="due",
+                               recipients="json_build_array(json_build_array('customer', customer_id))")
+    expired = sweep_outbox_row(tables, dialect, event_id="gen_random_uuid()::text", name=":expired_name",
+                               topic=EXPIRED_TOPIC, due="due", recipients=everyone)
+    lock = render(f"SELECT {pk} FROM {table} WHERE {sweep_overdue(tables)} FOR UPDATE SKIP LOCKED", dialect)
+    head = (
+        f"WITH due AS (SELECT {pk} AS id, CAST({pk} AS TEXT) AS key, status AS old_status, customer_id, "
+        f"version + 1 AS version, slots_filled, slots_requested, expires_at FROM {table} "
+        f"WHERE {pk} = ANY(:ids)), "
+        f"upd AS (UPDATE {table} t SET status = {EXPIRED}, state_changed_at = :now, version = due.version "
+        f"FROM due WHERE t.{pk} = due.id), "
+        f"hist AS ({sweep_history(tables, dialect, _EMPTY_JSON, 'due')}), "
+    )
+    with_events = render(f"{head}ev1 AS ({changed}{returning}), ev2 AS ({expired}{returning}) "
+                         "SELECT * FROM ev1 UNION ALL SELECT * FROM ev2", dialect)
+    without_events = render(f"{head}ev1 AS ({changed}), ev2 AS ({expired}) SELECT count(*) FROM due", dialect)
+    return lock, with_events, without_events
