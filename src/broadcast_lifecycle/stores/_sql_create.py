@@ -16,6 +16,8 @@ from typing import Any
 
 from sqlalchemy import Column, Dialect, Table
 
+from .sql.common import insert_broadcast
+
 __all__ = ["RowInsert", "with_python_defaults"]
 
 
@@ -75,11 +77,7 @@ class RowInsert:
         return sql, params, row.get(self._pk.name)
 
     def _render(self, names: tuple[str, ...]) -> tuple[str, list[tuple[str, Any]]]:
-        preparer = self._dialect.identifier_preparer
-        mark = "?" if self._dialect.name == "sqlite" else "%s"
-        key = preparer.quote(self._pk.name)
-        sql = (f"INSERT INTO {preparer.format_table(self._table)} ({', '.join(preparer.quote(n) for n in names)}) "
-               f"VALUES ({', '.join(mark for _ in names)}) ON CONFLICT ({key}) DO NOTHING RETURNING {key}")
+        sql = insert_broadcast(self._table, names, self._dialect)
         binds = [(name, self._table.c[name].type.dialect_impl(self._dialect).bind_processor(self._dialect))
                  for name in names]
         return sql, binds

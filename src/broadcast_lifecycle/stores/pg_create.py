@@ -23,6 +23,8 @@ from typing import Any
 from sqlalchemy import CTE, JSON, Dialect, Select, Table, bindparam, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from .sql.postgresql import create_step
+
 __all__ = ["PgCreate"]
 
 Rows = Sequence[tuple[Table, Mapping[str, Any]]]
@@ -89,10 +91,5 @@ class PgCreate:
     def _step(self, target: Table, columns: tuple[str, ...], name: str) -> CTE:
         """``INSERT INTO target SELECT ... FROM ins``: each value a typed parameter, ``entity_id``
         the inserted key as text."""
-        preparer = self._dialect.identifier_preparer
-        values = ["CAST(ins.id AS TEXT)" if column == "entity_id"
-                  else f"CAST(:{name}_{column} AS {target.c[column].type.compile(self._dialect)})"
-                  for column in columns]
-        sql = (f"INSERT INTO {preparer.format_table(target)} ({', '.join(preparer.quote(c) for c in columns)}) "
-               f"SELECT {', '.join(values)} FROM ins")
+        sql = create_step(target, columns, name, self._dialect)
         return text(sql).columns().cte(name)

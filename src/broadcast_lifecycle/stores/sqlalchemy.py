@@ -83,7 +83,7 @@ from .schema import (
     recipients_table,
     standalone_metadata,
 )
-from .sql.postgresql import SINGLE_STATEMENT_EVENTS, pg_change_in_place, pg_single_statement
+from .sql.postgresql import SINGLE_STATEMENT_EVENTS, catch_up_sequence, pg_change_in_place, pg_single_statement
 
 __all__ = ["SQLAlchemyStore"]
 
@@ -394,11 +394,8 @@ class SQLAlchemyStore:
         if not self._pg:
             return False
         table = self.engine.dialect.identifier_preparer.format_table(sql.table)
-        pk = self.engine.dialect.identifier_preparer.quote(sql.pk.name)
-        moved = conn.execute(text(
-            f"SELECT setval(CAST(seq AS regclass), GREATEST((SELECT max({pk}) FROM {table}), "
-            "nextval(CAST(seq AS regclass)))) FROM (SELECT pg_get_serial_sequence(:table, :column) AS seq) s "
-            "WHERE seq IS NOT NULL"), {"table": table, "column": sql.pk.name}).first()
+        moved = conn.execute(text(catch_up_sequence(sql.table, self.engine.dialect)),
+                             {"table": table, "column": sql.pk.name}).first()
         return moved is not None
 
     def recall(self, key: str, tx: object = None) -> IdempotentOutcome | None:

@@ -28,6 +28,7 @@ __all__ = [
     "add_recipient",
     "due_index_ddl",
     "hold",
+    "insert_broadcast",
     "list_recipients",
     "load_broadcast",
     "mark_delivered",
@@ -101,6 +102,16 @@ def add_event(outbox: Table, dialect: Dialect) -> str:
     """One outbox row: ``OUTBOX_ROW.params(event, time.bind)`` and ``:at``."""
     return (f"INSERT INTO {outbox.name} ({OUTBOX_ROW.insert_columns(dialect)}) "
             f"VALUES ({OUTBOX_ROW.select_list(dialect)})")
+
+
+def insert_broadcast(table: Table, names: tuple[str, ...], dialect: Dialect) -> str:
+    """``INSERT INTO <table> (names) VALUES (...) ON CONFLICT (<key>) DO NOTHING RETURNING <key>`` with
+    positional placeholders in the driver's style (``?`` for sqlite3, ``%s`` for psycopg)."""
+    preparer = dialect.identifier_preparer
+    mark = "?" if dialect.name == "sqlite" else "%s"
+    key = preparer.quote(next(iter(table.primary_key.columns)).name)
+    return (f"INSERT INTO {preparer.format_table(table)} ({', '.join(preparer.quote(n) for n in names)}) "
+            f"VALUES ({', '.join(mark for _ in names)}) ON CONFLICT ({key}) DO NOTHING RETURNING {key}")
 
 
 def _row_filter(table: Table, dialect: Dialect, kind_column: bool) -> str:

@@ -37,6 +37,8 @@ __all__ = [
     "GUARD_SQL",
     "OUTBOX_DELIVERED_INDEX",
     "SINGLE_STATEMENT_EVENTS",
+    "catch_up_sequence",
+    "create_step",
     "decided_statement",
     "drop_function",
     "function_is_current",
@@ -248,6 +250,28 @@ def pg_function_ddl(signature: str, returns: str, body: str) -> str:
     function takes a new snapshot for each query in it, so it sees what committed while its
     caller waited for a lock (see :func:`pg_change_in_place`)."""
     return f"CREATE OR REPLACE FUNCTION {signature} RETURNS {returns} LANGUAGE plpgsql VOLATILE AS $body${body}$body$"
+
+
+def create_step(target: Table, columns: tuple[str, ...], name: str, dialect: Dialect) -> str:
+    """A step of the one-statement creation (see ``pg_create``): ``INSERT INTO target SELECT ... FROM
+    ins``, each value the typed parameter ``:{name}_{column}``, ``entity_id`` the inserted key as text."""
+    preparer = dialect.identifier_preparer
+    values = ["CAST(ins.id AS TEXT)" if column == "entity_id"
+              else f"CAST(:{name}_{column} AS {target.c[column].type.compile(dialect)})"
+              for column in columns]
+    return (f"INSERT INTO {preparer.format_table(target)} ({', '.join(preparer.quote(c) for c in columns)}) "
+            f"SELECT {', '.join(values)} FROM ins")
+
+
+def catch_up_sequence(table: Table, dialect: Dialect) -> str:
+    """Move the key's sequence of ``:table`` (``:column``) past the table's highest id, never back; no
+    row when the key has no sequence."""
+    preparer = dialect.identifier_preparer
+    name = preparer.format_table(table)
+    pk = preparer.quote(next(iter(table.primary_key.columns)).name)
+    return (f"SELECT setval(CAST(seq AS regclass), GREATEST((SELECT max({pk}) FROM {name}), "
+            "nextval(CAST(seq AS regclass)))) FROM (SELECT pg_get_serial_sequence(:table, :column) AS seq) s "
+            "WHERE seq IS NOT NULL")
 
 
 def function_is_current() -> str:
