@@ -19,6 +19,8 @@ from broadcast_lifecycle import (
     BroadcastSnapshot,
     BroadcastStatus,
     CommandContext,
+    CommandResult,
+    IdempotencyKeyReused,
     KindConfig,
     KindHandle,
     Topic,
@@ -237,3 +239,33 @@ def test_racing_commands_on_one_row_apply_exactly_once(pg_store: SQLAlchemyStore
             changes = conn.execute(select(o.status).where(
                 o.entity_id == str(entity_id), o.version == 6, o.topic == Topic.STATE_CHANGED.value)).scalars().all()
         assert [last] == changes == [bookings.get(entity_id).status.value]
+
+
+def test_a_keyed_command_records_its_outcome_in_its_statement(pg_store: SQLAlchemyStore, clock: ManualClock) -> None:
+    """A keyed transition is decided by its statement, which records the key with the outcome: a retry
+    replays exactly the first result (times to the microsecond), the same key on other arguments is
+    refused, and two threads sending one keyed command apply it once."""
+    lifecycle = BroadcastLifecycle(pg_store, clock=clock, kinds=KINDS)
+    bookings = lifecycle.kind("booking")
+    entity_id = bookings.create("c1", slots=2).id
+    steps: list[tuple[str, Callable[[str], CommandResult]]] = [
+        ("k-broadcast", lambda key: bookings.start_broadcast(entity_id, ["t1"], actor="c1", idempotency_key=key)),
+        ("k-activate", lambda key: bookings.activate(entity_id, ttl=5 * MINUTE, actor="ops", idempotency_key=key)),
+        ("k-cancel", lambda key: bookings.cancel(entity_id, actor="c1", reason="r", idempotency_key=key)),
+    ]
+    for key, command in steps:
+        first = command(key)
+        assert first.path is WritePath.IN_PLACE
+        clock.advance(MINUTE)
+        again = command(key)
+        assert (again.path, again.snapshot, again.events) == (WritePath.REPLAYED, first.snapshot, ())
+        recorded = pg_store.recall(key)
+        assert recorded is not None and recorded.snapshot == first.snapshot
+    assert pg_store.recall("k-activate").actor == "ops"  # type: ignore[union-attr]
+    with pytest.raises(IdempotencyKeyReused):
+        bookings.cancel(entity_id, actor="c1", reason="other", idempotency_key="k-cancel")
+    raced = _into(bookings, "active", clock)
+    results = _race(raced, [lambda i: bookings.cancel(i, actor="c1", idempotency_key="k-race")] * 4)
+    assert {r.snapshot.version for r in results} == {4}  # type: ignore[attr-defined]
+    assert sorted(r.path.value for r in results) == ["in_place", "replayed", "replayed", "replayed"]  # type: ignore[attr-defined]
+    assert [h.trigger for h in bookings.history(raced)].count("cancel") == 1

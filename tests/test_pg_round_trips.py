@@ -157,6 +157,20 @@ def test_a_refusal_reads_the_row_after_the_statement(traced: tuple[BroadcastLife
     assert bookings.get(entity_id).version == 1
 
 
+def test_a_keyed_command_looks_its_key_up_then_writes(traced: tuple[BroadcastLifecycle, Traced],
+                                                      clock: ManualClock) -> None:
+    """A keyed cancel costs the key's lookup and its one statement, which records the key too."""
+    lifecycle, trace = traced
+    bookings = lifecycle.kind("booking")
+    for number in range(7):  # past the driver's preparing run, as above
+        entity_id = bookings.create("c1").id
+        trips, sent = trace(lambda entity_id=entity_id, number=number: bookings.cancel(  # type: ignore[misc]
+            entity_id, actor="c1", idempotency_key=f"cancel-{number}"))
+        clock.advance(timedelta(seconds=1))
+    assert trips == 2, sent
+    assert lifecycle.store.recall("cancel-6") is not None
+
+
 def test_a_host_guard_keeps_the_read(traced: tuple[BroadcastLifecycle, Traced], clock: ManualClock) -> None:
     """A kind with a host guard on cancel reads the row before deciding (two round trips); its other commands
     stay one, and the guard still refuses."""

@@ -251,7 +251,13 @@ class BroadcastLifecycle:
         path = self._path(command, tx)
         found: Loaded | None = None
         if path is WritePath.IN_PLACE and command.trigger not in _IN_PLACE and self._in_statement is not None:
-            done = self._decide_in_statement(self._in_statement, command, entity_id)
+            if key is not None and (replay := self._replay(key, kind, entity_id, trigger.value, command.actor,
+                                                           command.fingerprint, tx)):
+                return replay
+            try:
+                done = self._decide_in_statement(self._in_statement, command, entity_id)
+            except IdempotencyKeyReused:
+                done = None  # a concurrent duplicate recorded it first: the loop below replays it
             if isinstance(done, Committed):
                 return _result(snapshot=done.snapshot, events=done.events, path=path)
             found = done  # refused (or passed): decide on the row as the store found it
@@ -308,7 +314,7 @@ class BroadcastLifecycle:
                 and not self._guards_for(command.config.name, command.trigger)):
             return WritePath.IN_PLACE
         if (self._in_statement is not None and command.trigger not in _IN_PLACE and tx is None
-                and command.idempotency_key is None and not self._guards_for(command.config.name, command.trigger)
+                and not self._guards_for(command.config.name, command.trigger)
                 and self._in_statement.decides_in_statement(command.config, command.trigger)):
             return WritePath.IN_PLACE  # host guards need the row before deciding: they keep the read
         return WritePath.UNDER_LOCK if self._under_lock is not None else WritePath.GENERAL
@@ -324,7 +330,8 @@ class BroadcastLifecycle:
         request = StatementCommand(
             kind=config, trigger=command.trigger, entity_id=entity_id, at=at, deadline=given,
             default_deadline=at + config.default_ttl if config.default_ttl is not None else None,
-            actor=command.actor, reason=command.reason, metadata=command.metadata, recipients=command.recipients)
+            actor=command.actor, reason=command.reason, metadata=command.metadata, recipients=command.recipients,
+            idempotency_key=command.idempotency_key, fingerprint=command.fingerprint)
         pinned = dataclasses.replace(command, now=at)
         return store.decide_in_statement(request, lambda loaded: self._plan(pinned, loaded), self._announce)
 

@@ -46,8 +46,8 @@ class SqlInPlace:
         self._schema = schema
         self._committed = committed
         self._everyone_function: bool | None = None
-        self._decided: dict[tuple[str, Trigger, bool], str] = {}
-        """The decided statements built so far, by table, trigger and whether the command offers."""
+        self._decided: dict[tuple[str, Trigger, bool, bool], str] = {}
+        """The decided statements built so far, by table, trigger, whether the command offers and is keyed."""
         """Whether the database has the everyone function, so an accept may fill in place and a transition
         announced to everyone be one statement (asked once, and again after :meth:`forget_function`)."""
 
@@ -108,7 +108,7 @@ class SqlInPlace:
         layout = decided_layout(trigger)
         if layout is None:
             return None
-        statement = self._decided_statement(sql, layout, bool(command.recipients))
+        statement = self._decided_statement(sql, layout, bool(command.recipients), command.idempotency_key is not None)
         bind = sql.time.bind
         ids = {slot: new_event_id() for slot in ("changed", "offer", *(t.value for t in layout.announced))}
         params: dict[str, Any] = {
@@ -119,6 +119,7 @@ class SqlInPlace:
             "meta": dumps(command.metadata) if command.metadata else "{}", "id_field": kind.id_field,
             "transporters": list(command.recipients),
             "offer_recipients": dumps([["transporter", t] for t in command.recipients]),
+            "idem_key": command.idempotency_key, "fingerprint": command.fingerprint,
         }
         for slot, event_id in ids.items():
             params[f"{slot}_event_id"] = event_id
@@ -157,13 +158,14 @@ class SqlInPlace:
         events = self._statement_events(change.events(after, ()), change.recipients, ids, listed)
         return self._committed(Committed(after, events), after_commit, None)
 
-    def _decided_statement(self, sql: EntitySql, layout: DecidedLayout, offers: bool) -> str:
-        shape = (sql.table.name, layout.trigger, offers)
+    def _decided_statement(self, sql: EntitySql, layout: DecidedLayout, offers: bool, keyed: bool) -> str:
+        shape = (sql.table.name, layout.trigger, offers, keyed)
         statement = self._decided.get(shape)
         if statement is None:
             dialect = self._db.engine.dialect
             statement = self._decided[shape] = render(decided_statement(
-                layout, sql.table, "kind" in sql.table.c, LIBRARY_TABLES, dialect, EVERYONE_FUNCTION, offers), dialect)
+                layout, sql.table, "kind" in sql.table.c, LIBRARY_TABLES, dialect, EVERYONE_FUNCTION, offers, keyed),
+                dialect)
         return statement
 
     @staticmethod

@@ -95,6 +95,7 @@ class LibrarySql:
         self.list_recipients = render(common.list_recipients(recipients), dialect)
         self.add_history = render(common.add_history(history, dialect), dialect)
         self.add_key = render(common.add_key(idempotency, dialect), dialect)
+        self.recall = render(common.recall_key(idempotency, dialect), dialect)
         self.mark_delivered = render(common.mark_delivered(outbox), dialect)
         self.add_event = render(common.add_event(outbox, dialect), dialect)
         """One outbox row: ``OUTBOX_ROW.params(event, time.bind)`` and ``:at``."""

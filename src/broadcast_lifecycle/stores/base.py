@@ -326,6 +326,9 @@ class StatementCommand:
     reason: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     recipients: tuple[str, ...] = ()
+    idempotency_key: str | None = None
+    fingerprint: str = ""
+    """The digest of the command's arguments, recorded with ``idempotency_key``."""
 
 
 @runtime_checkable
@@ -338,7 +341,9 @@ class DecidesInStatement(Protocol):
     with the broadcast as the statement found it (before the write), so the events and the result
     come from the same decision every path makes; it returns what it committed. When the statement
     refuses it writes nothing and returns the broadcast as found (the lifecycle decides the refusal on
-    it, with no further read); ``None`` when it cannot take the command after all.
+    it, with no further read); ``None`` when it cannot take the command after all. With an idempotency
+    key it records the key and the outcome in the same write; a key already recorded raises
+    ``IdempotencyKeyReused`` and writes nothing.
     """
 
     def decides_in_statement(self, kind: KindConfig, trigger: Trigger) -> bool:

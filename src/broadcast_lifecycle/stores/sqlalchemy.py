@@ -400,14 +400,22 @@ class SQLAlchemyStore:
 
     def recall(self, key: str, tx: object = None) -> IdempotentOutcome | None:
         """See :meth:`BroadcastStore.recall`."""
-        i = idempotency_table.c
-        with self._db.core(tx) as conn:
-            row = conn.execute(select(idempotency_table).where(i.key == key)).mappings().first()
+        if self._pg and tx is None:  # one autocommit read on the store's cursor (Core would BEGIN and COMMIT)
+            with self._db.cursor(None, write=False) as cur:
+                cur.execute(self._schema.lib.recall, {"idem_key": key})
+                found = cur.fetchone()
+            row: Mapping[str, Any] | None = None if found is None else dict(
+                zip(("kind", "entity_id", "trigger", "outcome"), found, strict=True))
+        else:
+            i = idempotency_table.c
+            with self._db.core(tx) as conn:
+                row = conn.execute(select(idempotency_table).where(i.key == key)).mappings().first()
         if row is None:
             return None
         id_type = self._schema.entity(row["kind"]).pk.type.python_type
         entity_id = row["entity_id"] if id_type is str else id_type(row["entity_id"])
-        return IdempotentOutcome.from_json(key, row["trigger"], row["kind"], entity_id, row["outcome"])
+        outcome = json.loads(row["outcome"]) if isinstance(row["outcome"], str) else row["outcome"]
+        return IdempotentOutcome.from_json(key, row["trigger"], row["kind"], entity_id, outcome)
 
     def load(self, kind: str, entity_id: EntityId, transporter_id: str | None = None,
              tx: object = None) -> Loaded:

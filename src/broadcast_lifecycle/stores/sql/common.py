@@ -35,6 +35,7 @@ __all__ = [
     "open_customer_index_ddl",
     "open_customer_index_name",
     "quote",
+    "recall_key",
     "render",
     "sweep_history",
     "sweep_outbox_row",
@@ -91,6 +92,12 @@ def add_key(idempotency: Table, dialect: Dialect) -> str:
     """One idempotency key and its outcome."""
     return (f"INSERT INTO {idempotency.name} (key, kind, entity_id, {quote(dialect, 'trigger')}, outcome, "
             f"created_at) VALUES (:idem_key, :kind, :key, :trigger, {_json(dialect, 'idem_outcome')}, :at)")
+
+
+def recall_key(idempotency: Table, dialect: Dialect) -> str:
+    """The command and outcome recorded under ``:idem_key``."""
+    return (f"SELECT kind, entity_id, {quote(dialect, 'trigger')}, outcome FROM {idempotency.name} "
+            "WHERE key = :idem_key")
 
 
 def mark_delivered(outbox: Table) -> str:

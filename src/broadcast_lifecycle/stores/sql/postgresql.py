@@ -344,10 +344,27 @@ _OLD = ("status", "customer_id", "slots_requested", "slots_filled", "version", "
 """The row before the command, in ``EntitySql.load``'s order: what the statement returns first."""
 
 
+def _utc_text(column: str) -> str:
+    """``column`` (a timestamptz) as ``BroadcastSnapshot.to_json`` writes a time: ISO 8601 in UTC with
+    microseconds (which ``datetime.fromisoformat`` reads on every supported Python)."""
+    return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+
+
+def _outcome_json() -> str:
+    """``IdempotentOutcome.to_json()`` of the updated row (in ``upd``), the command's actor and
+    fingerprint; ``tests/test_decided.py`` holds the two to the same outcome."""
+    snapshot = ("json_build_object('customerId', customer_id, 'status', status, 'slotsRequested', slots_requested, "
+                f"'slotsFilled', slots_filled, 'version', version, 'stateChangedAt', {_utc_text('state_changed_at')}, "
+                f"'createdAt', {_utc_text('o_created_at')}, 'expiresAt', {_utc_text('expires_at')})")
+    return (f"json_build_object('snapshot', {snapshot}, 'actor', CAST(:actor AS TEXT), "
+            "'fingerprint', CAST(:fingerprint AS TEXT))")
+
+
 def decided_statement(layout: DecidedLayout, table: Table, kind_column: bool, library_tables: tuple[Table, ...],
-                      dialect: Dialect, everyone_function: str, offers: bool) -> str:
+                      dialect: Dialect, everyone_function: str, offers: bool, keyed: bool = False) -> str:
     """The statement of ``layout`` on ``table`` (``:name`` placeholders). ``offers``: the command
-    records new recipients (``:transporters``) and offers them the broadcast.
+    records new recipients (``:transporters``) and offers them the broadcast. ``keyed``: it records
+    ``:idem_key`` with the command's outcome (a key already recorded fails the whole statement).
 
     Parameters: ``:id``, ``:kind``, ``:key``, ``:at``, ``:deadline``, ``:default_deadline``,
     ``:allow_partial_trip``, ``:trigger``, ``:actor``, ``:reason``, ``:meta``, ``:id_field``, and per
@@ -360,7 +377,7 @@ def decided_statement(layout: DecidedLayout, table: Table, kind_column: bool, li
     the old values returned and the update all see the newest committed row; the everyone function
     (VOLATILE: a snapshot of its own) then sees every recipient committed while the statement waited.
     """
-    history, recipients, outbox, _ = library_tables
+    history, recipients, outbox, idempotency = library_tables
     quote = dialect.identifier_preparer.quote
     name, pk = quote(table.name), quote(next(iter(table.primary_key.columns)).name)
     where = f"{pk} = :id" + (" AND kind = :kind" if kind_column else "")
@@ -412,6 +429,9 @@ def decided_statement(layout: DecidedLayout, table: Table, kind_column: bool, li
                      "slots_held) SELECT :kind, :key, r, state_changed_at, 0 FROM upd, "
                      "unnest(CAST(:transporters AS text[])) AS r ON CONFLICT DO NOTHING)")
         steps.append(row("offer", Topic.OFFERED, "CAST(:offer_recipients AS JSON)"))
+    if keyed:
+        steps.append(f"idem AS (INSERT INTO {idempotency.name} (key, kind, entity_id, {quote('trigger')}, outcome, "
+                     f"created_at) SELECT :idem_key, :kind, :key, :trigger, {_outcome_json()}, :at FROM upd)")
     columns = ", ".join([*(f"o_{column}" for column in _OLD), "status", *announced])
     return f"WITH {', '.join(steps)} SELECT {columns} FROM upd"
 
