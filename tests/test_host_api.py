@@ -97,7 +97,9 @@ def _open(lc: BroadcastLifecycle, customer: str) -> BroadcastSnapshot:
 
 def test_owner_guard_refuses_another_customer_with_no_extra_query(
         counted: tuple[BroadcastLifecycle, Counter]) -> None:
-    """A guard on the actor and the loaded broadcast refuses c2's cancel of c1's booking, costing no query."""
+    """A guard on the actor and the loaded broadcast refuses c2's cancel of c1's booking, costing no query
+    beyond the read of the row it judges (none where the command reads it anyway; one on PostgreSQL,
+    whose unguarded cancel is a single statement that never reads the row first)."""
     lc, statements = counted
     bookings = lc.kind("booking")
     unguarded = [_open(lc, "c1").id, _open(lc, "c1").id]
@@ -119,7 +121,8 @@ def test_owner_guard_refuses_another_customer_with_no_extra_query(
     assert (refused.value.trigger, refused.value.from_state, refused.value.entity_id) == ("cancel", "active",
                                                                                           guarded[0])
     assert bookings.get(guarded[0]).status.value == "active" and len(bookings.history(guarded[0])) == 3
-    assert cost(lambda: bookings.cancel(guarded[1], actor="c1")) == plain_cost
+    reads = 1 if isinstance(lc.store, SQLAlchemyStore) and lc.store.engine.dialect.name == "postgresql" else 0
+    assert cost(lambda: bookings.cancel(guarded[1], actor="c1")) == plain_cost + reads
     assert cost(lambda: bookings.cancel(unguarded[1], actor="c2")) <= plain_cost
 
 

@@ -23,6 +23,7 @@ from .postgresql import GUARD_SQL
 
 __all__ = ["DecidedLayout", "decided_layout"]
 
+
 @dataclass(frozen=True)
 class DecidedLayout:
     """What a trigger's statement does, derived from the table: the from-states (each with its
