@@ -33,7 +33,7 @@ from broadcast_lifecycle.lifecycle import ROUTES, allowed_from
 from broadcast_lifecycle.stores.memory import InMemoryStore
 from broadcast_lifecycle.stores.schema import history_table, outbox_table
 from broadcast_lifecycle.stores.sql.decided import decided_layout
-from broadcast_lifecycle.stores.sql.postgresql import GUARD_SQL
+from broadcast_lifecycle.stores.sql.postgresql_decided import GUARD_SQL
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
 
 pytestmark = pytest.mark.postgres

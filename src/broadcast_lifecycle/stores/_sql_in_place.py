@@ -24,7 +24,8 @@ from .base import AfterCommit, Change, Committed, Loaded, Plan, StatementCommand
 from .schema import history_table, idempotency_table, outbox_table, recipients_table
 from .sql.common import render
 from .sql.decided import DecidedLayout, decided_layout
-from .sql.postgresql import EVERYONE_FUNCTION, EVERYONE_SIGNATURE, decided_statement, has_function
+from .sql.postgresql_decided import decided_statement
+from .sql.postgresql_functions import EVERYONE_FUNCTION, EVERYONE_SIGNATURE, has_function
 
 LIBRARY_TABLES = (history_table, recipients_table, outbox_table, idempotency_table)
 
@@ -188,7 +189,7 @@ class SqlInPlace:
         return tuple(events)
 
     def has_everyone_function(self) -> bool:
-        """Whether :data:`~broadcast_lifecycle.stores.sql.postgresql.EVERYONE_FUNCTION` exists (asked once per
+        """Whether :data:`~broadcast_lifecycle.stores.sql.postgresql_functions.EVERYONE_FUNCTION` exists (asked once per
         store, and again after ``create_all``)."""
         if self._everyone_function is None:
             with self._db.cursor(None, write=False) as cur:

@@ -39,7 +39,7 @@ from .sql.common import (
     open_customer_index_ddl,
     open_customer_index_name,
 )
-from .sql.postgresql import (
+from .sql.postgresql_functions import (
     EVERYONE_SIGNATURE,
     OUTBOX_DELIVERED_INDEX,
     drop_function,

@@ -1,9 +1,9 @@
 """A transition decided by its own statement, generated from the transition table (the statement's
-text is ``postgresql.decided_statement``).
+text is ``postgresql_decided.decided_statement``).
 
 One autocommit statement applies a command without reading first: it locks the row, checks the
 trigger's from-states and the guards of each (the table's :data:`~broadcast_lifecycle.lifecycle.ROUTES`,
-each guard through ``postgresql.GUARD_SQL``), writes the new state, the history row, the recipients, the
+each guard through ``postgresql_decided.GUARD_SQL``), writes the new state, the history row, the recipients, the
 outbox rows of each topic the table announces from that state, and returns the row as it was
 before. No row back means the statement refused: the caller reads the row and the core decides the
 refusal. A trigger whose routes branch on the fill, move the fill or have a guard not in
@@ -19,7 +19,7 @@ from functools import cache
 from ...events import Topic
 from ...lifecycle import ROUTES, Trigger
 from ...states import BroadcastStatus
-from .postgresql import GUARD_SQL
+from .postgresql_decided import GUARD_SQL
 
 __all__ = ["DecidedLayout", "decided_layout"]
 

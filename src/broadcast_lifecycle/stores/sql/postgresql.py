@@ -1,11 +1,12 @@
 """Statements only PostgreSQL runs: the one-statement transitions (with data-modifying CTEs tied to
-the compare-and-set UPDATE's row), accept and release in place, the everyone function and the
-probes the store makes about it. Placeholders are ``:name`` (``common.render`` gives the driver's).
+the compare-and-set UPDATE's row), accept and release in place, the creation's steps, the sequence
+catch-up and the sweep. Placeholders are ``:name`` (``common.render`` gives the driver's). The
+decided statements are in ``postgresql_decided``, the library's function and its probes in
+``postgresql_functions``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Dialect, Table
@@ -26,31 +27,17 @@ from .common import (
     sweep_returning,
 )
 from .common import quote as _q
+from .postgresql_functions import EVERYONE_FUNCTION, pg_everyone_json
 
 if TYPE_CHECKING:
     from .._sql_text import EntitySql
-    from .decided import DecidedLayout
 
 __all__ = [
-    "EVERYONE_FUNCTION",
-    "EVERYONE_SIGNATURE",
-    "GUARD_SQL",
-    "OUTBOX_DELIVERED_INDEX",
     "SINGLE_STATEMENT_EVENTS",
     "catch_up_sequence",
     "create_step",
-    "decided_statement",
-    "drop_function",
-    "function_is_current",
-    "functions_lock",
-    "has_function",
-    "index_exists",
-    "outbox_delivered_index_ddl",
     "in_place_states",
     "pg_change_in_place",
-    "pg_everyone_function_body",
-    "pg_everyone_json",
-    "pg_function_ddl",
     "pg_single_statement",
     "sweep_statements",
 ]
@@ -219,39 +206,6 @@ _ROW = ("customer_id", "slots_requested", "slots_filled", "version", "state_chan
 """The columns an applied in-place statement returns (then the ``fully_filled`` recipients, or NULL)."""
 
 
-EVERYONE_FUNCTION = "bl_everyone_json"
-"""PostgreSQL: the function ``(kind, key, customer)`` returning :func:`pg_everyone_json` on a fresh
-snapshot (see :func:`pg_change_in_place`); ``schema.postgresql_functions_ddl()`` creates it."""
-EVERYONE_SIGNATURE = f"{EVERYONE_FUNCTION}(text, text, text)"
-
-
-def pg_everyone_json(recipients: Table, customer: str, key: str, kind: str = ":kind") -> str:
-    """PostgreSQL: a terminal event's recipients as a JSON array, the customer first, then every
-    notified transporter by notification time and id (``customer``, ``key`` and ``kind`` are SQL
-    expressions). A NULL ``customer`` lists a re-offer's recipients instead: the notified transporters
-    holding no slot."""
-    return ("(SELECT json_agg(x ORDER BY o, n, tid) FROM (SELECT 0 AS o, NULL::timestamptz AS n, ''::text AS tid, "
-            f"json_build_array('customer', {customer}) AS x WHERE {customer} IS NOT NULL "
-            "UNION ALL SELECT 1, r.notified_at, r.transporter_id, "
-            f"json_build_array('transporter', r.transporter_id) FROM {recipients.name} r "
-            f"WHERE r.kind = {kind} AND r.entity_id = {key} AND ({customer} IS NOT NULL OR r.slots_held = 0)) s)")
-
-
-def pg_everyone_function_body(recipients: Table) -> str:
-    """The body of :data:`EVERYONE_FUNCTION`: :func:`pg_everyone_json` of its arguments (kind, key,
-    customer), in PL/pgSQL: never inlined into the calling statement, so the function keeps its own
-    snapshot, and its query is planned once per connection (a LANGUAGE sql function's is planned at
-    every call, about 0.3 ms on each terminal transition)."""
-    return f" BEGIN RETURN {pg_everyone_json(recipients, '$3', '$2', kind='$1')}; END "
-
-
-def pg_function_ddl(signature: str, returns: str, body: str) -> str:
-    """``CREATE OR REPLACE FUNCTION`` for a library function. VOLATILE is the point: such a
-    function takes a new snapshot for each query in it, so it sees what committed while its
-    caller waited for a lock (see :func:`pg_change_in_place`)."""
-    return f"CREATE OR REPLACE FUNCTION {signature} RETURNS {returns} LANGUAGE plpgsql VOLATILE AS $body${body}$body$"
-
-
 def create_step(target: Table, columns: tuple[str, ...], name: str, dialect: Dialect) -> str:
     """A step of the one-statement creation (see ``pg_create``): ``INSERT INTO target SELECT ... FROM
     ins``, each value the typed parameter ``:{name}_{column}``, ``entity_id`` the inserted key as text."""
@@ -272,168 +226,6 @@ def catch_up_sequence(table: Table, dialect: Dialect) -> str:
     return (f"SELECT setval(CAST(seq AS regclass), GREATEST((SELECT max({pk}) FROM {name}), "
             "nextval(CAST(seq AS regclass)))) FROM (SELECT pg_get_serial_sequence(:table, :column) AS seq) s "
             "WHERE seq IS NOT NULL")
-
-
-def function_is_current() -> str:
-    """Whether the function ``:signature`` exists with body ``:body`` and is VOLATILE."""
-    return "SELECT prosrc = :body AND provolatile = 'v' FROM pg_proc WHERE oid = to_regprocedure(:signature)"
-
-
-def functions_lock() -> str:
-    """Take the transaction-scoped lock that makes one ``create_all`` at a time create the functions."""
-    return "SELECT pg_advisory_xact_lock(hashtext('broadcast_lifecycle functions'))"
-
-
-def drop_function(signature: str) -> str:
-    """Drop the function ``signature`` if it exists."""
-    return f"DROP FUNCTION IF EXISTS {signature}"
-
-
-OUTBOX_DELIVERED_INDEX = "ix_bl_outbox_delivered"
-
-
-def outbox_delivered_index_ddl(outbox: Table) -> str:
-    """Delivered outbox rows by delivery time, for pruning."""
-    return (f"CREATE INDEX IF NOT EXISTS {OUTBOX_DELIVERED_INDEX} ON {outbox.name} (delivered_at) "
-            "WHERE delivered_at IS NOT NULL")
-
-
-def index_exists(name: str) -> str:
-    """The index ``name``'s oid, or NULL when there is none."""
-    return f"SELECT to_regclass('{name}')"
-
-
-def has_function(signature: str) -> str:
-    """Whether the function ``signature`` exists (one boolean)."""
-    return f"SELECT to_regprocedure('{signature}') IS NOT NULL"
-
-
-# -- transitions decided by their own statement (see .decided) --------------------------------------
-
-_DEADLINE = ("COALESCE(CAST(:deadline AS TIMESTAMPTZ), o.expires_at, CAST(:default_deadline AS TIMESTAMPTZ))")
-"""The command's deadline as ``service._deadline`` picks it: the given one (deadline=, or now + ttl), else
-the broadcast's, else now + the kind's default ttl (``o`` is the row before the command)."""
-
-GUARD_SQL: Mapping[str, str] = {
-    "deadline_in_future": f"{_DEADLINE} > :at",
-    "deadline_later": f"o.expires_at IS NOT NULL AND {_DEADLINE} > o.expires_at",
-    "trip_fill_policy": (f"(o.status <> '{BroadcastStatus.PARTIALLY_FILLED.value}' "
-                         "OR CAST(:allow_partial_trip AS BOOLEAN))"),
-    "deadline_passed": "o.expires_at IS NOT NULL AND :at >= o.expires_at",
-}
-"""The built-in guards (``guards.GUARDS``) a statement can check on the locked row, as SQL true when
-the guard allows; ``tests/test_decided.py`` holds each to its Python guard."""
-
-
-def _states(states: tuple[BroadcastStatus, ...] | list[BroadcastStatus]) -> str:
-    return ", ".join(f"'{s.value}'" for s in states)
-
-
-def _source_clause(layout: DecidedLayout, state: BroadcastStatus, guards: tuple[str, ...]) -> str:
-    """The WHERE of one from-state: the state, not overdue where a deadline can expire it (a command on
-    an overdue broadcast expires it instead: the caller's read decides that), and the state's guards."""
-    parts = [f"o.status = '{state.value}'"]
-    if layout.trigger is not Trigger.EXPIRE and state in allowed_from(Trigger.EXPIRE):
-        parts.append("(o.expires_at IS NULL OR o.expires_at > :at)")
-    parts += [GUARD_SQL[guard] for guard in guards]
-    return "(" + " AND ".join(parts) + ")"
-
-
-_OLD = ("status", "customer_id", "slots_requested", "slots_filled", "version", "state_changed_at", "created_at",
-        "expires_at")
-"""The row before the command, in ``EntitySql.load``'s order: what the statement returns first."""
-
-
-def _utc_text(column: str) -> str:
-    """``column`` (a timestamptz) as ``BroadcastSnapshot.to_json`` writes a time: ISO 8601 in UTC with
-    microseconds (which ``datetime.fromisoformat`` reads on every supported Python)."""
-    return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
-
-
-def _outcome_json() -> str:
-    """``IdempotentOutcome.to_json()`` of the updated row (in ``upd``), the command's actor and
-    fingerprint; ``tests/test_decided.py`` holds the two to the same outcome."""
-    snapshot = ("json_build_object('customerId', customer_id, 'status', status, 'slotsRequested', slots_requested, "
-                f"'slotsFilled', slots_filled, 'version', version, 'stateChangedAt', {_utc_text('state_changed_at')}, "
-                f"'createdAt', {_utc_text('o_created_at')}, 'expiresAt', {_utc_text('expires_at')})")
-    return (f"json_build_object('snapshot', {snapshot}, 'actor', CAST(:actor AS TEXT), "
-            "'fingerprint', CAST(:fingerprint AS TEXT))")
-
-
-def decided_statement(layout: DecidedLayout, table: Table, kind_column: bool, library_tables: tuple[Table, ...],
-                      dialect: Dialect, everyone_function: str, offers: bool, keyed: bool = False) -> str:
-    """The statement of ``layout`` on ``table`` (``:name`` placeholders). ``offers``: the command
-    records new recipients (``:transporters``) and offers them the broadcast. ``keyed``: it records
-    ``:idem_key`` with the command's outcome (a key already recorded fails the whole statement).
-
-    Parameters: ``:id``, ``:kind``, ``:key``, ``:at``, ``:deadline``, ``:default_deadline``,
-    ``:allow_partial_trip``, ``:trigger``, ``:actor``, ``:reason``, ``:meta``, ``:id_field``, and per
-    outbox row ``:{slot}_event_id`` and ``:{slot}_name`` (slots ``changed``, ``offer`` and one per
-    announced topic, named after it). It returns the row before the command (see :data:`_OLD`), the
-    new state, then the recipients of each announced topic's row in ``layout.announced`` order (NULL where that row
-    was not written).
-
-    The row is locked by the ``FOR UPDATE`` subquery before any guard is checked, so the guards,
-    the old values returned and the update all see the newest committed row; the everyone function
-    (VOLATILE: a snapshot of its own) then sees every recipient committed while the statement waited.
-    """
-    history, recipients, outbox, idempotency = library_tables
-    quote = dialect.identifier_preparer.quote
-    name, pk = quote(table.name), quote(next(iter(table.primary_key.columns)).name)
-    where = f"{pk} = :id" + (" AND kind = :kind" if kind_column else "")
-    dests = {dest for dest, _ in layout.sources.values()}
-    if len(dests) == 1 and all(dest is not source for source, (dest, _) in layout.sources.items()):
-        new_status = f"'{dests.pop().value}'"
-    else:
-        new_status = "CASE o.status {} END".format(" ".join(f"WHEN '{s.value}' THEN '{d.value}'"
-                                                            for s, (d, _) in layout.sources.items()))
-    expires = _DEADLINE if layout.sets_deadline else "o.expires_at"
-    allowed = " OR ".join(_source_clause(layout, state, guards) for state, (_, guards) in layout.sources.items())
-    old = ", ".join(f"o.{column} AS o_{column}" for column in _OLD)
-    upd = (f"UPDATE {name} t SET status = {new_status}, version = o.version + 1, "
-           f"state_changed_at = GREATEST(o.state_changed_at, :at), expires_at = {expires} "
-           f"FROM (SELECT {pk} AS pk, {', '.join(_OLD)} FROM {name} WHERE {where} FOR UPDATE) o "
-           f"WHERE t.{pk} = o.pk AND ({allowed}) "
-           f"RETURNING {old}, t.status, t.version, t.state_changed_at, t.slots_filled, t.slots_requested, "
-           "t.expires_at, t.customer_id")
-    computed = {"kind": ":kind", "entity_id": ":key", "id_field": ":id_field", "status": "status",
-                "previous_status": "o_status", "state_changed_at": "state_changed_at", "version": "version",
-                "slots_filled": "slots_filled", "slots_requested": "slots_requested", "expires_at": "expires_at",
-                "trigger": ":trigger", "reason": ":reason"}
-    insert = f"INSERT INTO {outbox.name} ({OUTBOX_ROW.insert_columns(dialect)}) SELECT "
-
-    def row(slot: str, topic: Topic, recipients_sql: str, condition: str = "", returning: bool = False) -> str:
-        values = OUTBOX_ROW.select_list(dialect, prefix=f"{slot}_", sql={
-            **computed, "topic": f"'{topic.value}'", "recipients": recipients_sql}, written_at="state_changed_at")
-        tail = " RETURNING recipients" if returning else ""
-        return f"{slot} AS ({insert}{values} FROM upd{condition}{tail})"
-
-    steps = [f"upd AS ({upd})",
-             f"hist AS (INSERT INTO {history.name} (kind, entity_id, from_status, to_status, {quote('trigger')}, "
-             "actor, reason, meta, at, version) SELECT :kind, :key, o_status, status, :trigger, "
-             "CAST(:actor AS VARCHAR), :reason, CAST(:meta AS JSON), state_changed_at, version FROM upd)",
-             row("changed", Topic.STATE_CHANGED, "json_build_array(json_build_array('customer', customer_id))")]
-    announced = []
-    for topic, states in layout.announced.items():
-        slot = topic.value
-        condition = f" WHERE o_status IN ({_states(states)})"
-        if topic is Topic.OFFERED:  # a re-offer, to the notified holding no slot; none once the deadline passed
-            listed = f"{everyone_function}(:kind, :key, NULL)"
-            condition += " AND (expires_at IS NULL OR expires_at > :at)"
-        else:
-            listed = f"{everyone_function}(:kind, :key, CAST(customer_id AS TEXT))"
-        steps.append(row(slot, topic, listed, condition, returning=True))
-        announced.append(f"(SELECT recipients FROM {slot})")
-    if offers:
-        steps.append(f"rec AS (INSERT INTO {recipients.name} (kind, entity_id, transporter_id, notified_at, "
-                     "slots_held) SELECT :kind, :key, r, state_changed_at, 0 FROM upd, "
-                     "unnest(CAST(:transporters AS text[])) AS r ON CONFLICT DO NOTHING)")
-        steps.append(row("offer", Topic.OFFERED, "CAST(:offer_recipients AS JSON)"))
-    if keyed:
-        steps.append(f"idem AS (INSERT INTO {idempotency.name} (key, kind, entity_id, {quote('trigger')}, outcome, "
-                     f"created_at) SELECT :idem_key, :kind, :key, :trigger, {_outcome_json()}, :at FROM upd)")
-    columns = ", ".join([*(f"o_{column}" for column in _OLD), "status", *announced])
-    return f"WITH {', '.join(steps)} SELECT {columns} FROM upd"
 
 
 # -- the sweep (see _sql_sweep) ---------------------------------------------------------------------
