@@ -4,6 +4,7 @@ rebuild agree with that description, checked by writing through each path and re
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -14,7 +15,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from broadcast_lifecycle import BroadcastEvent, BroadcastLifecycle, InMemoryStore, Recipient, Topic
-from broadcast_lifecycle.stores._outbox_row import OUTBOX_ROW, WRITTEN_AT
+from broadcast_lifecycle.stores._outbox_row import OUTBOX_ROW, WRITTEN_AT, recipients_json
 from broadcast_lifecycle.stores.schema import outbox_table
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
 from broadcast_lifecycle.testing import EventRecorder
@@ -68,6 +69,36 @@ def test_rebuild_reads_what_params_and_values_write() -> None:
         params = {k.removeprefix("ev_"): v for k, v in OUTBOX_ROW.params(event, lambda t: t).items()}
         for row in (core, params):
             assert OUTBOX_ROW.rebuild(row, lambda kind, key: int(key), lambda t: t) == event
+
+
+def test_positional_rows_hold_what_the_named_parameters_hold() -> None:
+    """A transition's positional rows (shared columns taken once, from its first event) are, column by column,
+    the values the named parameters give for each of its events, with the write time last."""
+    bookings = BroadcastLifecycle(clock=ManualClock()).kind("booking")
+    entity_id = bookings.create("c1", slots=1).id
+    transitions = [bookings.start_broadcast(entity_id, ["t1", "t2"]),
+                   bookings.activate(entity_id, ttl=timedelta(hours=1)),
+                   bookings.accept(entity_id, "t1"), bookings.cancel(entity_id, reason="plans changed")]
+
+    def bind(at: object) -> object:
+        return None if at is None else f"bound {at}"
+
+    for result in transitions:
+        rows = OUTBOX_ROW.rows(result.events, bind, "now")
+        assert rows == [(*OUTBOX_ROW.params(event, bind, prefix="").values(), "now") for event in result.events]
+    dialect = create_engine("sqlite://").dialect
+    assert OUTBOX_ROW.insert_values(dialect).count("?") == len(OUTBOX_ROW.names) + 1 == len(rows[0])
+
+
+@pytest.mark.parametrize("recipients", [
+    (Recipient("customer", "c1"),),
+    (Recipient("customer", "ç\"1\\"), Recipient("transporter", "t 1"), Recipient("transporter", "🚚")),
+    (),
+    (Recipient("transporter", 7),),  # type: ignore[arg-type]  # not a str: the JSON encoder writes it
+])
+def test_recipients_json_is_the_compact_json_of_the_pairs(recipients: tuple[Recipient, ...]) -> None:
+    """The recipients column's text is exactly compact ``json`` of the ``[role, id]`` pairs (escapes included)."""
+    assert recipients_json(recipients) == json.dumps([[r.role, r.id] for r in recipients], separators=(",", ":"))
 
 
 @contextmanager

@@ -4,10 +4,11 @@ written and read back.
 Every path that touches ``bl_outbox`` derives from :data:`OUTBOX_ROW`:
 
 - the table's event columns (``schema.outbox_table``);
-- the pre-rendered INSERTs: their column list and their ``:ev_*`` parameters (the general path,
-  PostgreSQL's one statement), and the SELECT list of the statements that compute columns in SQL
-  (PostgreSQL's in-place accept and release, both sweeps), which must name a source for each column
-  they compute and refuse to render when the description has a column they do not know;
+- the pre-rendered INSERTs: their column list and their ``:ev_*`` parameters (PostgreSQL's one
+  statement) or their positional rows (:meth:`OutboxRow.rows`: the general path, the creation), and
+  the SELECT list of the statements that compute columns in SQL (PostgreSQL's in-place accept and
+  release, both sweeps), which must name a source for each column they compute and refuse to render
+  when the description has a column they do not know;
 - the Core rows of the create path;
 - the rebuild of an event from a stored row (the relay, the sweeps' and the in-place read-backs).
 
@@ -21,6 +22,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any, Literal
 
 from sqlalchemy import JSON, Column, DateTime, Dialect, Integer, String, Text
@@ -30,7 +32,7 @@ from ..events import BroadcastEvent, Recipient, Topic
 from ..records import EntityId
 from ..states import BroadcastStatus
 
-__all__ = ["OUTBOX_ROW", "WRITTEN_AT", "EventColumn", "OutboxRow"]
+__all__ = ["OUTBOX_ROW", "WRITTEN_AT", "EventColumn", "OutboxRow", "recipients_json"]
 
 Form = Literal["value", "topic", "status", "key", "time", "recipients"]
 """How a field is stored: as it is, an enum's value, the id as text, a time, the recipients as JSON."""
@@ -64,6 +66,7 @@ class OutboxRow:
         self.shared = tuple(column.name for column in columns if not column.per_event)
         """The columns every event of one transition has alike (see :attr:`EventColumn.per_event`)."""
         self._writers: dict[tuple[str, bool], _Writer] = {}
+        self._rows: _RowsWriter | None = None
 
     def table_columns(self) -> list[Column[Any]]:
         """New ``Column`` objects for the table (``event_id`` is the primary key)."""
@@ -103,17 +106,39 @@ class OutboxRow:
                 values.append(f":{prefix}{column.name}")
         return ", ".join((*values, written_at))
 
+    def insert_values(self, dialect: Dialect) -> str:
+        """The positional VALUES list of a one-row INSERT in :meth:`insert_columns` order, for the
+        driver's placeholder (``?`` on SQLite, ``%s`` on psycopg); :meth:`rows` gives its rows."""
+        mark = "?" if dialect.name == "sqlite" else "%s"
+        casts = {c.name: f"CAST({mark} AS JSON)" for c in self.columns
+                 if c.form == "recipients" and dialect.name == "postgresql"}
+        return ", ".join((*(casts.get(name, mark) for name in self.names), mark))
+
+    def rows(self, events: Sequence[BroadcastEvent], bind_time: Callable[[datetime | None], Any],
+             written_at: Any) -> list[tuple[Any, ...]]:
+        """The rows of ``events`` for the positional INSERT (:meth:`insert_values`), ``written_at``
+        last (as the driver takes it). The events are one transition's: the columns they share (see
+        :attr:`EventColumn.per_event`) are taken, and their times bound, once, from the first."""
+        if self._rows is None:
+            shared = "".join(f"    s_{c.name} = {_expression(c, 'first')}\n" for c in self.columns if not c.per_event)
+            items = "".join(f"{_expression(c, 'e') if c.per_event else 's_' + c.name}, " for c in self.columns)
+            namespace: dict[str, Any] = {"encode": recipients_json}
+            exec(f"def rows(events, bind, at):\n    first = events[0]\n{shared}"
+                 f"    return [({items}at) for e in events]", namespace)
+            self._rows = namespace["rows"]
+        return self._rows(events, bind_time, written_at)
+
     def values(self, event: BroadcastEvent) -> dict[str, Any]:
         """The row's event columns as Python values for SQLAlchemy Core (times as datetimes, the
         recipients as a JSON-ready list)."""
-        return self._writer("")(event, _same, _same)
+        return self._writer("")(event, _same, _recipients_list)
 
     def params(self, event: BroadcastEvent, bind_time: Callable[[datetime | None], Any],
                prefix: str = "ev_", shared: bool = True) -> dict[str, Any]:
         """The ``:{prefix}*`` parameters of one row for a pre-rendered statement (times through
         ``bind_time``, the recipients as JSON text); without ``shared``, only the per-event columns
         (for a later event of a transition whose statement takes the rest from its first event's)."""
-        return self._writer(prefix, shared)(event, bind_time, _JSON.encode)
+        return self._writer(prefix, shared)(event, bind_time, recipients_json)
 
     def _writer(self, prefix: str, shared: bool = True) -> _Writer:
         """A function building the row's values as one dict display, generated from the columns (as
@@ -156,19 +181,20 @@ class OutboxRow:
 
 
 _Writer = Callable[[BroadcastEvent, Callable[[Any], Any], Callable[[Any], Any]], dict[str, Any]]
+_RowsWriter = Callable[[Sequence[BroadcastEvent], Callable[[Any], Any], Any], list[tuple[Any, ...]]]
 
 
-def _expression(column: EventColumn) -> str:
-    """Python for the stored value of ``column`` of event ``e`` (see ``OutboxRow._writer``)."""
+def _expression(column: EventColumn, event: str = "e") -> str:
+    """Python for the stored value of ``column`` of the event named ``event`` (see ``OutboxRow._writer``)."""
     if not column.name.isidentifier():
         raise ValueError(f"outbox column names must be identifiers, got {column.name!r}")
-    value = f"e.{column.name}"
+    value = f"{event}.{column.name}"
     if column.form == "key":
         return f"str({value})"
     if column.form == "time":
         return f"bind({value})"
     if column.form == "recipients":
-        return f"encode([[r.role, r.id] for r in {value}])"
+        return f"encode({value})"
     if column.form in ("topic", "status"):
         return f"(None if {value} is None else {value}.value)" if column.nullable else f"{value}.value"
     return value
@@ -178,7 +204,22 @@ def _same(value: Any) -> Any:
     return value
 
 
+def _recipients_list(recipients: Sequence[Recipient]) -> list[list[str]]:
+    return [[r.role, r.id] for r in recipients]
+
+
 _JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def recipients_json(recipients: Sequence[Recipient]) -> str:
+    """The recipients column's text: ``[["customer","c-1"],["transporter","t-1"]]``, as compact JSON of
+    their ``[role, id]`` pairs. Written out here (each string quoted by ``json``'s own C quoting), it costs
+    a fifth of ``json``'s encoder, which sets itself up again on every call; the text is the same."""
+    try:
+        return "[" + ",".join([f"[{encode_basestring_ascii(r.role)},{encode_basestring_ascii(r.id)}]"
+                               for r in recipients]) + "]"
+    except TypeError:  # an id that is not a str (a custom store's?): the encoder says how it is written
+        return _JSON.encode(_recipients_list(recipients))
 
 OUTBOX_ROW = OutboxRow((
     EventColumn("event_id", String(36), per_event=True),

@@ -97,8 +97,8 @@ class LibrarySql:
         self.add_key = render(common.add_key(idempotency, dialect), dialect)
         self.recall = render(common.recall_key(idempotency, dialect), dialect)
         self.mark_delivered = render(common.mark_delivered(outbox), dialect)
-        self.add_event = render(common.add_event(outbox, dialect), dialect)
-        """One outbox row: ``OUTBOX_ROW.params(event, time.bind)`` and ``:at``."""
+        self.add_events = common.add_events(outbox, dialect)
+        """A transition's outbox rows, positional, for ``executemany``: ``OUTBOX_ROW.rows(events, time.bind, at)``."""
 
 
 class EntitySql:

@@ -225,8 +225,7 @@ class SQLAlchemyStore:
             cur.execute(lib.add_history, {**base, "from_status": None, "to_status": entry.to_status.value,
                                           "trigger": entry.trigger, "actor": entry.actor, "reason": entry.reason,
                                           "meta": dumps(entry.metadata), "version": entry.version})
-            for event in events:
-                cur.execute(lib.add_event, {"at": base["at"], **OUTBOX_ROW.params(event, lib.time.bind)})
+            cur.executemany(lib.add_events, OUTBOX_ROW.rows(events, lib.time.bind, base["at"]))
             if (outcome := new.outcome(snapshot)) is not None:
                 try:
                     cur.execute(lib.add_key, {**base, "idem_key": outcome.key, "trigger": "create",
@@ -510,8 +509,7 @@ class SQLAlchemyStore:
             "reason": change.reason, "meta": dumps(change.metadata) if change.metadata else "{}",
             "version": after.version,
         })
-        for event in events:
-            cur.execute(lib.add_event, {"at": at, **OUTBOX_ROW.params(event, lib.time.bind)})
+        cur.executemany(lib.add_events, OUTBOX_ROW.rows(events, lib.time.bind, at))
         if (outcome := change.outcome(after)) is not None:
             cur.execute(lib.add_key, {"kind": kind, "key": key, "at": at, "idem_key": outcome.key,
                                       "trigger": trigger, "idem_outcome": dumps(outcome.to_json())})
@@ -573,8 +571,8 @@ class SQLAlchemyStore:
                 if added:
                     cur.executemany(lib.add_recipient, [{**base, "transporter": t} for t in added])
                 events = new.events(snapshot, added)
-                for event in events:
-                    cur.execute(lib.add_event, {"at": base["at"], **OUTBOX_ROW.params(event, lib.time.bind)})
+                if events:
+                    cur.executemany(lib.add_events, OUTBOX_ROW.rows(events, lib.time.bind, base["at"]))
             return Committed(snapshot, events)
 
         committed = self._db.transaction(tx, write)

@@ -22,7 +22,7 @@ __all__ = [
     "STATUS_CHECK",
     "TERMINAL_HISTORY_SQL",
     "SweepTables",
-    "add_event",
+    "add_events",
     "add_history",
     "add_key",
     "add_recipient",
@@ -105,10 +105,11 @@ def mark_delivered(outbox: Table) -> str:
     return f"UPDATE {outbox.name} SET delivered_at = :at WHERE event_id = :event_id"
 
 
-def add_event(outbox: Table, dialect: Dialect) -> str:
-    """One outbox row: ``OUTBOX_ROW.params(event, time.bind)`` and ``:at``."""
+def add_events(outbox: Table, dialect: Dialect) -> str:
+    """Outbox rows with positional values in the driver's style, for ``executemany``: the rows of
+    ``OUTBOX_ROW.rows(events, time.bind, at)``."""
     return (f"INSERT INTO {outbox.name} ({OUTBOX_ROW.insert_columns(dialect)}) "
-            f"VALUES ({OUTBOX_ROW.select_list(dialect)})")
+            f"VALUES ({OUTBOX_ROW.insert_values(dialect)})")
 
 
 def insert_broadcast(table: Table, names: tuple[str, ...], dialect: Dialect) -> str:
