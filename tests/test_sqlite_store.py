@@ -226,6 +226,18 @@ def test_iso_text_matches_sqlalchemy_storage_format(moment: datetime) -> None:
     assert codec.result(stored) == moment and codec.result(stored).tzinfo is timezone.utc  # type: ignore[union-attr]
 
 
+def test_binding_a_time_again_gives_its_text_whatever_object_or_zone_carries_it() -> None:
+    """The codec remembers what it bound by equal instant (a deadline read back is a new, equal datetime): the same
+    instant in another zone gets the same text, and another instant never gets a remembered one."""
+    codec = TimeCodec(history_table.c.at, _SQLITE)
+    at = datetime(2026, 3, 1, 12, 0, 0, 250, tzinfo=timezone.utc)
+    deadline = at + timedelta(days=1)
+    first = [codec.bind(at), codec.bind(deadline)]
+    again = [codec.bind(at.astimezone(timezone(timedelta(hours=-8)))), codec.bind(deadline.replace())]
+    assert first == again == ["2026-03-01 12:00:00.000250", "2026-03-02 12:00:00.000250"]
+    assert codec.bind(at + timedelta(microseconds=1)) == "2026-03-01 12:00:00.000251"
+
+
 def test_hand_written_times_with_an_offset_still_read(tmp_path: Path) -> None:
     """A stamp written by other software (ISO with an offset) is read as the right UTC time."""
     store, lc, _ = _lifecycle(tmp_path / "handwritten.db")

@@ -51,16 +51,18 @@ class TimeCodec:
                           and impl._storage_format == sqlite.DATETIME._storage_format)
         self._last: tuple[datetime | None, Any, datetime | None, Any] = (None, None, None, None)
         """The last two values bound and their results: a command binds its time and its deadline for the
-        row, the history and each event, alternately (one tuple, replaced whole, so threads never see half)."""
+        row, the history and each event, alternately, and the next command the same deadline again, read
+        back as an equal datetime (one tuple, replaced whole, so threads never see half). Equal is enough:
+        what is bound depends only on the instant."""
 
     def bind(self, value: datetime | None) -> Any:
         """The value to send for ``value``."""
         if value is None:
             return None
         last = self._last
-        if last[0] is value:
+        if last[0] == value:
             return last[1]
-        if last[2] is value:
+        if last[2] == value:
             return last[3]
         utc = value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
         if self._iso_text:
