@@ -205,7 +205,7 @@ class BroadcastLifecycle:
                                                            new.fingerprint, tx)):
                 return replay
             raise
-        return CommandResult(snapshot=committed.snapshot, events=committed.events, path=WritePath.INSERT)
+        return _result(snapshot=committed.snapshot, events=committed.events, path=WritePath.INSERT)
 
     def _adopt(self, adoption: Adoption, tx: object) -> CommandResult:
         if not isinstance(self.store, AdoptsRows):

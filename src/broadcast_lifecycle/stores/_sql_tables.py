@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 
+from .._quick import quick_constructor
 from ..errors import BroadcastNotFound, CorruptState, InvalidArgument
 from ..events import BroadcastEvent
 from ..records import BroadcastSnapshot, EntityId
@@ -23,6 +24,8 @@ __all__ = ["StoreTables", "table_of", "utc"]
 
 _STATUSES = [s.value for s in BroadcastStatus]
 _STATUS_OF = {s.value: s for s in BroadcastStatus}
+_new_snapshot = quick_constructor(BroadcastSnapshot)
+_new_loaded = quick_constructor(Loaded)
 
 
 class StoreTables:
@@ -68,7 +71,7 @@ class StoreTables:
     def snapshot(self, sql: EntitySql, kind: str, entity_id: EntityId, row: Sequence[Any]) -> BroadcastSnapshot:
         """The snapshot in a row read by ``EntitySql.load``."""
         time = sql.time
-        return BroadcastSnapshot(
+        return _new_snapshot(
             kind=kind, id=entity_id, customer_id=row[1], status=self.status(sql.table, entity_id, row[0]),
             slots_requested=row[2], slots_filled=row[3], version=row[4],
             state_changed_at=time.result(row[5]),  # type: ignore[arg-type]
@@ -88,7 +91,7 @@ class StoreTables:
         ``BroadcastNotFound`` when there was no row."""
         if row is None:
             raise BroadcastNotFound(kind, entity_id)
-        return Loaded(self.snapshot(sql, kind, entity_id, row), row[8])
+        return _new_loaded(self.snapshot(sql, kind, entity_id, row), row[8])
 
     def rebuild(self, row: Mapping[str, Any]) -> BroadcastEvent:
         """The event in an outbox row (as Core or the raw driver returned it), keyed by column name."""

@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from typing_extensions import get_protocol_members
 
+from .._quick import quick_constructor
 from ..decision import Decision
 from ..events import NOTIFY_MORE, BroadcastEvent, Topic, build_events, build_offer
 from ..expiry import SWEEP_REASON
@@ -51,6 +52,10 @@ __all__ = [
     "missing_store_methods",
 ]
 
+_snapshot = quick_constructor(BroadcastSnapshot)
+_history_entry = quick_constructor(HistoryEntry)
+
+
 @dataclass(frozen=True, slots=True)
 class NewBroadcast:
     """A broadcast to insert in the initial state (``entity_id=None`` lets the store pick one)."""
@@ -76,7 +81,7 @@ class NewBroadcast:
 
     def snapshot(self, entity_id: EntityId) -> BroadcastSnapshot:
         """The broadcast as inserted, once it has an id."""
-        return BroadcastSnapshot(
+        return _snapshot(
             kind=self.kind.name, id=entity_id, customer_id=self.customer_id,
             status=BroadcastStatus.CREATED, slots_requested=self.slots_requested, slots_filled=0,
             version=1, state_changed_at=self.at, created_at=self.at, expires_at=self.expires_at,
@@ -84,8 +89,8 @@ class NewBroadcast:
 
     def history_entry(self, entity_id: EntityId) -> HistoryEntry:
         """The audit row of the creation."""
-        return HistoryEntry(self.kind.name, entity_id, None, BroadcastStatus.CREATED, "create",
-                            self.actor, self.reason, self.at, 1, dict(self.metadata))
+        return _history_entry(self.kind.name, entity_id, None, BroadcastStatus.CREATED, "create",
+                              self.actor, self.reason, self.at, 1, dict(self.metadata))
 
     def events(self, after: BroadcastSnapshot) -> tuple[BroadcastEvent, ...]:
         """The events of the creation."""
