@@ -43,6 +43,7 @@ from ._after_commit import defer_until_commit
 from ._host_session import session_of
 from ._orm_sync import ModelSync
 from ._outbox_row import OUTBOX_ROW, WRITTEN_AT
+from ._positional import UPDATE, Positional, WrittenSql
 from ._sql_connections import LostRace, SqlConnections
 from ._sql_create import RowInsert, with_python_defaults
 from ._sql_errors import LIFECYCLE_COLUMNS, UNDEFINED_FUNCTION, sqlstate
@@ -115,6 +116,9 @@ class SQLAlchemyStore:
         # The parts, each owning its state: tables, errors, connections, then those that write on them.
         self._schema = StoreTables(engine.dialect, models or {})
         self._errors = ErrorTranslator(engine.dialect, self._schema)
+        # The general write path's statements, run with positional values (see ._positional).
+        self._written = WrittenSql(self._schema.lib, engine.dialect)
+        self._updates = {sql.table.name: Positional(sql.update, UPDATE, engine.dialect) for sql in self._schema.all()}
         self._db = SqlConnections(engine, sqlite or SqliteSettings(), self._errors)
         self._outbox = SqlOutbox(self._db, self._schema)
         self._retention = SqlRetention(self._db)
@@ -482,33 +486,29 @@ class SQLAlchemyStore:
         before, decision = change.before, change.decision
         lib = self._schema.lib
         kind, key, at = before.kind, str(before.id), lib.time.bind(change.at)
-        trigger = decision.trigger.value
+        trigger, to_status = decision.trigger.value, decision.to_status.value
         after = change.after()
-        cur.execute(sql.update, {
-            "kind": kind, "at": at, "id": sql.id_param(before.id), "to_status": decision.to_status.value,
-            "new_version": after.version, "delta": decision.fill_delta,
-            "expires_at": sql.time.bind(decision.expires_at), "version": before.version,
-        })
+        update, written = self._updates[sql.table.name], self._written
+        cur.execute(update.text, update.params((  # in the declared orders of ._positional
+            to_status, at, after.version, decision.fill_delta, sql.time.bind(decision.expires_at),
+            sql.id_param(before.id), kind, before.version)))
         if cur.rowcount != 1:
             raise LostRace
         if change.recipients:
-            cur.executemany(lib.add_recipient, [{"kind": kind, "key": key, "at": at, "transporter": t}
-                                                for t in change.recipients])
+            cur.executemany(written.recipient.text, [written.recipient.params((kind, key, t, at))
+                                                     for t in change.recipients])
         if change.transporter_id is not None and decision.fill_delta:
-            cur.execute(lib.hold, {"kind": kind, "key": key, "at": at, "delta": decision.fill_delta,
-                                   "response": trigger, "transporter": change.transporter_id})
+            cur.execute(written.hold.text, written.hold.params((
+                decision.fill_delta, trigger, at, kind, key, change.transporter_id)))
         if change.needs_recipients:
             cur.execute(lib.list_recipients, {"kind": kind, "key": key})
             rows = cur.fetchall()
             events = change.events(after, [row[0] for row in rows], {row[0] for row in rows if row[1] > 0})
         else:
             events = change.events(after, ())
-        cur.execute(lib.add_history, {
-            "kind": kind, "key": key, "at": at, "from_status": decision.from_status.value,
-            "to_status": decision.to_status.value, "trigger": trigger, "actor": change.actor,
-            "reason": change.reason, "meta": dumps(change.metadata) if change.metadata else "{}",
-            "version": after.version,
-        })
+        cur.execute(written.history.text, written.history.params((
+            kind, key, decision.from_status.value, to_status, trigger, change.actor, change.reason,
+            dumps(change.metadata) if change.metadata else "{}", at, after.version)))
         cur.executemany(lib.add_events, OUTBOX_ROW.rows(events, lib.time.bind, at))
         if (outcome := change.outcome(after)) is not None:
             cur.execute(lib.add_key, {"kind": kind, "key": key, "at": at, "idem_key": outcome.key,
