@@ -4,14 +4,19 @@ write path that creates (SQLite's pre-rendered insert, PostgreSQL's one statemen
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import JSON, DateTime, String, TypeDecorator, create_engine, func, select, text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from broadcast_lifecycle import BroadcastLifecycle, BroadcastMixin, DuplicateBroadcast, KindConfig
+from broadcast_lifecycle.stores._sql_create import _bind_processor
+from broadcast_lifecycle.stores.schema import broadcasts_table
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
 
 
@@ -113,3 +118,19 @@ def test_a_none_value_goes_through_its_column_type_as_sqlalchemy_sends_it(databa
         rows = dict(conn.execute(text("SELECT id, CASE WHEN data IS NULL THEN 'sql null' ELSE 'json' END || '/' "
                                       "|| tag FROM boxes")).all())
     assert rows == {rendered: "json/none", core: "json/none"}
+
+
+@given(st.one_of(
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)),
+    st.datetimes(timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)),
+                                            timezone(timedelta(hours=-8))])),
+    st.dates(), st.none()))
+def test_sqlite_insert_writes_times_as_sqlalchemy_writes_them(value: date | None) -> None:
+    """The pre-rendered insert's faster DATETIME binding writes exactly SQLAlchemy's text (a datetime's wall
+    time, naive or aware; a date; None)."""
+    dialect = sqlite.dialect()
+    column = broadcasts_table.c.expires_at
+    generic = column.type.dialect_impl(dialect).bind_processor(dialect)
+    fast = _bind_processor(column, dialect)
+    assert generic is not None and fast is not None and fast is not generic
+    assert fast(value) == generic(value)

@@ -11,10 +11,12 @@ SQLAlchemy gives no row to a context-sensitive default of an INSERT inside a WIT
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, Dialect, Table
+from sqlalchemy.dialects import sqlite
 
 from .sql.common import insert_broadcast
 
@@ -60,12 +62,13 @@ class RowInsert:
         self._dialect = dialect
         self.renders = all(c.default.is_scalar or c.default.is_callable for c in table.c if c.default is not None)
         """Whether every Python-side default is a value or a function (else use SQLAlchemy Core)."""
+        self._defaults = any(c.default is not None for c in table.c)
         self._statements: dict[tuple[str, ...], tuple[str, list[tuple[str, Any]]]] = {}
 
     def statement(self, values: Mapping[str, Any]) -> tuple[str, list[Any], Any]:
         """The statement and its parameters for a row of ``values`` (plus the defaults of the other
         columns), and the row's key when known before the insert (given, or a Python-side default)."""
-        row = with_python_defaults(self._table, values)
+        row = with_python_defaults(self._table, values) if self._defaults else dict(values)
         names = tuple(row)
         rendered = self._statements.get(names)
         if rendered is None:
@@ -78,6 +81,20 @@ class RowInsert:
 
     def _render(self, names: tuple[str, ...]) -> tuple[str, list[tuple[str, Any]]]:
         sql = insert_broadcast(self._table, names, self._dialect)
-        binds = [(name, self._table.c[name].type.dialect_impl(self._dialect).bind_processor(self._dialect))
-                 for name in names]
+        binds = [(name, _bind_processor(self._table.c[name], self._dialect)) for name in names]
         return sql, binds
+
+
+def _bind_processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The type's bind processor of ``column``; for SQLite's default DATETIME text, one that writes a
+    datetime with ``datetime.isoformat`` (the same text, its wall time, a third of the cost)."""
+    impl = column.type.dialect_impl(dialect)
+    generic = impl.bind_processor(dialect)
+    if (generic is None or not isinstance(impl, sqlite.DATETIME) or getattr(impl, "_reg", None)
+            or impl._storage_format != sqlite.DATETIME._storage_format):
+        return generic
+
+    def bind(value: Any) -> Any:
+        return value.isoformat(" ", "microseconds")[:26] if type(value) is datetime else generic(value)
+
+    return bind

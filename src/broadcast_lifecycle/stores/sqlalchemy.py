@@ -223,17 +223,17 @@ class SQLAlchemyStore:
                 raise DuplicateBroadcast(new.kind.name, known)
             snapshot = new.snapshot(known if known is not None else row[0])
             events = new.events(snapshot)
-            lib, key = self._schema.lib, str(snapshot.id)
-            base = {"kind": snapshot.kind, "key": key, "at": lib.time.bind(new.at)}
+            lib, history = self._schema.lib, self._written.history
+            kind, key, at = snapshot.kind, str(snapshot.id), lib.time.bind(new.at)
             entry = new.history_entry(snapshot.id)
-            cur.execute(lib.add_history, {**base, "from_status": None, "to_status": entry.to_status.value,
-                                          "trigger": entry.trigger, "actor": entry.actor, "reason": entry.reason,
-                                          "meta": dumps(entry.metadata), "version": entry.version})
-            cur.executemany(lib.add_events, OUTBOX_ROW.rows(events, lib.time.bind, base["at"]))
+            cur.execute(history.text, history.params((
+                kind, key, None, entry.to_status.value, entry.trigger, entry.actor, entry.reason,
+                dumps(entry.metadata) if entry.metadata else "{}", at, entry.version)))
+            cur.executemany(lib.add_events, OUTBOX_ROW.rows(events, lib.time.bind, at))
             if (outcome := new.outcome(snapshot)) is not None:
                 try:
-                    cur.execute(lib.add_key, {**base, "idem_key": outcome.key, "trigger": "create",
-                                              "idem_outcome": dumps(outcome.to_json())})
+                    cur.execute(lib.add_key, {"kind": kind, "key": key, "at": at, "idem_key": outcome.key,
+                                              "trigger": "create", "idem_outcome": dumps(outcome.to_json())})
                 except integrity_error as exc:
                     raise IdempotencyKeyReused(outcome.key, "is already recorded") from exc
             return Committed(snapshot, events)
