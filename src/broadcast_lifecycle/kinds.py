@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 
 from .errors import InvalidArgument, show_value
 from .events import EventPayload, Topic
@@ -44,11 +45,14 @@ class KindConfig:
 
     def event_name(self, topic: Topic) -> str:
         """The wire name of ``topic`` for this kind."""
-        if topic in self.event_names:
-            return self.event_names[topic]
-        if topic is Topic.STATE_CHANGED:
-            return "BROADCAST_STATE_CHANGED"
-        return f"{self.event_prefix}_{topic.name}"
+        return self._wire_names[topic]
+
+    @cached_property
+    def _wire_names(self) -> dict[Topic, str]:
+        """Every topic's wire name, worked out once: :meth:`event_name` runs for every event written."""
+        default = {topic: f"{self.event_prefix}_{topic.name}" for topic in Topic}
+        default[Topic.STATE_CHANGED] = "BROADCAST_STATE_CHANGED"
+        return {topic: self.event_names.get(topic, name) for topic, name in default.items()}
 
 
 DEFAULT_KINDS: tuple[KindConfig, ...] = (KindConfig("booking"), KindConfig("order"))

@@ -18,7 +18,7 @@ from sqlalchemy import Dialect
 
 from ._sql_text import LibrarySql
 
-__all__ = ["HISTORY", "HOLD", "RECIPIENT", "UPDATE", "Positional", "WrittenSql"]
+__all__ = ["HISTORY", "HOLD", "LOAD", "RECIPIENT", "UPDATE", "Positional", "WrittenSql"]
 
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 _PYFORMAT = re.compile(r"%\((\w+)\)s")
@@ -50,6 +50,8 @@ class Positional:
         return values if self._sqlite else dict(zip(self.names, values, strict=True))
 
 
+LOAD = ("kind", "key", "transporter", "id")
+"""The order of ``EntitySql.load``'s values."""
 UPDATE = ("to_status", "at", "new_version", "delta", "expires_at", "id", "kind", "version")
 """The order of ``EntitySql.update``'s values (``kind`` only where the table has a kind column)."""
 HISTORY = ("kind", "key", "from_status", "to_status", "trigger", "actor", "reason", "meta", "at", "version")

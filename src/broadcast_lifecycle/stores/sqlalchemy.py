@@ -43,7 +43,7 @@ from ._after_commit import defer_until_commit
 from ._host_session import session_of
 from ._orm_sync import ModelSync
 from ._outbox_row import OUTBOX_ROW, WRITTEN_AT
-from ._positional import UPDATE, Positional, WrittenSql
+from ._positional import LOAD, UPDATE, Positional, WrittenSql
 from ._sql_connections import LostRace, SqlConnections
 from ._sql_create import RowInsert, with_python_defaults
 from ._sql_errors import LIFECYCLE_COLUMNS, UNDEFINED_FUNCTION, sqlstate
@@ -119,6 +119,7 @@ class SQLAlchemyStore:
         # The general write path's statements, run with positional values (see ._positional).
         self._written = WrittenSql(self._schema.lib, engine.dialect)
         self._updates = {sql.table.name: Positional(sql.update, UPDATE, engine.dialect) for sql in self._schema.all()}
+        self._loads = {sql.table.name: Positional(sql.load, LOAD, engine.dialect) for sql in self._schema.all()}
         self._db = SqlConnections(engine, sqlite or SqliteSettings(), self._errors)
         self._outbox = SqlOutbox(self._db, self._schema)
         self._retention = SqlRetention(self._db)
@@ -464,10 +465,13 @@ class SQLAlchemyStore:
                          after_commit: AfterCommit, tx: object = None) -> Committed | None:
         """See :class:`~broadcast_lifecycle.stores.base.DecidesUnderLock`."""
         sql = self._schema.entity(kind)
+        load, schema = self._loads[sql.table.name], self._schema
         planned: list[Change] = []
 
         def decide_and_write(cur: Any) -> Committed:
-            planned.append(plan(self._schema.read_loaded(cur, sql, kind, entity_id, transporter_id)))
+            cur.execute(load.text, load.params((  # as StoreTables.read_loaded does, positional
+                kind, str(entity_id), transporter_id or "", schema.lookup_id(sql, kind, entity_id))))
+            planned.append(plan(schema.loaded(sql, kind, entity_id, cur.fetchone())))
             return self._write(cur, sql, planned[0])
 
         try:
