@@ -4,13 +4,16 @@ the same rows as with named parameters, and a statement whose parameters disagre
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Dialect, create_engine
 
+from broadcast_lifecycle import BroadcastLifecycle
 from broadcast_lifecycle.stores._positional import UPDATE, Positional
 from broadcast_lifecycle.stores._sql_text import EntitySql
 from broadcast_lifecycle.stores.schema import broadcasts_table, recipients_table
+from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
 
 _SQLITE = create_engine("sqlite://").dialect
 _PG = create_engine("postgresql+psycopg://").dialect
@@ -55,3 +58,20 @@ def test_the_update_without_a_kind_column_binds_the_same_order() -> None:
     host = EntitySql(broadcasts_table, _SQLITE, kind_column=False, recipients=recipients_table)
     positional = Positional(host.update, UPDATE, _SQLITE)
     assert "kind" not in positional.text and positional.text.endswith("WHERE id = ?6 AND version = ?8")
+
+
+def test_a_command_by_no_transporter_reads_the_row_without_a_holding(tmp_path: Path) -> None:
+    """The read for a command by no transporter is the read with a transporter minus the holding: the same
+    columns, NULL for the holding, one row for the broadcast."""
+    sql = EntitySql(broadcasts_table, _SQLITE, kind_column=True, recipients=recipients_table)
+    store = SQLAlchemyStore.from_url(f"sqlite:///{tmp_path / 'load.db'}")
+    store.create_all()
+    bookings = BroadcastLifecycle(store).kind("booking")
+    entity_id = bookings.create("c1", slots=2).id
+    bookings.start_broadcast(entity_id, ["t1"])
+    with store.engine.connect() as conn:
+        by_id = {"id": entity_id, "kind": "booking", "key": str(entity_id)}
+        with_holding = conn.exec_driver_sql(sql.load, {**by_id, "transporter": "t1"}).one()
+        without = conn.exec_driver_sql(sql.load_row, by_id).one()
+    store.close()
+    assert with_holding[-1] == 0 and without[-1] is None and without[:-1] == with_holding[:-1]

@@ -118,6 +118,8 @@ class EntitySql:
         self.customers = ColumnCapacity(table.c.customer_id, dialect)
         self.time = TimeCodec(table.c.state_changed_at, dialect)
         self.load = render(common.load_broadcast(table, dialect, kind_column, recipients), dialect)
+        self.load_row = render(common.load_broadcast_row(table, dialect, kind_column), dialect)
+        """``load`` without a transporter's holding (NULL in its place), for a command by no transporter."""
         self.update = render(common.update_broadcast(table, dialect, kind_column), dialect)
         self.single_apply: dict[tuple[int, bool], str] = {}
         """PostgreSQL only: the one-statement form of a transition, by its number of events and whether

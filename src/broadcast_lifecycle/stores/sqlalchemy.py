@@ -119,7 +119,9 @@ class SQLAlchemyStore:
         # The general write path's statements, run with positional values (see ._positional).
         self._written = WrittenSql(self._schema.lib, engine.dialect)
         self._updates = {sql.table.name: Positional(sql.update, UPDATE, engine.dialect) for sql in self._schema.all()}
-        self._loads = {sql.table.name: Positional(sql.load, LOAD, engine.dialect) for sql in self._schema.all()}
+        self._loads = {  # by table and whether the command's transporter's holding is read
+            (sql.table.name, holding): Positional(sql.load if holding else sql.load_row, LOAD, engine.dialect)
+            for sql in self._schema.all() for holding in (True, False)}
         self._db = SqlConnections(engine, sqlite or SqliteSettings(), self._errors)
         self._outbox = SqlOutbox(self._db, self._schema)
         self._retention = SqlRetention(self._db)
@@ -465,7 +467,7 @@ class SQLAlchemyStore:
                          after_commit: AfterCommit, tx: object = None) -> Committed | None:
         """See :class:`~broadcast_lifecycle.stores.base.DecidesUnderLock`."""
         sql = self._schema.entity(kind)
-        load, schema = self._loads[sql.table.name], self._schema
+        load, schema = self._loads[(sql.table.name, transporter_id is not None)], self._schema
         planned: list[Change] = []
 
         def decide_and_write(cur: Any) -> Committed:

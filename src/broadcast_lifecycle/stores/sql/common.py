@@ -31,6 +31,7 @@ __all__ = [
     "insert_broadcast",
     "list_recipients",
     "load_broadcast",
+    "load_broadcast_row",
     "mark_delivered",
     "open_customer_index_ddl",
     "open_customer_index_name",
@@ -127,11 +128,20 @@ def _row_filter(table: Table, dialect: Dialect, kind_column: bool) -> str:
     return f"{quote(dialect, pk.name)} = :id" + (" AND kind = :kind" if kind_column else "")
 
 
+_ROW_COLUMNS = "status, customer_id, slots_requested, slots_filled, version, state_changed_at, created_at, expires_at"
+
+
 def load_broadcast(table: Table, dialect: Dialect, kind_column: bool, recipients: Table) -> str:
     """A broadcast's row and ``:transporter``'s holding (``EntitySql.load``'s column order)."""
-    return ("SELECT status, customer_id, slots_requested, slots_filled, version, state_changed_at, created_at, "
-            f"expires_at, (SELECT slots_held FROM {recipients.name} WHERE kind = :kind AND entity_id = :key "
-            f"AND transporter_id = :transporter) FROM {quote(dialect, table.name)} "
+    return (f"SELECT {_ROW_COLUMNS}, (SELECT slots_held FROM {recipients.name} WHERE kind = :kind "
+            f"AND entity_id = :key AND transporter_id = :transporter) FROM {quote(dialect, table.name)} "
+            f"WHERE {_row_filter(table, dialect, kind_column)}")
+
+
+def load_broadcast_row(table: Table, dialect: Dialect, kind_column: bool) -> str:
+    """:func:`load_broadcast` without a transporter's holding (NULL in its place), for a command by no
+    transporter."""
+    return (f"SELECT {_ROW_COLUMNS}, NULL FROM {quote(dialect, table.name)} "
             f"WHERE {_row_filter(table, dialect, kind_column)}")
 
 
