@@ -1,6 +1,6 @@
 """Statements of the general write path run with their values in a declared order.
 
-The statements are written once, with ``:name`` parameters (:mod:`._sql_text`). Given a dict,
+The statements are written once, with ``:name`` parameters (:mod:`.sql.common`). Given a dict,
 sqlite3 decodes each parameter's name and looks it up, about 0.1 us a parameter: a few
 microseconds on every command, on the statements every command runs. :class:`Positional` runs such
 a statement with a tuple in a declared order instead: on SQLite as numbered ``?N`` parameters, which
