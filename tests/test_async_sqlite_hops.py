@@ -20,6 +20,7 @@ from broadcast_lifecycle import (
     AsyncBroadcastLifecycle,
     AsyncKindHandle,
     AsyncSQLAlchemyStore,
+    BroadcastEvent,
     BroadcastSnapshot,
     CommandContext,
     SqliteSettings,
@@ -212,6 +213,51 @@ def test_a_connection_bound_to_its_thread_keeps_writes_in_aiosqlites_thread(tmp_
         accept = Waits(bookings.accept(entity_id, "t1"))
         assert ((await accept).snapshot.slots_filled, accept.count) == (1, 1)
         assert len(guard.seen) == 1 and guard.seen[0] != threading.get_ident()
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_dispatch_cancelled_while_marking_delivered_returns_once_the_mark_is_written(tmp_path: Path) -> None:
+    """A command cancelled while the statement marking its event delivered waits in aiosqlite's thread (here for
+    a held write lock) gets ``CancelledError`` only once that statement has ended: the event is then marked,
+    the relay has nothing left to send, and the connection is back among the idle ones."""
+
+    async def scenario() -> None:
+        path = tmp_path / "mark.db"
+        store, bookings, _guard, entity_id = await _open(path)
+        lifecycle = AsyncBroadcastLifecycle(store)
+        bookings = lifecycle.kind("booking")
+        blocker = sqlite3.connect(path, isolation_level=None, timeout=0)
+        received: list[str] = []
+
+        def receiver(event: BroadcastEvent) -> None:  # runs after the commit, before the mark
+            received.append(event.event_id)
+            if len(received) == 1:  # the mark's UPDATE now waits for the lock in aiosqlite's thread
+                blocker.execute("BEGIN IMMEDIATE")
+
+        lifecycle.bus.connect(receiver)
+        accept = asyncio.ensure_future(bookings.accept(entity_id, "t1"))
+        while not received:
+            await asyncio.sleep(0)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not accept.done()
+        accept.cancel()
+        for _ in range(5):  # the cancelled task waits for the UPDATE to end, which waits for the lock
+            await asyncio.sleep(0)
+        assert not accept.done()
+        mark = "SELECT delivered_at IS NOT NULL FROM bl_outbox WHERE event_id = ?"
+        assert blocker.execute(mark, received).fetchone() == (0,)
+        blocker.execute("ROLLBACK")
+        with pytest.raises(asyncio.CancelledError):
+            await accept
+        assert blocker.execute(mark, received).fetchone() == (1,)
+        blocker.close()
+        await lifecycle.relay(grace=timedelta(0)).relay_once()  # the events _open sent before any receiver
+        assert received.count(received[0]) == 1
+        own = store.sync._db.loop_connections
+        assert own is not None and own._open == len(own._idle)
         await store.close()
 
     asyncio.run(scenario())

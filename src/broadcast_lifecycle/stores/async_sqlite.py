@@ -69,12 +69,13 @@ class AiosqliteCursor:
         """Whether write transactions run on the loop's thread (when the write lock is free)."""
 
     def execute(self, statement: str, parameters: Any = ()) -> None:
-        """Run ``statement``; its rows wait in this cursor for the fetches."""
-        self._take(self._hop(self._run, False, statement, parameters))
+        """Run ``statement``; its rows wait in this cursor for the fetches. A task cancelled meanwhile gets
+        ``CancelledError`` once the statement has ended (it was queued, so it runs: a write is then done)."""
+        self._take(self._statement(False, statement, parameters))
 
     def executemany(self, statement: str, parameters: Sequence[Any]) -> None:
-        """Run ``statement`` once per item of ``parameters``."""
-        self._take(self._hop(self._run, True, statement, parameters))
+        """Run ``statement`` once per item of ``parameters`` (cancelled: as :meth:`execute`)."""
+        self._take(self._statement(True, statement, parameters))
 
     def fetchone(self) -> Any:
         """The next row of the last statement, or ``None``."""
@@ -112,14 +113,7 @@ class AiosqliteCursor:
             return self._hop(self._transaction, body, hop, checkpoint)  # type: ignore[no-any-return]
         except asyncio.CancelledError:
             hop.cancelled = True
-            while True:  # what comes after the hop in aiosqlite's queue runs after it has ended
-                try:
-                    self._hop(_nothing)
-                    break
-                except asyncio.CancelledError:
-                    continue
-                except Exception:  # the connection is gone: nothing runs on it any more
-                    break
+            self._wait_for_queue()
             raise
 
     def _checkpoint_due(self) -> bool:
@@ -159,6 +153,26 @@ class AiosqliteCursor:
         """Close the sqlite3 cursor (in aiosqlite's thread; nothing to do once the connection is closed)."""
         if self._cursor is not None and self._aio._connection is not None:
             self._hop(self._close)
+
+    def _statement(self, many: bool, statement: str, parameters: Any) -> tuple[list[Any], int, int | None, Any]:
+        try:
+            return self._hop(self._run, many, statement, parameters)  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            # The statement still runs in aiosqlite's thread: raising now would let the caller go on (and
+            # the connection go back to the idle ones) while it is yet to change the database.
+            self._wait_for_queue()
+            raise
+
+    def _wait_for_queue(self) -> None:
+        """Wait until what aiosqlite's thread was given so far has ended (cancellations do not stop it)."""
+        while True:  # what comes after in aiosqlite's queue runs after it has ended
+            try:
+                self._hop(_nothing)
+                return
+            except asyncio.CancelledError:
+                continue
+            except Exception:  # the connection is gone: nothing runs on it any more
+                return
 
     def _take(self, result: tuple[list[Any], int, int | None, Any]) -> None:
         rows, self.rowcount, self.lastrowid, self.description = result
