@@ -342,7 +342,7 @@ def sqlite_section() -> None:
         _breakdown({"library, no receivers": _library_step(BroadcastLifecycle(timed), lib_id),
                     "raw sqlite3": raw.step(mark=False)}, SQLITE_BATCH)
         _profile(_library_step(lifecycle, lib_id), SQLITE_BATCH,
-                 ("_run", "load", "apply", "decide", "_cursor", "events", "history_entry", "_committed", "_announce"))
+                 ("_run", "load", "apply", "decide", "cursor", "events", "history_entry", "_committed", "_announce"))
         raw.conn.close()
         timed.engine.dispose()
         store.engine.dispose()
@@ -450,7 +450,7 @@ def postgres_section(server: PostgresServer, url: str, dbname: str) -> None:
                 "raw five round trips": five.step(hold=False),
                 "one-statement prototype": one.step(one_id)}, PG_BATCH)
     _profile(_library_step(lifecycle, lib_id), PG_BATCH,
-             ("_run", "load", "apply", "_apply_in_one_statement", "decide", "_cursor", "events", "event_params",
+             ("_run", "load", "apply", "_apply_in_one_statement", "decide", "cursor", "events", "event_params",
               "history_entry", "to_json", "_committed", "_announce"))
     for conn in (five.conn, one.conn, ping):
         conn.close()

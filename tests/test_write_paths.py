@@ -40,7 +40,8 @@ PATHS = {
 
 
 def _count(store: SQLAlchemyStore, names: list[str]) -> Counter[str]:
-    """Count calls of the store's methods ``names`` (wrapping them on this instance)."""
+    """Count calls of the methods ``names`` of the store or of its creation and transition parts
+    (wrapping them on those instances)."""
     calls: Counter[str] = Counter()
 
     def counting(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -49,8 +50,10 @@ def _count(store: SQLAlchemyStore, names: list[str]) -> Counter[str]:
             return method(*args, **kwargs)
         return call
 
+    owners = (store, store._creation, store._transitions)
     for name in names:
-        setattr(store, name, counting(name, getattr(store, name)))
+        owner = next(o for o in owners if hasattr(o, name))
+        setattr(owner, name, counting(name, getattr(owner, name)))
     return calls
 
 
