@@ -18,7 +18,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests examples benchmarks
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict src tests examples
+	$(BIN)/mypy --strict src tests examples benchmarks
 
 unit: $(STAMP) pg-server redis-server
 	$(BIN)/pytest

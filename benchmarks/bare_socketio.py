@@ -24,7 +24,6 @@ _manager = socketio.AsyncRedisManager(_redis, channel="bench-bare") if _redis el
 sio = socketio.AsyncServer(async_mode="asgi", client_manager=_manager)
 
 
-@sio.event
 async def connect(sid: str, environ: dict[str, Any], auth: object) -> bool:
     """Put the client in the room its ``auth`` names."""
     user = auth.get("user") if isinstance(auth, dict) else None
@@ -32,6 +31,9 @@ async def connect(sid: str, environ: dict[str, Any], auth: object) -> bool:
         return False
     await sio.enter_room(sid, user)
     return True
+
+
+sio.on("connect", connect)
 
 
 async def emit(request: Request) -> JSONResponse:

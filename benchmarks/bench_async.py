@@ -42,7 +42,7 @@ import psycopg
 import raw_lifecycle
 from bench_sql import SQLITE_PRAGMAS, RawSqlite, _sqlite_now
 from pg import next_state
-from postgres_server import PostgresServer, find_binaries
+from postgres_server import DURABLE_SETTINGS, SETTINGS, PostgresServer, find_binaries
 
 from broadcast_lifecycle import (
     AsyncBroadcastLifecycle,
@@ -287,10 +287,10 @@ def _raw_sync_step(conn: psycopg.Connection[Any], entity_id: int, accept_sql: st
     return run
 
 
-async def postgres_section(url: str, dsn: str) -> None:
-    """Sync library vs async library vs the same statement on raw async psycopg and raw asyncpg."""
-    print(f"   the suite's PostgreSQL server (Unix socket); {REPEATS} interleaved batches of {PG_BATCH:,} "
-          "transitions per variant")
+async def postgres_section(url: str, dsn: str, server: str, judged: bool) -> None:
+    """Sync library vs async library vs the same statement on raw async psycopg and raw asyncpg, on
+    ``server`` (its durability, printed); the targets are judged on the durable server only."""
+    print(f"   {server}; {REPEATS} interleaved batches of {PG_BATCH:,} transitions per variant")
     sync_store = SQLAlchemyStore.from_url(url)
     sync_store.create_all()
     sync = BroadcastLifecycle(sync_store)
@@ -334,7 +334,7 @@ async def postgres_section(url: str, dsn: str) -> None:
                     if await statement.fetchrow(*(params[name] for name in names)) is None:
                         raise RuntimeError("asyncpg in-place statement declined")
         variants["asyncpg"] = asyncpg_step
-    _postgres_report(await _measure(variants, PG_BATCH))
+    _postgres_report(await _measure(variants, PG_BATCH), judged)
     if asyncpg_conn is not None:
         await asyncpg_conn.close()
     suspended, path_taken = await _suspensions(lifecycle, await _prepare(lifecycle, "customer-probe"))
@@ -345,14 +345,14 @@ async def postgres_section(url: str, dsn: str) -> None:
     sync_store.close()
 
 
-def _postgres_report(results: dict[str, tuple[float, float]]) -> None:
+def _postgres_report(results: dict[str, tuple[float, float]], judged: bool) -> None:
     _line("sync library (psycopg)", results["sync"])
     _line("async library (psycopg async mode, greenlet bridge)", results["async"])
     _line("raw psycopg AsyncConnection, the library's in-place statement", results["raw"])
     _line("raw psycopg Connection (sync), the same statement", results["raw_sync"])
     if "asyncpg" in results:
         _line("raw asyncpg, the same statement (prepared)", results["asyncpg"])
-    _ratios("async / sync", results["async"], results["sync"], 1.3)
+    _ratios("async / sync", results["async"], results["sync"], 1.3 if judged else None)
     _ratios("async / raw async psycopg", results["async"], results["raw"])
     _ratios("raw async psycopg / raw sync psycopg (the driver's own floor)", results["raw"], results["raw_sync"])
     if "asyncpg" in results:
@@ -405,7 +405,10 @@ class RawAsyncAccept:
         key, cur = str(entity_id), self.conn.cursor()
         await self.first.execute("BEGIN; " + raw_lifecycle.LOAD + " FOR UPDATE", (entity_id, KIND))
         self.first.nextset()
-        status, customer, requested, filled, version, expires_at = await self.first.fetchone()
+        row = await self.first.fetchone()
+        if row is None:
+            raise RuntimeError(f"booking {entity_id} is gone")
+        status, customer, requested, filled, version, expires_at = row
         try:
             if status not in ("active", "partially_filled") or filled >= requested:
                 await cur.execute("ROLLBACK")
@@ -435,9 +438,11 @@ class RawAsyncAccept:
         return True
 
 
-async def hot_row_section(url: str, dsn: str) -> None:
+async def hot_row_section(url: str, dsn: str, server: str, judged: bool) -> None:
     """16 tasks race for 5 slots: the async library against raw async psycopg doing the same work, and
-    against the issue's reference, one conditional UPDATE per task."""
+    against the issue's reference, one conditional UPDATE per task, on ``server`` (targets judged on the
+    durable server only)."""
+    print(f"   {server}")
     print(f"   {HOT_TASKS} tasks on one loop each accept 1 slot of a fresh {HOT_SLOTS}-slot booking (all {HOT_TASKS} "
           f"notified); {HOT_ROUNDS} timed rounds after {HOT_WARMUP} warm-up rounds, in two interleaved halves; "
           f"the library's pool holds {HOT_TASKS + 2} connections, each raw variant a connection per task")
@@ -500,8 +505,10 @@ async def hot_row_section(url: str, dsn: str) -> None:
             results[name][1].extend(winners)
     rates = {name: _hot_report(name, *figures) for name, figures in results.items()}
     library, plain_rate, same, alone, reference = rates.values()
-    _ratio("async library / raw conditional UPDATE (rounds/s)", library / reference, 0.8, at_least=True)
-    _ratio("async library / raw async psycopg doing the same work", library / plain_rate, 0.8, at_least=True)
+    _ratio("async library / raw conditional UPDATE (rounds/s)", library / reference, 0.8 if judged else None,
+           at_least=True)
+    _ratio("async library / raw async psycopg doing the same work", library / plain_rate, 0.8 if judged else None,
+           at_least=True)
     _ratio("async library / raw async psycopg running its statement", library / same)
     _ratio("floor: the library's statement alone / raw conditional UPDATE", alone / reference)
     print("   (the conditional UPDATE only counts; the library, and the raw same-work variant, also write the history, "
@@ -522,12 +529,19 @@ def main() -> None:
     if find_binaries() is None:
         print("-- PostgreSQL: skipped, no server binaries (apt-get install postgresql)")
         return
-    with PostgresServer() as server:
-        url = server.create_database("bench_async")
-        print("-- 2. PostgreSQL: us per persisted transition, sync and async")
-        asyncio.run(postgres_section(url, server.dsn("bench_async")))
-        print(f"-- 3. PostgreSQL hot row: {HOT_TASKS} tasks, {HOT_SLOTS} slots")
-        asyncio.run(hot_row_section(url, server.dsn("bench_async")))
+    # At PostgreSQL's default durability (the project's rule for figures, and where the targets are judged),
+    # then without fsync: there the server's CPU, not the commit's flush, bounds both sides.
+    servers = (("durable", DURABLE_SETTINGS, True,
+                "PostgreSQL at its default durability (fsync, synchronous_commit, full_page_writes on), Unix socket"),
+               ("no fsync", SETTINGS, False, "PostgreSQL without fsync (the suite's server: what the server's CPU "
+                                             "allows; not judged), Unix socket"))
+    for label, settings, judged, conditions in servers:
+        with PostgresServer(settings=settings) as server:
+            url = server.create_database("bench_async")
+            print(f"-- 2. PostgreSQL ({label}): us per persisted transition, sync and async")
+            asyncio.run(postgres_section(url, server.dsn("bench_async"), conditions, judged))
+            print(f"-- 3. PostgreSQL hot row ({label}): {HOT_TASKS} tasks, {HOT_SLOTS} slots")
+            asyncio.run(hot_row_section(url, server.dsn("bench_async"), conditions, judged))
 
 
 if __name__ == "__main__":
