@@ -25,7 +25,7 @@ from ._sqlite_setup import (
 )
 
 if TYPE_CHECKING:
-    from .async_sqlite import LoopConnections, OwnConnection
+    from ._loop_connections import LoopConnections, OwnConnection
 
 __all__ = ["LostRace", "SqlConnections"]
 
@@ -61,13 +61,13 @@ class SqlConnections:
         self.loop_connections: LoopConnections | None = None
         """On an asyncio engine with a pool: the store's own connections, shared by the loop's tasks."""
         if not self.pg and engine.dialect.is_async:
-            from .async_sqlite import LoopConnections, roll_back_before_close
+            from ._loop_connections import LoopConnections, roll_back_before_close
 
             roll_back_before_close(engine)
             if isinstance(engine.pool, QueuePool):  # the async pool of a file database (as for ThreadConnections)
                 self.loop_connections = LoopConnections(engine, sqlite, engine.pool.size() + 5)
         elif engine.dialect.is_async and isinstance(engine.pool, QueuePool):  # PostgreSQL: no checkout, no flips
-            from .async_sqlite import postgresql_connections
+            from ._loop_connections import postgresql_connections
 
             self.loop_connections = postgresql_connections(engine, engine.pool.size() + 5)
         # The in-process write lock: for threads; one loop's tasks share its thread (they meet SQLite's busy handler).
