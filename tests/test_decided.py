@@ -198,6 +198,27 @@ def test_a_refusal_is_worded_from_the_row_the_statement_found(pg_store: SQLAlche
     assert (bookings.get(entity_id), bookings.history(entity_id), pg_store.pending_events(100)) == before
 
 
+def test_a_refused_statement_is_decided_again_at_the_statement_s_time(pg_store: SQLAlchemyStore,
+                                                                      clock: ManualClock) -> None:
+    """The row a refused statement found is decided at the time the statement ran, not at a later reading
+    of the clock: an expire refused before the deadline stays refused (it is not applied a moment later)."""
+    readings: list[datetime] = []
+
+    def late_clock() -> datetime:  # each reading after the first is two minutes later: past the deadline
+        readings.append(clock() + 2 * MINUTE * len(readings))
+        return readings[-1]
+
+    bookings = BroadcastLifecycle(pg_store, clock=clock, kinds=KINDS).kind("booking")
+    entity_id = bookings.create("c1", slots=1).id
+    bookings.start_broadcast(entity_id, ["t1"])
+    bookings.activate(entity_id, ttl=MINUTE)
+    late = BroadcastLifecycle(pg_store, clock=late_clock, kinds=KINDS).kind("booking")
+    with pytest.raises(TransitionRefused) as refused:
+        late.expire(entity_id)
+    assert (refused.value.code, bookings.get(entity_id).status.value, len(readings)) == (
+        "deadline_passed", "active", 1)
+
+
 def _race(entity_id: Any, commands: list[Callable[[Any], object]]) -> list[object]:
     """Run ``commands`` on ``entity_id`` in threads released together; what each returned or the refusal."""
     barrier = threading.Barrier(len(commands))

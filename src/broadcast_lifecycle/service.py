@@ -251,6 +251,8 @@ class BroadcastLifecycle:
         path = self._path(command, tx)
         found: Loaded | None = None
         if path is WritePath.IN_PLACE and command.trigger not in _IN_PLACE and self._in_statement is not None:
+            if command.now is None:  # one time for the statement and for deciding on the row it refused
+                command = dataclasses.replace(command, now=self._now())
             if key is not None and (replay := self._replay(key, kind, entity_id, trigger.value, command.actor,
                                                            command.fingerprint, tx)):
                 return replay
@@ -325,6 +327,7 @@ class BroadcastLifecycle:
         result come from :meth:`_plan` on the row the statement found, as on every path."""
         config = command.config
         at = command.now if command.now is not None else self._now()
+        pinned = command if command.now is not None else dataclasses.replace(command, now=at)
         given = command.deadline if command.deadline is not None else (
             at + command.ttl if command.ttl is not None else None)
         request = StatementCommand(
@@ -332,7 +335,6 @@ class BroadcastLifecycle:
             default_deadline=at + config.default_ttl if config.default_ttl is not None else None,
             actor=command.actor, reason=command.reason, metadata=command.metadata, recipients=command.recipients,
             idempotency_key=command.idempotency_key, fingerprint=command.fingerprint)
-        pinned = dataclasses.replace(command, now=at)
         return store.decide_in_statement(request, lambda loaded: self._plan(pinned, loaded), self._announce)
 
     def _guards_for(self, kind: str, trigger: Trigger) -> list[Guard]:
