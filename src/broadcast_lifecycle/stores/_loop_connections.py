@@ -68,7 +68,7 @@ class LoopConnections:
             except BaseException:
                 if turn.done() and not turn.cancelled():
                     self._wake()  # woken and cancelled at once: pass the turn on
-                else:
+                elif turn in self._waiting:  # (a _wake() since its cancellation has dropped it already)
                     self._waiting.remove(turn)
                 raise
         while self._idle:

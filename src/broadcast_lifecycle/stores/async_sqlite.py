@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -43,7 +44,10 @@ class AiosqliteCursor:
         self.lastrowid: int | None = None
         self._busy_ms = int((settings or SqliteSettings()).busy_timeout_ms)
         self._changes = 0  # the connection's total_changes at its last checkpoint
-        self.on_loop = settings is not None and self._usable_here() and self._hop(self._can_write_on_loop)
+        # Python 3.10's sqlite3 errors carry no result code, and a busy lock must be told from other errors
+        # by its code (never by its text): there every write goes to aiosqlite's thread.
+        self.on_loop = (sys.version_info >= (3, 11) and settings is not None and self._usable_here()
+                        and self._hop(self._can_write_on_loop))
         """Whether write transactions run on the loop's thread (when the write lock is free)."""
 
     def execute(self, statement: str, parameters: Any = ()) -> None:
@@ -113,7 +117,7 @@ class AiosqliteCursor:
         try:
             cursor.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF != _SQLITE_BUSY:  # type: ignore[attr-defined]
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != _SQLITE_BUSY:
                 raise
             return False, None  # another connection writes: wait for it in aiosqlite's thread
         finally:
