@@ -8,13 +8,14 @@ import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import ManualClock
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.pool import NullPool, QueuePool
 
 from broadcast_lifecycle import (
@@ -236,6 +237,18 @@ def test_binding_a_time_again_gives_its_text_whatever_object_or_zone_carries_it(
     again = [codec.bind(at.astimezone(timezone(timedelta(hours=-8)))), codec.bind(deadline.replace())]
     assert first == again == ["2026-03-01 12:00:00.000250", "2026-03-02 12:00:00.000250"]
     assert codec.bind(at + timedelta(microseconds=1)) == "2026-03-01 12:00:00.000251"
+
+
+def test_the_same_wall_time_on_both_sides_of_a_clock_change_binds_two_instants() -> None:
+    """01:30 in New York before and after the autumn clock change compare equal (same zone, same wall
+    time) but are an hour apart: the codec binds each as its own instant."""
+    new_york = ZoneInfo("America/New_York")
+    daylight = datetime(2026, 11, 1, 1, 30, tzinfo=new_york)
+    standard = daylight.replace(fold=1)
+    assert daylight == standard and daylight.utcoffset() != standard.utcoffset()
+    for dialect in (_SQLITE, postgresql.psycopg.dialect()):  # type: ignore[no-untyped-call]
+        codec = TimeCodec(history_table.c.at, dialect)
+        assert codec.bind(daylight) != codec.bind(standard) == TimeCodec(history_table.c.at, dialect).bind(standard)
 
 
 def test_hand_written_times_with_an_offset_still_read(tmp_path: Path) -> None:

@@ -52,24 +52,25 @@ class TimeCodec:
         self._last: tuple[datetime | None, Any, datetime | None, Any] = (None, None, None, None)
         """The last two values bound and their results: a command binds its time and its deadline for the
         row, the history and each event, alternately, and the next command the same deadline again, read
-        back as an equal datetime (one tuple, replaced whole, so threads never see half). Equal is enough:
-        what is bound depends only on the instant."""
+        back as an equal datetime (one tuple, replaced whole, so threads never see half). Only UTC values
+        are kept and compared: two datetimes in one zone compare by wall time, so 01:30 before and after
+        a clock change are equal although an hour apart; in UTC, equal means the same instant."""
 
     def bind(self, value: datetime | None) -> Any:
         """The value to send for ``value``."""
         if value is None:
             return None
-        last = self._last
-        if last[0] == value:
-            return last[1]
-        if last[2] == value:
-            return last[3]
         utc = value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
+        last = self._last
+        if last[0] == utc:
+            return last[1]
+        if last[2] == utc:
+            return last[3]
         if self._iso_text:
             bound: Any = utc.isoformat(" ", "microseconds")[:26]  # the naive text, without "+00:00"
         else:
             bound = self._bind(utc) if self._bind else utc
-        self._last = (value, bound, last[0], last[1])
+        self._last = (utc, bound, last[0], last[1])
         return bound
 
     def result(self, value: Any) -> datetime | None:
