@@ -23,6 +23,7 @@ from broadcast_lifecycle import (
     BroadcastEvent,
     BroadcastSnapshot,
     CommandContext,
+    SQLAlchemyStore,
     SqliteSettings,
     TransitionRefused,
     Trigger,
@@ -161,6 +162,34 @@ def test_the_wal_is_checkpointed_in_aiosqlites_thread_and_stays_bounded(tmp_path
         assert idle.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
         # 600 transitions write about 10 pages each: without checkpoints the WAL would hold some 24 MB
         assert (path.parent / "wal.db-wal").stat().st_size < 4 * 1024 * 1024
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_writes_outside_a_transaction_checkpoint_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process whose store only marks events delivered (a relay) writes no transaction of its own, yet
+    its connections, whose auto-checkpoint is off, still checkpoint the WAL after ``CHECKPOINT_AFTER`` rows."""
+    monkeypatch.setattr(async_sqlite, "CHECKPOINT_AFTER", 40)
+    checkpoints: list[int] = []
+    checkpoint = async_sqlite.AiosqliteCursor._checkpoint
+
+    def counted(cursor: async_sqlite.AiosqliteCursor, sqlite_cursor: sqlite3.Cursor) -> None:
+        checkpoints.append(threading.get_ident())
+        checkpoint(cursor, sqlite_cursor)
+
+    async def scenario() -> None:
+        store, bookings, _guard, entity_id = await _open(tmp_path / "relay.db")
+        for _ in range(30):  # events no receiver takes: they stay pending
+            await bookings.accept(entity_id, "t1")
+            await bookings.release(entity_id, "t1")
+        pending = await store.pending_events(1000)
+        assert len(pending) >= 60
+        monkeypatch.setattr(async_sqlite.AiosqliteCursor, "_checkpoint", counted)
+        for entry in pending:  # one single-statement write each, as a relay marks what it delivered
+            await store.run_sync(SQLAlchemyStore.mark_delivered, [entry.event.event_id], entry.created_at)
+        assert len(checkpoints) >= len(pending) // 40
+        assert threading.get_ident() not in checkpoints  # in aiosqlite's thread, never on the loop's
         await store.close()
 
     asyncio.run(scenario())

@@ -179,7 +179,10 @@ class AiosqliteCursor:
         else:
             cursor.execute(statement, parameters)
         rows = cursor.fetchall() if cursor.description is not None else []
-        return rows, cursor.rowcount, cursor.lastrowid, cursor.description
+        result = rows, cursor.rowcount, cursor.lastrowid, cursor.description
+        if self.on_loop and not self._aio._conn.in_transaction and self._checkpoint_due():
+            self._checkpoint(cursor)  # the writes outside transaction() (the relay's marks, say) count too
+        return result
 
     def _transaction(self, body: Callable[[Any], T], hop: _Hop, checkpoint: bool) -> T:
         # in aiosqlite's thread
@@ -196,11 +199,16 @@ class AiosqliteCursor:
             if self._aio._conn.in_transaction:  # still open after a failed ROLLBACK: put() closes the connection
                 cursor.execute("ROLLBACK")
             raise
-        if checkpoint:  # PASSIVE, as SQLite's auto-checkpoint: it waits for nobody; committed, so it may not fail
-            with contextlib.suppress(sqlite3.Error):
-                cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            self._changes = self._aio._conn.total_changes
+        if checkpoint:
+            self._checkpoint(cursor)
         return result
+
+    def _checkpoint(self, cursor: sqlite3.Cursor) -> None:
+        # in aiosqlite's thread, outside a transaction. PASSIVE, as SQLite's auto-checkpoint: it waits for
+        # nobody; what it follows is committed, so it may not fail that
+        with contextlib.suppress(sqlite3.Error):
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self._changes = self._aio._conn.total_changes
 
     def _usable_here(self) -> bool:
         """Whether this thread may use the sqlite3 connection (SQLAlchemy opens a file database's with
