@@ -117,10 +117,10 @@ def test_a_not_null_column_named_like_customer_id_is_not_the_policy(database_url
     ({"fare_cents": 5}, r"pickup needs a value \(not None\): rides.pickup"),
     ({"pickup": None, "fare_cents": 5}, r"pickup needs a value \(not None\): rides.pickup"),
     ({"pickup": "Dock 4"}, r"fare_cents needs a value"),
-    ({"pickup": "Dock 4", "fare_cents": -1}, r"the value of fare_cents is refused by rides's CHECK "
+    ({"pickup": "Dock 4", "fare_cents": -1}, r"the value of fare_cents is refused by the CHECK of rides "
                                              r"\(fare_cents >= 0\)"),
-    ({"pickup": "Dock 4", "fare_cents": 5, "seats": 9}, r"the value of seats is refused by rides's CHECK "
-                                                        r"ck_rides_seats \(seats BETWEEN 1 AND 8\)"),
+    ({"pickup": "Dock 4", "fare_cents": 5, "seats": 9}, r"the value of seats is refused by the CHECK "
+                                                        r"ck_rides_seats of rides \(seats BETWEEN 1 AND 8\)"),
 ])
 def test_a_host_column_refusing_its_value_is_the_callers_input(database_url: str, columns: dict[str, Any],
                                                                  says: str) -> None:

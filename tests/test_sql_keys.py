@@ -215,24 +215,25 @@ def test_the_in_memory_store_keeps_ids_as_given() -> None:
 
 
 def test_ids_beyond_what_the_key_column_holds(database_url: str) -> None:
-    """An id the key column cannot hold on this database (PostgreSQL's 32-bit INTEGER, a VARCHAR's
-    length) is InvalidArgument on create and not found on lookup; SQLite, whose integers are 64-bit
-    and which ignores lengths, holds them."""
+    """An id the key column cannot hold on this database (PostgreSQL's 32-bit INTEGER) is InvalidArgument
+    on create and not found on lookup, SQLite's integers being 64-bit; a string longer than a VARCHAR's
+    length is refused on both databases (SQLite would store it: the same id must not work on one only)."""
     engine, lc, _, _ = _setup(database_url)
     bookings, shipments = lc.kind("booking"), lc.kind("shipment")
     big, long = 2**31, "x" * 256
+    with pytest.raises(InvalidArgument, match="entity_id must be a string of at most 255 characters"):
+        shipments.create("c1", entity_id=long)
+    with pytest.raises(InvalidArgument, match="customer_id must be a string of at most 128 characters"):
+        bookings.create("c" * 129)
+    with pytest.raises(BroadcastNotFound):
+        shipments.get(long)
     if engine.dialect.name == "postgresql":
         with pytest.raises(InvalidArgument, match=r"entity_id must be an int from -2147483648 to 2147483647"):
             bookings.create("c1", entity_id=big)
-        with pytest.raises(InvalidArgument, match="entity_id must be a string of at most 255 characters"):
-            shipments.create("c1", entity_id=long)
-        with pytest.raises(InvalidArgument, match="customer_id must be a string of at most 128 characters"):
-            bookings.create("c" * 129)
         with pytest.raises(BroadcastNotFound):
             bookings.get(big)
     else:
         assert bookings.create("c1", entity_id=big).id == bookings.get(big).id == big
-        assert shipments.create("c1", entity_id=long).id == long
 
 
 @pytest.mark.parametrize("kind", ["booking", "parcel"])

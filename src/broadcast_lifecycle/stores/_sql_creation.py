@@ -229,7 +229,7 @@ class SqlCreation:
     @staticmethod
     def _check_new(sql: EntitySql, new: NewBroadcast) -> None:
         """``InvalidArgument`` for an id or customer id the kind's table cannot hold (its type, range
-        or, on PostgreSQL, its length), before anything is sent."""
+        or length), before anything is sent."""
         kind = new.kind.name
         if new.entity_id is not None and not sql.holds(new.entity_id):
             raise InvalidArgument(f"entity_id must be {sql.keys.allowed()} for kind {kind!r} (its key is "

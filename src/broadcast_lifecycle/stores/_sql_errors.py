@@ -126,12 +126,12 @@ def host_input_refused(broken: Violation, tables: Mapping[str, Table]) -> Invali
             if not named:
                 return None  # the library's own check
             name = f" {check.name}" if check.name else ""
-            return InvalidArgument(f"the value of {', '.join(named)} is refused by {table.name}'s CHECK{name} "
+            return InvalidArgument(f"the value of {', '.join(named)} is refused by the CHECK{name} of {table.name} "
                                    f"({expression}): give a value that satisfies it (in create(columns=...), or "
                                    "on the row you adopt)")
         if broken.table in tables and broken.constraint not in _library_checks(table):
-            return InvalidArgument(f"a value of a host column is refused by {table.name}'s CHECK constraint "
-                                   f"{broken.constraint}: give values that satisfy it")
+            return InvalidArgument(f"a value of a host column is refused by the CHECK constraint "
+                                   f"{broken.constraint} of {table.name}: give values that satisfy it")
     return None
 
 

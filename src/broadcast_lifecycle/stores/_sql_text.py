@@ -142,8 +142,9 @@ class ColumnCapacity:
     """The values a column can hold on this database, for checking arguments before they are sent.
 
     By the column's Python type: an int within the column's range (PostgreSQL's SMALLINT, INTEGER
-    and BIGINT are 16, 32 and 64 bits; every SQLite integer is 64 bits), a string within a declared
-    length on PostgreSQL (SQLite ignores lengths), a UUID. A type it does not know holds anything.
+    and BIGINT are 16, 32 and 64 bits; every SQLite integer is 64 bits), a string within its declared
+    length (on SQLite too, which would store a longer one: the same id is refused on both databases),
+    a UUID. A type it does not know holds anything.
     """
 
     def __init__(self, column: Column[Any], dialect: Dialect) -> None:
@@ -157,7 +158,11 @@ class ColumnCapacity:
             bits = 64 if isinstance(column.type, BigInteger) else 16 if isinstance(column.type, SmallInteger) else 32
         self.low, self.high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
         length = getattr(column.type, "length", None)
-        self.length: int | None = length if dialect.name == "postgresql" and isinstance(length, int) else None
+        self.length: int | None = length if isinstance(length, int) else None
+        try:
+            self._type_name = str(column.type.compile(dialect=dialect))
+        except Exception:  # a type this dialect cannot render: its generic name
+            self._type_name = str(column.type)
 
     def holds(self, value: object) -> bool:
         """Whether the column can hold ``value``."""
@@ -182,7 +187,7 @@ class ColumnCapacity:
 
     def where(self) -> str:
         """The column, for messages: ``bookings.id (INTEGER)``."""
-        return f"{self.column.table.name}.{self.column.name} ({self.column.type})"
+        return f"{self.column.table.name}.{self.column.name} ({self._type_name})"
 
 
 _JSON = json.JSONEncoder(separators=(",", ":"), default=str)
