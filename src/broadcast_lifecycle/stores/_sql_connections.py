@@ -23,14 +23,20 @@ from ._sqlite_setup import (
     write_lock,
     write_lock_key,
 )
+from .writes import AfterCommit, Committed
 
 if TYPE_CHECKING:
     from ._loop_connections import LoopConnections, OwnConnection
 
-__all__ = ["LostRace", "SqlConnections"]
+__all__ = ["Committing", "LostRace", "SqlConnections"]
 
 T = TypeVar("T")
 _CURSOR = "broadcast_lifecycle.cursor"
+
+
+Committing = Callable[[Committed, AfterCommit, object], Committed]
+"""The store's hand-off of a committed write (``committed, after_commit, tx``): its events dispatched now,
+or when the host's transaction ``tx`` commits."""
 
 
 class LostRace(Exception):

@@ -33,10 +33,9 @@ from ..states import BroadcastStatus
 from ._host_session import session_of
 from ._outbox_row import OUTBOX_ROW, WRITTEN_AT
 from ._positional import WrittenSql
-from ._sql_connections import SqlConnections
+from ._sql_connections import Committing, SqlConnections
 from ._sql_create import RowInsert, with_python_defaults
 from ._sql_errors import LIFECYCLE_COLUMNS
-from ._sql_in_place import Committing
 from ._sql_tables import StoreTables
 from ._sql_text import EntitySql, dumps
 from ._sql_translate import ErrorTranslator

@@ -1,11 +1,15 @@
-"""Accept and release in place on PostgreSQL: the built-in guards in the UPDATE's WHERE, no read first
-(see :class:`~broadcast_lifecycle.stores.base.ChangesInPlace` and ``sql.postgresql.pg_change_in_place``)."""
+"""PostgreSQL's transitions without a read first, each one statement: accept and release in place (the
+built-in guards in the UPDATE's WHERE, see :class:`~broadcast_lifecycle.stores.base.ChangesInPlace` and
+``sql.postgresql.pg_change_in_place``) and the other triggers decided by their statement (from-states and
+guards generated from the transition table, see :class:`~broadcast_lifecycle.stores.base.DecidesInStatement`
+and ``sql.postgresql_decided``); both address events to every notified transporter with the library's
+PL/pgSQL function, whose presence this part asks the database about."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -16,7 +20,7 @@ from ..kinds import KindConfig
 from ..lifecycle import Trigger, topics_of
 from ..records import BroadcastSnapshot, EntityId
 from ..states import BroadcastStatus
-from ._sql_connections import SqlConnections
+from ._sql_connections import Committing, SqlConnections
 from ._sql_errors import UNDEFINED_FUNCTION, sqlstate
 from ._sql_tables import StoreTables, utc
 from ._sql_text import EntitySql, dumps
@@ -33,24 +37,22 @@ __all__ = ["SqlInPlace"]
 
 logger = logging.getLogger(__name__)
 
-Committing = Callable[[Committed, AfterCommit, object], Committed]
-"""The store's hand-off of a committed write (``committed, after_commit, tx``): its events dispatched."""
-
-
 
 class SqlInPlace:
-    """The in-place writer of :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore` (accept and
-    release), on the store's connections (``db``); it owns what it knows of the everyone function."""
+    """The one-statement writer of :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore` (accept
+    and release in place, the other triggers decided in their statement), on the store's connections
+    (``db``) and tables (``schema``); it owns its decided statements and what it knows of the everyone
+    function."""
 
     def __init__(self, db: SqlConnections, schema: StoreTables, committed: Committing) -> None:
         self._db = db
         self._schema = schema
         self._committed = committed
         self._everyone_function: bool | None = None
-        self._decided: dict[tuple[str, Trigger, bool, bool], str] = {}
-        """The decided statements built so far, by table, trigger, whether the command offers and is keyed."""
         """Whether the database has the everyone function, so an accept may fill in place and a transition
         announced to everyone be one statement (asked once, and again after :meth:`forget_function`)."""
+        self._decided: dict[tuple[str, Trigger, bool, bool], str] = {}
+        """The decided statements built so far, by table, trigger, whether the command offers and is keyed."""
 
     def change_in_place(self, kind: KindConfig, trigger: Trigger, entity_id: EntityId, transporter_id: str,
                         slots: int, at: datetime, after_commit: AfterCommit) -> Committed | Loaded | None:
@@ -153,7 +155,9 @@ class SqlInPlace:
             # Written already: the statement and the table disagree (tests/test_decided.py keeps them together).
             decided = refused if change is None else change.decision.to_status.value
             raise StoreError(f"the {trigger.value} statement of {kind.name} {show_id(entity_id)} wrote {row[8]} "
-                             f"from {before.status.value} where the transition table decides {decided}")
+                             f"from {before.status.value} where the transition table decides {decided}; the write "
+                             "is committed and its events wait in the outbox for the relay (a library bug: "
+                             "please report it)")
         after = change.after()
         listed = dict(zip(layout.announced, row[9:], strict=True))
         events = self._statement_events(change.events(after, ()), change.recipients, ids, listed)

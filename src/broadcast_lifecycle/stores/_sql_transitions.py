@@ -17,9 +17,9 @@ from ..events import BroadcastEvent, Recipient, Topic
 from ..records import BroadcastSnapshot, EntityId
 from ._outbox_row import OUTBOX_ROW
 from ._positional import LOAD, UPDATE, Positional, WrittenSql
-from ._sql_connections import LostRace, SqlConnections
+from ._sql_connections import Committing, LostRace, SqlConnections
 from ._sql_errors import UNDEFINED_FUNCTION, sqlstate
-from ._sql_in_place import Committing, SqlInPlace
+from ._sql_in_place import SqlInPlace
 from ._sql_tables import StoreTables
 from ._sql_text import EntitySql, dumps
 from ._sql_translate import ErrorTranslator

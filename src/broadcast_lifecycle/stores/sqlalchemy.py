@@ -38,6 +38,7 @@ from ._sql_outbox import SqlOutbox
 from ._sql_retention import SqlRetention
 from ._sql_sweep import SqlSweeper
 from ._sql_tables import StoreTables, utc
+from ._sql_text import EntitySql
 from ._sql_transitions import SqlTransitions
 from ._sql_translate import ErrorTranslator
 from ._sqlite_setup import SqliteSettings
@@ -68,6 +69,7 @@ from .schema import (
     recipients_table,
     standalone_metadata,
 )
+from .sql.common import table_ref
 from .sql.postgresql import SINGLE_STATEMENT_EVENTS, pg_change_in_place, pg_single_statement
 
 __all__ = ["SQLAlchemyStore"]
@@ -149,13 +151,18 @@ class SQLAlchemyStore:
                                             *(standalone_metadata.sorted_tables if standalone else ()),
                                             *(sql.table for sql in self._schema.hosts.values())])
             for sql in self._schema.hosts.values():
-                conn.exec_driver_sql(due_index_ddl(sql.table.name))
+                conn.exec_driver_sql(due_index_ddl(sql.table.name, on=self._index_target(sql)))
             for kind in kinds:
                 if kind.one_open_per_customer:
                     sql = self._schema.entity(kind.name)
                     conn.exec_driver_sql(open_customer_index_ddl(sql.table.name, kind.name,
-                                                                 scoped=sql.table is broadcasts_table))
+                                                                 scoped=sql.table is broadcasts_table,
+                                                                 on=self._index_target(sql)))
         self._in_place.forget_function()  # the PostgreSQL function may be new: ask again (after the commit)
+
+    def _index_target(self, sql: EntitySql) -> str | None:
+        """PostgreSQL: a host table in a schema of its own, named with its schema (its index goes there too)."""
+        return table_ref(self.engine.dialect, sql.table) if self._pg and sql.table.schema else None
 
     # -- commands --------------------------------------------------------------------------
 
@@ -339,7 +346,7 @@ def _require_current_columns(conn: Connection, tables: Iterable[Table]) -> None:
     missing tables only, so an older database would otherwise fail on every write."""
     inspector = sa_inspect(conn)
     for table in tables:
-        found = {column["name"] for column in inspector.get_columns(table.name)}
+        found = {column["name"] for column in inspector.get_columns(table.name, schema=table.schema)}
         missing = [column.name for column in table.columns if column.name not in found]
         if missing:
             raise StoreError(

@@ -60,6 +60,11 @@ def quote(dialect: Dialect, name: str) -> str:
     return dialect.identifier_preparer.quote(name)
 
 
+def table_ref(dialect: Dialect, table: Table) -> str:
+    """``table`` as a statement names it: quoted where it must be, and with its schema if it has one."""
+    return dialect.identifier_preparer.format_table(table)
+
+
 def _json(dialect: Dialect, name: str) -> str:
     return f"CAST(:{name} AS JSON)" if dialect.name == "postgresql" else f":{name}"
 
@@ -134,20 +139,20 @@ _ROW_COLUMNS = "status, customer_id, slots_requested, slots_filled, version, sta
 def load_broadcast(table: Table, dialect: Dialect, kind_column: bool, recipients: Table) -> str:
     """A broadcast's row and ``:transporter``'s holding (``EntitySql.load``'s column order)."""
     return (f"SELECT {_ROW_COLUMNS}, (SELECT slots_held FROM {recipients.name} WHERE kind = :kind "
-            f"AND entity_id = :key AND transporter_id = :transporter) FROM {quote(dialect, table.name)} "
+            f"AND entity_id = :key AND transporter_id = :transporter) FROM {table_ref(dialect, table)} "
             f"WHERE {_row_filter(table, dialect, kind_column)}")
 
 
 def load_broadcast_row(table: Table, dialect: Dialect, kind_column: bool) -> str:
     """:func:`load_broadcast` without a transporter's holding (NULL in its place), for a command by no
     transporter."""
-    return (f"SELECT {_ROW_COLUMNS}, NULL FROM {quote(dialect, table.name)} "
+    return (f"SELECT {_ROW_COLUMNS}, NULL FROM {table_ref(dialect, table)} "
             f"WHERE {_row_filter(table, dialect, kind_column)}")
 
 
 def update_broadcast(table: Table, dialect: Dialect, kind_column: bool) -> str:
     """The compare-and-set UPDATE of a decided transition (by ``:version``)."""
-    return (f"UPDATE {quote(dialect, table.name)} SET status = :to_status, state_changed_at = :at, "
+    return (f"UPDATE {table_ref(dialect, table)} SET status = :to_status, state_changed_at = :at, "
             "version = :new_version, slots_filled = slots_filled + :delta, expires_at = :expires_at "
             f"WHERE {_row_filter(table, dialect, kind_column)} AND version = :version")
 
@@ -181,10 +186,11 @@ EXPIRABLE_SQL_IN_LIST = "status IN ({})".format(", ".join(f"'{s.value}'" for s i
 query carries both, since SQLite uses a partial index only for a query that repeats its WHERE."""
 
 
-def due_index_ddl(table: str, kind_column: bool = False) -> str:
-    """DDL for the partial index the sweeper reads: overdue candidates only, by deadline."""
+def due_index_ddl(table: str, kind_column: bool = False, on: str | None = None) -> str:
+    """DDL for the partial index the sweeper reads: overdue candidates only, by deadline (``on``: the
+    table as the statement names it, if not ``table``: with its schema, say)."""
     columns = "kind, expires_at" if kind_column else "expires_at"
-    return f"CREATE INDEX IF NOT EXISTS ix_{table}_due ON {table} ({columns}) WHERE {EXPIRABLE_SQL}"
+    return f"CREATE INDEX IF NOT EXISTS ix_{table}_due ON {on or table} ({columns}) WHERE {EXPIRABLE_SQL}"
 
 
 def open_customer_index_name(table: str, kind: str) -> str:
@@ -192,13 +198,14 @@ def open_customer_index_name(table: str, kind: str) -> str:
     return f"uq_{table}_{kind}_open_customer"
 
 
-def open_customer_index_ddl(table: str, kind: str, scoped: bool = False) -> str:
+def open_customer_index_ddl(table: str, kind: str, scoped: bool = False, on: str | None = None) -> str:
     """DDL for the one-open-broadcast-per-customer policy: a partial unique index over the states
-    that are not closed yet (``scoped`` adds ``kind = ...`` for the shared standalone table)."""
+    that are not closed yet (``scoped`` adds ``kind = ...`` for the shared standalone table; ``on`` as
+    for :func:`due_index_ddl`)."""
     states = ", ".join(f"'{s.value}'" for s in BroadcastStatus if s not in CLOSED)
     scope = f" AND kind = '{kind}'" if scoped else ""
     return (f"CREATE UNIQUE INDEX IF NOT EXISTS {open_customer_index_name(table, kind)} "
-            f"ON {table} (customer_id) WHERE status IN ({states}){scope}")
+            f"ON {on or table} (customer_id) WHERE status IN ({states}){scope}")
 
 
 # -- the sweep (see _sql_sweep): what an expiry writes, from the core's ``Expiry`` ------------------
@@ -221,7 +228,7 @@ class SweepTables:
     def names(self, dialect: Dialect) -> tuple[str, str, str]:
         """The broadcasts table, its key and ``trigger``, quoted."""
         pk = next(iter(self.table.primary_key.columns))
-        return quote(dialect, self.table.name), quote(dialect, pk.name), quote(dialect, "trigger")
+        return table_ref(dialect, self.table), quote(dialect, pk.name), quote(dialect, "trigger")
 
 
 def sweep_overdue(tables: SweepTables) -> str:

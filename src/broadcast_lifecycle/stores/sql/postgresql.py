@@ -25,6 +25,7 @@ from .common import (
     sweep_outbox_row,
     sweep_overdue,
     sweep_returning,
+    table_ref,
 )
 from .common import quote as _q
 from .postgresql_functions import EVERYONE_FUNCTION, pg_everyone_json
@@ -163,7 +164,7 @@ def pg_change_in_place(entity: EntitySql, variant: str, library_tables: tuple[Ta
     """
     history, recipients, outbox, _ = library_tables
     state_guard, fill_guard, new_status, previous, holder_guard = _IN_PLACE[variant]
-    name = _q(dialect, entity.table.name)
+    name = table_ref(dialect, entity.table)
     where = f"{_q(dialect, entity.pk.name)} = :id" + (" AND kind = :kind" if "kind" in entity.table.c else "")
     computed = {  # the event columns this statement computes from the updated row; the rest are parameters
         "kind": ":kind", "entity_id": ":key", "id_field": ":id_field", "status": "status",

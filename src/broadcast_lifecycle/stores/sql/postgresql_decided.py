@@ -12,6 +12,7 @@ from ...events import Topic
 from ...lifecycle import Trigger, allowed_from
 from ...states import BroadcastStatus
 from .._outbox_row import OUTBOX_ROW
+from .common import table_ref
 
 if TYPE_CHECKING:
     from .decided import DecidedLayout
@@ -87,7 +88,7 @@ def decided_statement(layout: DecidedLayout, table: Table, kind_column: bool, li
     """
     history, recipients, outbox, idempotency = library_tables
     quote = dialect.identifier_preparer.quote
-    name, pk = quote(table.name), quote(next(iter(table.primary_key.columns)).name)
+    name, pk = table_ref(dialect, table), quote(next(iter(table.primary_key.columns)).name)
     where = f"{pk} = :id" + (" AND kind = :kind" if kind_column else "")
     dests = {dest for dest, _ in layout.sources.values()}
     if len(dests) == 1 and all(dest is not source for source, (dest, _) in layout.sources.items()):
