@@ -209,6 +209,37 @@ def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
     assert lc.kind("booking").get(snap.id).slots_filled == 1
 
 
+
+def test_writes_between_commands_hold_no_snapshot_and_no_lock(tmp_path: Path) -> None:
+    """Commands that commit, are refused, or fail in a guard leave this thread's connection outside any
+    transaction and holding no statement: another connection can write, and checkpoint the WAL to empty."""
+    store, lc, _ = _lifecycle(tmp_path / "idle.db")
+    assert store._db.threads is not None
+    bookings = lc.kind("booking")
+    snap = _active(lc)
+    bookings.accept(snap.id, "t1")
+    with pytest.raises(TransitionRefused):
+        bookings.start_trip(snap.id)  # refused under the lock: rolled back
+
+    def broken_guard(_snap: BroadcastSnapshot, _ctx: CommandContext) -> str | None:
+        raise RuntimeError("guard bug")
+
+    lc.add_guard(Trigger.ACCEPT, broken_guard)
+    with pytest.raises(RuntimeError, match="guard bug"):
+        bookings.accept(snap.id, "t2")
+    bookings.get(snap.id)
+    bookings.history(snap.id)
+    assert not store._db.threads.get().in_transaction
+    other = sqlite3.connect(tmp_path / "idle.db", isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # would fail at once ("database is locked") if a write were left open
+        other.execute("COMMIT")
+        busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0  # no reader's snapshot pins the WAL
+    finally:
+        other.close()
+
+
 # -- time as text ---------------------------------------------------------------------------------
 
 _SQLITE = sqlite.dialect()

@@ -115,8 +115,45 @@ class SqlConnections:
                 if wrapped is None:
                     raise
                 raise wrapped from exc
+        if tx is None and self.threads is not None:
+            return self._thread_transaction(self.threads, body)
         with self.cursor(tx, write=True) as cur:
             return body(cur)
+
+    def _thread_transaction(self, threads: ThreadConnections, body: Callable[[Any], T]) -> T:
+        """:meth:`transaction` of our own on this thread's connection (SQLite on a file, from threads): as
+        :class:`_Cursor` does it, written out for the path every sync SQLite command takes, on the
+        connection's kept cursor."""
+        lock = self.acquire_write_lock()
+        try:
+            try:
+                cur = threads.held().cursor
+                cur.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                threads.discard()  # its state is unknown: the next command opens a new one
+                raise
+            try:
+                result = body(cur)
+            except BaseException:
+                try:
+                    cur.execute("ROLLBACK")
+                except BaseException:
+                    threads.discard()
+                raise  # the body's exception, wrapped below
+            try:
+                cur.execute("COMMIT")
+            except BaseException:
+                threads.discard()
+                raise
+            return result
+        except Exception as exc:
+            wrapped = self.errors.wrapped(exc, "write")
+            if wrapped is None:
+                raise
+            raise wrapped from exc
+        finally:
+            if lock is not None:
+                lock.release()
 
     @contextmanager
     def core(self, tx: object, write: bool = False) -> Iterator[Any]:
@@ -167,7 +204,8 @@ class SqlConnections:
         if self._write_key is None:
             return None
         lock = write_lock(self._write_key)
-        return lock if lock.acquire(timeout=self.sqlite.busy_timeout_ms / 1000) else None
+        # Trying first costs less than acquire(timeout=...), which sets up a timed wait even when the lock is free.
+        return lock if lock.acquire(False) or lock.acquire(timeout=self.sqlite.busy_timeout_ms / 1000) else None
 
     def borrow(self, driver_connection: Any) -> Borrowed:
         """Lend a SQLite pool connection to one write transaction of ours (see :class:`Borrowed`)."""

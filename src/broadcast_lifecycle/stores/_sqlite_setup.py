@@ -165,10 +165,14 @@ class ThreadConnections:
 
     def get(self) -> Any:
         """This thread's DBAPI connection (opened on first use)."""
+        return self.held().connection
+
+    def held(self) -> _Held:
+        """This thread's connection and its kept cursor (opened on first use)."""
         held: _Held | None = getattr(self._local, "held", None)
         if held is not None and not held.closed:
             if held.pid == _PID[0]:
-                return held.connection
+                return held
             _INHERITED.append(held)  # the parent's, after fork: never use or close it here
         fairy = self._engine.raw_connection()
         connection: Any = fairy.driver_connection
@@ -181,7 +185,7 @@ class ThreadConnections:
         held = self._local.held = _Held(connection, _PID[0])
         with self._lock:
             self._held.add(held)
-        return held.connection
+        return held
 
     def discard(self) -> None:
         """Close this thread's connection (the next :meth:`get` opens a new one)."""
@@ -210,12 +214,19 @@ _INHERITED: list[_Held] = []
 
 
 class _Held:
-    """A thread's connection; weakly tracked, so it goes when its thread's locals go."""
+    """A thread's connection; weakly tracked, so it goes when its thread's locals go.
 
-    __slots__ = ("__weakref__", "closed", "connection", "pid")
+    ``cursor`` is kept for the connection's write transactions, which end with their COMMIT or
+    ROLLBACK on it, so it never holds a statement open between them (a read or a lone statement
+    takes a cursor of its own: one left mid-result, or a RETURNING not yet reset, would keep its
+    snapshot or its write lock).
+    """
+
+    __slots__ = ("__weakref__", "closed", "connection", "cursor", "pid")
 
     def __init__(self, connection: Any, pid: int) -> None:
         self.connection = connection
+        self.cursor: Any = connection.cursor()
         self.pid = pid
         self.closed = False
 
