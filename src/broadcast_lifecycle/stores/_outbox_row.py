@@ -196,7 +196,8 @@ def _expression(column: EventColumn, event: str = "e") -> str:
     if column.form == "recipients":
         return f"encode({value})"
     if column.form in ("topic", "status"):
-        return f"(None if {value} is None else {value}.value)" if column.nullable else f"{value}.value"
+        # The member's value as Enum stores it: ``.value`` is a property, 0.1 us a read on Python 3.11.
+        return f"(None if {value} is None else {value}._value_)" if column.nullable else f"{value}._value_"
     return value
 
 

@@ -67,7 +67,9 @@ class TimeCodec:
         if last[2] == utc:
             return last[3]
         if self._iso_text:
-            bound: Any = utc.isoformat(" ", "microseconds")[:26]  # the naive text, without "+00:00"
+            bound: Any = _naive_text(utc)
+            if type(utc) is datetime and not utc.fold:  # what parsing the text gives back, exactly
+                _remember(bound, utc)  # read back (the next command's row), it needs no parsing
         else:
             bound = self._bind(utc) if self._bind else utc
         self._last = (utc, bound, last[0], last[1])
@@ -78,14 +80,47 @@ class TimeCodec:
         if value is None:
             return None
         if self._iso_text and isinstance(value, str):
+            known = _PARSED.get(value)
+            if known is not None:
+                return known
             try:
-                return datetime.fromisoformat(value + "+00:00")
+                parsed_text = datetime.fromisoformat(value + "+00:00")
             except ValueError:
                 pass  # not the default text (written by hand?): the generic parser below says what it is
+            else:
+                _remember(value, parsed_text)
+                return parsed_text
         parsed: datetime = self._result(value) if self._result else value
         if parsed.tzinfo is None:
             return parsed.replace(tzinfo=timezone.utc)
         return parsed.astimezone(timezone.utc)
+
+
+def _naive_text(utc: datetime) -> str:
+    """``utc.isoformat(" ", "microseconds")`` without its "+00:00": SQLAlchemy's DATETIME text on SQLite.
+    The text up to the hour is kept (one tuple, replaced whole) and the rest written from two-digit
+    strings: half the cost of ``isoformat``, which formats the offset too, on every command's time."""
+    hour = _HOUR[0]
+    key = (utc.year, utc.month, utc.day, utc.hour)
+    if hour[0] != key:
+        hour = _HOUR[0] = (key, f"{key[0]:04d}-{_TWO[key[1]]}-{_TWO[key[2]]} {_TWO[key[3]]}:")
+    return f"{hour[1]}{_TWO[utc.minute]}:{_TWO[utc.second]}.{utc.microsecond:06d}"
+
+
+_TWO = tuple(f"{i:02d}" for i in range(100))
+_HOUR: list[tuple[tuple[int, int, int, int] | None, str]] = [(None, "")]
+
+_PARSED: dict[str, datetime] = {}
+"""DATETIME text to its aware UTC datetime, for the times a command reads back: the last command's time
+and the broadcast's creation and deadline, bound or read by this process a moment before. Shared by every
+codec on that text (the text says the instant whichever column holds it); emptied when it grows large."""
+_PARSED_MAX = 512
+
+
+def _remember(text: str, value: datetime) -> None:
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[text] = value
 
 
 class LibrarySql:
