@@ -187,8 +187,11 @@ def new_event_id() -> str:
     # The text before the counter changes once a millisecond and the text after it once every 4,096 ids:
     # both are kept (each as one tuple, which threads replace whole) rather than formatted for every id.
     stamp = _ID_STAMP[0]
-    if stamp[0] != ms:
-        stamp = _ID_STAMP[0] = (ms, f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7")
+    if stamp[0] != ms:  # about once a command: the low 16 bits from a table, the rest formatted once a minute
+        high = _ID_HIGH[0]
+        if high[0] != ms >> 16:
+            high = _ID_HIGH[0] = (ms >> 16, f"{ms >> 16:08x}-")
+        stamp = _ID_STAMP[0] = (ms, high[1] + _HEX2[ms >> 8 & 0xFF] + _HEX2[ms & 0xFF] + "-7")
     tail = _ID_TAIL[0]
     if tail[0] != n >> 12:
         node = _ID_NODE[0]
@@ -205,6 +208,8 @@ _ID_COUNTER = itertools.count()
 _ID_NODE = [0]
 _ID_STAMP: list[tuple[int, str]] = [(-1, "")]
 _ID_TAIL: list[tuple[int, str]] = [(-1, "")]
+_ID_HIGH: list[tuple[int, str]] = [(-1, "")]
+_HEX2 = tuple(f"{i:02x}" for i in range(0x100))
 _HEX3 = tuple(f"{i:03x}" for i in range(0x1000))
 _draw_node()
 os.register_at_fork(after_in_child=_draw_node)
