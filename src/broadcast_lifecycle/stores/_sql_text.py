@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, Dialect, Integer, SmallInteger, Table
 from sqlalchemy.dialects import sqlite
 
-from ..validation import is_entity_id
+from ..validation import MAX_INT_ID, is_entity_id
 from .sql import common
 from .sql.common import render
 
@@ -151,6 +151,9 @@ class EntitySql:
         self.bind_id = _processor(self.pk, dialect, bind=True)
         self.keys = ColumnCapacity(self.pk, dialect)
         """What the key column holds: an id it cannot hold is no broadcast's (see ``_lookup_id``)."""
+        self._int_range: tuple[int, int] | None = ((max(self.keys.low, -MAX_INT_ID - 1), min(self.keys.high, MAX_INT_ID))
+                           if self.keys.python_type is int else None)
+        """An int key's ids: both :func:`is_entity_id`'s and the column's range."""
         self.customers = ColumnCapacity(table.c.customer_id, dialect)
         self.time = TimeCodec(table.c.state_changed_at, dialect)
         self.load = render(common.load_broadcast(table, dialect, kind_column, recipients), dialect)
@@ -166,6 +169,8 @@ class EntitySql:
 
     def holds(self, entity_id: object) -> bool:
         """Whether the key column can hold ``entity_id`` (a valid id, of its type and range)."""
+        if type(entity_id) is int and self._int_range is not None:  # the usual id, asked twice a command
+            return self._int_range[0] <= entity_id <= self._int_range[1]
         return is_entity_id(entity_id) and self.keys.holds(entity_id)
 
     def id_param(self, entity_id: Any) -> Any:
