@@ -149,9 +149,12 @@ class Change:
         not among ``holders``, who hold a slot after the change), then the offer to the new ``recipients``."""
         d = self.decision
         trigger = d.trigger._value_  # .value, without the Enum property's cost (this runs on every command)
-        return (build_events(self.kind, after, d.from_status, d.topics, transporters, trigger=trigger,
-                             reason=self.reason, holders=holders)
-                + build_offer(self.kind, after, d.from_status, self.recipients, trigger=trigger, reason=self.reason))
+        events = build_events(self.kind, after, d.from_status, d.topics, transporters, trigger=trigger,
+                              reason=self.reason, holders=holders)
+        if not self.recipients:  # nobody newly notified, so no offer (most commands)
+            return events
+        return events + build_offer(self.kind, after, d.from_status, self.recipients, trigger=trigger,
+                                    reason=self.reason)
 
     def outcome(self, after: BroadcastSnapshot) -> IdempotentOutcome | None:
         """What to record under the idempotency key (``None`` without one)."""
