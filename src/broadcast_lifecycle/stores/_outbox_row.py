@@ -217,10 +217,23 @@ def recipients_json(recipients: Sequence[Recipient]) -> str:
     their ``[role, id]`` pairs. Written out here (each string quoted by ``json``'s own C quoting), it costs
     a fifth of ``json``'s encoder, which sets itself up again on every call; the text is the same."""
     try:
-        return "[" + ",".join([f"[{encode_basestring_ascii(r.role)},{encode_basestring_ascii(r.id)}]"
-                               for r in recipients]) + "]"
+        pairs = []
+        for recipient in recipients:  # mostly the last commands' recipients again: each pair's text is kept
+            pair = _PAIRS.get(recipient)
+            if pair is None:
+                if len(_PAIRS) >= _PAIRS_MAX:
+                    _PAIRS.clear()
+                pair = _PAIRS[recipient] = (f"[{encode_basestring_ascii(recipient.role)},"
+                                            f"{encode_basestring_ascii(recipient.id)}]")
+            pairs.append(pair)
+        return "[" + ",".join(pairs) + "]"
     except TypeError:  # an id that is not a str (a custom store's?): the encoder says how it is written
         return _JSON.encode(_recipients_list(recipients))
+
+
+_PAIRS: dict[Recipient, str] = {}
+"""Each recent recipient's ``[role, id]`` text (emptied when it grows large)."""
+_PAIRS_MAX = 4096
 
 OUTBOX_ROW = OutboxRow((
     EventColumn("event_id", String(36), per_event=True),
