@@ -152,7 +152,7 @@ class EntitySql:
         self.keys = ColumnCapacity(self.pk, dialect)
         """What the key column holds: an id it cannot hold is no broadcast's (see ``_lookup_id``)."""
         low, high = max(self.keys.low, -MAX_INT_ID - 1), min(self.keys.high, MAX_INT_ID)
-        self._int_range = (low, high) if self.keys.python_type is int else None
+        self._int_range: tuple[int, int] | None = (low, high) if self.keys.python_type is int else None
         """An int key's ids: both :func:`is_entity_id`'s and the column's range."""
         self.customers = ColumnCapacity(table.c.customer_id, dialect)
         self.time = TimeCodec(table.c.state_changed_at, dialect)
