@@ -17,6 +17,9 @@ from .states import BroadcastStatus
 
 __all__ = ["Decision", "decide", "is_overdue"]
 
+# Members read on every command, as module constants: on Python 3.10 and 3.11 an Enum class's attribute
+# is read through EnumType.__getattr__, some 60 ns a read.
+_EXPIRE, _OFFERED, _STATE_CHANGED = Trigger.EXPIRE, Topic.OFFERED, Topic.STATE_CHANGED
 _EXPIRY_TOPICS = {status: topics_of(Trigger.EXPIRE, status, BroadcastStatus.EXPIRED)
                   for (trigger, status) in ROUTES if trigger is Trigger.EXPIRE}
 
@@ -78,7 +81,7 @@ def decide(
     An overdue broadcast is expired whatever the trigger (see ``Decision.superseded``).
     """
     status = snapshot.status
-    if trigger is not Trigger.EXPIRE and is_overdue(snapshot, ctx.now):
+    if trigger is not _EXPIRE and is_overdue(snapshot, ctx.now):
         return _decision(Trigger.EXPIRE, status, BroadcastStatus.EXPIRED, 0, snapshot.expires_at,
                          _EXPIRY_TOPICS[status], superseded=trigger)
     route = ROUTES.get((trigger, status))
@@ -105,8 +108,8 @@ def decide(
             break
     expires_at = ctx.deadline if route.sets_deadline else snapshot.expires_at
     announces = taken.announces
-    if Topic.OFFERED in announces and expires_at is not None and ctx.now >= expires_at:
+    if _OFFERED in announces and expires_at is not None and ctx.now >= expires_at:
         # Past the deadline the reopened broadcast is due to expire (any command on it expires it): no re-offer.
-        announces = tuple(topic for topic in announces if topic is not Topic.OFFERED)
+        announces = tuple(topic for topic in announces if topic is not _OFFERED)
     return _decision(trigger, status, taken.dest, route.fill * ctx.slots, expires_at,
-                     (Topic.STATE_CHANGED, *announces))
+                     (_STATE_CHANGED, *announces))

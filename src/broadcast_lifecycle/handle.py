@@ -261,8 +261,8 @@ class KindHandle:
     def _run(self, entity_id: EntityId, tx: object, trigger: Trigger, *, metadata: Mapping[str, Any] | None,
              idempotency_key: str | None, actor: str | None, **fields: Any) -> CommandResult:
         entity_id = self._lc._key(self._config.name, entity_id)
-        meta = require_metadata(metadata)
-        key = require_key(idempotency_key, actor)
+        meta = {} if metadata is None else require_metadata(metadata)  # (the usual case without the call)
+        key = None if idempotency_key is None else require_key(idempotency_key, actor)
         digest = fingerprint(trigger.value, entity_id, meta, sorted(fields.items())) if key else ""
         command = _command(config=self._config, trigger=trigger, metadata=meta, fingerprint=digest, actor=actor,
                            idempotency_key=key, **fields)
