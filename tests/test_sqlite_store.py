@@ -258,6 +258,25 @@ def test_iso_text_matches_sqlalchemy_storage_format(moment: datetime) -> None:
     assert codec.result(stored) == moment and codec.result(stored).tzinfo is timezone.utc  # type: ignore[union-attr]
 
 
+
+def test_times_read_back_are_plain_utc_datetimes_whoever_bound_them() -> None:
+    """A time's text reads back as a plain aware UTC datetime equal to the one bound, also when this
+    process bound it a moment before (and kept the text): a datetime subclass, or a time with fold=1,
+    does not come back as itself."""
+
+    class Stamp(datetime):
+        pass
+
+    codec = TimeCodec(history_table.c.at, _SQLITE)
+    for moment in (Stamp(2026, 12, 1, 21, 0, 0, 5, tzinfo=timezone.utc),
+                   datetime(2026, 12, 1, 21, 0, 1, tzinfo=timezone.utc, fold=1),
+                   datetime(2026, 12, 1, 21, 0, 2, 7, tzinfo=timezone(timedelta(hours=2)))):
+        text = codec.bind(moment)
+        for _ in range(2):  # the first read parses the text or finds it kept, the second finds it kept
+            read = codec.result(text)
+            assert type(read) is datetime and read == moment
+            assert read.tzinfo is timezone.utc and read.fold == 0
+
 def test_binding_a_time_again_gives_its_text_whatever_object_or_zone_carries_it() -> None:
     """The codec remembers what it bound by equal instant (a deadline read back is a new, equal datetime): the same
     instant in another zone gets the same text, and another instant never gets a remembered one."""
