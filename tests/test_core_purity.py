@@ -24,6 +24,7 @@ CORE_MODULES = (
     "clock",
     "expiry",
     "codec",
+    "command",
 )
 FORBIDDEN_PREFIXES = (
     "blinker",

@@ -12,9 +12,9 @@ import pytest
 
 from broadcast_lifecycle import BroadcastEvent, BroadcastSnapshot, BroadcastStatus, CommandContext, HistoryEntry
 from broadcast_lifecycle._quick import quick_constructor
+from broadcast_lifecycle.command import Command
 from broadcast_lifecycle.events import Recipient, Topic
 from broadcast_lifecycle.results import CommandResult, WritePath
-from broadcast_lifecycle.service import Command
 from broadcast_lifecycle.stores.base import NewBroadcast, OutboxEntry
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

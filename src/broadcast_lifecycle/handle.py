@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .clock import require_aware
+from .command import new_command
 from .errors import InvalidArgument
 from .guards import Guard
 from .idempotency import fingerprint
@@ -25,7 +26,7 @@ from .kinds import KindConfig
 from .lifecycle import Trigger
 from .records import BroadcastSnapshot, EntityId, HistoryEntry, RecipientRecord
 from .results import CommandResult
-from .service import SYSTEM_ACTOR, _command
+from .service import SYSTEM_ACTOR
 from .stores.base import Adoption, NewBroadcast
 from .validation import (
     require_deadline,
@@ -264,6 +265,6 @@ class KindHandle:
         meta = {} if metadata is None else require_metadata(metadata)  # (the usual case without the call)
         key = None if idempotency_key is None else require_key(idempotency_key, actor)
         digest = fingerprint(trigger.value, entity_id, meta, sorted(fields.items())) if key else ""
-        command = _command(config=self._config, trigger=trigger, metadata=meta, fingerprint=digest, actor=actor,
+        command = new_command(config=self._config, trigger=trigger, metadata=meta, fingerprint=digest, actor=actor,
                            idempotency_key=key, **fields)
         return self._lc._run(command, entity_id, tx)

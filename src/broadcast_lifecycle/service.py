@@ -10,14 +10,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._quick import quick_constructor
 from .bus import SignalBus
 from .clock import Clock, require_aware, utc_now
+from .command import Command, command_deadline
 from .decision import decide, is_overdue
 from .errors import (
     ConcurrentUpdate,
@@ -352,7 +352,7 @@ class BroadcastLifecycle:
         config, trigger, deadline = command.config, command.trigger, command.deadline
         at = command.now if command.now is not None else self._now()
         if trigger in DEADLINE_TRIGGERS:
-            deadline = _deadline(at, deadline, command.ttl, before.expires_at, config.default_ttl)
+            deadline = command_deadline(at, deadline, command.ttl, before.expires_at, config.default_ttl)
         ctx = _context(at, command.slots, command.transporter_id, loaded.holding, deadline,
                              config.allow_partial_trip, command.actor)
         decision = decide(before, trigger, ctx, self._guards_for(config.name, trigger))
@@ -383,26 +383,6 @@ class BroadcastLifecycle:
         return require_aware("the clock's time", self._clock())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Command:
-    """One command's arguments, as the engine needs them on each attempt (built by the handle)."""
-
-    config: KindConfig
-    trigger: Trigger
-    actor: str | None = None
-    reason: str | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    transporter_id: str | None = None
-    slots: int = 1
-    recipients: tuple[str, ...] = ()
-    deadline: datetime | None = None
-    ttl: timedelta | None = None
-    now: datetime | None = None
-    idempotency_key: str | None = None
-    fingerprint: str = ""
-
-
-_command = quick_constructor(Command)
 _context = quick_constructor(CommandContext)
 _change = quick_constructor(Change)
 _result = quick_constructor(CommandResult)
@@ -411,14 +391,3 @@ _result = quick_constructor(CommandResult)
 def _expiry_of(config: KindConfig) -> Command:
     """The expiry the library applies on its own when a command finds its broadcast overdue."""
     return Command(config=config, trigger=Trigger.EXPIRE, actor=SYSTEM_ACTOR)
-
-
-def _deadline(now: datetime, deadline: datetime | None, ttl: timedelta | None,
-              current: datetime | None, default_ttl: timedelta | None) -> datetime | None:
-    if deadline is not None:
-        return deadline
-    if ttl is not None:
-        return now + ttl
-    if current is not None:
-        return current
-    return now + default_ttl if default_ttl is not None else None

@@ -77,12 +77,7 @@ class SqlInPlace:
                   "fill_event_id": new_event_id(), "fill_name": kind.event_name(Topic.FULLY_FILLED),
                   "fill_topic": Topic.FULLY_FILLED.value}
         try:
-            with self._db.cursor(None, write=True, single=True) as cur:
-                cur.execute(statement, params)
-                row = cur.fetchone()
-                if row is None:
-                    cur.execute(sql.load, params)
-                    found = cur.fetchone()
+            row, found = self._write_or_read(sql, statement, params)
         except StoreError as exc:
             if self._db.errors.breaks_open_policy(exc, kind):
                 return None  # a release opened it again beside the customer's other open one: decide it in full
@@ -129,12 +124,7 @@ class SqlInPlace:
             topic = Topic.STATE_CHANGED if slot == "changed" else Topic.OFFERED if slot == "offer" else Topic(slot)
             params[f"{slot}_name"] = kind.event_name(topic)
         try:
-            with self._db.cursor(None, write=True, single=True) as cur:
-                cur.execute(statement, params)
-                row = cur.fetchone()
-                if row is None:
-                    cur.execute(sql.load, params)
-                    found = cur.fetchone()
+            row, found = self._write_or_read(sql, statement, params)
         except StoreError as exc:
             if self._db.errors.breaks_open_policy(exc, kind):
                 return None  # decide it in full, which words the policy's refusal
@@ -162,6 +152,17 @@ class SqlInPlace:
         listed = dict(zip(layout.announced, row[9:], strict=True))
         events = self._statement_events(change.events(after, ()), change.recipients, ids, listed)
         return self._committed(Committed(after, events), after_commit, None)
+
+    def _write_or_read(self, sql: EntitySql, statement: str, params: dict[str, Any]) -> tuple[Any, Any]:
+        """``(row, None)``: the one-statement write's row; ``(None, found)``: it declined, and ``found`` is the
+        broadcast's row read right after, on the same connection (``None``: no such broadcast)."""
+        with self._db.cursor(None, write=True, single=True) as cur:
+            cur.execute(statement, params)
+            row = cur.fetchone()
+            if row is not None:
+                return row, None
+            cur.execute(sql.load, params)
+            return None, cur.fetchone()
 
     def _decided_statement(self, sql: EntitySql, layout: DecidedLayout, offers: bool, keyed: bool) -> str:
         shape = (sql.table.name, layout.trigger, offers, keyed)
