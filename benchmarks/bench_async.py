@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
@@ -43,6 +43,7 @@ import raw_lifecycle
 from bench_sql import SQLITE_PRAGMAS, RawSqlite, _sqlite_now
 from pg import next_state
 from postgres_server import DURABLE_SETTINGS, SETTINGS, PostgresServer, find_binaries
+from suspensions import Suspensions
 
 from broadcast_lifecycle import (
     AsyncBroadcastLifecycle,
@@ -69,28 +70,6 @@ HOT_WARMUP = 3
 
 Step = Callable[[int], Awaitable[None]]
 """Runs ``n`` transitions."""
-
-
-class Suspensions:
-    """Awaits a coroutine and counts how often it suspended (each one a wake-up by the loop)."""
-
-    def __init__(self, awaitable: Awaitable[Any]) -> None:
-        self.inner = awaitable.__await__()
-        self.count = 0
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                yielded = self.inner.throw(error) if error is not None else self.inner.send(value)
-            except StopIteration as stop:
-                return stop.value
-            self.count += 1
-            try:
-                value, error = (yield yielded), None
-            except BaseException as exc:
-                value, error = None, exc
 
 
 async def _measure(variants: dict[str, Step], batch: int) -> dict[str, tuple[float, float]]:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Awaitable, Generator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from suspensions import Suspensions
 
 from broadcast_lifecycle import (
     AsyncBroadcastLifecycle,
@@ -29,24 +28,6 @@ from broadcast_lifecycle import (
     Trigger,
 )
 from broadcast_lifecycle.stores import async_sqlite
-
-
-class Waits:
-    """Awaits ``awaitable`` and counts how often it suspended the task (each a wait on the loop)."""
-
-    def __init__(self, awaitable: Awaitable[Any]) -> None:
-        self.inner = awaitable.__await__()
-        self.count = 0
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        value: Any = None
-        while True:
-            try:
-                yielded = self.inner.send(value)
-            except StopIteration as stop:
-                return stop.value
-            self.count += 1
-            value = yield yielded
 
 
 class Threads:
@@ -81,14 +62,14 @@ def test_a_command_runs_on_the_loops_thread_without_waiting(tmp_path: Path) -> N
 
     async def scenario() -> None:
         store, bookings, guard, entity_id = await _open(tmp_path / "loop.db")
-        accept = Waits(bookings.accept(entity_id, "t1", reason="took it"))
+        accept = Suspensions(bookings.accept(entity_id, "t1", reason="took it"))
         accepted = (await accept).snapshot
         assert (accepted.slots_filled, accept.count) == (1, 0)
         assert guard.seen == [threading.get_ident()]
         with pytest.raises(TransitionRefused, match="t2 may not accept"):
             await bookings.accept(entity_id, "t2")
         assert (await bookings.get(entity_id)).version == accepted.version
-        cancel = Waits(bookings.cancel(entity_id, reason="changed plans"))
+        cancel = Suspensions(bookings.cancel(entity_id, reason="changed plans"))
         cancelled = (await cancel).snapshot
         assert (cancelled.status.value, cancel.count) == ("cancelled", 0)
         assert [h.trigger for h in await bookings.history(entity_id)][-2:] == ["accept", "cancel"]
@@ -116,7 +97,7 @@ def test_a_held_write_lock_sends_the_transaction_to_aiosqlites_thread_and_the_lo
         blocker.close()
         assert (await accept).snapshot.slots_filled == 1
         assert len(guard.seen) == 1 and guard.seen[0] != threading.get_ident()
-        again = Waits(bookings.accept(entity_id, "t1"))  # the lock free again: back on the loop's thread
+        again = Suspensions(bookings.accept(entity_id, "t1"))  # the lock free again: back on the loop's thread
         assert ((await again).snapshot.slots_filled, again.count) == (2, 0)
         await store.close()
 
@@ -131,7 +112,7 @@ def test_a_commit_that_syncs_to_disk_never_runs_on_the_loop(tmp_path: Path, sett
 
     async def scenario() -> None:
         store, bookings, guard, entity_id = await _open(tmp_path / "durable.db", settings)
-        accept = Waits(bookings.accept(entity_id, "t1"))
+        accept = Suspensions(bookings.accept(entity_id, "t1"))
         assert ((await accept).snapshot.slots_filled, accept.count) == (1, 1)
         assert len(guard.seen) == 1 and guard.seen[0] != threading.get_ident()
         await store.close()
@@ -218,7 +199,7 @@ def test_a_command_cancelled_while_waiting_for_the_write_lock_writes_nothing(tmp
         count = blocker.execute("SELECT count(*) FROM bl_broadcasts WHERE customer_id = 'c-cancelled'").fetchone()
         assert count == (0,)
         blocker.close()
-        after = Waits(bookings.create("c-next"))
+        after = Suspensions(bookings.create("c-next"))
         assert ((await after).snapshot.customer_id, after.count) == ("c-next", 0)
         await store.close()
 
@@ -239,7 +220,7 @@ def test_a_connection_bound_to_its_thread_keeps_writes_in_aiosqlites_thread(tmp_
         entity_id = (await bookings.create("c1", slots=2)).id
         await bookings.start_broadcast(entity_id, ["t1"])
         await bookings.activate(entity_id, ttl=timedelta(minutes=5))
-        accept = Waits(bookings.accept(entity_id, "t1"))
+        accept = Suspensions(bookings.accept(entity_id, "t1"))
         assert ((await accept).snapshot.slots_filled, accept.count) == (1, 1)
         assert len(guard.seen) == 1 and guard.seen[0] != threading.get_ident()
         await store.close()

@@ -255,13 +255,14 @@ class BroadcastLifecycle:
         found: Loaded | None = None
         in_place = path is _IN_PLACE_PATH
         if in_place and command.trigger not in _IN_PLACE and self._in_statement is not None:
+            at = command.now if command.now is not None else self._now()
             if command.now is None:  # one time for the statement and for deciding on the row it refused
-                command = dataclasses.replace(command, now=self._now())
+                command = dataclasses.replace(command, now=at)
             if key is not None and (replay := self._replay(key, kind, entity_id, trigger.value, command.actor,
                                                            command.fingerprint, tx)):
                 return replay
             try:
-                done = self._decide_in_statement(self._in_statement, command, entity_id)
+                done = self._decide_in_statement(self._in_statement, command, at, entity_id)
             except IdempotencyKeyReused:
                 done = None  # a concurrent duplicate recorded it first: the loop below replays it
             if isinstance(done, Committed):
@@ -325,13 +326,12 @@ class BroadcastLifecycle:
             return WritePath.IN_PLACE  # host guards need the row before deciding: they keep the read
         return _UNDER_LOCK_PATH if self._under_lock is not None else WritePath.GENERAL
 
-    def _decide_in_statement(self, store: DecidesInStatement, command: Command,
+    def _decide_in_statement(self, store: DecidesInStatement, command: Command, at: datetime,
                              entity_id: EntityId) -> Committed | Loaded | None:
-        """Write ``command`` in one statement that checks the table's guards itself; the events and the
-        result come from :meth:`_plan` on the row the statement found, as on every path."""
+        """Write ``command`` (pinned to its time ``at``) in one statement that checks the table's guards
+        itself; the events and the result come from :meth:`_plan` on the row the statement found, as on
+        every path."""
         config = command.config
-        at = command.now if command.now is not None else self._now()
-        pinned = command if command.now is not None else dataclasses.replace(command, now=at)
         given = command.deadline if command.deadline is not None else (
             at + command.ttl if command.ttl is not None else None)
         request = StatementCommand(
@@ -339,7 +339,7 @@ class BroadcastLifecycle:
             default_deadline=at + config.default_ttl if config.default_ttl is not None else None,
             actor=command.actor, reason=command.reason, metadata=command.metadata, recipients=command.recipients,
             idempotency_key=command.idempotency_key, fingerprint=command.fingerprint)
-        return store.decide_in_statement(request, lambda loaded: self._plan(pinned, loaded), self._announce)
+        return store.decide_in_statement(request, lambda loaded: self._plan(command, loaded), self._announce)
 
     def _guards_for(self, kind: str, trigger: Trigger) -> list[Guard]:
         if not self._guards:
