@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from .async_queues import CommandQueues
 from .bus import SignalBus
 from .clock import Clock, utc_now
 from .errors import InvalidArgument
@@ -73,6 +74,8 @@ class AsyncBroadcastLifecycle:
         self.store = store
         self._lc = BroadcastLifecycle(sync_store, bus=bus, clock=clock, kinds=kinds, max_attempts=max_attempts,
                                       retry=retry)
+        if self._lc._batches is not None:
+            self._lc._queues = CommandQueues(self._lc, self._lc._batches)
         self._handles: dict[str, AsyncKindHandle] = {}
 
     @property

@@ -26,6 +26,9 @@ class WritePath(str, Enum):
     IN_PLACE = "in_place"
     """Guards in the write itself, no read first (PostgreSQL): an accept or release, or a transition
     decided by its own statement generated from the table."""
+    BATCHED = "batched"
+    """Decided and written with other commands on the same broadcast that queued behind a write to it, in
+    one transaction holding the row lock (asyncio hosts on PostgreSQL): one commit for them all."""
     RECIPIENTS = "recipients"
     """``notify_more``: recipients (and the offer to the new ones) added under the broadcast's row lock; no state
     change."""

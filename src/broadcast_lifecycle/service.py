@@ -40,10 +40,12 @@ from .stores.base import (
     SWEEP_REASON,
     Adoption,
     AdoptsRows,
+    AfterCommit,
     BroadcastStore,
     Change,
     ChangesInPlace,
     Committed,
+    DecidesInBatch,
     DecidesInStatement,
     DecidesUnderLock,
     Loaded,
@@ -56,6 +58,7 @@ from .stores.base import (
 from .stores.memory import InMemoryStore
 
 if TYPE_CHECKING:
+    from .async_queues import CommandQueues
     from .handle import KindHandle
 
 __all__ = ["SYSTEM_ACTOR", "BroadcastLifecycle"]
@@ -111,6 +114,8 @@ class BroadcastLifecycle:
         self._in_statement = (self.store if isinstance(self.store, DecidesInStatement) and self._under_lock is None
                               else None)
         self._typed_keys = self.store if isinstance(self.store, TypedKeys) else None
+        self._batches = self.store if isinstance(self.store, DecidesInBatch) and self.store.decides_in_batch() else None
+        self._queues: CommandQueues | None = None  # set by AsyncBroadcastLifecycle (see async_queues)
         self.bus = bus if bus is not None else SignalBus()
         self._clock = clock
         self._kinds = {k.name: k for k in kinds}
@@ -248,7 +253,21 @@ class BroadcastLifecycle:
         return CommandResult(snapshot=snapshot, events=committed.events, path=WritePath.RECIPIENTS)
 
     def _run(self, command: Command, entity_id: EntityId, tx: object) -> CommandResult:
-        """Apply ``command`` on the path :meth:`_path` picks; retry lost races, replay recorded keys."""
+        """Apply ``command``: queued behind a write to its broadcast where :meth:`_queues_for` says, else alone."""
+        if self._queues is not None and tx is None and self._queues_for(command):
+            return self._queues.run(command, entity_id)
+        return self._run_alone(command, entity_id, tx)
+
+    def _queues_for(self, command: Command) -> bool:
+        """Whether ``command`` may wait behind a write to its broadcast and be written in a batch with the
+        others that did: what the store writes on its own, with no idempotency key or host guard."""
+        return command.idempotency_key is None and not self._guards_for(command.config.name, command.trigger)
+
+    def _run_alone(self, command: Command, entity_id: EntityId, tx: object,
+                   announce: AfterCommit | None = None) -> CommandResult:
+        """Apply ``command`` on the path :meth:`_path` picks; retry lost races, replay recorded keys.
+        ``announce`` (default :meth:`_announce`) is called with what committed, once it has."""
+        announce = announce or self._announce
         config, trigger, key = command.config, command.trigger, command.idempotency_key
         kind = config.name
         path = self._path(command, tx)
@@ -262,7 +281,7 @@ class BroadcastLifecycle:
                                                            command.fingerprint, tx)):
                 return replay
             try:
-                done = self._decide_in_statement(self._in_statement, command, at, entity_id)
+                done = self._decide_in_statement(self._in_statement, command, at, entity_id, announce)
             except IdempotencyKeyReused:
                 done = None  # a concurrent duplicate recorded it first: the loop below replays it
             if isinstance(done, Committed):
@@ -271,7 +290,7 @@ class BroadcastLifecycle:
             path = WritePath.GENERAL
         elif in_place and self._in_place is not None and command.transporter_id is not None:
             done = self._in_place.change_in_place(config, trigger, entity_id, command.transporter_id,
-                                                  command.slots, self._now(), self._announce)
+                                                  command.slots, self._now(), announce)
             if isinstance(done, Committed):
                 return _result(snapshot=done.snapshot, events=done.events, path=path)
             found = done  # declined: decide on the row as the store found it, without reading it again
@@ -289,11 +308,11 @@ class BroadcastLifecycle:
             try:
                 if path is _UNDER_LOCK_PATH and self._under_lock is not None:
                     committed = self._under_lock.decide_and_apply(kind, entity_id, command.transporter_id, plan,
-                                                                  self._announce, tx)
+                                                                  announce, tx)
                 else:
                     plan(found or self.store.load(kind, entity_id, command.transporter_id, tx))
                     found = None
-                    committed = self.store.apply(planned[-1], self._announce, tx)
+                    committed = self.store.apply(planned[-1], announce, tx)
             except IdempotencyKeyReused:
                 if key is None:
                     raise
@@ -327,7 +346,7 @@ class BroadcastLifecycle:
         return _UNDER_LOCK_PATH if self._under_lock is not None else WritePath.GENERAL
 
     def _decide_in_statement(self, store: DecidesInStatement, command: Command, at: datetime,
-                             entity_id: EntityId) -> Committed | Loaded | None:
+                             entity_id: EntityId, announce: AfterCommit) -> Committed | Loaded | None:
         """Write ``command`` (pinned to its time ``at``) in one statement that checks the table's guards
         itself; the events and the result come from :meth:`_plan` on the row the statement found, as on
         every path."""
@@ -339,7 +358,7 @@ class BroadcastLifecycle:
             default_deadline=at + config.default_ttl if config.default_ttl is not None else None,
             actor=command.actor, reason=command.reason, metadata=command.metadata, recipients=command.recipients,
             idempotency_key=command.idempotency_key, fingerprint=command.fingerprint)
-        return store.decide_in_statement(request, lambda loaded: self._plan(command, loaded), self._announce)
+        return store.decide_in_statement(request, lambda loaded: self._plan(command, loaded), announce)
 
     def _guards_for(self, kind: str, trigger: Trigger) -> list[Guard]:
         if not self._guards:

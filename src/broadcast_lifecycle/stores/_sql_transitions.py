@@ -7,6 +7,7 @@ broadcast. The in-place and decided-in-statement paths are :mod:`._sql_in_place`
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -23,7 +24,7 @@ from ._sql_in_place import SqlInPlace
 from ._sql_tables import StoreTables
 from ._sql_text import EntitySql, dumps
 from ._sql_translate import ErrorTranslator
-from .base import AfterCommit, Change, Committed, NewRecipients, Plan
+from .base import AfterCommit, Change, Committed, Loaded, NewRecipients, Plan
 
 __all__ = ["SqlTransitions"]
 
@@ -92,6 +93,38 @@ class SqlTransitions:
                 raise
             raise _second_open(planned[0]) from exc
         return self._committed(committed, after_commit, tx)
+
+    def decide_and_apply_batch(self, kind: str, entity_id: EntityId,
+                               plans: Sequence[tuple[str | None, Plan]]) -> list[Committed | Exception]:
+        """See :class:`~broadcast_lifecycle.stores.base.DecidesInBatch`: one transaction, the row locked by
+        its first read; each write is the general one (``_write``), on the row as the writes before it left it."""
+        sql, schema = self._schema.entity(kind), self._schema
+        outcomes: list[Committed | Exception] = []
+
+        def decide_and_write(cur: Any) -> None:
+            outcomes.clear()
+            snapshot = schema.read_loaded(cur, sql, kind, entity_id, None, sql.load_for_update).snapshot
+            held: dict[str, int] | None = None  # every recipient's slots, read once if an item names a transporter
+            for transporter_id, plan in plans:
+                if transporter_id is not None and held is None:
+                    cur.execute(schema.lib.list_recipients, {"kind": kind, "key": str(entity_id)})
+                    held = {row[0]: row[1] for row in cur.fetchall()}
+                holding = None if held is None or transporter_id is None else held.get(transporter_id)
+                try:
+                    change = plan(Loaded(snapshot, holding))
+                except Exception as refusal:  # the item's outcome, handed back to its caller
+                    outcomes.append(refusal)
+                    continue
+                committed = self._write(cur, sql, change)
+                outcomes.append(committed)
+                snapshot = committed.snapshot
+                if held is not None:
+                    held.update((t, 0) for t in change.recipients if t not in held)
+                    if change.transporter_id is not None and change.decision.fill_delta:
+                        held[change.transporter_id] = held.get(change.transporter_id, 0) + change.decision.fill_delta
+
+        self._db.transaction(None, decide_and_write)
+        return outcomes
 
     def _write(self, cur: Any, sql: EntitySql, change: Change) -> Committed:
         """The statements of ``change`` on an open write transaction; ``LostRace`` if the

@@ -12,7 +12,7 @@ inside the store's transaction, which rolls back as for any other error.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import InvalidArgument
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .base import OutboxBucket, OutboxEntry
     from .outbox_state import DeadLetter
 
-__all__ = ["AsyncSQLAlchemyStore", "bridge"]
+__all__ = ["AsyncSQLAlchemyStore", "bridge", "wait_in_bridge"]
 
 T = TypeVar("T")
 
@@ -63,6 +63,17 @@ async def bridge(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         error, result.error = result.error, None
         raise error
     return result.value  # type: ignore[no-any-return]
+
+
+def wait_in_bridge(awaitable: Awaitable[T]) -> T:
+    """``await awaitable`` from the sync code :func:`bridge` runs (its greenlet hands it to the bridge's
+    coroutine, as SQLAlchemy's ``await_`` does); a cancellation of the bridge's task is raised here."""
+    from greenlet import getcurrent  # type: ignore[import-untyped, unused-ignore]
+
+    worker = getcurrent()
+    if not getattr(worker, "__sqlalchemy_greenlet_provider__", False):
+        raise RuntimeError("wait_in_bridge() called outside bridge()")
+    return worker.parent.switch(awaitable)  # type: ignore[no-any-return]
 
 
 class _Done:

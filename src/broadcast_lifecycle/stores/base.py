@@ -41,6 +41,7 @@ __all__ = [
     "Adoption",
     "AfterCommit",
     "ChangesInPlace",
+    "DecidesInBatch",
     "DecidesInStatement",
     "DecidesUnderLock",
     "BroadcastStore",
@@ -175,6 +176,31 @@ class DecidesUnderLock(Protocol):
                          after_commit: AfterCommit, tx: object = None) -> Committed | None:
         """Load, ``plan``, write and commit under the write lock; ``None`` only if the write found the
         broadcast changed after all (a writer that bypasses the lock), as for ``apply``."""
+        ...
+
+
+@runtime_checkable
+class DecidesInBatch(Protocol):
+    """An optional store capability: decide and write several commands on one broadcast in one
+    transaction, holding the broadcast's row lock from the first read to the commit, so commands that
+    queue for one hot broadcast share one commit (one flush to disk) instead of taking one each.
+
+    ``decides_in_batch()`` says whether this store instance can. ``decide_and_apply_batch`` loads the
+    broadcast under its lock (``BroadcastNotFound`` if absent), then for each ``(transporter_id, plan)``
+    in order calls ``plan`` with the broadcast as the items before it left it (and the slots that
+    transporter holds): a change ``plan`` returns is written exactly as :meth:`BroadcastStore.apply`
+    writes it; an ``Exception`` it raises (a refusal) is that item's outcome and writes nothing. It
+    commits once and returns each item's outcome in order; it calls no ``after_commit``: the caller
+    announces each committed change. Anything else that fails rolls the whole batch back and raises.
+    """
+
+    def decides_in_batch(self) -> bool:
+        """True when :meth:`decide_and_apply_batch` may be used on this store."""
+        ...
+
+    def decide_and_apply_batch(self, kind: str, entity_id: EntityId,
+                               plans: Sequence[tuple[str | None, Plan]]) -> list[Committed | Exception]:
+        """Decide and write ``plans`` in order in one transaction; each one's committed write or refusal."""
         ...
 
 

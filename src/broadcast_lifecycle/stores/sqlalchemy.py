@@ -224,6 +224,16 @@ class SQLAlchemyStore:
         """See :class:`~broadcast_lifecycle.stores.base.DecidesUnderLock`."""
         return self._transitions.decide_and_apply(kind, entity_id, transporter_id, plan, after_commit, tx)
 
+    def decides_in_batch(self) -> bool:
+        """See :class:`~broadcast_lifecycle.stores.base.DecidesInBatch`: PostgreSQL, where commands on one broadcast
+        queue on its row lock, each with a commit of its own (SQLite's commands on one loop do not overlap)."""
+        return self._pg
+
+    def decide_and_apply_batch(self, kind: str, entity_id: EntityId,
+                               plans: Sequence[tuple[str | None, Plan]]) -> list[Committed | Exception]:
+        """See :class:`~broadcast_lifecycle.stores.base.DecidesInBatch`."""
+        return self._transitions.decide_and_apply_batch(kind, entity_id, plans)
+
     def add_recipients(self, new: NewRecipients, after_commit: AfterCommit, tx: object = None) -> Committed:
         """See :meth:`BroadcastStore.add_recipients`."""
         return self._transitions.add_recipients(new, after_commit, tx)
