@@ -16,6 +16,8 @@ import psycopg
 import pytest
 from async_adapter import async_url
 from conftest import START, ManualClock
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from postgres_server import PostgresServer
 
 from broadcast_lifecycle import (
@@ -146,6 +148,56 @@ def test_a_batch_gives_each_command_what_running_them_in_turn_gives(pg_url: str,
                 "ORDER BY version", (str(entity_id),))).fetchall()
         transactions = [xmin for _, xmin in rows]
         assert len(set(transactions[1:])) == 1 and transactions[0] != transactions[1]  # first alone, then one batch
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def _start_trip(bookings: AsyncKindHandle, entity_id: Any) -> Awaitable[CommandResult]:
+    return bookings.start_trip(entity_id, actor="c1")
+
+
+def _complete(bookings: AsyncKindHandle, entity_id: Any) -> Awaitable[CommandResult]:
+    return bookings.complete(entity_id, actor="c1")
+
+
+def _extend(bookings: AsyncKindHandle, entity_id: Any) -> Awaitable[CommandResult]:
+    return bookings.extend(entity_id, ttl=timedelta(hours=1))
+
+
+def _expire(bookings: AsyncKindHandle, entity_id: Any) -> Awaitable[CommandResult]:
+    return bookings.expire(entity_id)
+
+
+_offered = st.sampled_from([*TRANSPORTERS[:3], "t99"])  # t99 was never offered the broadcast
+_accepts = st.builds(lambda t, n: lambda b, e: b.accept(e, t, slots=n), _offered, st.integers(1, 2))
+_releases = st.builds(lambda t, n: lambda b, e: b.release(e, t, slots=n), _offered, st.integers(1, 2))
+_steps = st.one_of(  # mostly slots taken and given back; now and then the broadcast moves on or ends
+    _accepts, _accepts, _accepts, _releases, _releases,
+    st.builds(_cancel, st.sampled_from(["changed plans", "found another"])),
+    st.sampled_from([_start_trip, _complete, _extend, _expire]),
+)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(_steps, min_size=2, max_size=9), overdue=st.booleans())
+def test_any_commands_at_once_match_the_same_commands_in_turn(pg_url: str, steps: list[Step], overdue: bool) -> None:
+    """Any mix of commands started together (accepts and releases of several slots, by offered transporters
+    or not, cancel, trip, extend, expire), on an open or an overdue broadcast: the same outcomes,
+    history and events as the in-memory store running them one after another."""
+
+    async def scenario() -> None:
+        setup, store = await _pg_setup(pg_url)
+        reference = Setup(InMemoryStore())
+        entity_id, reference_id = await setup.open_broadcast(), await reference.open_broadcast()
+        if overdue:
+            for clock in (setup.clock, reference.clock):
+                clock.advance(timedelta(minutes=6))
+        together = await _at_once(setup, entity_id, steps)
+        in_turn = await _one_by_one(reference, reference_id, steps)
+        assert [_shape(o) for o in together] == [_shape(o) for o in in_turn]
+        assert await _history(setup, entity_id) == await _history(reference, reference_id)
+        assert _events(setup, entity_id) == _events(reference, reference_id)
         await store.close()
 
     asyncio.run(scenario())

@@ -84,11 +84,11 @@ class CommandQueues:
         """The write to ``key``'s broadcast has ended: write what queued meanwhile as one batch, in a task of
         its own (no caller's cancellation stops it half-way), or forget the broadcast."""
         waiting = self._waiting[key]
-        if not waiting:
+        batch = [queued for queued in waiting if not queued.outcome.done()]  # not those cancelled just now
+        waiting.clear()
+        if not batch:
             del self._waiting[key]
             return
-        batch = list(waiting)
-        waiting.clear()
         task = key[0].create_task(bridge(self._write, key, batch))
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
