@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Dialect
 
@@ -54,22 +54,27 @@ class SqlTransitions:
 
     def _apply(self, change: Change, after_commit: AfterCommit, tx: object) -> Committed | None:
         sql = self._schema.entity(change.before.kind)
-        # A re-offer goes to the transporters holding no slot: one statement lists them only when it moves
-        # no holding itself (activate); a release's re-offer lists them after its write, on the general path.
-        if sql.single_apply and tx is None and not (change.decision.fill_delta
-                                                    and Topic.OFFERED in change.decision.topics):
-            everyone = change.needs_recipients  # its last event goes to every notified transporter (or re-offer)
-            if not everyone or (not change.recipients and self._in_place.has_everyone_function()):
-                after = change.after()
-                events = change.events(after, ())
-                statement = sql.single_apply.get((len(events), everyone))
-                if statement is not None:
-                    return self._apply_in_one_statement(statement, sql, change, after, events, everyone, after_commit)
+        if tx is None and (one := self._one_statement(sql, change)) is not None:
+            return self._apply_in_one_statement(one, sql, change, after_commit)
         try:
             committed = self._db.transaction(tx, lambda cur: self._write(cur, sql, change))
         except LostRace:
             return None
         return self._committed(committed, after_commit, tx)
+
+    def _one_statement(self, sql: EntitySql, change: Change) -> _OneStatement | None:
+        """PostgreSQL: the statement that writes ``change`` whole, with its events, when there is one."""
+        # A re-offer goes to the transporters holding no slot: one statement lists them only when it moves
+        # no holding itself (activate); a release's re-offer lists them after its write, on the general path.
+        if not sql.single_apply or (change.decision.fill_delta and Topic.OFFERED in change.decision.topics):
+            return None
+        everyone = change.needs_recipients  # its last event goes to every notified transporter (or re-offer)
+        if everyone and (change.recipients or not self._in_place.has_everyone_function()):
+            return None
+        after = change.after()
+        events = change.events(after, ())
+        statement = sql.single_apply.get((len(events), everyone))
+        return None if statement is None else _OneStatement(statement, after, events, everyone)
 
     def decide_and_apply(self, kind: str, entity_id: EntityId, transporter_id: str | None, plan: Plan,
                          after_commit: AfterCommit, tx: object = None) -> Committed | None:
@@ -115,7 +120,9 @@ class SqlTransitions:
                 except Exception as refusal:  # the item's outcome, handed back to its caller
                     outcomes.append(refusal)
                     continue
-                committed = self._write(cur, sql, change)
+                one = self._one_statement(sql, change)
+                committed = self._write(cur, sql, change) if one is None else self._write_in_one_statement(
+                    cur, one, sql, change)
                 outcomes.append(committed)
                 snapshot = committed.snapshot
                 if held is not None:
@@ -161,44 +168,50 @@ class SqlTransitions:
                                       "trigger": trigger, "idem_outcome": dumps(outcome.to_json())})
         return Committed(after, events)
 
-    def _apply_in_one_statement(self, statement: str, sql: EntitySql, change: Change, after: BroadcastSnapshot,
-                                events: tuple[BroadcastEvent, ...], everyone: bool,
+    def _apply_in_one_statement(self, one: _OneStatement, sql: EntitySql, change: Change,
                                 after_commit: AfterCommit) -> Committed | None:
-        """PostgreSQL: one round trip, atomic on its own (autocommit). With ``everyone`` the last event
+        """PostgreSQL: one round trip, atomic on its own (autocommit). With ``one.everyone`` the last event
         goes to every notified transporter, listed by the statement (see ``sql.postgresql.pg_single_statement``)."""
-        before, decision = change.before, change.decision
+        try:
+            with self._db.cursor(None, write=True, single=True) as cur:
+                committed = self._write_in_one_statement(cur, one, sql, change)
+        except LostRace:
+            return None
+        except StoreError as exc:
+            if not one.everyone or sqlstate(exc.__cause__) != UNDEFINED_FUNCTION:
+                raise
+            self._in_place.function_went_missing()  # nothing was written: take the general path
+            return self.apply(change, after_commit)
+        return self._committed(committed, after_commit, None)
+
+    def _write_in_one_statement(self, cur: Any, one: _OneStatement, sql: EntitySql, change: Change) -> Committed:
+        """``one`` on ``cur``; ``LostRace`` if its compare-and-set matched no row."""
+        before, decision, events = change.before, change.decision, one.events
         bind = self._schema.lib.time.bind
         base = {"kind": before.kind, "key": str(before.id), "at": bind(change.at)}
         entry = change.history_entry()
         params = {
             **base, "id": sql.id_param(before.id), "to_status": decision.to_status.value,
-            "new_version": after.version, "delta": decision.fill_delta,
+            "new_version": one.after.version, "delta": decision.fill_delta,
             "expires_at": sql.time.bind(decision.expires_at), "version": before.version,
             "transporters": list(change.recipients), "transporter": change.transporter_id or "",
             "response": decision.trigger.value, "from_status": decision.from_status.value,
             "trigger": entry.trigger, "actor": entry.actor, "reason": entry.reason, "meta": dumps(entry.metadata),
             "idem_key": change.idempotency_key,
-            "idem_outcome": dumps(outcome.to_json()) if (outcome := change.outcome(after)) is not None else None,
+            "idem_outcome": dumps(outcome.to_json()) if (outcome := change.outcome(one.after)) is not None else None,
         }
         for i, event in enumerate(events):
             params.update(OUTBOX_ROW.params(event, bind, prefix=f"ev{i}_", shared=not i))
-        if everyone:  # no customer: the function lists a re-offer's recipients
+        if one.everyone:  # no customer: the function lists a re-offer's recipients
             params["customer"] = None if events[-1].topic is Topic.OFFERED else before.customer_id
-        try:
-            with self._db.cursor(None, write=True, single=True) as cur:
-                cur.execute(statement, params)
-                applied, addressed = cur.fetchone()
-        except StoreError as exc:
-            if not everyone or sqlstate(exc.__cause__) != UNDEFINED_FUNCTION:
-                raise
-            self._in_place.function_went_missing()  # nothing was written: take the general path
-            return self.apply(change, after_commit)
+        cur.execute(one.statement, params)
+        applied, addressed = cur.fetchone()
         if applied != 1:
-            return None
-        if everyone:
+            raise LostRace
+        if one.everyone:
             pairs = json.loads(addressed) if isinstance(addressed, str) else addressed
             events = (*events[:-1], replace(events[-1], recipients=tuple(Recipient(role, rid) for role, rid in pairs)))
-        return self._committed(Committed(after, events), after_commit, None)
+        return Committed(one.after, events)
 
     def add_recipients(self, new: NewRecipients, after_commit: AfterCommit, tx: object = None) -> Committed:
         """See :meth:`BroadcastStore.add_recipients`. Locks the broadcast row, so a concurrent
@@ -223,6 +236,15 @@ class SqlTransitions:
 
         committed = self._db.transaction(tx, write)
         return self._committed(committed, after_commit, tx) if committed.events else committed
+
+
+class _OneStatement(NamedTuple):
+    """The statement that writes a change whole (PostgreSQL), the broadcast after it and its events."""
+
+    statement: str
+    after: BroadcastSnapshot
+    events: tuple[BroadcastEvent, ...]
+    everyone: bool  # the last event goes to every notified transporter, listed by the statement
 
 
 def _second_open(change: Change) -> OpenBroadcastExists:
