@@ -48,6 +48,9 @@ class AsyncBroadcastLifecycle:
     transaction; the events then leave when it commits. A task cancelled during a command leaves
     the broadcast as it was (the transaction rolls back) and sends nothing; once the write has
     committed, its events are delivered (by the relay, if the cancellation stopped the dispatch).
+    On PostgreSQL, commands on one broadcast that arrive while it is being written wait in the process
+    and are written together in one transaction (see :mod:`~broadcast_lifecycle.async_queues`); one
+    cancelled after its batch began is written with it.
     """
 
     def __init__(

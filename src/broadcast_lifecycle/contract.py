@@ -10,7 +10,7 @@ runs them without pytest.
 The tests live in parts, one concern each: this module (round trips, transitions, the one-open
 policy, idempotency keys, bad inputs, the cross-store comparison), ``contract_writes`` (the
 compare-and-set, history, times, recipients), ``contract_sweep``, ``contract_relay``, ``contract_delivery``,
-``contract_ids`` and ``contract_threads``.
+``contract_ids``, ``contract_threads`` and ``contract_batch``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import threading
 from datetime import timedelta
 
 from .contract_base import T0, Clock, ContractBase, run_contract
+from .contract_batch import BatchContract
 from .contract_delivery import DeliveryContract
 from .contract_ids import IdsContract
 from .contract_inputs import BAD_INPUTS, FOREIGN_TO_INT_KEYS, foreign_id_inputs
@@ -46,7 +47,7 @@ _T0 = T0
 
 
 class StoreContract(WritesContract, SweepContract, RelayContract, DeliveryContract, IdsContract, ThreadsContract,
-                    ContractBase):
+                    BatchContract, ContractBase):
     """Behaviour a store must show; run it against each store you ship (see docs/adapters.md).
 
     Fill in :meth:`~ContractBase.make_store` (set-up) and, when the default ``close()`` call is not

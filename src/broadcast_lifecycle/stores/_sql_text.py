@@ -17,7 +17,7 @@ from sqlalchemy import BigInteger, Column, Dialect, Integer, SmallInteger, Table
 from sqlalchemy.dialects import sqlite
 
 from ..validation import MAX_INT_ID, is_entity_id
-from .sql import common
+from .sql import common, postgresql
 from .sql.common import render
 
 __all__ = [
@@ -131,6 +131,8 @@ class LibrarySql:
         self.hold = render(common.hold(recipients), dialect)
         self.add_recipient = render(common.add_recipient(recipients), dialect)
         self.list_recipients = render(common.list_recipients(recipients), dialect)
+        self.holdings_of = render(postgresql.holdings_of(recipients), dialect) if dialect.name == "postgresql" else ""
+        """PostgreSQL: the slots each of a list of transporters holds (see ``DecidesInBatch``)."""
         self.add_history = render(common.add_history(history, dialect), dialect)
         self.add_key = render(common.add_key(idempotency, dialect), dialect)
         self.recall = render(common.recall_key(idempotency, dialect), dialect)

@@ -101,20 +101,22 @@ class SqlTransitions:
 
     def decide_and_apply_batch(self, kind: str, entity_id: EntityId,
                                plans: Sequence[tuple[str | None, Plan]]) -> list[Committed | Exception]:
-        """See :class:`~broadcast_lifecycle.stores.base.DecidesInBatch`: one transaction, the row locked by
-        its first read; each write is the general one (``_write``), on the row as the writes before it left it."""
+        """See :class:`~broadcast_lifecycle.stores.base.DecidesInBatch`: one transaction, the row locked by its
+        first read; each change written as it is alone (in its one statement where it has one), on the row as
+        the changes before it left it."""
         sql, schema = self._schema.entity(kind), self._schema
         outcomes: list[Committed | Exception] = []
 
         def decide_and_write(cur: Any) -> None:
             outcomes.clear()
             snapshot = schema.read_loaded(cur, sql, kind, entity_id, None, sql.load_for_update).snapshot
-            held: dict[str, int] | None = None  # every recipient's slots, read once if an item names a transporter
+            held: dict[str, int] = {}  # the slots each transporter the batch names holds (none: never notified)
+            named = sorted({t for t, _ in plans if t is not None})
+            if named:
+                cur.execute(schema.lib.holdings_of, {"kind": kind, "key": str(entity_id), "transporters": named})
+                held.update(cur.fetchall())
             for transporter_id, plan in plans:
-                if transporter_id is not None and held is None:
-                    cur.execute(schema.lib.list_recipients, {"kind": kind, "key": str(entity_id)})
-                    held = {row[0]: row[1] for row in cur.fetchall()}
-                holding = None if held is None or transporter_id is None else held.get(transporter_id)
+                holding = None if transporter_id is None else held.get(transporter_id)
                 try:
                     change = plan(Loaded(snapshot, holding))
                 except Exception as refusal:  # the item's outcome, handed back to its caller
@@ -125,10 +127,9 @@ class SqlTransitions:
                     cur, one, sql, change)
                 outcomes.append(committed)
                 snapshot = committed.snapshot
-                if held is not None:
-                    held.update((t, 0) for t in change.recipients if t not in held)
-                    if change.transporter_id is not None and change.decision.fill_delta:
-                        held[change.transporter_id] = held.get(change.transporter_id, 0) + change.decision.fill_delta
+                held.update((t, 0) for t in change.recipients if t not in held)
+                if change.transporter_id is not None and change.decision.fill_delta:
+                    held[change.transporter_id] = held.get(change.transporter_id, 0) + change.decision.fill_delta
 
         self._db.transaction(None, decide_and_write)
         return outcomes

@@ -37,6 +37,7 @@ __all__ = [
     "SINGLE_STATEMENT_EVENTS",
     "catch_up_sequence",
     "create_step",
+    "holdings_of",
     "in_place_states",
     "pg_change_in_place",
     "pg_single_statement",
@@ -205,6 +206,12 @@ def pg_change_in_place(entity: EntitySql, variant: str, library_tables: tuple[Ta
 _ROW = ("customer_id", "slots_requested", "slots_filled", "version", "state_changed_at", "created_at", "expires_at",
         "status")
 """The columns an applied in-place statement returns (then the ``fully_filled`` recipients, or NULL)."""
+
+
+def holdings_of(recipients: Table) -> str:
+    """The slots each of ``:transporters`` (a list) holds of a broadcast; a transporter never notified has no row."""
+    return (f"SELECT transporter_id, slots_held FROM {recipients.name} WHERE kind = :kind AND entity_id = :key "
+            "AND transporter_id = ANY(:transporters)")
 
 
 def create_step(target: Table, columns: tuple[str, ...], name: str, dialect: Dialect) -> str:

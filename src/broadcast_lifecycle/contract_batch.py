@@ -1,0 +1,94 @@
+"""The store contract, batches: a store that decides several commands in one transaction
+(:class:`~broadcast_lifecycle.stores.base.DecidesInBatch`) gives each the outcome, and leaves the
+history and events, that running them one after another gives. A store without it passes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .batch import run_batch
+from .command import Command, new_command
+from .contract_base import KINDS, Clock, ContractBase
+from .errors import BroadcastError, BroadcastNotFound, TransitionRefused
+from .lifecycle import Trigger
+from .records import EntityId
+from .results import CommandResult, WritePath
+from .service import BroadcastLifecycle
+from .stores.base import BroadcastStore, DecidesInBatch
+from .stores.memory import InMemoryStore
+from .testing import EventRecorder
+
+__all__ = ["BatchContract"]
+
+
+def _commands(lc: BroadcastLifecycle) -> list[Command]:
+    """Accepts that fill, overfill and come from a transporter never offered the broadcast, releases
+    (one of slots not held), a re-take and a cancel, in one batch."""
+    config = lc.kind("booking").config
+
+    def by(trigger: Trigger, transporter: str | None = None, slots: int = 1, **fields: Any) -> Command:
+        return new_command(config=config, trigger=trigger, metadata={}, fingerprint="", idempotency_key=None,
+                           actor=transporter or "c1", transporter_id=transporter, slots=slots, **fields)
+
+    return [by(Trigger.ACCEPT, "t1"), by(Trigger.ACCEPT, "t2"), by(Trigger.ACCEPT, "t3"),
+            by(Trigger.RELEASE, "t3"), by(Trigger.RELEASE, "t1"), by(Trigger.ACCEPT, "t3", slots=2),
+            by(Trigger.ACCEPT, "t3"), by(Trigger.ACCEPT, "t9"), by(Trigger.START_TRIP),
+            by(Trigger.CANCEL, reason="changed plans")]
+
+
+def _shape(outcome: CommandResult | Exception) -> tuple[Any, ...]:
+    if isinstance(outcome, TransitionRefused):
+        return type(outcome).__name__, outcome.code, outcome.from_state, outcome.trigger, outcome.reason
+    if isinstance(outcome, Exception):
+        return (type(outcome).__name__,)
+    snap = outcome.snapshot
+    return "ok", snap.status, snap.slots_filled, snap.version, [(e.name, e.version, e.recipients)
+                                                                 for e in outcome.events]
+
+
+def _engine(store: BroadcastStore) -> tuple[BroadcastLifecycle, EventRecorder]:
+    """The engine itself on ``store`` (what an async lifecycle runs in its bridge), with a recorder."""
+    lc = BroadcastLifecycle(store, clock=Clock(), kinds=KINDS)
+    recorder = EventRecorder()
+    lc.bus.connect(recorder)
+    return lc, recorder
+
+
+class BatchContract(ContractBase):
+    """Several commands decided and written in one transaction."""
+
+    def test_a_batch_gives_each_command_what_running_them_in_turn_gives(self) -> None:
+        """Each command of a batch gets the result or refusal it gets run alone after the ones before it
+        (the in-memory store, in turn); the history rows and the events announced are the same too."""
+        store = self.new_store()
+        if not (isinstance(store, DecidesInBatch) and store.decides_in_batch()):
+            return
+        (lc, recorder), (reference, reference_recorder) = _engine(store), _engine(InMemoryStore())
+        entity_id, reference_id = self._active(lc), self._active(reference)
+        together = run_batch(lc, store, _commands(lc), entity_id, lambda: None)
+        in_turn: list[CommandResult | Exception] = []
+        for command in _commands(reference):
+            try:
+                in_turn.append(reference._run_alone(command, reference_id, None))
+            except BroadcastError as exc:
+                in_turn.append(exc)
+        assert [_shape(o) for o in together] == [_shape(o) for o in in_turn]
+        assert {o.path for o in together if isinstance(o, CommandResult)} == {WritePath.BATCHED}
+
+        def history(of: BroadcastLifecycle, key: EntityId) -> list[tuple[Any, ...]]:
+            return [(h.from_status, h.to_status, h.trigger, h.actor, h.reason, h.version)
+                    for h in of.kind("booking").history(key)]
+
+        assert history(lc, entity_id) == history(reference, reference_id)
+        assert [(e.name, e.version, e.recipients) for e in recorder.events if e.entity_id == entity_id] == [
+            (e.name, e.version, e.recipients) for e in reference_recorder.events if e.entity_id == reference_id]
+
+    def test_a_batch_on_an_unknown_broadcast_tells_every_command(self) -> None:
+        """No such broadcast: every command of the batch is told ``BroadcastNotFound``, and nothing is written."""
+        store = self.new_store()
+        if not (isinstance(store, DecidesInBatch) and store.decides_in_batch()):
+            return
+        lc, recorder = _engine(store)
+        outcomes = run_batch(lc, store, _commands(lc)[:3], 4242, lambda: None)
+        assert [type(o) for o in outcomes] == [BroadcastNotFound] * 3
+        assert recorder.events == []
