@@ -271,8 +271,9 @@ def test_a_command_cancelled_while_it_waits_is_not_written(pg_url: str) -> None:
     asyncio.run(scenario())
 
 
-def test_a_command_cancelled_after_its_batch_committed_stands_and_is_announced(pg_url: str) -> None:
-    """Cancelled while its batch's events are dispatched: the write stands (whole), every event leaves once."""
+def test_a_command_cancelled_after_its_batch_committed_stands_and_the_relay_announces_it(pg_url: str) -> None:
+    """Cancelled once its batch has committed (while another command of it announces its events): its write
+    stands, whole; its events wait in the outbox and the relay delivers them; every event leaves once."""
 
     async def scenario() -> None:
         setup, store = await _pg_setup(pg_url)
@@ -290,9 +291,41 @@ def test_a_command_cancelled_after_its_batch_committed_stands_and_is_announced(p
         assert isinstance(results[2], asyncio.CancelledError)
         assert [h.actor for h in await setup.bookings.history(entity_id) if h.trigger == "accept"] == [
             "t00", "t01", "t02", "t03"]
+        heard = [e.version for e in setup.recorder.events if e.entity_id == entity_id]
+        assert 6 not in heard and heard[-3:] == [4, 5, 7]
+        pending = await store.outbox_of("booking", entity_id)
+        assert [(e.event.version, e.delivered_at) for e in pending if e.event.version == 6] == [(6, None)]
+        setup.clock.advance(timedelta(minutes=1))  # past the relay's grace
+        await setup.lifecycle.relay().relay_once()
         events = [e for e in setup.recorder.events if e.entity_id == entity_id]
-        assert [e.version for e in events][-4:] == [4, 5, 6, 7]  # t02's (6) too
+        assert [e.version for e in events][-1] == 6
         assert len({e.event_id for e in events}) == len(events)
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_receiver_holds_up_its_own_command_only(pg_url: str) -> None:
+    """A receiver stuck on one batched command's event: the other commands of its batch return (their events
+    announced), and a later command on the broadcast goes through; the stuck one returns once released."""
+
+    async def scenario() -> None:
+        setup, store = await _pg_setup(pg_url)
+        entity_id = await setup.open_broadcast()
+        release = asyncio.Event()
+
+        async def stuck_on_t02(event: Any) -> None:
+            if event.entity_id == entity_id and event.version == 6:
+                await release.wait()
+
+        setup.lifecycle.bus.connect(stuck_on_t02)
+        tasks = [asyncio.create_task(setup.bookings.accept(entity_id, t)) for t in ("t00", "t01", "t02", "t03")]
+        others = await asyncio.wait_for(asyncio.gather(tasks[0], tasks[1], tasks[3]), timeout=60)  # bound, not timing
+        assert [r.snapshot.version for r in others] == [4, 5, 7]
+        later = await asyncio.wait_for(setup.bookings.accept(entity_id, "t04"), timeout=60)
+        assert later.snapshot.version == 8 and not tasks[2].done()
+        release.set()
+        assert (await tasks[2]).snapshot.version == 6
         await store.close()
 
     asyncio.run(scenario())

@@ -4,10 +4,11 @@ On PostgreSQL every write to a broadcast holds its row lock until its commit, an
 its flush to disk: N tasks accepting on one broadcast at once take N commits, one after another. Here
 the first command on a broadcast runs as usual; the commands that arrive while it is being written wait
 in this process, not on the row lock, and once it has committed they are decided and written in one
-transaction (:func:`~broadcast_lifecycle.batch.run_batch`): one commit for them all, each with its own
+transaction (:func:`~broadcast_lifecycle.batch.write_batch`): one commit for them all, each with its own
 result, error, history row and events, in the order they arrived. Commands that arrive while a batch
-is being written make the next batch. Only the writes wait for each other: the events of one write are
-dispatched while the next is written (clients order a broadcast's events by version).
+is being written make the next batch. Only the writes wait for each other: each command's events are
+announced in its own task once its batch has committed, while the next batch is written (clients order
+a broadcast's events by version), so a slow receiver holds up its own command's caller only.
 
 Only commands the store would write on their own, with no host transaction, idempotency key or host
 guard, queue (see ``BroadcastLifecycle._queues_for``); everything else takes its usual path.
@@ -19,7 +20,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
-from .batch import run_batch
+from .batch import Written, finish, write_batch
 from .command import Command
 from .records import EntityId
 from .results import CommandResult
@@ -35,12 +36,16 @@ _Key = tuple[asyncio.AbstractEventLoop, str, EntityId]
 """A broadcast, per loop: tasks of different loops never wait for each other."""
 
 
+_ALONE = None
+"""A queued command's outcome when its batch could not be written: it runs on its own."""
+
+
 class _Queued:
     __slots__ = ("command", "outcome")
 
     def __init__(self, command: Command, loop: asyncio.AbstractEventLoop) -> None:
         self.command = command
-        self.outcome: asyncio.Future[CommandResult] = loop.create_future()
+        self.outcome: asyncio.Future[Written | Exception | None] = loop.create_future()
 
 
 class CommandQueues:
@@ -74,11 +79,16 @@ class CommandQueues:
         queued = _Queued(command, loop)
         waiting.append(queued)
         try:
-            return wait_in_bridge(queued.outcome)
+            outcome = wait_in_bridge(queued.outcome)
         except asyncio.CancelledError:
             if queued in waiting:  # its batch had not begun: nothing of it is written
                 waiting.remove(queued)
-            raise
+            raise  # else its write stands; its events wait in the outbox for the relay
+        if outcome is _ALONE:
+            return self._lc._run_alone(command, entity_id, None)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return finish(self._lc, outcome)  # its own events, announced in its own task
 
     def _hand_on(self, key: _Key) -> None:
         """The write to ``key``'s broadcast has ended: write what queued meanwhile as one batch, in a task of
@@ -94,25 +104,14 @@ class CommandQueues:
         task.add_done_callback(self._batches.discard)
 
     def _write(self, key: _Key, batch: list[_Queued]) -> None:
-        handed_on = False
-
-        def written() -> None:
-            nonlocal handed_on
-            handed_on = True
-            self._hand_on(key)
-
         try:
-            outcomes = run_batch(self._lc, self._store, [queued.command for queued in batch], key[2], written)
+            outcomes = write_batch(self._lc, self._store, [queued.command for queued in batch], key[2])
         except BaseException:  # this task was cancelled (its loop is closing): nobody gets an answer
             for queued in batch:
                 queued.outcome.cancel()
-            if not handed_on:
-                self._hand_on(key)
+            self._hand_on(key)
             raise
-        for queued, outcome in zip(batch, outcomes, strict=True):
-            if queued.outcome.done():  # its caller was cancelled while the batch ran: the write stands
-                continue
-            if isinstance(outcome, CommandResult):
-                queued.outcome.set_result(outcome)
-            else:
-                queued.outcome.set_exception(outcome)
+        self._hand_on(key)
+        for index, queued in enumerate(batch):
+            if not queued.outcome.done():  # else its caller was cancelled while the batch ran: the write stands
+                queued.outcome.set_result(_ALONE if outcomes is None else outcomes[index])

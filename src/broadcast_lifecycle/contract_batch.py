@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .batch import run_batch
+from .batch import Written, finish, write_batch
 from .command import Command, new_command
 from .contract_base import KINDS, Clock, ContractBase
 from .errors import BroadcastError, BroadcastNotFound, TransitionRefused
@@ -14,7 +14,7 @@ from .lifecycle import Trigger
 from .records import EntityId
 from .results import CommandResult, WritePath
 from .service import BroadcastLifecycle
-from .stores.base import BroadcastStore, DecidesInBatch
+from .stores.base import BroadcastStore, Change, DecidesInBatch, Loaded
 from .stores.memory import InMemoryStore
 from .testing import EventRecorder
 
@@ -65,7 +65,14 @@ class BatchContract(ContractBase):
             return
         (lc, recorder), (reference, reference_recorder) = _engine(store), _engine(InMemoryStore())
         entity_id, reference_id = self._active(lc), self._active(reference)
-        together = run_batch(lc, store, _commands(lc), entity_id, lambda: None)
+        written = write_batch(lc, store, _commands(lc), entity_id)
+        assert written is not None, "the batch could not be written"
+        together: list[CommandResult | Exception] = []
+        for outcome in written:
+            try:
+                together.append(finish(lc, outcome) if isinstance(outcome, Written) else outcome)
+            except BroadcastError as exc:
+                together.append(exc)
         in_turn: list[CommandResult | Exception] = []
         for command in _commands(reference):
             try:
@@ -83,12 +90,20 @@ class BatchContract(ContractBase):
         assert [(e.name, e.version, e.recipients) for e in recorder.events if e.entity_id == entity_id] == [
             (e.name, e.version, e.recipients) for e in reference_recorder.events if e.entity_id == reference_id]
 
-    def test_a_batch_on_an_unknown_broadcast_tells_every_command(self) -> None:
-        """No such broadcast: every command of the batch is told ``BroadcastNotFound``, and nothing is written."""
+    def test_a_batch_on_an_unknown_broadcast_raises_not_found(self) -> None:
+        """No such broadcast: ``decide_and_apply_batch`` raises ``BroadcastNotFound`` and calls no plan."""
         store = self.new_store()
         if not (isinstance(store, DecidesInBatch) and store.decides_in_batch()):
             return
-        lc, recorder = _engine(store)
-        outcomes = run_batch(lc, store, _commands(lc)[:3], 4242, lambda: None)
-        assert [type(o) for o in outcomes] == [BroadcastNotFound] * 3
-        assert recorder.events == []
+        called: list[Loaded] = []
+
+        def plan(loaded: Loaded) -> Change:
+            called.append(loaded)
+            raise AssertionError("a plan was called for a broadcast that does not exist")
+
+        try:
+            store.decide_and_apply_batch("booking", 4242, [("t1", plan), (None, plan)])
+        except BroadcastNotFound:
+            assert called == []
+        else:
+            raise AssertionError("decide_and_apply_batch on an unknown broadcast did not raise BroadcastNotFound")
