@@ -12,6 +12,7 @@ from sqlalchemy import CheckConstraint, Engine, ForeignKey, Integer, String, Tab
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from broadcast_lifecycle import (
+    AsyncSQLAlchemyStore,
     BroadcastLifecycle,
     IdempotencyKeyReused,
     InvalidArgument,
@@ -250,3 +251,19 @@ def test_a_message_that_mentions_a_constraint_is_no_violation() -> None:
     missing = _sqlite_error(["SELECT customer_id FROM bl_idempotency"])
     assert "customer_id" in str(missing) or "bl_idempotency" in str(missing)
     assert violation(missing, _TABLES, "order") is None
+
+
+def test_missing_tables_say_to_create_them(database_url: str) -> None:
+    """A store whose tables were never created: the error says so, and how to create them, on both databases."""
+    store = SQLAlchemyStore.from_url(database_url)
+    with pytest.raises(StoreError, match=r"tables are missing in this database: run store\.create_all\(\)"):
+        BroadcastLifecycle(store).kind("booking").create("c1")
+    store.close()
+
+
+def test_a_url_whose_driver_is_not_installed_names_the_supported_ones() -> None:
+    """An engine URL naming a driver that is not installed: InvalidArgument naming the drivers the store runs on."""
+    for from_url in (SQLAlchemyStore.from_url, AsyncSQLAlchemyStore.from_url):
+        with pytest.raises(InvalidArgument, match=r"driver of postgresql\+pg8000:// is not installed .*"
+                                                  r"postgresql\+psycopg://"):
+            from_url("postgresql+pg8000://app@/app")

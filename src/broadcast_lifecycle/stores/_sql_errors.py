@@ -19,8 +19,8 @@ from sqlalchemy import CheckConstraint, Index, Table, UniqueConstraint
 from ..errors import InvalidArgument
 from .schema import open_customer_index_name
 
-__all__ = ["LIFECYCLE_COLUMNS", "UNDEFINED_FUNCTION", "Violation", "host_input_refused", "library_constraint",
-           "primary_key_name", "sqlstate", "violation"]
+__all__ = ["LIFECYCLE_COLUMNS", "UNDEFINED_FUNCTION", "UNDEFINED_TABLE", "Violation", "host_input_refused",
+           "library_constraint", "primary_key_name", "sqlstate", "violation"]
 
 LIFECYCLE_COLUMNS = frozenset({"status", "customer_id", "state_changed_at", "created_at", "version",
                                "slots_requested", "slots_filled", "expires_at"})
@@ -28,6 +28,9 @@ LIFECYCLE_COLUMNS = frozenset({"status", "customer_id", "state_changed_at", "cre
 
 UNDEFINED_FUNCTION = "42883"
 """PostgreSQL's SQLSTATE for a call of a function that does not exist (the library's, dropped)."""
+
+UNDEFINED_TABLE = "42P01"
+"""PostgreSQL's SQLSTATE for a table that does not exist (the library's, not created yet)."""
 
 _PG_RULES = {"23505": "unique", "23503": "foreign key", "23502": "not null", "23514": "check"}
 """SQLSTATEs of the integrity violations (class 23), by rule."""

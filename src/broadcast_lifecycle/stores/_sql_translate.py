@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ..errors import BroadcastError, IdempotencyKeyReused, InvalidArgument, StoreError
 from ..kinds import KindConfig
-from ._sql_errors import Violation, host_input_refused, primary_key_name, violation
+from ._sql_errors import UNDEFINED_TABLE, Violation, host_input_refused, primary_key_name, violation
 from ._sql_tables import StoreTables
 from .schema import idempotency_table, library_metadata, open_customer_index_name
 
@@ -60,6 +60,9 @@ class ErrorTranslator:
                                    f"SQLSTATE {sqlstate}): give the columns= values and the id in the types and "
                                    "lengths of the table's columns")
         if broken is None:
+            if sqlstate == UNDEFINED_TABLE or "no such table" in str(cause):
+                return StoreError(f"could not {what}: {cause}; the library's tables are missing in this database: "
+                                  "run store.create_all() once (or your migrations, see docs/persistence.md)")
             return StoreError(f"could not {what}: {cause}")
         if broken.rule == "unique" and broken.constraint == primary_key_name(idempotency_table):
             return IdempotencyKeyReused("(this command's key)", "is already recorded")

@@ -19,7 +19,7 @@ from ..errors import InvalidArgument
 from ..kinds import DEFAULT_KINDS, KindConfig
 from ..records import EntityId
 from ._sqlite_setup import SqliteSettings
-from .sqlalchemy import SQLAlchemyStore
+from .sqlalchemy import SQLAlchemyStore, driver_missing
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -162,6 +162,8 @@ class AsyncSQLAlchemyStore:
 
         try:
             engine = create_async_engine(url, **engine_options)
+        except ImportError as exc:
+            raise driver_missing(url, exc) from exc
         except (ArgumentError, InvalidRequestError) as exc:
             raise InvalidArgument(f"url must name an asyncio driver (sqlite+aiosqlite://, postgresql+psycopg://), "
                                   f"got {url.split('://', 1)[0]}://: {exc}") from exc

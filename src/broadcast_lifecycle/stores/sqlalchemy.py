@@ -125,7 +125,11 @@ class SQLAlchemyStore:
     def from_url(cls, url: str, models: Mapping[str, Any] | None = None, *, sqlite: SqliteSettings | None = None,
                  **engine_options: Any) -> SQLAlchemyStore:
         """A store on a new engine for ``url`` (e.g. ``sqlite:///broadcasts.db``)."""
-        store = cls(create_engine(url, **engine_options), models, sqlite=sqlite)
+        try:
+            engine = create_engine(url, **engine_options)
+        except ImportError as exc:
+            raise driver_missing(url, exc) from exc
+        store = cls(engine, models, sqlite=sqlite)
         store._owns_engine = True
         return store
 
@@ -349,6 +353,13 @@ class SQLAlchemyStore:
 
 MIGRATION = "0002_broadcast_lifecycle"
 """The revision that brings a database to the library's current tables (examples/migrations/versions)."""
+
+
+def driver_missing(url: str, exc: ImportError) -> InvalidArgument:
+    """The error for an engine URL whose driver is not installed."""
+    return InvalidArgument(f"the driver of {url.split('://', 1)[0]}:// is not installed ({exc}); the store runs on "
+                           "sqlite://, postgresql+psycopg:// (extra [postgres]) and, async, sqlite+aiosqlite:// "
+                           "(extra [async])")
 
 
 def _require_current_columns(conn: Connection, tables: Iterable[Table]) -> None:
