@@ -435,8 +435,7 @@ async def hot_row_section(url: str, dsn: str, server: str, judged: bool) -> None
     async def notified(number: int) -> int:
         return await _prepare(lifecycle, f"hot-customer-{number}", HOT_SLOTS, transporters)
 
-    alone = AsyncBroadcastLifecycle(store)
-    alone._lc._queues = None  # every command written on its own, each with its own commit
+    alone = AsyncBroadcastLifecycle(store, queue_commands=False)  # every command with a commit of its own
     alone_bookings = alone.kind(KIND)
 
     async def accept(index: int, entity_id: int) -> bool:

@@ -8,6 +8,10 @@ result, error or event.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import itertools
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -27,9 +31,14 @@ from broadcast_lifecycle import (
     BroadcastNotFound,
     CommandResult,
     InMemoryStore,
+    InvalidTransition,
+    KindConfig,
+    OpenBroadcastExists,
+    StoreError,
     TransitionRefused,
     Trigger,
     WritePath,
+    async_queues,
 )
 from broadcast_lifecycle.testing import EventRecorder
 
@@ -45,13 +54,16 @@ def pg_url(postgres_server: PostgresServer) -> str:
     return postgres_server.create_database(f"batches_{next(_databases)}")
 
 
+KINDS = (KindConfig("booking"), KindConfig("order", one_open_per_customer=True))
+
+
 class Setup:
     """One async lifecycle on a store, with a recorder and a manual clock."""
 
     def __init__(self, store: Any) -> None:
         self.clock = ManualClock(START)
         self.recorder = EventRecorder()
-        self.lifecycle = AsyncBroadcastLifecycle(store, clock=self.clock)
+        self.lifecycle = AsyncBroadcastLifecycle(store, clock=self.clock, kinds=KINDS)
         self.lifecycle.bus.connect(self.recorder)
         self.bookings = self.lifecycle.kind("booking")
 
@@ -64,7 +76,7 @@ class Setup:
 
 async def _pg_setup(pg_url: str) -> tuple[Setup, AsyncSQLAlchemyStore]:
     store = AsyncSQLAlchemyStore.from_url(async_url(pg_url))
-    await store.create_all()
+    await store.create_all(KINDS)
     return Setup(store), store
 
 
@@ -198,12 +210,15 @@ def test_any_commands_at_once_match_the_same_commands_in_turn(pg_url: str, steps
         assert [_shape(o) for o in together] == [_shape(o) for o in in_turn]
         assert await _history(setup, entity_id) == await _history(reference, reference_id)
         assert _events(setup, entity_id) == _events(reference, reference_id)
+        assert all(o.path is WritePath.BATCHED for o in together[1:] if isinstance(o, CommandResult))
         await store.close()
 
     asyncio.run(scenario())
 
 
 def test_every_command_of_a_batch_on_an_unknown_broadcast_is_told_so(pg_url: str) -> None:
+    """A batch on a broadcast that does not exist is not written: each command, run alone, is told so."""
+
     async def scenario() -> None:
         setup, store = await _pg_setup(pg_url)
         outcomes = await _at_once(setup, 424242, [_accept(t) for t in TRANSPORTERS[:4]])
@@ -214,6 +229,8 @@ def test_every_command_of_a_batch_on_an_unknown_broadcast_is_told_so(pg_url: str
 
 
 def test_commands_with_a_key_or_a_host_guard_do_not_queue(pg_url: str) -> None:
+    """A command with an idempotency key, or of a trigger with a host guard, keeps its own transaction."""
+
     async def scenario() -> None:
         setup, store = await _pg_setup(pg_url)
         entity_id = await setup.open_broadcast()
@@ -227,6 +244,11 @@ def test_commands_with_a_key_or_a_host_guard_do_not_queue(pg_url: str) -> None:
         await store.close()
 
     asyncio.run(scenario())
+
+
+def _raw(url: str) -> str:
+    """The database's URL for the raw driver."""
+    return url.replace("postgresql+psycopg", "postgresql")
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -245,6 +267,8 @@ def _waiting(setup: Setup) -> int:
 
 
 def test_a_command_cancelled_while_it_waits_is_not_written(pg_url: str) -> None:
+    """Cancelled in the queue (before its batch formed): nothing of it is written; the others are."""
+
     async def scenario() -> None:
         setup, store = await _pg_setup(pg_url)
         entity_id = await setup.open_broadcast()
@@ -326,6 +350,209 @@ def test_a_slow_receiver_holds_up_its_own_command_only(pg_url: str) -> None:
         assert later.snapshot.version == 8 and not tasks[2].done()
         release.set()
         assert (await tasks[2]).snapshot.version == 6
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_command_cancelled_after_its_batch_formed_but_before_it_began_is_not_written(pg_url: str) -> None:
+    """Cancelled between the forming of its batch and the batch's first statement (here by a receiver of the
+    first command's event, which runs right after the batch is formed): nothing of it is written."""
+
+    async def scenario() -> None:
+        setup, store = await _pg_setup(pg_url)
+        entity_id = await setup.open_broadcast()
+        tasks: list[asyncio.Task[CommandResult]] = []
+
+        def cancel_waiter(event: Any) -> None:
+            if event.entity_id == entity_id and event.version == 4:
+                tasks[1].cancel()
+
+        setup.lifecycle.bus.connect(cancel_waiter)
+        async with await psycopg.AsyncConnection.connect(_raw(pg_url)) as raw:
+            async with raw.transaction():  # hold the row: the first accept waits for it, the others queue
+                await raw.execute("SELECT 1 FROM bl_broadcasts WHERE id = %s FOR UPDATE", (entity_id,))
+                tasks.append(asyncio.create_task(setup.bookings.accept(entity_id, "t00")))
+                await _until(lambda: bool(setup.lifecycle._lc._queues and setup.lifecycle._lc._queues._waiting))
+                tasks += [asyncio.create_task(setup.bookings.accept(entity_id, t)) for t in ("t01", "t02")]
+                await _until(lambda: _waiting(setup) == 2)
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[1], asyncio.CancelledError)
+        assert [h.actor for h in await setup.bookings.history(entity_id) if h.trigger == "accept"] == ["t00", "t02"]
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="-")
+
+
+def test_receivers_of_batched_commands_run_in_their_own_requests_context(pg_url: str) -> None:
+    """A receiver sees the contextvars of the request whose command caused the event, batched or not."""
+
+    async def scenario() -> None:
+        setup, store = await _pg_setup(pg_url)
+        entity_id = await setup.open_broadcast()
+        seen: list[tuple[int, str]] = []
+        setup.lifecycle.bus.connect(
+            lambda event: seen.append((event.version, REQUEST.get())) if event.entity_id == entity_id
+            and event.name == "BROADCAST_STATE_CHANGED" else None)
+
+        async def accept_as(transporter: str) -> CommandResult:
+            REQUEST.set(f"request-of-{transporter}")
+            return await setup.bookings.accept(entity_id, transporter)
+
+        results = await asyncio.gather(*(accept_as(t) for t in ("t00", "t01", "t02")))
+        assert [r.path for r in results][1:] == [WritePath.BATCHED] * 2
+        assert seen == [(4, "request-of-t00"), (5, "request-of-t01"), (6, "request-of-t02")]
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_tracks_recipients_a_command_of_it_adds(pg_url: str) -> None:
+    """In one batch: an accept by a transporter not yet offered it (refused), start_broadcast offering it,
+    activate, then its accept (taken): the batch knows the recipient its own start_broadcast added."""
+
+    async def scenario() -> None:
+        setup, store = await _pg_setup(pg_url)
+        entity_id = (await setup.bookings.create("c2", slots=2)).id
+        outcomes = await asyncio.gather(
+            setup.bookings.extend(entity_id, ttl=timedelta(hours=1)),  # first, alone (refused: created)
+            setup.bookings.accept(entity_id, "t50"),
+            setup.bookings.start_broadcast(entity_id, ["t50"]),
+            setup.bookings.activate(entity_id, ttl=timedelta(minutes=5)),
+            setup.bookings.accept(entity_id, "t50"),
+            return_exceptions=True)
+        shown = [o.path if isinstance(o, CommandResult) else getattr(o, "code", o) for o in outcomes]
+        assert shown == ["invalid_transition", "invalid_transition", WritePath.BATCHED, WritePath.BATCHED,
+                         WritePath.BATCHED]
+        assert [(r.transporter_id, r.slots_held) for r in await setup.bookings.recipients(entity_id)] == [("t50", 1)]
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_on_a_broadcast_that_went_overdue_while_queued(pg_url: str) -> None:
+    """The deadline passes while the first command is written: the batch's first command expires the
+    broadcast and is refused "expired", the rest as in turn (held to the in-memory store)."""
+
+    async def scenario() -> None:
+        setup, store = await _pg_setup(pg_url)
+        entity_id = await setup.open_broadcast()
+        setup.lifecycle.bus.connect(lambda event: setup.clock.advance(timedelta(minutes=6))
+                                    if event.entity_id == entity_id and event.version == 4 else None)
+        steps = [_accept(t) for t in ("t00", "t01", "t02", "t03")]
+        together = await _at_once(setup, entity_id, steps)
+        reference = Setup(InMemoryStore())
+        reference_id = await reference.open_broadcast()
+        in_turn = await _one_by_one(reference, reference_id, steps[:1])
+        reference.clock.advance(timedelta(minutes=6))
+        in_turn += await _one_by_one(reference, reference_id, steps[1:])
+        assert isinstance(together[1], TransitionRefused) and together[1].code == "expired"
+        assert [_shape(o) for o in together] == [_shape(o) for o in in_turn]
+        assert await _history(setup, entity_id) == await _history(reference, reference_id)
+        assert _events(setup, entity_id) == _events(reference, reference_id)
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_a_policy_refuses_is_rolled_back_and_each_command_runs_alone(pg_url: str) -> None:
+    """Releases that would open a filled order again while its customer has another open one: the unique
+    index refuses the batch's first write, nothing of the batch is written, and each release, run alone,
+    is refused OpenBroadcastExists, as in turn."""
+
+    async def scenario() -> None:
+        setup, store = await _pg_setup(pg_url)
+        orders = setup.lifecycle.kind("order")
+        filled = (await orders.create("c1", slots=2)).id
+        await orders.start_broadcast(filled, ["t1", "t2", "t3"])
+        await orders.activate(filled, ttl=timedelta(hours=1))
+        await orders.accept(filled, "t1")
+        await orders.accept(filled, "t2")
+        await orders.create("c1")  # c1's second order, open
+        outcomes = await asyncio.gather(orders.accept(filled, "t3"), orders.release(filled, "t1"),
+                                        orders.release(filled, "t2"), return_exceptions=True)
+        assert [type(o) for o in outcomes] == [InvalidTransition, OpenBroadcastExists, OpenBroadcastExists]
+        snapshot = await orders.get(filled)
+        assert (snapshot.status.value, snapshot.slots_filled, snapshot.version) == ("fully_filled", 2, 5)
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_commit_whose_outcome_is_unknown_is_not_written_again(pg_url: str) -> None:
+    """The batch's COMMIT answers with an error after the server committed (the connection lost on the way
+    back, here injected after the real commit): each caller hears the error, as alone it would, and no
+    command runs a second time."""
+
+    async def scenario() -> None:
+        setup, store = await _pg_setup(pg_url)
+        entity_id = await setup.open_broadcast()
+        sync_store = store.sync
+        real = sync_store.decide_and_apply_batch
+
+        def answer_lost(*args: Any, **kwargs: Any) -> Any:
+            real(*args, **kwargs)
+            raise StoreError("could not write: server closed the connection unexpectedly")
+
+        sync_store.decide_and_apply_batch = answer_lost  # type: ignore[method-assign]
+        outcomes = await _at_once(setup, entity_id, [_accept(t) for t in ("t00", "t01", "t02")])
+        assert isinstance(outcomes[0], CommandResult)
+        assert [type(o) for o in outcomes[1:]] == [StoreError, StoreError] and outcomes[1] is not outcomes[2]
+        assert [h.actor for h in await setup.bookings.history(entity_id) if h.trigger == "accept"] == [
+            "t00", "t01", "t02"]
+        assert (await setup.bookings.get(entity_id)).slots_filled == 3
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_commands_of_two_loops_never_wait_for_each_other(pg_url: str) -> None:
+    """Two threads, each with its own loop and store, on one lifecycle-per-loop: each loop queues its own
+    commands (batches never mix loops), and together they fill the broadcast exactly."""
+
+    async def on_one_loop(transporters: list[str], entity_id: Any, barrier: threading.Barrier) -> list[Any]:
+        setup, store = await _pg_setup(pg_url)
+        await asyncio.to_thread(barrier.wait)
+        outcomes = await _at_once(setup, entity_id, [_accept(t) for t in transporters])
+        await store.close()
+        return [o.path if isinstance(o, CommandResult) else type(o).__name__ for o in outcomes]
+
+    async def opened() -> Any:
+        setup, store = await _pg_setup(pg_url)
+        entity_id = await setup.open_broadcast()
+        await store.close()
+        return entity_id
+
+    entity_id = asyncio.run(opened())
+    barrier = threading.Barrier(2)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        halves = list(pool.map(lambda ts: asyncio.run(on_one_loop(ts, entity_id, barrier)),
+                               [TRANSPORTERS[:8], TRANSPORTERS[8:]]))
+    paths = [p for half in halves for p in half]
+    assert paths.count("InvalidTransition") + paths.count("TransitionRefused") == 16 - SLOTS
+    assert len([p for p in paths if isinstance(p, WritePath)]) == SLOTS
+
+
+def test_a_batch_holds_at_most_max_batch_commands(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More commands queued than one batch takes: they are written in batches of MAX_BATCH, in order."""
+    monkeypatch.setattr(async_queues, "MAX_BATCH", 2)
+
+    async def scenario() -> None:
+        setup, store = await _pg_setup(pg_url)
+        entity_id = (await setup.bookings.create("c1", slots=10)).id
+        await setup.bookings.start_broadcast(entity_id, TRANSPORTERS)
+        await setup.bookings.activate(entity_id, ttl=timedelta(minutes=5))
+        outcomes = await _at_once(setup, entity_id, [_accept(t) for t in TRANSPORTERS[:6]])
+        assert [o.snapshot.version for o in outcomes if isinstance(o, CommandResult)] == [4, 5, 6, 7, 8, 9]
+        async with await psycopg.AsyncConnection.connect(_raw(pg_url)) as raw:
+            rows = await (await raw.execute(
+                "SELECT xmin::text FROM bl_transition_history WHERE entity_id = %s AND version > 3 ORDER BY version",
+                (str(entity_id),))).fetchall()
+        sizes = [len(list(group)) for _, group in itertools.groupby(xmin for (xmin,) in rows)]
+        assert sizes == [1, 2, 2, 1]  # the first alone, then batches of two
         await store.close()
 
     asyncio.run(scenario())

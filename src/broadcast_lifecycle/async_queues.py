@@ -17,10 +17,11 @@ guard, queue (see ``BroadcastLifecycle._queues_for``); everything else takes its
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from typing import TYPE_CHECKING
 
-from .batch import Written, finish, write_batch
+from .batch import Outcome, Written, finish, write_batch
 from .command import Command
 from .records import EntityId
 from .results import CommandResult
@@ -30,14 +31,13 @@ from .stores.base import Committed, DecidesInBatch
 if TYPE_CHECKING:
     from .service import BroadcastLifecycle
 
-__all__ = ["CommandQueues"]
+__all__ = ["MAX_BATCH", "CommandQueues"]
+
+MAX_BATCH = 256
+"""The most commands one transaction writes (it holds the broadcast's row lock until it commits)."""
 
 _Key = tuple[asyncio.AbstractEventLoop, str, EntityId]
 """A broadcast, per loop: tasks of different loops never wait for each other."""
-
-
-_ALONE = None
-"""A queued command's outcome when its batch could not be written: it runs on its own."""
 
 
 class _Queued:
@@ -45,7 +45,7 @@ class _Queued:
 
     def __init__(self, command: Command, loop: asyncio.AbstractEventLoop) -> None:
         self.command = command
-        self.outcome: asyncio.Future[Written | Exception | None] = loop.create_future()
+        self.outcome: asyncio.Future[Outcome] = loop.create_future()
 
 
 class CommandQueues:
@@ -54,7 +54,7 @@ class CommandQueues:
     def __init__(self, lifecycle: BroadcastLifecycle, store: DecidesInBatch) -> None:
         self._lc, self._store = lifecycle, store
         self._waiting: dict[_Key, deque[_Queued]] = {}  # a key is here while a write to its broadcast runs
-        self._batches: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps weak ones)
+        self._writers: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps weak ones)
 
     def run(self, command: Command, entity_id: EntityId) -> CommandResult:
         """Run ``command`` now if nothing is being written to its broadcast, else with the next batch."""
@@ -81,37 +81,45 @@ class CommandQueues:
         try:
             outcome = wait_in_bridge(queued.outcome)
         except asyncio.CancelledError:
-            if queued in waiting:  # its batch had not begun: nothing of it is written
+            if queued in waiting:  # its batch had not been formed: nothing of it is written
                 waiting.remove(queued)
-            raise  # else its write stands; its events wait in the outbox for the relay
-        if outcome is _ALONE:
-            return self._lc._run_alone(command, entity_id, None)
+            raise  # else its write stands (if its batch had begun); its events wait in the outbox for the relay
+        if isinstance(outcome, Written):
+            return finish(self._lc, outcome)  # its own events, announced in its own task
         if isinstance(outcome, Exception):
-            raise outcome
-        return finish(self._lc, outcome)  # its own events, announced in its own task
+            raise outcome  # its refusal, or the error of a commit whose outcome is unknown
+        return self._lc._run_alone(command, entity_id, None)  # RUN_ALONE: its batch was not written
 
     def _hand_on(self, key: _Key) -> None:
-        """The write to ``key``'s broadcast has ended: write what queued meanwhile as one batch, in a task of
-        its own (no caller's cancellation stops it half-way), or forget the broadcast."""
+        """A write to ``key``'s broadcast has committed, or ended without writing: write what queued
+        meanwhile (up to :data:`MAX_BATCH`) as one batch, in a task of its own (so no caller's
+        cancellation stops it half-way), or forget the broadcast."""
         waiting = self._waiting[key]
-        batch = [queued for queued in waiting if not queued.outcome.done()]  # not those cancelled just now
-        waiting.clear()
+        batch = [waiting.popleft() for _ in range(min(len(waiting), MAX_BATCH))]
         if not batch:
             del self._waiting[key]
             return
-        task = key[0].create_task(bridge(self._write, key, batch))
-        self._batches.add(task)
-        task.add_done_callback(self._batches.discard)
+        # An empty context: the batch is no caller's, and each caller announces its own events in its own.
+        writer = contextvars.Context().run(key[0].create_task, bridge(self._write, key, batch))
+        self._writers.add(writer)
+        writer.add_done_callback(lambda task: self._after(task, key, batch))
 
     def _write(self, key: _Key, batch: list[_Queued]) -> None:
-        try:
-            outcomes = write_batch(self._lc, self._store, [queued.command for queued in batch], key[2])
-        except BaseException:  # this task was cancelled (its loop is closing): nobody gets an answer
-            for queued in batch:
-                queued.outcome.cancel()
+        batch = [queued for queued in batch if not queued.outcome.done()]  # cancelled before the batch began
+        if not batch:
             self._hand_on(key)
-            raise
+            return
+        outcomes = write_batch(self._lc, self._store, [queued.command for queued in batch], key[2])
         self._hand_on(key)
-        for index, queued in enumerate(batch):
+        for queued, outcome in zip(batch, outcomes, strict=True):
             if not queued.outcome.done():  # else its caller was cancelled while the batch ran: the write stands
-                queued.outcome.set_result(_ALONE if outcomes is None else outcomes[index])
+                queued.outcome.set_result(outcome)
+
+    def _after(self, writer: asyncio.Task[None], key: _Key, batch: list[_Queued]) -> None:
+        """A batch's task has ended: if it ended without handing on (cancelled, its loop closing; or failed),
+        nobody will answer its commands or the ones behind it: cancel them and forget the broadcast."""
+        self._writers.discard(writer)
+        if writer.cancelled() or writer.exception() is not None:
+            waiting = self._waiting.pop(key, deque())
+            for queued in [*batch, *waiting]:
+                queued.outcome.cancel()

@@ -50,7 +50,8 @@ class AsyncBroadcastLifecycle:
     committed, its events are delivered (by the relay, if the cancellation stopped the dispatch).
     On PostgreSQL, commands on one broadcast that arrive while it is being written wait in the process
     and are written together in one transaction (see :mod:`~broadcast_lifecycle.async_queues`); one
-    cancelled after its batch began is written with it.
+    cancelled after its batch began is written with it. ``queue_commands=False`` writes every command in
+    a transaction of its own instead.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class AsyncBroadcastLifecycle:
         kinds: Iterable[KindConfig] = DEFAULT_KINDS,
         max_attempts: int = 16,
         retry: RetryPolicy | None = None,
+        queue_commands: bool = True,
     ) -> None:
         if store is None:
             store = InMemoryStore()
@@ -77,8 +79,8 @@ class AsyncBroadcastLifecycle:
         self.store = store
         self._lc = BroadcastLifecycle(sync_store, bus=bus, clock=clock, kinds=kinds, max_attempts=max_attempts,
                                       retry=retry)
-        if self._lc._batches is not None:
-            self._lc._queues = CommandQueues(self._lc, self._lc._batches)
+        if queue_commands and self._lc._in_batch is not None:
+            self._lc._queues = CommandQueues(self._lc, self._lc._in_batch)
         self._handles: dict[str, AsyncKindHandle] = {}
 
     @property

@@ -9,22 +9,22 @@ caller waits for its own events' receivers only, as a command run alone does.
 
 from __future__ import annotations
 
+import copy
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from ._quick import quick_constructor
 from .command import Command
-from .errors import TransitionRefused
 from .records import EntityId
 from .results import CommandResult, WritePath
-from .stores.base import Change, Committed, DecidesInBatch, Loaded
+from .stores.base import BatchNotWritten, Change, Committed, DecidesInBatch, Loaded
 
 if TYPE_CHECKING:
     from .service import BroadcastLifecycle
 
-__all__ = ["Written", "finish", "write_batch"]
+__all__ = ["RUN_ALONE", "Written", "finish", "write_batch"]
 
-_result = quick_constructor(CommandResult)
+logger = logging.getLogger(__name__)
 
 
 class Written(NamedTuple):
@@ -34,28 +34,42 @@ class Written(NamedTuple):
     change: Change
 
 
+class _RunAlone:
+    def __repr__(self) -> str:
+        return "RUN_ALONE"
+
+
+RUN_ALONE = _RunAlone()
+"""A command's outcome when its batch was not written (rolled back whole): it runs on its own."""
+
+Outcome = Written | Exception | _RunAlone
+"""What a command of a batch gets: its write, its refusal (or the error of a commit whose outcome is
+unknown), or :data:`RUN_ALONE`."""
+
+
 def write_batch(lifecycle: BroadcastLifecycle, store: DecidesInBatch, commands: Sequence[Command],
-                entity_id: EntityId) -> list[Written | Exception] | None:
-    """Each command's committed write or refusal, in order, as if run one after another: decided on the
-    broadcast as the commands before it left it, written in one transaction, not yet announced (see
-    :func:`finish`). ``None`` if the batch could not be written (a store error, a policy's unique index,
-    an unknown broadcast): nothing of it was, and each command is to run on its own, where it meets the
-    failure worded for it."""
+                entity_id: EntityId) -> list[Outcome]:
+    """Each command's outcome, in order, as if run one after another: decided on the broadcast as the
+    commands before it left it and written in one transaction, not yet announced (see :func:`finish`)."""
     planned: list[Change | None] = [None] * len(commands)
 
     def plan_of(index: int, command: Command) -> Callable[[Loaded], Change]:
         def plan(loaded: Loaded) -> Change:
-            planned[index] = lifecycle._plan(command, loaded)
-            return planned[index]  # type: ignore[return-value]
+            change = planned[index] = lifecycle._plan(command, loaded)
+            return change
         return plan
 
     try:
         outcomes = store.decide_and_apply_batch(
             commands[0].config.name, entity_id,
             [(command.transporter_id, plan_of(i, command)) for i, command in enumerate(commands)])
-    except Exception:  # rolled back whole
-        return None
-    written: list[Written | Exception] = []
+    except BatchNotWritten as exc:  # nothing written: each meets the failure on its own, worded for it
+        logger.info("%d commands on %s %r not written together (%s); each runs on its own",
+                    len(commands), commands[0].config.name, entity_id, exc)
+        return [RUN_ALONE] * len(commands)
+    except Exception as exc:  # the commit's outcome is unknown: each caller hears it, as alone it would
+        return [_copy(exc) for _ in commands]
+    written: list[Outcome] = []
     for outcome, change in zip(outcomes, planned, strict=True):
         if isinstance(outcome, Exception):
             written.append(outcome)
@@ -67,11 +81,16 @@ def write_batch(lifecycle: BroadcastLifecycle, store: DecidesInBatch, commands: 
 
 def finish(lifecycle: BroadcastLifecycle, written: Written) -> CommandResult:
     """Announce ``written`` and return its command's result (or raise the refusal of a command that found
-    its broadcast overdue and expired it, as :meth:`BroadcastLifecycle._run_alone` does)."""
-    committed, change = written
-    lifecycle._announce(committed)
-    before = change.before
-    if change.decision.superseded is not None and before.expires_at is not None:
-        raise TransitionRefused(before.kind, before.id, before.status.value, change.decision.superseded.value,
-                                f"expired at {before.expires_at.isoformat()}", code="expired")
-    return _result(snapshot=committed.snapshot, events=committed.events, path=WritePath.BATCHED)
+    its broadcast overdue and expired it, as a command run alone does)."""
+    lifecycle._announce(written.committed)
+    return lifecycle._result_of(written.change, written.committed, WritePath.BATCHED)
+
+
+def _copy(exc: Exception) -> Exception:
+    """One exception per caller (raising one instance in several tasks would chain their tracebacks)."""
+    try:
+        duplicate = copy.copy(exc)
+    except Exception:  # an exception that cannot be copied: share it
+        return exc
+    duplicate.__cause__ = exc.__cause__
+    return duplicate

@@ -114,7 +114,8 @@ class BroadcastLifecycle:
         self._in_statement = (self.store if isinstance(self.store, DecidesInStatement) and self._under_lock is None
                               else None)
         self._typed_keys = self.store if isinstance(self.store, TypedKeys) else None
-        self._batches = self.store if isinstance(self.store, DecidesInBatch) and self.store.decides_in_batch() else None
+        self._in_batch = (self.store if isinstance(self.store, DecidesInBatch) and self.store.decides_in_batch()
+                          else None)
         self._queues: CommandQueues | None = None  # set by AsyncBroadcastLifecycle (see async_queues)
         self.bus = bus if bus is not None else SignalBus()
         self._clock = clock
@@ -319,12 +320,18 @@ class BroadcastLifecycle:
                 continue  # a concurrent duplicate recorded it first: replay it on the next pass
             if committed is None:
                 continue
-            change = planned[-1]
-            if change.decision.superseded is not None and change.before.expires_at is not None:
-                raise TransitionRefused(kind, entity_id, change.before.status.value, trigger.value,
-                                        f"expired at {change.before.expires_at.isoformat()}", code="expired")
-            return _result(snapshot=committed.snapshot, events=committed.events, path=path)
+            return self._result_of(planned[-1], committed, path)
         raise ConcurrentUpdate(kind, entity_id, trigger.value, self._max_attempts)
+
+    @staticmethod
+    def _result_of(change: Change, committed: Committed, path: WritePath) -> CommandResult:
+        """The result of a command whose ``change`` committed; the refusal of one that found its broadcast
+        overdue and expired it instead (``decide`` put the expiry in its place)."""
+        before = change.before
+        if change.decision.superseded is not None and before.expires_at is not None:
+            raise TransitionRefused(before.kind, before.id, before.status.value, change.decision.superseded.value,
+                                    f"expired at {before.expires_at.isoformat()}", code="expired")
+        return _result(snapshot=committed.snapshot, events=committed.events, path=path)
 
     def _path(self, command: Command, tx: object) -> WritePath:
         """The write path for ``command``: the one place that chooses.

@@ -24,7 +24,7 @@ from ._sql_in_place import SqlInPlace
 from ._sql_tables import StoreTables
 from ._sql_text import EntitySql, dumps
 from ._sql_translate import ErrorTranslator
-from .base import AfterCommit, Change, Committed, Loaded, NewRecipients, Plan
+from .base import AfterCommit, BatchNotWritten, Change, Committed, Loaded, NewRecipients, Plan
 
 __all__ = ["SqlTransitions"]
 
@@ -108,7 +108,6 @@ class SqlTransitions:
         outcomes: list[Committed | Exception] = []
 
         def decide_and_write(cur: Any) -> None:
-            outcomes.clear()
             snapshot = schema.read_loaded(cur, sql, kind, entity_id, None, sql.load_for_update).snapshot
             held: dict[str, int] = {}  # the slots each transporter the batch names holds (none: never notified)
             named = sorted({t for t, _ in plans if t is not None})
@@ -131,7 +130,13 @@ class SqlTransitions:
                 if change.transporter_id is not None and change.decision.fill_delta:
                     held[change.transporter_id] = held.get(change.transporter_id, 0) + change.decision.fill_delta
 
-        self._db.transaction(None, decide_and_write)
+        def before_the_commit(cur: Any) -> None:
+            try:
+                decide_and_write(cur)
+            except Exception as exc:  # rolled back: nothing of the batch is written
+                raise BatchNotWritten(f"{type(exc).__name__}: {exc}") from exc
+
+        self._db.transaction(None, before_the_commit)  # a failing COMMIT raises as it is: its outcome is unknown
         return outcomes
 
     def _write(self, cur: Any, sql: EntitySql, change: Change) -> Committed:

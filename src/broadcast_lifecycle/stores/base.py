@@ -41,6 +41,7 @@ __all__ = [
     "Adoption",
     "AfterCommit",
     "ChangesInPlace",
+    "BatchNotWritten",
     "DecidesInBatch",
     "DecidesInStatement",
     "DecidesUnderLock",
@@ -179,6 +180,11 @@ class DecidesUnderLock(Protocol):
         ...
 
 
+class BatchNotWritten(Exception):
+    """Raised by :meth:`DecidesInBatch.decide_and_apply_batch` when the batch failed before its commit, so
+    nothing of it was written (``__cause__`` says why): the lifecycle then runs each command on its own."""
+
+
 @runtime_checkable
 class DecidesInBatch(Protocol):
     """An optional store capability: decide and write several commands on one broadcast in one
@@ -186,12 +192,14 @@ class DecidesInBatch(Protocol):
     queue for one hot broadcast share one commit (one flush to disk) instead of taking one each.
 
     ``decides_in_batch()`` says whether this store instance can. ``decide_and_apply_batch`` loads the
-    broadcast under its lock (``BroadcastNotFound`` if absent), then for each ``(transporter_id, plan)``
-    in order calls ``plan`` with the broadcast as the items before it left it (and the slots that
-    transporter holds): a change ``plan`` returns is written exactly as :meth:`BroadcastStore.apply`
-    writes it; an ``Exception`` it raises (a refusal) is that item's outcome and writes nothing. It
-    commits once and returns each item's outcome in order; it calls no ``after_commit``: the caller
-    announces each committed change. Anything else that fails rolls the whole batch back and raises.
+    broadcast under its lock, then for each ``(transporter_id, plan)`` in order calls ``plan`` with the
+    broadcast as the items before it left it (and the slots that transporter holds): a change ``plan``
+    returns is written exactly as :meth:`BroadcastStore.apply` writes it; an ``Exception`` it raises (a
+    refusal) is that item's outcome and writes nothing. It commits once and returns each item's outcome
+    in order; it calls no ``after_commit``: the caller announces each committed change. A failure before
+    the commit (no such broadcast, a constraint refusing a write, a lost connection) rolls the batch back
+    and raises :class:`BatchNotWritten` from it; a failure of the commit itself, whose outcome is unknown,
+    raises as it is (the lifecycle must not run the commands again).
     """
 
     def decides_in_batch(self) -> bool:
