@@ -419,6 +419,19 @@ class RawAsyncAccept:
         return True
 
 
+def _accepting(lifecycle: AsyncBroadcastLifecycle, transporters: list[str]) -> Callable[[int, int], Awaitable[bool]]:
+    """Task ``index``'s accept on ``lifecycle``: True when it took the slot, False when refused."""
+    bookings = lifecycle.kind(KIND)
+
+    async def accept(index: int, entity_id: int) -> bool:
+        try:
+            await bookings.accept(entity_id, transporters[index])
+        except TransitionRefused:
+            return False
+        return True
+    return accept
+
+
 async def hot_row_section(url: str, dsn: str, server: str, judged: bool) -> None:
     """16 tasks race for 5 slots: the async library against raw async psycopg doing the same work, and
     against the issue's reference, one conditional UPDATE per task, on ``server`` (targets judged on the
@@ -435,22 +448,14 @@ async def hot_row_section(url: str, dsn: str, server: str, judged: bool) -> None
     async def notified(number: int) -> int:
         return await _prepare(lifecycle, f"hot-customer-{number}", HOT_SLOTS, transporters)
 
-    alone = AsyncBroadcastLifecycle(store, queue_commands=False)  # every command with a commit of its own
-    alone_bookings = alone.kind(KIND)
+    async def socket_layer(event: object) -> None:
+        return None
 
-    async def accept(index: int, entity_id: int) -> bool:
-        try:
-            await bookings.accept(entity_id, transporters[index])
-        except TransitionRefused:
-            return False
-        return True
-
-    async def accept_alone(index: int, entity_id: int) -> bool:
-        try:
-            await alone_bookings.accept(entity_id, transporters[index])
-        except TransitionRefused:
-            return False
-        return True
+    heard = AsyncBroadcastLifecycle(store)  # as an app has it: a receiver, so each event is marked delivered
+    heard.bus.connect(socket_layer)
+    accept = _accepting(lifecycle, transporters)
+    accept_alone = _accepting(AsyncBroadcastLifecycle(store, queue_commands=False), transporters)  # a commit each
+    accept_heard = _accepting(heard, transporters)
 
     connections = [await psycopg.AsyncConnection.connect(dsn, autocommit=True) for _ in range(HOT_TASKS)]
     plain = [RawAsyncAccept(conn) for conn in connections]
@@ -484,6 +489,7 @@ async def hot_row_section(url: str, dsn: str, server: str, judged: bool) -> None
     variants = {
         "async library accept (queued commands batched)": (notified, accept),
         "async library accept, every command on its own": (notified, accept_alone),
+        "async library accept (queued) with a coroutine receiver": (notified, accept_heard),
         "raw async psycopg, the same work the plain way": (notified, raw_same_work),
         "raw async psycopg, the library's statement (+ read-back)": (notified, raw_library_statement),
         "raw async psycopg, the library's statement, no read-back": (notified, raw_statement_alone),
@@ -496,11 +502,12 @@ async def hot_row_section(url: str, dsn: str, server: str, judged: bool) -> None
             results[name][0].extend(seconds)
             results[name][1].extend(winners)
     rates = {name: _hot_report(name, *figures) for name, figures in results.items()}
-    library, unqueued, plain_rate, same, statement, reference = rates.values()
+    library, unqueued, with_receiver, plain_rate, same, statement, reference = rates.values()
     _ratio("async library / raw conditional UPDATE (rounds/s)", library / reference, 0.8 if judged else None,
            at_least=True)
     _ratio("async library / raw async psycopg doing the same work", library / plain_rate, 0.8 if judged else None,
            at_least=True)
+    _ratio("async library with a receiver / raw conditional UPDATE", with_receiver / reference)
     _ratio("async library, every command on its own / raw conditional UPDATE", unqueued / reference)
     _ratio("  the same / raw async psycopg running its statement", unqueued / same)
     _ratio("  floor: the library's statement alone / raw conditional UPDATE", statement / reference)
