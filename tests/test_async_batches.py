@@ -556,3 +556,55 @@ def test_a_batch_holds_at_most_max_batch_commands(pg_url: str, monkeypatch: pyte
         await store.close()
 
     asyncio.run(scenario())
+
+
+def test_marks_of_delivered_events_that_come_together_are_written_together(pg_url: str) -> None:
+    """Twenty commands on twenty broadcasts at once, a receiver connected: every event is marked delivered
+    (none left for the relay), in fewer statements than commands (the marks queued behind one go in one)."""
+
+    async def scenario() -> None:
+        setup, store = await _pg_setup(pg_url)
+        setup.lifecycle.bus.connect(_async_receiver)
+        ids = [await setup.open_broadcast() for _ in range(20)]
+        sync_store, calls = store.sync, []
+        real = sync_store.mark_delivered
+
+        def counted(event_ids: Any, at: Any) -> None:
+            calls.append(len(event_ids))
+            real(event_ids, at)
+
+        sync_store.mark_delivered = counted  # type: ignore[method-assign]
+        await asyncio.gather(*(setup.bookings.accept(entity_id, "t00") for entity_id in ids))
+        assert sum(calls) == 20 and len(calls) < 20, calls
+        assert [e for e in await store.pending_events(100) if e.event.entity_id in ids] == []
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+async def _async_receiver(event: Any) -> None:
+    return None
+
+
+def test_a_mark_that_fails_reaches_every_caller_it_leaves_unmarked(pg_url: str) -> None:
+    """The outbox refuses every mark: each command (the first, alone, and those whose marks queued behind
+    it) raises the store's error, and their events stay pending for the relay."""
+
+    async def scenario() -> None:
+        setup, store = await _pg_setup(pg_url)
+        setup.lifecycle.bus.connect(_async_receiver)
+        ids = [await setup.open_broadcast() for _ in range(4)]
+        async with await psycopg.AsyncConnection.connect(_raw(pg_url), autocommit=True) as raw:
+            await raw.execute("CREATE FUNCTION no_marking() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION "
+                              "'outbox unavailable'; END $$ LANGUAGE plpgsql")
+            await raw.execute("CREATE TRIGGER no_marking BEFORE UPDATE ON bl_outbox FOR EACH ROW "
+                              "EXECUTE FUNCTION no_marking()")
+        outcomes = await asyncio.gather(*(setup.bookings.accept(entity_id, "t00") for entity_id in ids),
+                                        return_exceptions=True)
+        assert [type(o) for o in outcomes] == [StoreError] * 4
+        assert len({id(o) for o in outcomes}) == 4
+        pending = {e.event.entity_id for e in await store.pending_events(100)}
+        assert set(ids) <= pending
+        await store.close()
+
+    asyncio.run(scenario())

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from .async_marks import MarkQueue
 from .async_queues import CommandQueues
 from .bus import SignalBus
 from .clock import Clock, utc_now
@@ -50,8 +51,9 @@ class AsyncBroadcastLifecycle:
     committed, its events are delivered (by the relay, if the cancellation stopped the dispatch).
     On PostgreSQL, commands on one broadcast that arrive while it is being written wait in the process
     and are written together in one transaction (see :mod:`~broadcast_lifecycle.async_queues`); one
-    cancelled after its batch began is written with it. ``queue_commands=False`` writes every command in
-    a transaction of its own instead.
+    cancelled after its batch began is written with it; and the marks of delivered events that come while
+    one is written go in one statement. ``queue_commands=False`` gives every command and every mark a
+    transaction of its own instead.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class AsyncBroadcastLifecycle:
                                       retry=retry)
         if queue_commands and self._lc._in_batch is not None:
             self._lc._queues = CommandQueues(self._lc, self._lc._in_batch)
+            self._lc._marks = MarkQueue(sync_store).mark_delivered
         self._handles: dict[str, AsyncKindHandle] = {}
 
     @property

@@ -9,12 +9,12 @@ caller waits for its own events' receivers only, as a command run alone does.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from .command import Command
+from .errors import error_per_caller
 from .records import EntityId
 from .results import CommandResult, WritePath
 from .stores.base import BatchNotWritten, Change, Committed, DecidesInBatch, Loaded
@@ -68,7 +68,7 @@ def write_batch(lifecycle: BroadcastLifecycle, store: DecidesInBatch, commands: 
                     len(commands), commands[0].config.name, entity_id, exc)
         return [RUN_ALONE] * len(commands)
     except Exception as exc:  # the commit's outcome is unknown: each caller hears it, as alone it would
-        return [_copy(exc) for _ in commands]
+        return [error_per_caller(exc) for _ in commands]
     written: list[Outcome] = []
     for outcome, change in zip(outcomes, planned, strict=True):
         if isinstance(outcome, Exception):
@@ -84,13 +84,3 @@ def finish(lifecycle: BroadcastLifecycle, written: Written) -> CommandResult:
     its broadcast overdue and expired it, as a command run alone does)."""
     lifecycle._announce(written.committed)
     return lifecycle._result_of(written.change, written.committed, WritePath.BATCHED)
-
-
-def _copy(exc: Exception) -> Exception:
-    """One exception per caller (raising one instance in several tasks would chain their tracebacks)."""
-    try:
-        duplicate = copy.copy(exc)
-    except Exception:  # an exception that cannot be copied: share it
-        return exc
-    duplicate.__cause__ = exc.__cause__
-    return duplicate

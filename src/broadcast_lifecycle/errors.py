@@ -5,6 +5,7 @@ Messages are built from attributes, so a host can log the text and still branch 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,17 @@ __all__ = [
 def show_id(entity_id: object) -> str:
     """An id as a message shows it: a string quoted (``'bk-17'``), a UUID as its text, an int as is."""
     return repr(entity_id) if isinstance(entity_id, str) or type(entity_id) not in (int, UUID) else str(entity_id)
+
+
+def error_per_caller(exc: Exception) -> Exception:
+    """A copy of ``exc`` (its cause kept) for one more caller: one instance raised in several tasks would
+    chain their tracebacks into each other. ``exc`` itself if it cannot be copied."""
+    try:
+        duplicate = copy.copy(exc)
+    except Exception:
+        return exc
+    duplicate.__cause__ = exc.__cause__
+    return duplicate
 
 
 def show_value(value: object) -> str:

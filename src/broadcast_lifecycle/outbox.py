@@ -16,7 +16,7 @@ first try, the event is marked delivered and nothing is recorded per receiver.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -76,12 +76,14 @@ class DeliveryReport:
 
 
 def deliver(store: BroadcastStore, bus: SignalBus, pending: Iterable[BroadcastEvent | OutboxEntry],
-            policy: RetryPolicy, now: Callable[[], datetime]) -> DeliveryReport:
+            policy: RetryPolicy, now: Callable[[], datetime],
+            mark: Callable[[Sequence[str], datetime], None] | None = None) -> DeliveryReport:
     """Send each event to the receivers that still owe it and record the outcome in the outbox.
 
     A bare ``BroadcastEvent`` is one just committed (no receiver has seen it); an ``OutboxEntry``
     brings the per-receiver state recorded so far, so that receivers that handled the event or gave
-    up on it are skipped, and a failed one is called only once its backoff has passed.
+    up on it are skipped, and a failed one is called only once its backoff has passed. Events every
+    receiver handled are marked delivered with ``mark`` (default ``store.mark_delivered``).
     """
     report = DeliveryReport()
     delivered: list[str] = []
@@ -116,7 +118,7 @@ def deliver(store: BroadcastStore, bus: SignalBus, pending: Iterable[BroadcastEv
                 elif state.delivered_at is None:
                     report.failed += 1
     if delivered:
-        store.mark_delivered(delivered, now())
+        (mark or store.mark_delivered)(delivered, now())
         report.delivered += len(delivered)
     return report
 

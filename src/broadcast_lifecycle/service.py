@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -117,6 +117,7 @@ class BroadcastLifecycle:
         self._in_batch = (self.store if isinstance(self.store, DecidesInBatch) and self.store.decides_in_batch()
                           else None)
         self._queues: CommandQueues | None = None  # set by AsyncBroadcastLifecycle (see async_queues)
+        self._marks: Callable[[Sequence[str], datetime], None] | None = None  # the same (see async_marks)
         self.bus = bus if bus is not None else SignalBus()
         self._clock = clock
         self._kinds = {k.name: k for k in kinds}
@@ -403,7 +404,7 @@ class BroadcastLifecycle:
         """Send a committed write's events; the outbox keeps what was not delivered, for the relay."""
         if not self.bus.has_receivers():
             return  # nobody here listens: the events stay pending for a relay where receivers are
-        deliver(self.store, self.bus, committed.events, self.retry, self._now)
+        deliver(self.store, self.bus, committed.events, self.retry, self._now, self._marks)
 
     def _now(self) -> datetime:
         return require_aware("the clock's time", self._clock())
