@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import itertools
+import logging
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -253,7 +254,7 @@ def _raw(url: str) -> str:
 
 async def _until(condition: Callable[[], bool]) -> None:
     """Yield to the loop until ``condition`` holds (each pass lets every ready task run one step)."""
-    for _ in range(10_000):
+    for _ in range(200_000):
         if condition():
             return
         await asyncio.sleep(0)
@@ -261,9 +262,11 @@ async def _until(condition: Callable[[], bool]) -> None:
 
 
 def _waiting(setup: Setup) -> int:
+    """How many commands wait behind a write (any broadcast), and -1 while none is being written."""
     queues = setup.lifecycle._lc._queues
     assert queues is not None
-    return sum(len(waiting) for waiting in queues._waiting.values())
+    running = queues._queue._waiting
+    return sum(len(waiting) for waiting in running.values()) if running else -1
 
 
 def test_a_command_cancelled_while_it_waits_is_not_written(pg_url: str) -> None:
@@ -276,7 +279,7 @@ def test_a_command_cancelled_while_it_waits_is_not_written(pg_url: str) -> None:
             async with raw.transaction():  # hold the row: the first accept waits for it, the others queue
                 await raw.execute("SELECT 1 FROM bl_broadcasts WHERE id = %s FOR UPDATE", (entity_id,))
                 first = asyncio.create_task(setup.bookings.accept(entity_id, "t00"))
-                await _until(lambda: bool(setup.lifecycle._lc._queues and setup.lifecycle._lc._queues._waiting))
+                await _until(lambda: _waiting(setup) == 0)  # the first is being written
                 queued = [asyncio.create_task(setup.bookings.accept(entity_id, t)) for t in ("t01", "t02", "t03")]
                 await _until(lambda: _waiting(setup) == 3)
                 queued[1].cancel()
@@ -289,7 +292,7 @@ def test_a_command_cancelled_while_it_waits_is_not_written(pg_url: str) -> None:
         assert {r.transporter_id for r in await setup.bookings.recipients(entity_id) if r.slots_held} == {
             "t00", "t01", "t03"}
         assert [e.version for e in setup.recorder.events if e.entity_id == entity_id][-3:] == [4, 5, 6]
-        assert _waiting(setup) == 0 and not setup.lifecycle._lc._queues._waiting  # type: ignore[union-attr]
+        assert _waiting(setup) == -1  # nothing left behind
         await store.close()
 
     asyncio.run(scenario())
@@ -373,7 +376,7 @@ def test_a_command_cancelled_after_its_batch_formed_but_before_it_began_is_not_w
             async with raw.transaction():  # hold the row: the first accept waits for it, the others queue
                 await raw.execute("SELECT 1 FROM bl_broadcasts WHERE id = %s FOR UPDATE", (entity_id,))
                 tasks.append(asyncio.create_task(setup.bookings.accept(entity_id, "t00")))
-                await _until(lambda: bool(setup.lifecycle._lc._queues and setup.lifecycle._lc._queues._waiting))
+                await _until(lambda: _waiting(setup) == 0)  # the first is being written
                 tasks += [asyncio.create_task(setup.bookings.accept(entity_id, t)) for t in ("t01", "t02")]
                 await _until(lambda: _waiting(setup) == 2)
             results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -483,35 +486,33 @@ def test_a_batch_a_policy_refuses_is_rolled_back_and_each_command_runs_alone(pg_
 
 
 def test_a_commit_whose_outcome_is_unknown_is_not_written_again(pg_url: str) -> None:
-    """The batch's COMMIT answers with an error after the server committed (the connection lost on the way
-    back, here injected after the real commit): each caller hears the error, as alone it would, and no
-    command runs a second time."""
+    """Every COMMIT that wrote history fails (a deferred constraint trigger; a sequence, which no rollback
+    undoes, counts its firings): the first command and each of the batch behind it hear the error, as a
+    command alone would, nothing is written, and no command is tried a second time."""
 
     async def scenario() -> None:
         setup, store = await _pg_setup(pg_url)
         entity_id = await setup.open_broadcast()
-        sync_store = store.sync
-        real = sync_store.decide_and_apply_batch
-
-        def answer_lost(*args: Any, **kwargs: Any) -> Any:
-            real(*args, **kwargs)
-            raise StoreError("could not write: server closed the connection unexpectedly")
-
-        sync_store.decide_and_apply_batch = answer_lost  # type: ignore[method-assign]
-        outcomes = await _at_once(setup, entity_id, [_accept(t) for t in ("t00", "t01", "t02")])
-        assert isinstance(outcomes[0], CommandResult)
-        assert [type(o) for o in outcomes[1:]] == [StoreError, StoreError] and outcomes[1] is not outcomes[2]
-        assert [h.actor for h in await setup.bookings.history(entity_id) if h.trigger == "accept"] == [
-            "t00", "t01", "t02"]
-        assert (await setup.bookings.get(entity_id)).slots_filled == 3
+        async with await psycopg.AsyncConnection.connect(_raw(pg_url), autocommit=True) as raw:
+            await raw.execute("CREATE SEQUENCE tried")
+            await raw.execute("CREATE FUNCTION fail_commit() RETURNS trigger AS $$ BEGIN PERFORM nextval('tried'); "
+                              "RAISE EXCEPTION 'refused at commit'; END $$ LANGUAGE plpgsql")
+            await raw.execute("CREATE CONSTRAINT TRIGGER fail_commit AFTER INSERT ON bl_transition_history "
+                              "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_commit()")
+            outcomes = await _at_once(setup, entity_id, [_accept(t) for t in ("t00", "t01", "t02", "t03")])
+            row = await (await raw.execute("SELECT last_value FROM tried")).fetchone()
+        assert [type(o) for o in outcomes] == [StoreError] * 4
+        assert len({id(o) for o in outcomes}) == 4
+        assert row is not None and row[0] == 2  # the first command's commit, then the batch's: once each
+        assert (await setup.bookings.get(entity_id)).slots_filled == 0
         await store.close()
 
     asyncio.run(scenario())
 
 
-def test_commands_of_two_loops_never_wait_for_each_other(pg_url: str) -> None:
-    """Two threads, each with its own loop and store, on one lifecycle-per-loop: each loop queues its own
-    commands (batches never mix loops), and together they fill the broadcast exactly."""
+def test_two_loops_queueing_their_own_commands_fill_a_broadcast_exactly(pg_url: str) -> None:
+    """Two threads, each with its own loop, store and lifecycle (as two processes would be), each queueing its
+    own commands on one broadcast: across them the row lock orders the batches, which fill it exactly."""
 
     async def on_one_loop(transporters: list[str], entity_id: Any, barrier: threading.Barrier) -> list[Any]:
         setup, store = await _pg_setup(pg_url)
@@ -608,3 +609,141 @@ def test_a_mark_that_fails_reaches_every_caller_it_leaves_unmarked(pg_url: str) 
         await store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_batch_that_fails_unexpectedly_answers_each_caller_with_its_error(pg_url: str) -> None:
+    """A store that breaks its protocol (one outcome too few): the batch's callers hear the error it caused,
+    not a cancellation nobody asked for; the next command on the broadcast goes through."""
+
+    async def scenario() -> None:
+        setup, store = await _pg_setup(pg_url)
+        entity_id = await setup.open_broadcast()
+        real = store.sync.decide_and_apply_batch
+        store.sync.decide_and_apply_batch = lambda *a, **k: real(*a, **k)[:-1]  # type: ignore[method-assign]
+        outcomes = await _at_once(setup, entity_id, [_accept(t) for t in ("t00", "t01", "t02")])
+        assert isinstance(outcomes[0], CommandResult)
+        assert [type(o) for o in outcomes[1:]] == [ValueError, ValueError] and outcomes[1] is not outcomes[2]
+        store.sync.decide_and_apply_batch = real  # type: ignore[method-assign]
+        assert (await setup.bookings.accept(entity_id, "t03")).snapshot.slots_filled == 4
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_connection_lost_before_the_batch_began_reruns_each_command(pg_url: str,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """The server dropped the store's idle connections (a restart, an idle timeout): the batch's BEGIN fails,
+    so nothing of it was written and each of its commands runs again on its own, where each meets a dead
+    connection (a StoreError of its own) or goes through; what went through is exactly what is written."""
+
+    async def scenario() -> None:
+        setup, store = await _pg_setup(pg_url)
+        entity_id = await setup.open_broadcast()
+        await asyncio.gather(*(setup.bookings.create(f"c{i}") for i in range(3)))  # several idle connections
+        async with await psycopg.AsyncConnection.connect(_raw(pg_url), autocommit=True) as raw:
+            await raw.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        with caplog.at_level(logging.INFO, logger="broadcast_lifecycle.batch"):
+            outcomes = await _at_once(setup, entity_id, [_accept(t) for t in ("t00", "t01", "t02", "t03")])
+        assert "3 commands on booking" in caplog.text and "not written together" in caplog.text
+        for outcome in outcomes[1:]:
+            assert (outcome.path is WritePath.IN_PLACE if isinstance(outcome, CommandResult)
+                    else isinstance(outcome, StoreError) and "terminating connection" in str(outcome)), outcome
+        written = {h.actor for h in await setup.bookings.history(entity_id) if h.trigger == "accept"}
+        assert written == {t for t, o in zip(("t00", "t01", "t02", "t03"), outcomes, strict=True)
+                           if isinstance(o, CommandResult)}  # (run again on their own, in no set order)
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def _eager_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+    """Python 3.12's ``asyncio.eager_task_factory``, imitated: the coroutine's first step runs inside
+    ``create_task``, on the caller's stack (in the caller's greenlet, when called from the bridge)."""
+    try:
+        first, done, value = coro.send(None), False, None
+    except StopIteration as stop:
+        first, done, value = None, True, stop.value
+
+    async def rest() -> Any:
+        if done:
+            return value
+        yielded = first
+        while True:
+            try:
+                if yielded is None:
+                    await asyncio.sleep(0)
+                    result = None
+                else:
+                    yielded._asyncio_future_blocking = False
+                    result = await yielded
+            except BaseException as exc:  # handed to the coroutine, as a task would
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    yielded = coro.send(result)
+                except StopIteration as stop:
+                    return stop.value
+
+    return asyncio.Task(rest(), loop=loop, **kwargs)
+
+
+def test_queued_commands_work_under_an_eager_task_factory(pg_url: str) -> None:
+    """With a task factory that runs a task's first step at once (3.12's eager one), the batch's task starts
+    inside the first command's greenlet: every command still gets its own result."""
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_task_factory(_eager_factory)
+        setup, store = await _pg_setup(pg_url)
+        setup.lifecycle.bus.connect(_async_receiver)
+        entity_id = await setup.open_broadcast()
+        outcomes = await asyncio.wait_for(_at_once(setup, entity_id, [_accept(t) for t in TRANSPORTERS[:4]]), 60)
+        assert [o.snapshot.version if isinstance(o, CommandResult) else o for o in outcomes] == [4, 5, 6, 7]
+        asyncio.get_running_loop().set_task_factory(None)
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_loop_closing_with_commands_and_marks_queued_leaves_nothing_behind(pg_url: str) -> None:
+    """asyncio.run ends while a batch is stuck in its transaction (its history row's version taken by a
+    transaction left open) with another command queued behind it, and while marks queue behind one that
+    waits: every task ends, and no queue keeps an entry or a task."""
+    left: dict[str, Any] = {}
+
+    async def main() -> None:
+        setup, left["store"] = await _pg_setup(pg_url)
+        setup.lifecycle.bus.connect(_async_receiver)
+        left["lc"] = setup.lifecycle._lc
+        held, others = await setup.open_broadcast(), [await setup.open_broadcast() for _ in range(3)]
+        raw = left["raw"] = await psycopg.AsyncConnection.connect(_raw(pg_url), autocommit=True)
+        blocker = left["blocker"] = await psycopg.AsyncConnection.connect(_raw(pg_url))
+        await blocker.execute(  # version 5 (the batch's first) taken, uncommitted: its INSERT waits on the index
+            "INSERT INTO bl_transition_history (kind, entity_id, from_status, to_status, trigger, meta, at, version) "
+            "VALUES ('booking', %s, 'active', 'partially_filled', 'accept', '{}', now(), 5)", (str(held),))
+        await raw.execute("CREATE FUNCTION wait_mark() RETURNS trigger AS $$ BEGIN "
+                          "PERFORM pg_advisory_xact_lock(42); RETURN NEW; END $$ LANGUAGE plpgsql")
+        await raw.execute("CREATE TRIGGER wait_mark BEFORE UPDATE ON bl_outbox FOR EACH ROW "
+                          "EXECUTE FUNCTION wait_mark()")
+        await raw.execute("SELECT pg_advisory_lock(42)")  # every mark waits
+        left["tasks"] = [asyncio.create_task(setup.bookings.accept(held, t)) for t in ("t00", "t01", "t02")]
+        await _until(lambda: len(setup.lifecycle._lc._queues._queue._groups) == 1)  # type: ignore[union-attr]
+        left["tasks"] += [asyncio.create_task(setup.bookings.accept(held, "t03"))]  # behind the stuck batch
+        left["tasks"] += [asyncio.create_task(setup.bookings.accept(i, "t00")) for i in others]
+        await _until(lambda: _waiting(setup) == 1 and _marks_waiting(setup) == 3)  # t00's mark is stuck itself
+
+    asyncio.run(main())
+    assert all(task.done() for task in left["tasks"])
+    lc = left["lc"]
+    assert lc._queues._queue._waiting == {} and lc._queues._queue._groups == set()
+    marks = lc._marks.__self__._queue
+    assert marks._waiting == {} and marks._groups == set()
+
+
+def _marks_waiting(setup: Setup) -> int:
+    """How many marks wait behind one being written."""
+    marks: Any = setup.lifecycle._lc._marks
+    return sum(len(waiting) for waiting in marks.__self__._queue._waiting.values())

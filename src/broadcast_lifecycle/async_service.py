@@ -13,8 +13,6 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from .async_marks import MarkQueue
-from .async_queues import CommandQueues
 from .bus import SignalBus
 from .clock import Clock, utc_now
 from .errors import InvalidArgument
@@ -52,7 +50,7 @@ class AsyncBroadcastLifecycle:
     On PostgreSQL, commands on one broadcast that arrive while it is being written wait in the process
     and are written together in one transaction (see :mod:`~broadcast_lifecycle.async_queues`); one
     cancelled after its batch began is written with it; and the marks of delivered events that come while
-    one is written go in one statement. ``queue_commands=False`` gives every command and every mark a
+    one is written go in one transaction. ``queue_commands=False`` gives every command and every mark a
     transaction of its own instead.
     """
 
@@ -81,9 +79,8 @@ class AsyncBroadcastLifecycle:
         self.store = store
         self._lc = BroadcastLifecycle(sync_store, bus=bus, clock=clock, kinds=kinds, max_attempts=max_attempts,
                                       retry=retry)
-        if queue_commands and self._lc._in_batch is not None:
-            self._lc._queues = CommandQueues(self._lc, self._lc._in_batch)
-            self._lc._marks = MarkQueue(sync_store).mark_delivered
+        if queue_commands:
+            self._lc._queue_per_loop()
         self._handles: dict[str, AsyncKindHandle] = {}
 
     @property

@@ -22,7 +22,7 @@ from .stores.base import BatchNotWritten, Change, Committed, DecidesInBatch, Loa
 if TYPE_CHECKING:
     from .service import BroadcastLifecycle
 
-__all__ = ["RUN_ALONE", "Written", "finish", "write_batch"]
+__all__ = ["RUN_ALONE", "Outcome", "Written", "finish", "write_batch"]
 
 logger = logging.getLogger(__name__)
 

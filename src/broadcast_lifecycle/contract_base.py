@@ -9,6 +9,7 @@ around each test; :func:`run_contract` does the same without pytest.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import unittest
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from .stores.base import BroadcastStore
 from .testing import EventRecorder
 
 __all__ = ["EVERY_ID_TYPE", "KINDS", "T0", "WAIT", "Clock", "ContractBase", "race", "run_contract", "without_id"]
+
+logger = logging.getLogger(__name__)
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 """When every contract test starts."""
@@ -179,8 +182,8 @@ def run_contract(case_class: type[ContractBase], only: tuple[str, ...] = ()) -> 
         case.setup_method(getattr(case, name))
         try:
             getattr(case, name)()
-        except unittest.SkipTest:  # not for this store (an optional capability it does not offer)
-            pass
+        except unittest.SkipTest as skipped:  # not for this store (an optional capability it does not offer)
+            logger.info("%s.%s skipped: %s", case_class.__name__, name, skipped)
         except Exception as exc:  # a failed test: recorded, the others still run
             failures[name] = exc
         finally:

@@ -116,8 +116,8 @@ class BroadcastLifecycle:
         self._typed_keys = self.store if isinstance(self.store, TypedKeys) else None
         self._in_batch = (self.store if isinstance(self.store, DecidesInBatch) and self.store.decides_in_batch()
                           else None)
-        self._queues: CommandQueues | None = None  # set by AsyncBroadcastLifecycle (see async_queues)
-        self._marks: Callable[[Sequence[str], datetime], None] | None = None  # the same (see async_marks)
+        self._queues: CommandQueues | None = None  # see _queue_per_loop
+        self._marks: Callable[[Sequence[str], datetime], None] | None = None
         self.bus = bus if bus is not None else SignalBus()
         self._clock = clock
         self._kinds = {k.name: k for k in kinds}
@@ -125,6 +125,17 @@ class BroadcastLifecycle:
         self._max_attempts = max_attempts
         self.retry = retry or RetryPolicy()
         self._guards: dict[tuple[str | None, Trigger], list[Guard]] = defaultdict(list)
+
+    def _queue_per_loop(self) -> None:
+        """Queue, per event loop, the commands on one broadcast and the marks of delivered events that come
+        while one is written, and write each queue's together (:mod:`.async_queues`, :mod:`.async_marks`):
+        what ``AsyncBroadcastLifecycle`` asks of a store that decides in batches."""
+        from .async_marks import MarkQueue
+        from .async_queues import CommandQueues
+
+        if self._in_batch is not None:
+            self._queues = CommandQueues(self, self._in_batch)
+            self._marks = MarkQueue(self.store).mark_delivered
 
     @property
     def kinds(self) -> tuple[KindConfig, ...]:

@@ -130,13 +130,23 @@ class SqlTransitions:
                 if change.transporter_id is not None and change.decision.fill_delta:
                     held[change.transporter_id] = held.get(change.transporter_id, 0) + change.decision.fill_delta
 
+        written: list[bool] = []
+
         def before_the_commit(cur: Any) -> None:
             try:
                 decide_and_write(cur)
             except Exception as exc:  # rolled back: nothing of the batch is written
                 raise BatchNotWritten(f"{type(exc).__name__}: {exc}") from exc
+            written.append(True)
 
-        self._db.transaction(None, before_the_commit)  # a failing COMMIT raises as it is: its outcome is unknown
+        try:
+            self._db.transaction(None, before_the_commit)
+        except BatchNotWritten:
+            raise
+        except Exception as exc:
+            if written:  # the COMMIT failed: its outcome is unknown, raised as it is
+                raise
+            raise BatchNotWritten(f"{type(exc).__name__}: {exc}") from exc  # no connection, or BEGIN failed
         return outcomes
 
     def _write(self, cur: Any, sql: EntitySql, change: Change) -> Committed:

@@ -54,8 +54,10 @@ async def bridge(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
             value = await result
         except BaseException as exc:  # a cancellation, or the awaitable's own error: raised at fn's await_
+            worker.parent = getcurrent()  # who resumes it (not always the first caller: an eager task factory)
             result = worker.throw(exc)
         else:
+            worker.parent = getcurrent()
             result = worker.switch(value)
     if len(pool) < _POOL_SIZE:
         pool.append(worker)
