@@ -144,7 +144,7 @@ def test_release_refused_when_holding_nothing() -> None:
 def test_release_refused_when_asking_more_than_held() -> None:
     """Releasing more slots than held names both numbers."""
     error = refusal(snap(S.FULLY_FILLED, requested=3, filled=3), Trigger.RELEASE, ctx(holding=1, slots=2))
-    assert error.reason == "transporter t1 holds 1 slots, asked to release 2"
+    assert error.reason == "transporter t1 holds 1 slot, asked to release 2"
 
 
 def test_release_refused_for_transporter_not_notified() -> None:

@@ -264,6 +264,6 @@ def test_missing_tables_say_to_create_them(database_url: str) -> None:
 def test_a_url_whose_driver_is_not_installed_names_the_supported_ones() -> None:
     """An engine URL naming a driver that is not installed: InvalidArgument naming the drivers the store runs on."""
     for from_url in (SQLAlchemyStore.from_url, AsyncSQLAlchemyStore.from_url):
-        with pytest.raises(InvalidArgument, match=r"driver of postgresql\+pg8000:// is not installed .*"
-                                                  r"postgresql\+psycopg://"):
+        with pytest.raises(InvalidArgument, match=r"postgresql\+pg8000:// needs a driver that is not installed .*"
+                                                  r"AsyncSQLAlchemyStore on .* postgresql\+psycopg://"):
             from_url("postgresql+pg8000://app@/app")

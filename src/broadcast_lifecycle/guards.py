@@ -85,7 +85,8 @@ def _holds_slots(snap: BroadcastSnapshot, ctx: CommandContext) -> str | None:
     if ctx.holding is None:
         return f"transporter {ctx.transporter_id} was not notified of this {snap.kind}"
     if ctx.holding < ctx.slots:
-        return f"transporter {ctx.transporter_id} holds {ctx.holding} slots, asked to release {ctx.slots}"
+        return (f"transporter {ctx.transporter_id} holds {ctx.holding} slot{'' if ctx.holding == 1 else 's'}, "
+                f"asked to release {ctx.slots}")
     return None
 
 

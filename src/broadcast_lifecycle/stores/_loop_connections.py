@@ -50,6 +50,7 @@ class LoopConnections:
         self._idle: list[OwnConnection] = []
         self._open = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
+        self._closed = False  # set by close(): no connection is kept idle any more
         # The engine's pool settings the host chose, honoured for these connections too (they bypass the pool):
         # a connection older than pool_recycle seconds is replaced, and with pool_pre_ping one is tested before
         # use, so a server restart or an idle disconnect costs a reconnect rather than a failed command.
@@ -108,8 +109,8 @@ class LoopConnections:
         a transaction or statement, or closed, is closed instead)."""
         driver = held.connection.driver_connection
         info = getattr(driver, "info", None)  # psycopg's; aiosqlite has none
-        if (info.transaction_status != _PG_IDLE if info is not None
-                else driver._connection is None or driver._connection.in_transaction):
+        if self._closed or (info.transaction_status != _PG_IDLE if info is not None
+                            else driver._connection is None or driver._connection.in_transaction):
             self.discard(held)
             return
         self._idle.append(held)
@@ -122,7 +123,9 @@ class LoopConnections:
         _close(held)
 
     def close(self) -> None:
-        """Close the idle connections (the store opens new ones when used again)."""
+        """Close the idle connections, and from now on each one as it is given back: a command still running,
+        or one sent after this, opens a connection and closes it when done, so none outlives its use."""
+        self._closed = True
         idle, self._idle = self._idle, []
         self._open -= len(idle)
         for held in idle:

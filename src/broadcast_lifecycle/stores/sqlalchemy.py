@@ -356,10 +356,12 @@ MIGRATION = "0002_broadcast_lifecycle"
 
 
 def driver_missing(url: str, exc: ImportError) -> InvalidArgument:
-    """The error for an engine URL whose driver is not installed."""
-    return InvalidArgument(f"the driver of {url.split('://', 1)[0]}:// is not installed ({exc}); the store runs on "
-                           "sqlite://, postgresql+psycopg:// (extra [postgres]) and, async, sqlite+aiosqlite:// "
-                           "(extra [async])")
+    """The error for an engine URL whose driver is not installed (and may not be one the store runs on)."""
+    return InvalidArgument(
+        f"{url.split('://', 1)[0]}:// needs a driver that is not installed ({exc}); the store runs on "
+        "SQLite and PostgreSQL through these: SQLAlchemyStore on sqlite:// or postgresql+psycopg:// (extra "
+        "[postgres]), AsyncSQLAlchemyStore on sqlite+aiosqlite:// (extra [async]) or postgresql+psycopg:// "
+        "(extras [async,postgres])")
 
 
 def _require_current_columns(conn: Connection, tables: Iterable[Table]) -> None:
