@@ -28,12 +28,13 @@ from broadcast_lifecycle import (
     Trigger,
     WritePath,
 )
-from broadcast_lifecycle.guards import GUARDS
-from broadcast_lifecycle.lifecycle import ROUTES, allowed_from
+from broadcast_lifecycle.guards import BRANCH_TESTS, GUARDS
+from broadcast_lifecycle.lifecycle import ROUTES, allowed_from, topics_of
+from broadcast_lifecycle.stores.base import Change
 from broadcast_lifecycle.stores.memory import InMemoryStore
 from broadcast_lifecycle.stores.schema import history_table, outbox_table
 from broadcast_lifecycle.stores.sql.decided import decided_layout
-from broadcast_lifecycle.stores.sql.postgresql_decided import GUARD_SQL
+from broadcast_lifecycle.stores.sql.postgresql_decided import BRANCH_SQL, GUARD_SQL, HOLDER_GUARDS
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
 
 pytestmark = pytest.mark.postgres
@@ -52,25 +53,31 @@ def pg_store(postgres_server: PostgresServer, clock: ManualClock) -> Iterator[SQ
 
 
 def test_the_layouts_cover_the_table() -> None:
-    """Each trigger a statement decides has every from-state of the table, with the table's destination
-    and guards; the triggers left out are those whose routes branch or move the fill (accept, release)."""
+    """Every trigger but create has a statement, with every from-state of the table and its route (guards,
+    branches with their destinations, fill); each topic is announced on exactly the edges the table
+    announces it on, and the transporter's holding is read where a guard or the fill needs it."""
     decided = {t for t in Trigger if decided_layout(t) is not None}
-    assert decided == set(Trigger) - {Trigger.CREATE, Trigger.ACCEPT, Trigger.RELEASE}
+    assert decided == set(Trigger) - {Trigger.CREATE}
     for trigger in decided:
         layout = decided_layout(trigger)
         assert layout is not None
         assert set(layout.sources) == allowed_from(trigger)
-        for state, (dest, guards) in layout.sources.items():
-            route = ROUTES[(trigger, state)]
-            assert (dest, guards) == (route.branches[0].dest, route.guards)
-            for topic in route.branches[0].announces:
-                assert state in layout.announced[topic]
+        edges: dict[Topic, set[tuple[BroadcastStatus, BroadcastStatus]]] = {}
+        for state, route in layout.sources.items():
+            assert route == ROUTES[(trigger, state)]
+            for branch in route.branches:
+                for topic in topics_of(trigger, state, branch.dest)[1:]:
+                    edges.setdefault(topic, set()).add((state, branch.dest))
+        assert {topic: set(found) for topic, found in layout.announced.items()} == edges
+        assert layout.holder is (trigger in (Trigger.ACCEPT, Trigger.RELEASE))
 
 
 def _guard_cases() -> Iterator[tuple[str, BroadcastStatus, datetime | None, datetime | None, datetime | None, bool]]:
     now = START
     times = (None, now - MINUTE, now, now + MINUTE, now + 2 * MINUTE)
     for name in GUARD_SQL:
+        if name in HOLDER_GUARDS or name == "slots_available":
+            continue  # on the holding and the fill: see _fill_cases
         for status in (BroadcastStatus.ACTIVE, BroadcastStatus.PARTIALLY_FILLED, BroadcastStatus.FULLY_FILLED):
             for expires_at in times:
                 for given in times:
@@ -79,9 +86,20 @@ def _guard_cases() -> Iterator[tuple[str, BroadcastStatus, datetime | None, date
                             yield name, status, expires_at, given, default, partial
 
 
+def _in_sql(conn: Any, condition: str, params: dict[str, Any]) -> bool:
+    """``condition`` (a guard's or a branch's SQL) on a locked row ``o`` and a recipient row ``h`` made of
+    ``params`` (a NULL condition counts as false, as in the statement's WHERE)."""
+    return bool(conn.execute(text(
+        f"SELECT COALESCE(({condition}), false) FROM (SELECT CAST(:status AS TEXT) AS status, "
+        "CAST(:expires_at AS TIMESTAMPTZ) AS expires_at, CAST(:filled AS INTEGER) AS slots_filled, "
+        "CAST(:requested AS INTEGER) AS slots_requested) o, (SELECT CAST(:holding AS INTEGER) AS slots_held) h"),
+        {"filled": 1, "requested": 2, "holding": None, "slots": 1, **params}).scalar_one())
+
+
 def test_the_guards_sql_allows_what_the_python_guards_allow(pg_store: SQLAlchemyStore) -> None:
-    """Every guard with SQL, on a grid of states, deadlines (none, past, now, future) and policies, is true
-    in SQL exactly when the Python guard allows (the deadline picked as the service picks it)."""
+    """Every guard with SQL on the deadline or the state, on a grid of states, deadlines (none, past, now,
+    future) and policies, is true in SQL exactly when the Python guard allows (the deadline picked as the
+    service picks it)."""
     cases = list(_guard_cases())
     disagree = []
     with pg_store.engine.connect() as conn:
@@ -90,42 +108,91 @@ def test_the_guards_sql_allows_what_the_python_guards_allow(pg_store: SQLAlchemy
             deadline = given if given is not None else expires_at if expires_at is not None else default
             ctx = CommandContext(now=START, deadline=deadline, allow_partial_trip=partial)
             in_python = GUARDS[name](snapshot, ctx) is None
-            in_sql = conn.execute(text(
-                f"SELECT COALESCE(({GUARD_SQL[name]}), false) FROM (SELECT CAST(:status AS TEXT) AS status, "
-                "CAST(:expires_at AS TIMESTAMPTZ) AS expires_at) o"),
-                {"status": status.value, "expires_at": expires_at, "at": START, "deadline": given,
-                 "default_deadline": default, "allow_partial_trip": partial}).scalar_one()
+            in_sql = _in_sql(conn, GUARD_SQL[name], {
+                "status": status.value, "expires_at": expires_at, "at": START, "deadline": given,
+                "default_deadline": default, "allow_partial_trip": partial})
             if in_sql is not in_python:
                 disagree.append((name, status.value, expires_at, given, default, partial, in_python))
     assert disagree == [] and len(cases) > 500
 
 
-STATES = ("created", "broadcasting", "active", "partially_filled", "fully_filled", "in_progress", "completed",
-          "cancelled", "expired", "overdue")
+def test_the_fill_guards_and_branches_sql_agree_with_python(pg_store: SQLAlchemyStore) -> None:
+    """Every guard on the holding or the fill (transporter_notified, slots_available, holds_slots) and every
+    branch (fills_all, empties), on a grid of slots requested, filled, asked for and held (never notified
+    too), is true in SQL exactly when the Python guard allows or the branch test holds."""
+    checks: dict[str, tuple[str, Callable[[BroadcastSnapshot, CommandContext], bool]]] = {
+        **{name: (GUARD_SQL[name], lambda s, c, name=name: GUARDS[name](s, c) is None)  # type: ignore[misc]
+           for name in (*HOLDER_GUARDS, "slots_available")},
+        **{name: (BRANCH_SQL[name], BRANCH_TESTS[name]) for name in BRANCH_SQL},
+    }
+    disagree, count = [], 0
+    with pg_store.engine.connect() as conn:
+        for name, (condition, in_python) in checks.items():
+            for requested in (1, 2, 3):
+                for filled in range(requested + 1):
+                    for slots in (1, 2, 3):
+                        for holding in (None, 0, 1, 2, 3):
+                            snapshot = BroadcastSnapshot("booking", 1, "c1", BroadcastStatus.PARTIALLY_FILLED,
+                                                         requested, filled, 2, START, START, None)
+                            ctx = CommandContext(now=START, slots=slots, transporter_id="t1", holding=holding)
+                            expected = bool(in_python(snapshot, ctx))
+                            got = _in_sql(conn, condition, {"status": "partially_filled", "expires_at": None,
+                                                            "filled": filled, "requested": requested,
+                                                            "slots": slots, "holding": holding})
+                            count += 1
+                            if got is not expected:
+                                disagree.append((name, requested, filled, slots, holding, expected))
+    assert disagree == [] and count > 500
+
+
+SECOND = timedelta(seconds=1)
+
+_STEPS: dict[str, Callable[[KindHandle, Any, ManualClock], object]] = {
+    "broadcast": lambda h, i, c: h.start_broadcast(i, ["t1", "t2", "t3"]),
+    "broadcast to t1, t2": lambda h, i, c: h.start_broadcast(i, ["t1", "t2"]),
+    "activate": lambda h, i, c: h.activate(i, ttl=60 * MINUTE),
+    "activate briefly": lambda h, i, c: h.activate(i, ttl=MINUTE),
+    # notified later than the others, so first by id but last in notification order
+    "notify t0": lambda h, i, c: (c.advance(SECOND), h.notify_more(i, ["t0"])),
+    "t1 accepts": lambda h, i, c: h.accept(i, "t1"),
+    "t1 accepts 2": lambda h, i, c: h.accept(i, "t1", slots=2),
+    "t2 accepts": lambda h, i, c: h.accept(i, "t2"),
+    "trip": lambda h, i, c: h.start_trip(i),
+    "complete": lambda h, i, c: h.complete(i),
+    "cancel": lambda h, i, c: h.cancel(i),
+    "pass a brief deadline": lambda h, i, c: c.advance(2 * MINUTE),
+    "pass the deadline": lambda h, i, c: c.advance(61 * MINUTE),
+    "expire": lambda h, i, c: h.expire(i),
+}
+_OPEN = ["broadcast", "activate", "notify t0"]
+_FILLED = [*_OPEN, "t1 accepts", "t2 accepts"]
+PLANS: dict[str, tuple[int, list[str]]] = {
+    "created": (2, []),
+    "broadcasting": (2, ["broadcast"]),
+    "active": (2, _OPEN),
+    "overdue": (2, ["broadcast", "activate briefly", "notify t0", "pass a brief deadline"]),
+    "partially_filled": (2, [*_OPEN, "t1 accepts"]),
+    "partially_filled, t1 holding 2": (3, [*_OPEN, "t1 accepts 2"]),
+    "fully_filled": (2, _FILLED),
+    "fully_filled, t1 holding 2": (2, [*_OPEN, "t1 accepts 2"]),
+    "fully_filled past its deadline": (2, [*_FILLED, "pass the deadline"]),
+    "fully_filled, every notified holding": (3, ["broadcast to t1, t2", "activate", "t1 accepts 2", "t2 accepts"]),
+    "in_progress": (2, [*_FILLED, "trip"]),
+    "completed": (2, [*_FILLED, "trip", "complete"]),
+    "cancelled": (2, ["cancel"]),
+    "expired": (2, [*_OPEN, "pass the deadline", "expire"]),
+}
+"""Each state a test starts from: the slots requested and the steps that lead there (t1, t2, t3 notified
+at start_broadcast, t0 a second after activate; only t1 and t2 where every notified transporter holds)."""
+STATES = tuple(PLANS)
 
 
 def _into(handle: KindHandle, state: str, clock: ManualClock) -> Any:
-    """A new broadcast of ``handle`` in ``state`` (``overdue``: active with its deadline passed)."""
-    entity_id = handle.create("c1", slots=2).id
-    steps: list[Callable[[], object]] = [
-        lambda: handle.start_broadcast(entity_id, ["t1", "t2"]),
-        lambda: handle.activate(entity_id, ttl=MINUTE if state == "overdue" else 60 * MINUTE),
-        lambda: handle.accept(entity_id, "t1"),
-        lambda: handle.accept(entity_id, "t2"),
-        lambda: handle.start_trip(entity_id),
-    ]
-    count = {"created": 0, "broadcasting": 1, "active": 2, "overdue": 2, "partially_filled": 3, "fully_filled": 4,
-             "in_progress": 5, "completed": 5, "cancelled": 0, "expired": 2}[state]
-    for step in steps[:count]:
-        step()
-    if state == "completed":
-        handle.complete(entity_id)
-    elif state == "cancelled":
-        handle.cancel(entity_id)
-    elif state in ("expired", "overdue"):
-        clock.advance(2 * MINUTE if state == "overdue" else 61 * MINUTE)
-        if state == "expired":
-            handle.expire(entity_id)
+    """A new broadcast of ``handle`` in ``state`` (a key of :data:`PLANS`)."""
+    slots, steps = PLANS[state]
+    entity_id = handle.create("c1", slots=slots).id
+    for step in steps:
+        _STEPS[step](handle, entity_id, clock)
     return entity_id
 
 
@@ -135,6 +202,15 @@ COMMANDS: dict[str, Callable[[KindHandle, Any], object]] = {
     "activate (past)": lambda h, i: h.activate(i, expires_at=START - MINUTE),
     "extend": lambda h, i: h.extend(i, ttl=600 * MINUTE),
     "extend (earlier)": lambda h, i: h.extend(i, ttl=MINUTE),
+    "accept": lambda h, i: h.accept(i, "t2"),
+    "accept 2": lambda h, i: h.accept(i, "t3", slots=2),
+    "accept (late notified, by another actor, reason)": lambda h, i: h.accept(
+        i, "t0", actor="ops", reason="by phone", metadata={"call": 3}),
+    "accept (not notified)": lambda h, i: h.accept(i, "t9"),
+    "release": lambda h, i: h.release(i, "t1"),
+    "release 2": lambda h, i: h.release(i, "t1", slots=2),
+    "release (holds none)": lambda h, i: h.release(i, "t3", reason="changed plans"),
+    "release (not notified)": lambda h, i: h.release(i, "t9"),
     "start_trip": lambda h, i: h.start_trip(i, metadata={"truck": 7}),
     "complete": lambda h, i: h.complete(i),
     "cancel": lambda h, i: h.cancel(i, actor="c1", reason="plans changed"),
@@ -161,30 +237,45 @@ def _outcomes(lifecycle: BroadcastLifecycle, clock: ManualClock) -> dict[tuple[s
                 after = handle.get(entity_id)
                 history = [(h.from_status, h.to_status, h.trigger, h.actor, h.reason, h.metadata)
                            for h in handle.history(entity_id)]
-                found[(kind.name, state, name)] = (*outcome, after.status.value, after.version, history)
+                holdings = [(r.transporter_id, r.slots_held, r.response) for r in handle.recipients(entity_id)]
+                found[(kind.name, state, name)] = (*outcome, after.status.value, after.slots_filled, after.version,
+                                                   history, holdings)
     return found
 
 
 def test_every_trigger_from_every_state_agrees_with_the_reference(pg_store: SQLAlchemyStore) -> None:
-    """Each decided trigger, with and without a refusing guard, from every state (an overdue one too),
-    on PostgreSQL's statements gives the in-memory store's outcome: the same refusal type, code and
-    from-state, or the same new state and events; the same history either way."""
+    """Each trigger, with and without a refusing guard, from every state (an overdue one too; accept and
+    release with various slots, holders and transporters never notified), on PostgreSQL's statements gives
+    the in-memory store's outcome: the same refusal type, code and from-state, or the same new state, fill
+    and events (recipients in order); the same history and holdings either way. Only the expiry of an
+    overdue broadcast is written on the general path: every other change is its command's statement."""
     memory_clock, pg_clock = ManualClock(), ManualClock()
     expected = _outcomes(BroadcastLifecycle(InMemoryStore(), clock=memory_clock, kinds=KINDS), memory_clock)
     paths: set[WritePath] = set()
     lifecycle = BroadcastLifecycle(pg_store, clock=pg_clock, kinds=KINDS)
-    original = lifecycle._decide_in_statement
+    original, general = lifecycle._decide_in_statement, pg_store.apply
+    in_general: list[Trigger] = []
 
     def counted(*args: Any) -> Any:
         done = original(*args)
         paths.add(WritePath.IN_PLACE if done is not None and not hasattr(done, "holding") else WritePath.GENERAL)
         return done
 
+    def general_apply(change: Change, *args: Any) -> Any:
+        in_general.append(change.decision.trigger)
+        return general(change, *args)
+
     lifecycle._decide_in_statement = counted  # type: ignore[method-assign,assignment]
+    pg_store.apply = general_apply  # type: ignore[method-assign]
     got = _outcomes(lifecycle, pg_clock)
     assert {k: v for k, v in got.items() if expected[k] != v} == {}
     assert paths == {WritePath.IN_PLACE, WritePath.GENERAL}  # statements that applied and statements that refused
     assert {outcome[0] for outcome in got.values()} == {"applied", "InvalidTransition", "TransitionRefused"}
+    assert set(in_general) == {Trigger.EXPIRE}
+    applied = {(state, name) for (_, state, name), outcome in got.items() if outcome[0] == "applied"}
+    assert {("fully_filled", "release"), ("fully_filled, t1 holding 2", "release"), ("partially_filled", "accept"),
+            ("active", "accept 2"), ("fully_filled past its deadline", "release"),
+            ("fully_filled, every notified holding", "release")} <= applied
 
 
 def test_a_refusal_is_worded_from_the_row_the_statement_found(pg_store: SQLAlchemyStore, clock: ManualClock) -> None:

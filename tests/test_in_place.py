@@ -1,5 +1,6 @@
-"""Accept and release in place (PostgreSQL): refusals decided on the row read back, and the filling
-accept's terminal event reaching a transporter notified while it waited for the row lock."""
+"""Accept and release in place (PostgreSQL: decided by their statement, generated from the table): refusals
+decided on the row read back, and the filling accept's terminal event reaching a transporter notified while
+it waited for the row lock."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from broadcast_lifecycle import (
     Topic,
     TransitionRefused,
     Trigger,
+    WritePath,
 )
 from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
 from broadcast_lifecycle.testing import EventRecorder
@@ -168,8 +170,8 @@ def test_the_filling_accept_is_one_statement(postgres_server: object) -> None:
 
 
 def test_events_sent_from_an_in_place_accept_are_the_events_stored(postgres_server: object) -> None:
-    """What receivers get from an in-place accept, release and fill (built from the statement's
-    RETURNING row) is what the outbox holds for the relay (written by the statement's SQL)."""
+    """What receivers get from an in-place accept, fill, re-offering release and release (built from the
+    statement's RETURNING row) is what the outbox holds for the relay (written by the statement's SQL)."""
     from postgres_server import PostgresServer
 
     assert isinstance(postgres_server, PostgresServer)
@@ -184,31 +186,13 @@ def test_events_sent_from_an_in_place_accept_are_the_events_stored(postgres_serv
 
     fast.bus.connect(refuse)  # a failed delivery leaves the event in the outbox
     recorder_seen = len(recorder.events)
-    fast.kind("booking").accept(entity_id, "t1")
-    fast.kind("booking").accept(entity_id, "t2", slots=2)
-    fast.kind("booking").release(entity_id, "t1")  # from fully_filled: re-offers, so not in place
-    fast.kind("booking").release(entity_id, "t2")  # from partially_filled: in place
+    results = [fast.kind("booking").accept(entity_id, "t1"),
+               fast.kind("booking").accept(entity_id, "t2", slots=2),
+               fast.kind("booking").release(entity_id, "t1"),  # from fully_filled: re-offers
+               fast.kind("booking").release(entity_id, "t2")]  # from partially_filled
+    assert [r.path for r in results] == [WritePath.IN_PLACE] * 4
     sent = recorder.events[recorder_seen:]
     assert [e.topic for e in sent] == [Topic.STATE_CHANGED, Topic.STATE_CHANGED, Topic.FULLY_FILLED,
                                        Topic.STATE_CHANGED, Topic.OFFERED, Topic.STATE_CHANGED]
     stored = {entry.event.event_id: entry.event for entry in fast.store.pending_events(100)}
     assert [stored.get(e.event_id) for e in sent] == sent
-
-
-@pytest.mark.parametrize("variant", ["accept", "accept_partial", "release"])
-def test_the_in_place_statements_take_exactly_the_states_the_table_lets_them(variant: str) -> None:
-    """Each in-place statement's WHERE names exactly the states from which the table's branches of its trigger
-    announce no more than it writes (the state change, and the accept's fully_filled): a rule that starts
-    re-offering from a state, say, takes that state out of the statement."""
-    from broadcast_lifecycle.lifecycle import ROUTES, Trigger, topics_of
-    from broadcast_lifecycle.stores.sql.postgresql import _IN_PLACE
-
-    trigger = Trigger.ACCEPT if variant.startswith("accept") else Trigger.RELEASE
-    writes = {Topic.STATE_CHANGED, Topic.FULLY_FILLED} if trigger is Trigger.ACCEPT else {Topic.STATE_CHANGED}
-    expected = {status.value for (t, status), route in ROUTES.items() if t is trigger
-                and all(set(topics_of(t, status, branch.dest)) <= writes for branch in route.branches)}
-    guard = _IN_PLACE[variant][0]
-    named = re.fullmatch(r"status IN \(([^)]*)\) AND \(expires_at IS NULL OR expires_at > :at\)", guard)
-    assert named is not None, guard
-    assert {s.strip(" '") for s in named.group(1).split(",")} == expected
-    assert expected == ({"active", "partially_filled"} if trigger is Trigger.ACCEPT else {"partially_filled"})

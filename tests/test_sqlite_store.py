@@ -25,6 +25,7 @@ from broadcast_lifecycle import (
     CommandContext,
     TransitionRefused,
     Trigger,
+    WritePath,
 )
 from broadcast_lifecycle.stores._sql_text import TimeCodec
 from broadcast_lifecycle.stores._sqlite_setup import ThreadConnections
@@ -70,15 +71,13 @@ def test_sqlite_store_decides_under_its_write_lock(tmp_path: Path) -> None:
                      "UPDATE bl_outbox"]  # the receiver's event is marked delivered by one statement after it
 
 
-def test_sqlite_store_declines_to_change_in_place(tmp_path: Path) -> None:
-    """ChangesInPlace is PostgreSQL's: on SQLite the store says None for accept and release alike,
-    and touches nothing."""
+def test_sqlite_store_decides_nothing_in_a_statement(tmp_path: Path) -> None:
+    """Deciding in the statement is PostgreSQL's: on SQLite the store takes no trigger that way (accept and
+    release included), so every command is decided under the write lock."""
     store, lc, _ = _lifecycle(tmp_path / "in_place.db")
     snap = _active(lc)
-    for trigger in (Trigger.ACCEPT, Trigger.RELEASE):
-        assert store.change_in_place(lc.kind("booking").config, trigger, snap.id, "t1", 1, snap.state_changed_at,
-                                     lambda committed: None) is None
-    assert lc.kind("booking").get(snap.id) == snap
+    assert [t for t in Trigger if store.decides_in_statement(lc.kind("booking").config, t)] == []
+    assert lc.kind("booking").accept(snap.id, "t1").path is WritePath.UNDER_LOCK
 
 
 def test_refusal_under_the_lock_writes_nothing_and_frees_the_lock(tmp_path: Path) -> None:

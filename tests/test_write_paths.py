@@ -19,8 +19,7 @@ from broadcast_lifecycle.stores.sqlalchemy import SQLAlchemyStore
 
 PATHS = {
     "postgresql": {
-        "change_in_place": "accept and release in place",
-        "decide_in_statement": "any other transition decided by its own statement, no read (terminal ones included)",
+        "decide_in_statement": "a transition decided by its own statement, no read (accept, release, terminal ones)",
         "_apply_in_one_statement": "a read, then a transition in one statement (a key, a host guard)",
         "_write": "the multi-statement write (in a host session)",
         "_insert_in_one_statement": "create in one statement",

@@ -43,7 +43,6 @@ from .stores.base import (
     AfterCommit,
     BroadcastStore,
     Change,
-    ChangesInPlace,
     Committed,
     DecidesInBatch,
     DecidesInStatement,
@@ -65,7 +64,6 @@ __all__ = ["SYSTEM_ACTOR", "BroadcastLifecycle"]
 
 logger = logging.getLogger(__name__)
 
-_IN_PLACE = frozenset({Trigger.ACCEPT, Trigger.RELEASE})
 # Members read on every command, as module constants: on Python 3.10 and 3.11 an Enum class's attribute
 # is read through EnumType.__getattr__, some 60 ns a read.
 _IN_PLACE_PATH, _UNDER_LOCK_PATH = WritePath.IN_PLACE, WritePath.UNDER_LOCK
@@ -109,8 +107,7 @@ class BroadcastLifecycle:
                                   f"{', '.join(missing)} (see broadcast_lifecycle.stores.BroadcastStore)")
         self._under_lock = (self.store if isinstance(self.store, DecidesUnderLock) and self.store.decides_under_lock()
                             else None)
-        # Changing in place is how a store without a decision lock avoids lost races; one with it has none.
-        self._in_place = self.store if isinstance(self.store, ChangesInPlace) and self._under_lock is None else None
+        # Deciding in the statement is how a store without a decision lock avoids lost races; one with it has none.
         self._in_statement = (self.store if isinstance(self.store, DecidesInStatement) and self._under_lock is None
                               else None)
         self._typed_keys = self.store if isinstance(self.store, TypedKeys) else None
@@ -285,8 +282,7 @@ class BroadcastLifecycle:
         kind = config.name
         path = self._path(command, tx)
         found: Loaded | None = None
-        in_place = path is _IN_PLACE_PATH
-        if in_place and command.trigger not in _IN_PLACE and self._in_statement is not None:
+        if path is _IN_PLACE_PATH and self._in_statement is not None:
             at = command.now if command.now is not None else self._now()
             if command.now is None:  # one time for the statement and for deciding on the row it refused
                 command = dataclasses.replace(command, now=at)
@@ -300,13 +296,6 @@ class BroadcastLifecycle:
             if isinstance(done, Committed):
                 return _result(snapshot=done.snapshot, events=done.events, path=path)
             found = done  # refused (or passed): decide on the row as the store found it
-            path = WritePath.GENERAL
-        elif in_place and self._in_place is not None and command.transporter_id is not None:
-            done = self._in_place.change_in_place(config, trigger, entity_id, command.transporter_id,
-                                                  command.slots, self._now(), announce)
-            if isinstance(done, Committed):
-                return _result(snapshot=done.snapshot, events=done.events, path=path)
-            found = done  # declined: decide on the row as the store found it, without reading it again
             path = WritePath.GENERAL
         planned: list[Change] = []
 
@@ -348,17 +337,11 @@ class BroadcastLifecycle:
     def _path(self, command: Command, tx: object) -> WritePath:
         """The write path for ``command``: the one place that chooses.
 
-        In place (guards in the write, no read) only for what that statement records exactly: an
-        accept or release by the transporter itself, with no reason, metadata, key, host guard or
-        host transaction. Otherwise decide under the store's write lock where it has one, else the
-        general compare-and-set.
+        In place (decided by its own statement, generated from the transition table, no read) where
+        the store has that statement, with no host guard or host transaction. Otherwise decide under
+        the store's write lock where it has one, else the general compare-and-set.
         """
-        if (self._in_place is not None and command.trigger in _IN_PLACE and tx is None
-                and command.transporter_id is not None and command.actor == command.transporter_id
-                and command.idempotency_key is None and command.reason is None and not command.metadata
-                and not self._guards_for(command.config.name, command.trigger)):
-            return WritePath.IN_PLACE
-        if (self._in_statement is not None and command.trigger not in _IN_PLACE and tx is None
+        if (self._in_statement is not None and tx is None
                 and not self._guards_for(command.config.name, command.trigger)
                 and self._in_statement.decides_in_statement(command.config, command.trigger)):
             return WritePath.IN_PLACE  # host guards need the row before deciding: they keep the read
@@ -375,6 +358,7 @@ class BroadcastLifecycle:
         request = StatementCommand(
             kind=config, trigger=command.trigger, entity_id=entity_id, at=at, deadline=given,
             default_deadline=at + config.default_ttl if config.default_ttl is not None else None,
+            transporter_id=command.transporter_id, slots=command.slots,
             actor=command.actor, reason=command.reason, metadata=command.metadata, recipients=command.recipients,
             idempotency_key=command.idempotency_key, fingerprint=command.fingerprint)
         return store.decide_in_statement(request, lambda loaded: self._plan(command, loaded), announce)

@@ -1,28 +1,23 @@
-"""PostgreSQL's transitions without a read first, each one statement: accept and release in place (the
-built-in guards in the UPDATE's WHERE, see :class:`~broadcast_lifecycle.stores.base.ChangesInPlace` and
-``sql.postgresql.pg_change_in_place``) and the other triggers decided by their statement (from-states and
-guards generated from the transition table, see :class:`~broadcast_lifecycle.stores.base.DecidesInStatement`
-and ``sql.postgresql_decided``); both address events to every notified transporter with the library's
-PL/pgSQL function, whose presence this part asks the database about."""
+"""PostgreSQL's transitions without a read first, each one statement decided in the statement: its
+from-states, guards, branches, fill and holding generated from the transition table (see
+:class:`~broadcast_lifecycle.stores.base.DecidesInStatement`, ``sql.decided`` and ``sql.postgresql_decided``),
+every trigger but create; it addresses events to every notified transporter with the library's PL/pgSQL
+function, whose presence this part asks the database about."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 from ..errors import BroadcastError, StoreError, show_id
-from ..events import BroadcastEvent, Recipient, Topic, build_events, new_event_id
+from ..events import BroadcastEvent, Recipient, Topic, new_event_id
 from ..kinds import KindConfig
-from ..lifecycle import Trigger, topics_of
-from ..records import BroadcastSnapshot, EntityId
-from ..states import BroadcastStatus
+from ..lifecycle import Trigger
 from ._sql_connections import Committing, SqlConnections
 from ._sql_errors import UNDEFINED_FUNCTION, sqlstate
-from ._sql_tables import StoreTables, utc
+from ._sql_tables import StoreTables
 from ._sql_text import EntitySql, dumps
 from .base import AfterCommit, Change, Committed, Loaded, Plan, StatementCommand
 from .schema import history_table, idempotency_table, outbox_table, recipients_table
@@ -39,63 +34,26 @@ logger = logging.getLogger(__name__)
 
 
 class SqlInPlace:
-    """The one-statement writer of :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore` (accept
-    and release in place, the other triggers decided in their statement), on the store's connections
-    (``db``) and tables (``schema``); it owns its decided statements and what it knows of the everyone
-    function."""
+    """The one-statement writer of :class:`~broadcast_lifecycle.stores.sqlalchemy.SQLAlchemyStore` (each
+    trigger decided in its statement), on the store's connections (``db``) and tables (``schema``); it owns
+    its decided statements and what it knows of the everyone function."""
 
     def __init__(self, db: SqlConnections, schema: StoreTables, committed: Committing) -> None:
         self._db = db
         self._schema = schema
         self._committed = committed
         self._everyone_function: bool | None = None
-        """Whether the database has the everyone function, so an accept may fill in place and a transition
-        announced to everyone be one statement (asked once, and again after :meth:`forget_function`)."""
+        """Whether the database has the everyone function, so a transition announced to everyone may be
+        one statement (asked once, and again after :meth:`forget_function`)."""
+        self._pg = db.engine.dialect.name == "postgresql"
         self._decided: dict[tuple[str, Trigger, bool, bool], str] = {}
         """The decided statements built so far, by table, trigger, whether the command offers and is keyed."""
-
-    def change_in_place(self, kind: KindConfig, trigger: Trigger, entity_id: EntityId, transporter_id: str,
-                        slots: int, at: datetime, after_commit: AfterCommit) -> Committed | Loaded | None:
-        """See :class:`~broadcast_lifecycle.stores.base.ChangesInPlace`: PostgreSQL only (``None`` elsewhere).
-
-        One statement; a declined one is followed by a read of the row (a fresh snapshot: the row as
-        the guards just saw it), on which the core decides the refusal."""
-        sql = self._schema.entity(kind.name)
-        if not sql.in_place:
-            return None
-        variant = trigger.value
-        if trigger is Trigger.ACCEPT and not self.has_everyone_function():
-            variant = "accept_partial"
-        statement = sql.in_place.get(variant)
-        if statement is None:
-            return None
-        delta = slots if trigger is Trigger.ACCEPT else -slots
-        params = {"id": self._schema.lookup_id(sql, kind.name, entity_id), "kind": kind.name, "key": str(entity_id),
-                  "delta": delta, "at": at, "transporter": transporter_id, "trigger": trigger.value,
-                  "id_field": kind.id_field, "ev_event_id": new_event_id(),
-                  "ev_name": kind.event_name(Topic.STATE_CHANGED), "ev_topic": Topic.STATE_CHANGED.value,
-                  "fill_event_id": new_event_id(), "fill_name": kind.event_name(Topic.FULLY_FILLED),
-                  "fill_topic": Topic.FULLY_FILLED.value}
-        try:
-            row, found = self._write_or_read(sql, statement, params)
-        except StoreError as exc:
-            if self._db.errors.breaks_open_policy(exc, kind):
-                return None  # a release opened it again beside the customer's other open one: decide it in full
-            if variant != "accept" or sqlstate(exc.__cause__) != UNDEFINED_FUNCTION:
-                raise
-            self.function_went_missing()  # nothing was written
-            return self.change_in_place(kind, trigger, entity_id, transporter_id, slots, at, after_commit)
-        if row is None:
-            return self._schema.loaded(sql, kind.name, entity_id, found)
-        committed = self._in_place_result(kind, entity_id, trigger, slots, params, row)
-        return self._committed(committed, after_commit, None)
 
     def decides_in_statement(self, kind: KindConfig, trigger: Trigger) -> bool:
         """Whether ``trigger`` of ``kind`` has a decided statement here (PostgreSQL, a trigger whose table
         routes a statement can decide, and the everyone function where its topics need it)."""
         layout = decided_layout(trigger)
-        return (layout is not None and bool(self._schema.entity(kind.name).in_place)
-                and (not layout.everyone or self.has_everyone_function()))
+        return layout is not None and self._pg and (not layout.everyone or self.has_everyone_function())
 
     def decide_in_statement(self, command: StatementCommand, plan: Plan,
                             after_commit: AfterCommit) -> Committed | Loaded | None:
@@ -111,7 +69,8 @@ class SqlInPlace:
         ids = {slot: new_event_id() for slot in ("changed", "offer", *(t.value for t in layout.announced))}
         params: dict[str, Any] = {
             "id": self._schema.lookup_id(sql, kind.name, entity_id), "kind": kind.name, "key": str(entity_id),
-            "at": bind(command.at), "deadline": bind(command.deadline), "transporter": "",
+            "at": bind(command.at), "deadline": bind(command.deadline), "transporter": command.transporter_id or "",
+            "slots": command.slots,
             "default_deadline": bind(command.default_deadline), "allow_partial_trip": kind.allow_partial_trip,
             "trigger": trigger.value, "actor": command.actor, "reason": command.reason,
             "meta": dumps(command.metadata) if command.metadata else "{}", "id_field": kind.id_field,
@@ -138,7 +97,7 @@ class SqlInPlace:
         change: Change | None = None
         refused: BroadcastError | None = None
         try:
-            change = plan(Loaded(before))
+            change = plan(Loaded(before, row[9]))
         except BroadcastError as exc:
             refused = exc
         if change is None or change.decision.trigger is not trigger or change.decision.to_status.value != row[8]:
@@ -149,7 +108,7 @@ class SqlInPlace:
                              "is committed and its events wait in the outbox for the relay (a library bug: "
                              "please report it)")
         after = change.after()
-        listed = dict(zip(layout.announced, row[9:], strict=True))
+        listed = dict(zip(layout.announced, row[10:], strict=True))
         events = self._statement_events(change.events(after, ()), change.recipients, ids, listed)
         return self._committed(Committed(after, events), after_commit, None)
 
@@ -178,7 +137,9 @@ class SqlInPlace:
     def _statement_events(built: tuple[BroadcastEvent, ...], offered: tuple[str, ...], ids: dict[str, str],
                           listed: dict[Topic, Any]) -> tuple[BroadcastEvent, ...]:
         """The events ``build_events`` made for the decision, with the ids the statement wrote them under
-        and, for a topic announced to the notified transporters, the recipients the statement listed."""
+        and, for a topic announced to the notified transporters, the recipients the statement listed (an
+        event whose row the statement did not write, a re-offer to nobody, left out as ``build_events``
+        leaves it out when it is given the recipients)."""
         events = []
         for number, event in enumerate(built):
             if number == 0:
@@ -187,6 +148,8 @@ class SqlInPlace:
                 events.append(replace(event, event_id=ids["offer"]))
             else:
                 pairs = listed.get(event.topic)
+                if pairs is None:
+                    continue
                 if isinstance(pairs, str):
                     pairs = json.loads(pairs)
                 events.append(replace(event, event_id=ids[event.topic.value],
@@ -217,28 +180,8 @@ class SqlInPlace:
     @staticmethod
     def _warn_missing_function() -> None:
         logger.warning(
-            "PostgreSQL function %s is missing, so an accept that fills a broadcast, and a transition announced to "
-            "every notified transporter, take the general path (a read, then a compare-and-set write in several "
+            "PostgreSQL function %s is missing, so a transition announced to every notified transporter (an accept "
+            "that fills a broadcast, say) takes the general path (a read, then a compare-and-set write in several "
             "round trips, which may retry). SQLAlchemyStore.create_all() creates it, or "
             "run broadcast_lifecycle.stores.schema.postgresql_functions_ddl() in a migration (docs/persistence.md); "
             "this store looks for it again after create_all() or a restart", EVERYONE_SIGNATURE)
-
-    @staticmethod
-    def _in_place_result(kind: KindConfig, entity_id: EntityId, trigger: Trigger, slots: int,
-                         params: dict[str, Any], row: Sequence[Any]) -> Committed:
-        """The new snapshot and the events an applied in-place statement wrote, from the row it returned
-        (``tests/test_outbox_row.py`` holds these events to the stored rows)."""
-        customer_id, requested, filled, version, changed_at, created_at, expires_at, status, addressed = row
-        after = BroadcastSnapshot(kind.name, entity_id, customer_id, BroadcastStatus(status), requested, filled,
-                                  version, utc(changed_at), utc(created_at), utc(expires_at) if expires_at else None)
-        if trigger is Trigger.ACCEPT:
-            previous = BroadcastStatus.ACTIVE if filled == slots else BroadcastStatus.PARTIALLY_FILLED
-        else:
-            previous = BroadcastStatus.PARTIALLY_FILLED  # in place only from there (in_place_states)
-        if isinstance(addressed, str):
-            addressed = json.loads(addressed)
-        transporters = [rid for role, rid in addressed or () if role == "transporter"]
-        # The same event building as every other path, from the table's topics for this edge.
-        events = build_events(kind, after, previous, topics_of(trigger, previous, after.status), transporters,
-                              trigger=trigger.value, event_ids=(params["ev_event_id"], params["fill_event_id"]))
-        return Committed(after, events)

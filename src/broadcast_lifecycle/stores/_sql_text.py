@@ -165,8 +165,6 @@ class EntitySql:
         self.single_apply: dict[tuple[int, bool], str] = {}
         """PostgreSQL only: the one-statement form of a transition, by its number of events and whether
         the last goes to everyone notified (see pg_single_statement)."""
-        self.in_place: dict[str, str] = {}
-        """PostgreSQL only: guarded one-statement accept and release, by variant (see pg_change_in_place)."""
         self.load_for_update = self.load + (" FOR UPDATE" if dialect.name == "postgresql" else "")
 
     def holds(self, entity_id: object) -> bool:

@@ -78,27 +78,6 @@ class InspectsOutbox(Protocol):
 
 
 @runtime_checkable
-class ChangesInPlace(Protocol):
-    """An optional store capability: accept or release without reading first, the guards checked
-    in the write itself (so concurrent writers queue instead of losing a compare-and-set).
-
-    ``change_in_place`` applies an accept (including the one that fills the broadcast) or a release
-    when every built-in guard holds (the state allows it, the broadcast is not overdue, the
-    transporter was notified and holds enough slots for a release), atomically with its history and
-    outbox rows, and returns what it committed. When a guard fails it writes nothing and returns the
-    broadcast as the guards found it (the newest committed row, and the transporter's holding): the
-    lifecycle decides on that, so a refusal costs no further read. It returns ``None`` when it
-    cannot take the command at all, and raises ``BroadcastNotFound`` for an unknown id. The
-    lifecycle takes the general path after ``None`` or a found row its decision allows.
-    """
-
-    def change_in_place(self, kind: KindConfig, trigger: Trigger, entity_id: EntityId, transporter_id: str,
-                        slots: int, at: datetime, after_commit: AfterCommit) -> Committed | Loaded | None:
-        """Apply the accept or release in place; else the row as found, or ``None`` to pass."""
-        ...
-
-
-@runtime_checkable
 class DecidesInStatement(Protocol):
     """An optional store capability: apply a command in one write that checks the table's from-states
     and built-in guards itself, without reading the broadcast first.

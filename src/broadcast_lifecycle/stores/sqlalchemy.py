@@ -70,7 +70,7 @@ from .schema import (
     standalone_metadata,
 )
 from .sql.common import table_ref
-from .sql.postgresql import SINGLE_STATEMENT_EVENTS, pg_change_in_place, pg_single_statement
+from .sql.postgresql import SINGLE_STATEMENT_EVENTS, pg_single_statement
 
 __all__ = ["SQLAlchemyStore"]
 
@@ -118,8 +118,6 @@ class SQLAlchemyStore:
                 library = (history_table, recipients_table, outbox_table, idempotency_table)
                 sql.single_apply = {(n, everyone): pg_single_statement(sql, library, engine.dialect, n, everyone)
                                     for n in SINGLE_STATEMENT_EVENTS for everyone in (False, True)[:n]}
-                sql.in_place = {variant: pg_change_in_place(sql, variant, library, engine.dialect)
-                                for variant in ("accept", "accept_partial", "release")}
 
     @classmethod
     def from_url(cls, url: str, models: Mapping[str, Any] | None = None, *, sqlite: SqliteSettings | None = None,
@@ -311,11 +309,6 @@ class SQLAlchemyStore:
     def prune(self, target: PruneTarget, before: datetime, limit: int) -> int:
         """See :meth:`BroadcastStore.prune`."""
         return self._retention.prune(target, before, limit)
-
-    def change_in_place(self, kind: KindConfig, trigger: Trigger, entity_id: EntityId, transporter_id: str,
-                        slots: int, at: datetime, after_commit: AfterCommit) -> Committed | Loaded | None:
-        """See :class:`~broadcast_lifecycle.stores.base.ChangesInPlace`: PostgreSQL only (else ``None``)."""
-        return self._in_place.change_in_place(kind, trigger, entity_id, transporter_id, slots, at, after_commit)
 
     def decides_in_statement(self, kind: KindConfig, trigger: Trigger) -> bool:
         """See :class:`~broadcast_lifecycle.stores.base.DecidesInStatement`: PostgreSQL only."""

@@ -271,7 +271,8 @@ class StatementCommand:
 
     ``deadline`` is the command's own (``expires_at=``, or ``at`` + ``ttl``), ``default_deadline``
     ``at`` + the kind's default ttl; the statement falls back from one to the broadcast's deadline to
-    the other, as the decision does."""
+    the other, as the decision does. ``transporter_id`` and ``slots`` are an accept's or a release's: whose
+    holding the guards read and the fill moves, and by how many slots."""
 
     kind: KindConfig
     trigger: Trigger
@@ -279,6 +280,8 @@ class StatementCommand:
     at: datetime
     deadline: datetime | None = None
     default_deadline: datetime | None = None
+    transporter_id: str | None = None
+    slots: int = 1
     actor: str | None = None
     reason: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)

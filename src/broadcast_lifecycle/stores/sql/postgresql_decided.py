@@ -1,5 +1,5 @@
 """PostgreSQL: the statement of a transition decided by its own statement (its layout, generated from
-the transition table, is ``decided.DecidedLayout``), and the SQL of the guards it checks."""
+the transition table, is ``decided.DecidedLayout``), and the SQL of the guards and branches it checks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Dialect, Table
 
 from ...events import Topic
-from ...lifecycle import Trigger, allowed_from
+from ...lifecycle import Branch, Trigger, allowed_from
 from ...states import BroadcastStatus
 from .._outbox_row import OUTBOX_ROW
 from .common import table_ref
@@ -17,35 +17,85 @@ from .common import table_ref
 if TYPE_CHECKING:
     from .decided import DecidedLayout
 
-__all__ = ["GUARD_SQL", "decided_statement"]
+__all__ = ["BRANCH_SQL", "GUARD_SQL", "HOLDER_GUARDS", "decided_statement"]
 
 _DEADLINE = ("COALESCE(CAST(:deadline AS TIMESTAMPTZ), o.expires_at, CAST(:default_deadline AS TIMESTAMPTZ))")
 """The command's deadline as ``service._deadline`` picks it: the given one (deadline=, or now + ttl), else
 the broadcast's, else now + the kind's default ttl (``o`` is the row before the command)."""
 
+_SLOTS = "CAST(:slots AS INTEGER)"
+"""The command's slots (an accept's or a release's; 1 for the other triggers, which move no fill)."""
+
 GUARD_SQL: Mapping[str, str] = {
     "deadline_in_future": f"{_DEADLINE} > :at",
     "deadline_later": f"o.expires_at IS NOT NULL AND {_DEADLINE} > o.expires_at",
+    "transporter_notified": "h.slots_held IS NOT NULL",
+    "slots_available": f"o.slots_filled + {_SLOTS} <= o.slots_requested",
+    "holds_slots": f"h.slots_held >= {_SLOTS}",
     "trip_fill_policy": (f"(o.status <> '{BroadcastStatus.PARTIALLY_FILLED.value}' "
                          "OR CAST(:allow_partial_trip AS BOOLEAN))"),
     "deadline_passed": "o.expires_at IS NOT NULL AND :at >= o.expires_at",
 }
-"""The built-in guards (``guards.GUARDS``) a statement can check on the locked row, as SQL true when
-the guard allows; ``tests/test_decided.py`` holds each to its Python guard."""
+"""The built-in guards (``guards.GUARDS``) a statement can check on the locked row (``o``) and the
+command's transporter's locked recipient row (``h``, no row: never notified), as SQL true when the
+guard allows; ``tests/test_decided.py`` holds each to its Python guard."""
+
+HOLDER_GUARDS = frozenset({"transporter_notified", "holds_slots"})
+"""The guards of :data:`GUARD_SQL` that read the transporter's recipient row (``h``)."""
+
+BRANCH_SQL: Mapping[str, str] = {
+    "fills_all": f"o.slots_filled + {_SLOTS} = o.slots_requested",
+    "empties": f"o.slots_filled - {_SLOTS} = 0",
+}
+"""The branch conditions (``guards.BRANCH_TESTS``) as SQL on the locked row; ``tests/test_decided.py``
+holds each to its Python test."""
 
 
-def _states(states: tuple[BroadcastStatus, ...] | list[BroadcastStatus]) -> str:
-    return ", ".join(f"'{s.value}'" for s in states)
+def _edges(edges: tuple[tuple[BroadcastStatus, BroadcastStatus], ...]) -> str:
+    """True on the updated row (``upd``) when the transition took one of ``edges`` (from-state, new state)."""
+    return " OR ".join(f"(o_status = '{source.value}' AND status = '{dest.value}')" for source, dest in edges)
 
 
-def _source_clause(layout: DecidedLayout, state: BroadcastStatus, guards: tuple[str, ...]) -> str:
+def _source_clause(layout: DecidedLayout, state: BroadcastStatus) -> str:
     """The WHERE of one from-state: the state, not overdue where a deadline can expire it (a command on
     an overdue broadcast expires it instead: the caller's read decides that), and the state's guards."""
     parts = [f"o.status = '{state.value}'"]
     if layout.trigger is not Trigger.EXPIRE and state in allowed_from(Trigger.EXPIRE):
         parts.append("(o.expires_at IS NULL OR o.expires_at > :at)")
-    parts += [GUARD_SQL[guard] for guard in guards]
+    parts += [GUARD_SQL[guard] for guard in layout.sources[state].guards]
     return "(" + " AND ".join(parts) + ")"
+
+
+def _branch(branch: Branch) -> str:
+    """SQL true when the route takes ``branch`` (the table's first branch that holds wins)."""
+    assert branch.name is not None
+    return BRANCH_SQL[branch.name] if branch.expected else f"NOT ({BRANCH_SQL[branch.name]})"
+
+
+def _new_status(layout: DecidedLayout) -> str:
+    """The new state: the destination of each from-state's branch taken (a constant when there is one)."""
+    routes = layout.sources.items()
+    dests = {branch.dest for _, route in routes for branch in route.branches}
+    if len(dests) == 1 and all(dest is not source for source in layout.sources for dest in dests):
+        return f"'{dests.pop().value}'"
+    whens = []
+    for state, route in routes:
+        *branched, last = route.branches
+        whens += [f"WHEN o.status = '{state.value}' AND {_branch(b)} THEN '{b.dest.value}'" for b in branched]
+        whens.append(f"WHEN o.status = '{state.value}' THEN '{last.dest.value}'")
+    return f"CASE {' '.join(whens)} END"
+
+
+def _fill(layout: DecidedLayout) -> str | None:
+    """The new ``slots_filled`` (``None``: the trigger moves no fill)."""
+    fills = {state: route.fill for state, route in layout.sources.items()}
+    if not any(fills.values()):
+        return None
+    if len(set(fills.values())) == 1:
+        sign = str(next(iter(fills.values())))
+    else:
+        sign = "CASE o.status {} END".format(" ".join(f"WHEN '{s.value}' THEN {f}" for s, f in fills.items()))
+    return f"o.slots_filled + ({sign}) * {_SLOTS}"
 
 
 _OLD = ("status", "customer_id", "slots_requested", "slots_filled", "version", "state_changed_at", "created_at",
@@ -69,6 +119,24 @@ def _outcome_json() -> str:
             "'fingerprint', CAST(:fingerprint AS TEXT))")
 
 
+def _reoffered(layout: DecidedLayout, everyone_function: str) -> str:
+    """A re-offer's recipients (on ``upd``): the notified transporters holding no slot after the command.
+
+    The function lists them on its own snapshot, which sees whatever of this statement's writes ran
+    before it (the holding this command moves, or not: the order of a statement's data-modifying parts
+    is not defined). So where the command moves its transporter's holding, that transporter is taken
+    from the statement's own figures (its locked row and the fill moved), the others from the function,
+    in notification order: the order of the function's list of every notified transporter."""
+    free = f"{everyone_function}(:kind, :key, NULL)"
+    if not layout.holder:
+        return free
+    every = f"{everyone_function}(:kind, :key, CAST(customer_id AS TEXT))"
+    return (f"(SELECT json_agg(e ORDER BY n) FROM json_array_elements({every}) WITH ORDINALITY AS a(e, n) "
+            "WHERE e->>0 = 'transporter' AND CASE WHEN e->>1 = :transporter "
+            "THEN o_holding + slots_filled - o_slots_filled = 0 "
+            f"ELSE e->>1 IN (SELECT f->>1 FROM json_array_elements({free}) AS f) END)")
+
+
 def decided_statement(layout: DecidedLayout, table: Table, kind_column: bool, library_tables: tuple[Table, ...],
                       dialect: Dialect, everyone_function: str, offers: bool, keyed: bool = False) -> str:
     """The statement of ``layout`` on ``table`` (``:name`` placeholders). ``offers``: the command
@@ -76,62 +144,74 @@ def decided_statement(layout: DecidedLayout, table: Table, kind_column: bool, li
     ``:idem_key`` with the command's outcome (a key already recorded fails the whole statement).
 
     Parameters: ``:id``, ``:kind``, ``:key``, ``:at``, ``:deadline``, ``:default_deadline``,
-    ``:allow_partial_trip``, ``:trigger``, ``:actor``, ``:reason``, ``:meta``, ``:id_field``, and per
-    outbox row ``:{slot}_event_id`` and ``:{slot}_name`` (slots ``changed``, ``offer`` and one per
-    announced topic, named after it). It returns the row before the command (see :data:`_OLD`), the
-    new state, then the recipients of each announced topic's row in ``layout.announced`` order (NULL where that row
-    was not written).
+    ``:allow_partial_trip``, ``:transporter`` and ``:slots`` (an accept's or release's), ``:trigger``,
+    ``:actor``, ``:reason``, ``:meta``, ``:id_field``, and per outbox row ``:{slot}_event_id`` and
+    ``:{slot}_name`` (slots ``changed``, ``offer`` and one per announced topic, named after it). It
+    returns the row before the command (see :data:`_OLD`), the new state, the slots the command's
+    transporter held before it (NULL: not notified, or a trigger that reads no holding), then the
+    recipients of each announced topic's row in ``layout.announced`` order (NULL where that row was not
+    written).
 
-    The row is locked by the ``FOR UPDATE`` subquery before any guard is checked, so the guards,
-    the old values returned and the update all see the newest committed row; the everyone function
-    (VOLATILE: a snapshot of its own) then sees every recipient committed while the statement waited.
+    The row is locked by the ``FOR UPDATE`` subquery before any guard is checked, then (a ``LATERAL``
+    subquery on it, so always second: every writer of a holding locks the broadcast first) the
+    transporter's recipient row, so the guards, the old values returned and the update all see the
+    newest committed rows; the everyone function (VOLATILE: a snapshot of its own) then sees every
+    recipient committed while the statement waited (see ``postgresql_functions.pg_function_ddl``).
     """
     history, recipients, outbox, idempotency = library_tables
     quote = dialect.identifier_preparer.quote
     name, pk = table_ref(dialect, table), quote(next(iter(table.primary_key.columns)).name)
     where = f"{pk} = :id" + (" AND kind = :kind" if kind_column else "")
-    dests = {dest for dest, _ in layout.sources.values()}
-    if len(dests) == 1 and all(dest is not source for source, (dest, _) in layout.sources.items()):
-        new_status = f"'{dests.pop().value}'"
-    else:
-        new_status = "CASE o.status {} END".format(" ".join(f"WHEN '{s.value}' THEN '{d.value}'"
-                                                            for s, (d, _) in layout.sources.items()))
     expires = _DEADLINE if layout.sets_deadline else "o.expires_at"
-    allowed = " OR ".join(_source_clause(layout, state, guards) for state, (_, guards) in layout.sources.items())
+    fill = _fill(layout)
+    allowed = " OR ".join(_source_clause(layout, state) for state in layout.sources)
     old = ", ".join(f"o.{column} AS o_{column}" for column in _OLD)
-    upd = (f"UPDATE {name} t SET status = {new_status}, version = o.version + 1, "
+    holder, holding = "", "CAST(NULL AS INTEGER)"
+    if layout.holder:  # the transporter's recipient row, locked after the broadcast's (LATERAL: o first)
+        holder = (f" LEFT JOIN LATERAL (SELECT slots_held FROM {recipients.name} r WHERE r.kind = :kind "
+                  "AND r.entity_id = :key AND r.transporter_id = :transporter AND o.pk IS NOT NULL FOR UPDATE) h "
+                  "ON true")
+        holding = "h.slots_held"
+    upd = (f"UPDATE {name} t SET status = {_new_status(layout)}, version = o.version + 1, "
+           f"{f'slots_filled = {fill}, ' if fill else ''}"
            f"state_changed_at = GREATEST(o.state_changed_at, :at), expires_at = {expires} "
-           f"FROM (SELECT {pk} AS pk, {', '.join(_OLD)} FROM {name} WHERE {where} FOR UPDATE) o "
+           f"FROM (SELECT {pk} AS pk, {', '.join(_OLD)} FROM {name} WHERE {where} FOR UPDATE) o{holder} "
            f"WHERE t.{pk} = o.pk AND ({allowed}) "
-           f"RETURNING {old}, t.status, t.version, t.state_changed_at, t.slots_filled, t.slots_requested, "
-           "t.expires_at, t.customer_id")
+           f"RETURNING {old}, {holding} AS o_holding, t.status, t.version, t.state_changed_at, t.slots_filled, "
+           "t.slots_requested, t.expires_at, t.customer_id")
     computed = {"kind": ":kind", "entity_id": ":key", "id_field": ":id_field", "status": "status",
                 "previous_status": "o_status", "state_changed_at": "state_changed_at", "version": "version",
                 "slots_filled": "slots_filled", "slots_requested": "slots_requested", "expires_at": "expires_at",
                 "trigger": ":trigger", "reason": ":reason"}
     insert = f"INSERT INTO {outbox.name} ({OUTBOX_ROW.insert_columns(dialect)}) SELECT "
 
-    def row(slot: str, topic: Topic, recipients_sql: str, condition: str = "", returning: bool = False) -> str:
+    def row(slot: str, topic: Topic, recipients_sql: str, source: str = "upd", returning: bool = False) -> str:
         values = OUTBOX_ROW.select_list(dialect, prefix=f"{slot}_", sql={
             **computed, "topic": f"'{topic.value}'", "recipients": recipients_sql}, written_at="state_changed_at")
         tail = " RETURNING recipients" if returning else ""
-        return f"{slot} AS ({insert}{values} FROM upd{condition}{tail})"
+        return f"{slot} AS ({insert}{values} FROM {source}{tail})"
 
     steps = [f"upd AS ({upd})",
              f"hist AS (INSERT INTO {history.name} (kind, entity_id, from_status, to_status, {quote('trigger')}, "
              "actor, reason, meta, at, version) SELECT :kind, :key, o_status, status, :trigger, "
              "CAST(:actor AS VARCHAR), :reason, CAST(:meta AS JSON), state_changed_at, version FROM upd)",
              row("changed", Topic.STATE_CHANGED, "json_build_array(json_build_array('customer', customer_id))")]
+    if fill and layout.holder:  # the transporter's holding moves with the fill, as the general path's hold
+        steps.append(f"hold AS (UPDATE {recipients.name} r SET slots_held = r.slots_held + upd.slots_filled "
+                     "- upd.o_slots_filled, response = :trigger, responded_at = upd.state_changed_at FROM upd "
+                     "WHERE r.kind = :kind AND r.entity_id = :key AND r.transporter_id = :transporter)")
     announced = []
-    for topic, states in layout.announced.items():
+    for topic, edges in layout.announced.items():
         slot = topic.value
-        condition = f" WHERE o_status IN ({_states(states)})"
         if topic is Topic.OFFERED:  # a re-offer, to the notified holding no slot; none once the deadline passed
-            listed = f"{everyone_function}(:kind, :key, NULL)"
-            condition += " AND (expires_at IS NULL OR expires_at > :at)"
+            # (none either when every notified transporter holds a slot, as build_events leaves it out)
+            source = (f"(SELECT upd.*, {_reoffered(layout, everyone_function)} AS listed FROM upd "
+                      f"WHERE ({_edges(edges)}) AND (expires_at IS NULL OR expires_at > :at)) AS u")
+            steps.append(row(slot, topic, "listed", source + (" WHERE listed IS NOT NULL" if layout.holder else ""),
+                             returning=True))
         else:
             listed = f"{everyone_function}(:kind, :key, CAST(customer_id AS TEXT))"
-        steps.append(row(slot, topic, listed, condition, returning=True))
+            steps.append(row(slot, topic, listed, f"upd WHERE {_edges(edges)}", returning=True))
         announced.append(f"(SELECT recipients FROM {slot})")
     if offers:
         steps.append(f"rec AS (INSERT INTO {recipients.name} (kind, entity_id, transporter_id, notified_at, "
@@ -141,5 +221,5 @@ def decided_statement(layout: DecidedLayout, table: Table, kind_column: bool, li
     if keyed:
         steps.append(f"idem AS (INSERT INTO {idempotency.name} (key, kind, entity_id, {quote('trigger')}, outcome, "
                      f"created_at) SELECT :idem_key, :kind, :key, :trigger, {_outcome_json()}, :at FROM upd)")
-    columns = ", ".join([*(f"o_{column}" for column in _OLD), "status", *announced])
+    columns = ", ".join([*(f"o_{column}" for column in _OLD), "status", "o_holding", *announced])
     return f"WITH {', '.join(steps)} SELECT {columns} FROM upd"

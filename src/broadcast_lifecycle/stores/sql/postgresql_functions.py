@@ -23,7 +23,7 @@ __all__ = [
 
 EVERYONE_FUNCTION = "bl_everyone_json"
 """PostgreSQL: the function ``(kind, key, customer)`` returning :func:`pg_everyone_json` on a fresh
-snapshot (see :func:`pg_change_in_place`); ``schema.postgresql_functions_ddl()`` creates it."""
+snapshot (see :func:`pg_function_ddl`); ``schema.postgresql_functions_ddl()`` creates it."""
 EVERYONE_SIGNATURE = f"{EVERYONE_FUNCTION}(text, text, text)"
 
 
@@ -50,7 +50,12 @@ def pg_everyone_function_body(recipients: Table) -> str:
 def pg_function_ddl(signature: str, returns: str, body: str) -> str:
     """``CREATE OR REPLACE FUNCTION`` for a library function. VOLATILE is the point: such a
     function takes a new snapshot for each query in it, so it sees what committed while its
-    caller waited for a lock (see :func:`pg_change_in_place`)."""
+    caller waited for a lock. A statement such as an accept that fills a broadcast (the decided
+    statement, ``postgresql_decided``) takes its own snapshot when it starts, then waits for the row
+    lock; what a ``notify_more`` holding that lock commits meanwhile (a new recipient) only the
+    function's snapshot, taken after the lock, sees. That snapshot also sees whatever of the calling
+    statement's own writes ran before the call, in an order PostgreSQL leaves undefined, so a list
+    must not depend on them."""
     return f"CREATE OR REPLACE FUNCTION {signature} RETURNS {returns} LANGUAGE plpgsql VOLATILE AS $body${body}$body$"
 
 
