@@ -5,8 +5,9 @@ and the PostgreSQL hot row with tasks instead of threads.
    library's statements (BEGIN IMMEDIATE | SELECT | UPDATE | UPDATE holder | INSERT history | INSERT
    outbox | COMMIT). Target: async <= 1.3x sync.
 2. PostgreSQL: us per transition, sync library vs async library (psycopg's async mode) vs the library's
-   own in-place statement run on raw ``psycopg.AsyncConnection``, raw sync ``psycopg.Connection`` (how much
-   slower the asyncio driver is by itself) and raw asyncpg (the driver choice). Target: async <= 1.3x sync.
+   own statement (the one it decides an accept or a release in, generated from the table) run on raw
+   ``psycopg.AsyncConnection``, raw sync ``psycopg.Connection`` (how much slower the asyncio driver is by
+   itself) and raw asyncpg (the driver choice). Target: async <= 1.3x sync.
 3. PostgreSQL hot row: 16 tasks on one loop accept 1 slot each of a fresh 5-slot booking; rounds/s against
    16 tasks each running one conditional UPDATE on raw async psycopg (the issue's reference; target >= 0.8x)
    and against 16 tasks on raw async psycopg doing the library's work the plain way (``RawAsyncAccept``:
@@ -53,9 +54,10 @@ from broadcast_lifecycle import (
     BroadcastLifecycle,
     KindConfig,
     SQLAlchemyStore,
-    Topic,
     TransitionRefused,
+    Trigger,
 )
+from broadcast_lifecycle.stores import StatementCommand
 
 __all__ = ["main"]
 
@@ -235,15 +237,18 @@ async def sqlite_section() -> None:
 # -- 2. PostgreSQL -------------------------------------------------------------------------------
 
 
-def _in_place_params(entity_id: int, accept: bool) -> dict[str, Any]:
-    """The parameters the library's in-place statement takes (see SqlInPlace.change_in_place)."""
-    config = KindConfig(KIND)
-    return {"id": entity_id, "kind": KIND, "key": str(entity_id), "delta": 1 if accept else -1,
-            "at": datetime.now(timezone.utc), "transporter": TRANSPORTER, "trigger": "accept" if accept else "release",
-            "id_field": config.id_field, "ev_event_id": str(uuid.uuid4()),
-            "ev_name": config.event_name(Topic.STATE_CHANGED), "ev_topic": Topic.STATE_CHANGED.value,
-            "fill_event_id": str(uuid.uuid4()), "fill_name": config.event_name(Topic.FULLY_FILLED),
-            "fill_topic": Topic.FULLY_FILLED.value}
+def _library_statement(store: SQLAlchemyStore, entity_id: int, accept: bool,
+                       transporter: str = TRANSPORTER) -> tuple[str, dict[str, Any]]:
+    """The library's own statement of an accept or a release by ``transporter`` (the one it decides the
+    command in, generated from the transition table) and its parameters, new event ids each call (see
+    SqlInPlace.statement)."""
+    command = StatementCommand(kind=_CONFIG, trigger=Trigger.ACCEPT if accept else Trigger.RELEASE,
+                               entity_id=entity_id, at=datetime.now(timezone.utc), transporter_id=transporter,
+                               actor=transporter)
+    return store._in_place.statement(command)
+
+
+_CONFIG = KindConfig(KIND)
 
 
 def _positional(statement: str) -> tuple[str, list[str]]:
@@ -257,14 +262,14 @@ def _positional(statement: str) -> tuple[str, list[str]]:
     return re.sub(r"%\((\w+)\)s", number, statement), names
 
 
-def _raw_sync_step(conn: psycopg.Connection[Any], entity_id: int, accept_sql: str, release_sql: str) -> Step:
-    """The library's in-place statements on raw sync psycopg (blocking the loop, as the sync library does)."""
+def _raw_sync_step(conn: psycopg.Connection[Any], store: SQLAlchemyStore, entity_id: int) -> Step:
+    """The library's statements on raw sync psycopg (blocking the loop, as the sync library does)."""
 
     async def run(n: int) -> None:
         for _ in range(n // 2):
-            for statement, accept in ((accept_sql, True), (release_sql, False)):
-                if conn.execute(statement, _in_place_params(entity_id, accept)).fetchone() is None:
-                    raise RuntimeError("raw in-place statement declined")
+            for accept in (True, False):
+                if conn.execute(*_library_statement(store, entity_id, accept)).fetchone() is None:
+                    raise RuntimeError("raw library statement declined")
     return run
 
 
@@ -277,20 +282,18 @@ async def postgres_section(url: str, dsn: str, server: str, judged: bool) -> Non
     sync = BroadcastLifecycle(sync_store)
     store = AsyncSQLAlchemyStore.from_url(url)
     lifecycle = AsyncBroadcastLifecycle(store)
-    statements = store.sync._schema.entity(KIND).in_place
-    accept_sql, release_sql = statements["accept"], statements["release"]
     raw = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
     raw_id = _prepare_sync(sync, "customer-raw")
 
     async def raw_step(n: int) -> None:
         for _ in range(n // 2):
-            for statement, accept in ((accept_sql, True), (release_sql, False)):
-                cur = await raw.execute(statement, _in_place_params(raw_id, accept))
+            for accept in (True, False):
+                cur = await raw.execute(*_library_statement(sync_store, raw_id, accept))
                 if await cur.fetchone() is None:
-                    raise RuntimeError("raw in-place statement declined")
+                    raise RuntimeError("raw library statement declined")
 
     raw_sync = psycopg.Connection.connect(dsn, autocommit=True)
-    raw_sync_step = _raw_sync_step(raw_sync, _prepare_sync(sync, "customer-raw-sync"), accept_sql, release_sql)
+    raw_sync_step = _raw_sync_step(raw_sync, sync_store, _prepare_sync(sync, "customer-raw-sync"))
     variants: dict[str, Step] = {
         "sync": _sync_step(sync, _prepare_sync(sync, "customer-sync")),
         "async": _async_step(lifecycle, await _prepare(lifecycle, "customer-async")),
@@ -306,14 +309,15 @@ async def postgres_section(url: str, dsn: str, server: str, judged: bool) -> Non
         asyncpg_conn = await asyncpg.connect(dsn=url.replace("postgresql+psycopg", "postgresql"))
         apg_id = _prepare_sync(sync, "customer-asyncpg")
         prepared = [(await asyncpg_conn.prepare(sql), names, accept)
-                    for (sql, names), accept in ((_positional(accept_sql), True), (_positional(release_sql), False))]
+                    for (sql, names), accept in ((_positional(_library_statement(sync_store, apg_id, a)[0]), a)
+                                                 for a in (True, False))]
 
         async def asyncpg_step(n: int) -> None:
             for _ in range(n // 2):
                 for statement, names, accept in prepared:
-                    params = _in_place_params(apg_id, accept)
+                    params = _library_statement(sync_store, apg_id, accept)[1]
                     if await statement.fetchrow(*(params[name] for name in names)) is None:
-                        raise RuntimeError("asyncpg in-place statement declined")
+                        raise RuntimeError("asyncpg library statement declined")
         variants["asyncpg"] = asyncpg_step
     _postgres_report(await _measure(variants, PG_BATCH), judged)
     if asyncpg_conn is not None:
@@ -472,19 +476,18 @@ async def hot_row_section(url: str, dsn: str, server: str, judged: bool) -> None
     async def raw_same_work(index: int, entity_id: int) -> bool:
         return await plain[index].accept(entity_id, transporters[index])
 
-    in_place = store.sync._schema.entity(KIND).in_place["accept"]
     load = store.sync._schema.entity(KIND).load
 
     async def raw_library_statement(index: int, entity_id: int) -> bool:
-        params = {**_in_place_params(entity_id, True), "transporter": transporters[index]}
-        if await (await connections[index].execute(in_place, params)).fetchone() is not None:
+        statement, params = _library_statement(store.sync, entity_id, True, transporters[index])
+        if await (await connections[index].execute(statement, params)).fetchone() is not None:
             return True
         await connections[index].execute(load, params)  # the library reads a refused row back, once
         return False
 
     async def raw_statement_alone(index: int, entity_id: int) -> bool:
-        params = {**_in_place_params(entity_id, True), "transporter": transporters[index]}
-        return await (await connections[index].execute(in_place, params)).fetchone() is not None
+        statement, params = _library_statement(store.sync, entity_id, True, transporters[index])
+        return await (await connections[index].execute(statement, params)).fetchone() is not None
 
     variants = {
         "async library accept (queued commands batched)": (notified, accept),

@@ -60,28 +60,11 @@ class SqlInPlace:
         """See :class:`~broadcast_lifecycle.stores.base.DecidesInStatement`: one autocommit statement
         (``sql.decided``); when it refuses, a read of the row in the same checkout."""
         kind, trigger, entity_id = command.kind, command.trigger, command.entity_id
-        sql = self._schema.entity(kind.name)
         layout = decided_layout(trigger)
         if layout is None:
             return None
-        statement = self._decided_statement(sql, layout, bool(command.recipients), command.idempotency_key is not None)
-        bind = sql.time.bind
-        ids = {slot: new_event_id() for slot in ("changed", "offer", *(t.value for t in layout.announced))}
-        params: dict[str, Any] = {
-            "id": self._schema.lookup_id(sql, kind.name, entity_id), "kind": kind.name, "key": str(entity_id),
-            "at": bind(command.at), "deadline": bind(command.deadline), "transporter": command.transporter_id or "",
-            "slots": command.slots,
-            "default_deadline": bind(command.default_deadline), "allow_partial_trip": kind.allow_partial_trip,
-            "trigger": trigger.value, "actor": command.actor, "reason": command.reason,
-            "meta": dumps(command.metadata) if command.metadata else "{}", "id_field": kind.id_field,
-            "transporters": list(command.recipients),
-            "offer_recipients": dumps([["transporter", t] for t in command.recipients]),
-            "idem_key": command.idempotency_key, "fingerprint": command.fingerprint,
-        }
-        for slot, event_id in ids.items():
-            params[f"{slot}_event_id"] = event_id
-            topic = Topic.STATE_CHANGED if slot == "changed" else Topic.OFFERED if slot == "offer" else Topic(slot)
-            params[f"{slot}_name"] = kind.event_name(topic)
+        sql = self._schema.entity(kind.name)
+        statement, params, ids = self._prepare(command, layout, sql)
         try:
             row, found = self._write_or_read(sql, statement, params)
         except StoreError as exc:
@@ -111,6 +94,39 @@ class SqlInPlace:
         listed = dict(zip(layout.announced, row[10:], strict=True))
         events = self._statement_events(change.events(after, ()), change.recipients, ids, listed)
         return self._committed(Committed(after, events), after_commit, None)
+
+    def statement(self, command: StatementCommand) -> tuple[str, dict[str, Any]]:
+        """The statement :meth:`decide_in_statement` runs for ``command`` and its parameters (new event
+        ids each call); ``ValueError`` for a trigger with no decided statement. For benchmarks."""
+        layout = decided_layout(command.trigger)
+        if layout is None:
+            raise ValueError(f"{command.trigger.value} has no decided statement")
+        statement, params, _ = self._prepare(command, layout, self._schema.entity(command.kind.name))
+        return statement, params
+
+    def _prepare(self, command: StatementCommand, layout: DecidedLayout,
+                 sql: EntitySql) -> tuple[str, dict[str, Any], dict[str, str]]:
+        """The statement of ``command``, its parameters and the ids of the events it writes, by slot."""
+        kind, entity_id = command.kind, command.entity_id
+        statement = self._decided_statement(sql, layout, bool(command.recipients), command.idempotency_key is not None)
+        bind = sql.time.bind
+        ids = {slot: new_event_id() for slot in ("changed", "offer", *(t.value for t in layout.announced))}
+        params: dict[str, Any] = {
+            "id": self._schema.lookup_id(sql, kind.name, entity_id), "kind": kind.name, "key": str(entity_id),
+            "at": bind(command.at), "deadline": bind(command.deadline), "transporter": command.transporter_id or "",
+            "slots": command.slots,
+            "default_deadline": bind(command.default_deadline), "allow_partial_trip": kind.allow_partial_trip,
+            "trigger": command.trigger.value, "actor": command.actor, "reason": command.reason,
+            "meta": dumps(command.metadata) if command.metadata else "{}", "id_field": kind.id_field,
+            "transporters": list(command.recipients),
+            "offer_recipients": dumps([["transporter", t] for t in command.recipients]),
+            "idem_key": command.idempotency_key, "fingerprint": command.fingerprint,
+        }
+        for slot, event_id in ids.items():
+            params[f"{slot}_event_id"] = event_id
+            topic = Topic.STATE_CHANGED if slot == "changed" else Topic.OFFERED if slot == "offer" else Topic(slot)
+            params[f"{slot}_name"] = kind.event_name(topic)
+        return statement, params, ids
 
     def _write_or_read(self, sql: EntitySql, statement: str, params: dict[str, Any]) -> tuple[Any, Any]:
         """``(row, None)``: the one-statement write's row; ``(None, found)``: it declined, and ``found`` is the
