@@ -237,8 +237,8 @@ def test_commands_with_a_key_or_a_host_guard_do_not_queue(pg_url: str) -> None:
         entity_id = await setup.open_broadcast()
         keyed: Step = lambda bookings, entity_id: bookings.accept(entity_id, "t01", idempotency_key="k-t01")  # noqa: E731
         outcomes = await _at_once(setup, entity_id, [_accept("t00"), keyed, _accept("t02")])
-        assert [o.path if isinstance(o, CommandResult) else o for o in outcomes] == [
-            WritePath.IN_PLACE, WritePath.GENERAL, WritePath.BATCHED]
+        assert [o.path if isinstance(o, CommandResult) else o for o in outcomes] == [  # the key: its own statement
+            WritePath.IN_PLACE, WritePath.IN_PLACE, WritePath.BATCHED]
         setup.bookings.add_guard(Trigger.ACCEPT, lambda snapshot, ctx: None)
         outcomes = await _at_once(setup, entity_id, [_accept("t03"), _accept("t04")])
         assert [o.path if isinstance(o, CommandResult) else o for o in outcomes] == [WritePath.GENERAL] * 2

@@ -109,8 +109,8 @@ def test_create_all_needs_no_ddl_right_once_the_function_is_current(
 
 def test_a_function_dropped_after_it_was_found_falls_back(store: SQLAlchemyStore,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    """Every in-place accept calls the function: once it is gone (a downgrade, a drop_all), the
-    store notices the error, warns, and takes partial accepts in place and the fill the general way."""
+    """Every in-place accept's statement calls the function: once it is gone (a downgrade, a drop_all), the
+    store notices the error, warns, and takes the accepts that follow (the fill too) the general way."""
     lifecycle = BroadcastLifecycle(store)
     recorder = EventRecorder()
     lifecycle.bus.connect(recorder)
@@ -126,8 +126,8 @@ def test_a_function_dropped_after_it_was_found_falls_back(store: SQLAlchemyStore
     (event,) = [e for e in recorder.events if e.topic is Topic.FULLY_FILLED]
     assert [r.id for r in event.recipients] == ["c1", "t1", "t2", "t3"]
     assert [r.getMessage() for r in caplog.records].count(
-        f"PostgreSQL function {_SIGNATURE} is missing, so an accept that fills a broadcast, and a transition "
-        "announced to every notified transporter, take the general path (a read, then a compare-and-set write in "
+        f"PostgreSQL function {_SIGNATURE} is missing, so accept, release and a transition announced to every "
+        "notified transporter take the general path (a read, then a compare-and-set write in "
         "several round trips, which may retry). SQLAlchemyStore.create_all() creates it, or "
         "run broadcast_lifecycle.stores.schema.postgresql_functions_ddl() in a migration (docs/persistence.md); "
         "this store looks for it again after create_all() or a restart") == 1

@@ -196,8 +196,8 @@ class SqlInPlace:
     @staticmethod
     def _warn_missing_function() -> None:
         logger.warning(
-            "PostgreSQL function %s is missing, so a transition announced to every notified transporter (an accept "
-            "that fills a broadcast, say) takes the general path (a read, then a compare-and-set write in several "
+            "PostgreSQL function %s is missing, so accept, release and a transition announced to every notified "
+            "transporter take the general path (a read, then a compare-and-set write in several "
             "round trips, which may retry). SQLAlchemyStore.create_all() creates it, or "
             "run broadcast_lifecycle.stores.schema.postgresql_functions_ddl() in a migration (docs/persistence.md); "
             "this store looks for it again after create_all() or a restart", EVERYONE_SIGNATURE)
