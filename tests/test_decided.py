@@ -147,13 +147,19 @@ def test_the_fill_guards_and_branches_sql_agree_with_python(pg_store: SQLAlchemy
 
 SECOND = timedelta(seconds=1)
 
+
+def _notify_later(handle: KindHandle, entity_id: Any, clock: ManualClock) -> object:
+    """Notify t0 a second after the others: first by id, last in notification order."""
+    clock.advance(SECOND)
+    return handle.notify_more(entity_id, ["t0"])
+
+
 _STEPS: dict[str, Callable[[KindHandle, Any, ManualClock], object]] = {
     "broadcast": lambda h, i, c: h.start_broadcast(i, ["t1", "t2", "t3"]),
     "broadcast to t1, t2": lambda h, i, c: h.start_broadcast(i, ["t1", "t2"]),
     "activate": lambda h, i, c: h.activate(i, ttl=60 * MINUTE),
     "activate briefly": lambda h, i, c: h.activate(i, ttl=MINUTE),
-    # notified later than the others, so first by id but last in notification order
-    "notify t0": lambda h, i, c: (c.advance(SECOND), h.notify_more(i, ["t0"])),
+    "notify t0": _notify_later,
     "t1 accepts": lambda h, i, c: h.accept(i, "t1"),
     "t1 accepts 2": lambda h, i, c: h.accept(i, "t1", slots=2),
     "t2 accepts": lambda h, i, c: h.accept(i, "t2"),
@@ -266,7 +272,7 @@ def test_every_trigger_from_every_state_agrees_with_the_reference(pg_store: SQLA
         return general(change, *args)
 
     lifecycle._decide_in_statement = counted  # type: ignore[method-assign,assignment]
-    pg_store.apply = general_apply  # type: ignore[method-assign]
+    pg_store.apply = general_apply  # type: ignore[method-assign,assignment]
     got = _outcomes(lifecycle, pg_clock)
     assert {k: v for k, v in got.items() if expected[k] != v} == {}
     assert paths == {WritePath.IN_PLACE, WritePath.GENERAL}  # statements that applied and statements that refused
