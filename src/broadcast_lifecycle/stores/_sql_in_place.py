@@ -12,9 +12,10 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import BroadcastError, StoreError, show_id
-from ..events import BroadcastEvent, Recipient, Topic, new_event_id
+from ..events import BroadcastEvent, Recipient, Topic, build_events, build_offer, new_event_id
 from ..kinds import KindConfig
 from ..lifecycle import Trigger
+from ..records import BroadcastSnapshot
 from ._sql_connections import Committing, SqlConnections
 from ._sql_errors import UNDEFINED_FUNCTION, sqlstate
 from ._sql_tables import StoreTables
@@ -48,6 +49,8 @@ class SqlInPlace:
         self._pg = db.engine.dialect.name == "postgresql"
         self._decided: dict[tuple[str, Trigger, bool, bool], str] = {}
         """The decided statements built so far, by table, trigger, whether the command offers and is keyed."""
+        self._shared: dict[tuple[str, Trigger], tuple[dict[str, Any], tuple[tuple[str, str], ...]]] = {}
+        """The parameters each kind's commands of a trigger send alike, and the event slots (see _shared_params)."""
 
     def decides_in_statement(self, kind: KindConfig, trigger: Trigger) -> bool:
         """Whether ``trigger`` of ``kind`` has a decided statement here (PostgreSQL, a trigger whose table
@@ -91,8 +94,7 @@ class SqlInPlace:
                              "is committed and its events wait in the outbox for the relay (a library bug: "
                              "please report it)")
         after = change.after()
-        listed = dict(zip(layout.announced, row[10:], strict=True))
-        events = self._statement_events(change.events(after, ()), change.recipients, ids, listed)
+        events = self._statement_events(change, after, ids, dict(zip(layout.announced, row[10:], strict=True)))
         return self._committed(Committed(after, events), after_commit, None)
 
     def statement(self, command: StatementCommand) -> tuple[str, dict[str, Any]]:
@@ -108,25 +110,41 @@ class SqlInPlace:
                  sql: EntitySql) -> tuple[str, dict[str, Any], dict[str, str]]:
         """The statement of ``command``, its parameters and the ids of the events it writes, by slot."""
         kind, entity_id = command.kind, command.entity_id
-        statement = self._decided_statement(sql, layout, bool(command.recipients), command.idempotency_key is not None)
+        offers = bool(command.recipients)
+        statement = self._decided_statement(sql, layout, offers, command.idempotency_key is not None)
+        shared, slots = self._shared_params(kind, layout)
         bind = sql.time.bind
-        ids = {slot: new_event_id() for slot in ("changed", "offer", *(t.value for t in layout.announced))}
         params: dict[str, Any] = {
-            "id": self._schema.lookup_id(sql, kind.name, entity_id), "kind": kind.name, "key": str(entity_id),
+            **shared, "id": self._schema.lookup_id(sql, kind.name, entity_id), "key": str(entity_id),
             "at": bind(command.at), "deadline": bind(command.deadline), "transporter": command.transporter_id or "",
-            "slots": command.slots,
-            "default_deadline": bind(command.default_deadline), "allow_partial_trip": kind.allow_partial_trip,
-            "trigger": command.trigger.value, "actor": command.actor, "reason": command.reason,
-            "meta": dumps(command.metadata) if command.metadata else "{}", "id_field": kind.id_field,
-            "transporters": list(command.recipients),
-            "offer_recipients": dumps([["transporter", t] for t in command.recipients]),
+            "slots": command.slots, "default_deadline": bind(command.default_deadline), "actor": command.actor,
+            "reason": command.reason, "meta": dumps(command.metadata) if command.metadata else "{}",
             "idem_key": command.idempotency_key, "fingerprint": command.fingerprint,
         }
-        for slot, event_id in ids.items():
-            params[f"{slot}_event_id"] = event_id
-            topic = Topic.STATE_CHANGED if slot == "changed" else Topic.OFFERED if slot == "offer" else Topic(slot)
-            params[f"{slot}_name"] = kind.event_name(topic)
+        ids = {}
+        for slot, param in slots:
+            params[param] = ids[slot] = new_event_id()
+        if offers:
+            params["offer_event_id"] = ids["offer"] = new_event_id()
+            params["transporters"] = list(command.recipients)
+            params["offer_recipients"] = dumps([["transporter", t] for t in command.recipients])
         return statement, params, ids
+
+    def _shared_params(self, kind: KindConfig,
+                       layout: DecidedLayout) -> tuple[dict[str, Any], tuple[tuple[str, str], ...]]:
+        """The parameters every command of ``kind`` and ``layout``'s trigger sends alike, and the event slots
+        (each with its id's parameter) besides the offer; worked out once."""
+        shape = (kind.name, layout.trigger)
+        shared = self._shared.get(shape)
+        if shared is None:
+            slots = ("changed", *(topic.value for topic in layout.announced))
+            params: dict[str, Any] = {"kind": kind.name, "id_field": kind.id_field, "trigger": layout.trigger.value,
+                                      "allow_partial_trip": kind.allow_partial_trip}
+            for slot in (*slots, "offer"):
+                topic = Topic.STATE_CHANGED if slot == "changed" else Topic.OFFERED if slot == "offer" else Topic(slot)
+                params[f"{slot}_name"] = kind.event_name(topic)
+            shared = self._shared[shape] = (params, tuple((slot, f"{slot}_event_id") for slot in slots))
+        return shared
 
     def _write_or_read(self, sql: EntitySql, statement: str, params: dict[str, Any]) -> tuple[Any, Any]:
         """``(row, None)``: the one-statement write's row; ``(None, found)``: it declined, and ``found`` is the
@@ -150,27 +168,28 @@ class SqlInPlace:
         return statement
 
     @staticmethod
-    def _statement_events(built: tuple[BroadcastEvent, ...], offered: tuple[str, ...], ids: dict[str, str],
+    def _statement_events(change: Change, after: BroadcastSnapshot, ids: dict[str, str],
                           listed: dict[Topic, Any]) -> tuple[BroadcastEvent, ...]:
-        """The events ``build_events`` made for the decision, with the ids the statement wrote them under
-        and, for a topic announced to the notified transporters, the recipients the statement listed (an
-        event whose row the statement did not write, a re-offer to nobody, left out as ``build_events``
-        leaves it out when it is given the recipients)."""
-        events = []
-        for number, event in enumerate(built):
-            if number == 0:
-                events.append(replace(event, event_id=ids["changed"]))
-            elif offered and number == len(built) - 1:
-                events.append(replace(event, event_id=ids["offer"]))
-            else:
-                pairs = listed.get(event.topic)
-                if pairs is None:
-                    continue
-                if isinstance(pairs, str):
-                    pairs = json.loads(pairs)
-                events.append(replace(event, event_id=ids[event.topic.value],
-                                      recipients=tuple(Recipient(role, rid) for role, rid in pairs or ())))
-        return tuple(events)
+        """The events of ``change`` as the statement wrote them: under its ids and, for a topic announced to
+        the notified transporters, to the recipients it listed (an event whose row it did not write, a
+        re-offer to nobody, left out as ``build_events`` leaves it out when it is given the recipients)."""
+        d = change.decision
+        topics = d.topics
+        transporters_listed: tuple[str, ...] = ()
+        if len(topics) > 1:
+            topics = (topics[0], *(topic for topic in topics[1:] if listed.get(topic) is not None))
+        if len(topics) == 2:  # one announced topic: to the customer (but a re-offer) and the transporters listed
+            transporters_listed = tuple(rid for role, rid in _pairs(listed[topics[1]]) if role == "transporter")
+        events = build_events(change.kind, after, d.from_status, topics, transporters_listed, trigger=d.trigger.value,
+                              reason=change.reason, event_ids=[ids["changed"], *(ids[t.value] for t in topics[1:])])
+        if len(topics) > 2:  # not in the table today: each announced topic to the recipients listed for it
+            events = tuple(replace(event, recipients=tuple(Recipient(*pair) for pair in _pairs(listed[event.topic])))
+                           if event.topic in listed else event for event in events)
+        if not change.recipients:
+            return events
+        (offer,) = build_offer(change.kind, after, d.from_status, change.recipients, trigger=d.trigger.value,
+                               reason=change.reason)
+        return (*events, replace(offer, event_id=ids["offer"]))
 
     def has_everyone_function(self) -> bool:
         """Whether :data:`~broadcast_lifecycle.stores.sql.postgresql_functions.EVERYONE_FUNCTION` exists (asked once per
@@ -201,3 +220,8 @@ class SqlInPlace:
             "round trips, which may retry). SQLAlchemyStore.create_all() creates it, or "
             "run broadcast_lifecycle.stores.schema.postgresql_functions_ddl() in a migration (docs/persistence.md); "
             "this store looks for it again after create_all() or a restart", EVERYONE_SIGNATURE)
+
+
+def _pairs(listed: Any) -> list[Any]:
+    """A statement's list of recipients (JSON, as the driver returned it) as ``[role, id]`` pairs."""
+    return json.loads(listed) if isinstance(listed, str) else list(listed)

@@ -43,6 +43,11 @@ guard allows; ``tests/test_decided.py`` holds each to its Python guard."""
 HOLDER_GUARDS = frozenset({"transporter_notified", "holds_slots"})
 """The guards of :data:`GUARD_SQL` that read the transporter's recipient row (``h``)."""
 
+_HOLDING_VALUE_GUARDS = frozenset({"holds_slots"})
+"""The guards that read the holding's value, which a concurrent command may have moved while the statement
+waited for the broadcast's lock: the statement locks the recipient row for them, so they see the newest (a
+row is never deleted while its broadcast is open, so whether it exists needs no lock)."""
+
 BRANCH_SQL: Mapping[str, str] = {
     "fills_all": f"o.slots_filled + {_SLOTS} = o.slots_requested",
     "empties": f"o.slots_filled - {_SLOTS} = 0",
@@ -51,19 +56,41 @@ BRANCH_SQL: Mapping[str, str] = {
 holds each to its Python test."""
 
 
-def _edges(edges: tuple[tuple[BroadcastStatus, BroadcastStatus], ...]) -> str:
-    """True on the updated row (``upd``) when the transition took one of ``edges`` (from-state, new state)."""
+def _edges(layout: DecidedLayout, edges: tuple[tuple[BroadcastStatus, BroadcastStatus], ...]) -> str:
+    """SQL true on the updated row (``upd``) when the transition took one of ``edges`` (from-state, new
+    state): as short as the layout allows (every edge from some states, or into some states)."""
+    every = {(state, branch.dest) for state, route in layout.sources.items() for branch in route.branches}
+    taken = set(edges)
+    if taken == every:
+        return "true"
+    sources, dests = {s for s, _ in taken}, {d for _, d in taken}
+    if taken == {e for e in every if e[0] in sources}:
+        return f"o_status IN ({_states(sources)})"
+    if taken == {e for e in every if e[1] in dests}:
+        return f"status IN ({_states(dests)})"
     return " OR ".join(f"(o_status = '{source.value}' AND status = '{dest.value}')" for source, dest in edges)
 
 
-def _source_clause(layout: DecidedLayout, state: BroadcastStatus) -> str:
-    """The WHERE of one from-state: the state, not overdue where a deadline can expire it (a command on
-    an overdue broadcast expires it instead: the caller's read decides that), and the state's guards."""
-    parts = [f"o.status = '{state.value}'"]
-    if layout.trigger is not Trigger.EXPIRE and state in allowed_from(Trigger.EXPIRE):
-        parts.append("(o.expires_at IS NULL OR o.expires_at > :at)")
-    parts += [GUARD_SQL[guard] for guard in layout.sources[state].guards]
-    return "(" + " AND ".join(parts) + ")"
+def _states(states: set[BroadcastStatus]) -> str:
+    return ", ".join(f"'{s.value}'" for s in sorted(states, key=list(BroadcastStatus).index))
+
+
+def _allowed(layout: DecidedLayout) -> str:
+    """The WHERE on the locked rows: per from-state, the state, not overdue where a deadline can expire it
+    (a command on an overdue broadcast expires it instead: the caller's read decides that), and the
+    state's guards; states that share all three in one clause."""
+    clauses: dict[tuple[bool, tuple[str, ...]], list[BroadcastStatus]] = {}
+    for state, route in layout.sources.items():
+        expirable = layout.trigger is not Trigger.EXPIRE and state in allowed_from(Trigger.EXPIRE)
+        clauses.setdefault((expirable, route.guards), []).append(state)
+    parts = []
+    for (expirable, guards), states in clauses.items():
+        checks = [f"o.status IN ({_states(set(states))})"]
+        if expirable:
+            checks.append("(o.expires_at IS NULL OR o.expires_at > :at)")
+        checks += [GUARD_SQL[guard] for guard in guards]
+        parts.append("(" + " AND ".join(checks) + ")")
+    return " OR ".join(parts)
 
 
 def _branch(branch: Branch) -> str:
@@ -164,19 +191,19 @@ def decided_statement(layout: DecidedLayout, table: Table, kind_column: bool, li
     where = f"{pk} = :id" + (" AND kind = :kind" if kind_column else "")
     expires = _DEADLINE if layout.sets_deadline else "o.expires_at"
     fill = _fill(layout)
-    allowed = " OR ".join(_source_clause(layout, state) for state in layout.sources)
     old = ", ".join(f"o.{column} AS o_{column}" for column in _OLD)
     holder, holding = "", "CAST(NULL AS INTEGER)"
     if layout.holder:  # the transporter's recipient row, locked after the broadcast's (LATERAL: o first)
+        lock = any(_HOLDING_VALUE_GUARDS.intersection(route.guards) for route in layout.sources.values())
         holder = (f" LEFT JOIN LATERAL (SELECT slots_held FROM {recipients.name} r WHERE r.kind = :kind "
-                  "AND r.entity_id = :key AND r.transporter_id = :transporter AND o.pk IS NOT NULL FOR UPDATE) h "
-                  "ON true")
+                  f"AND r.entity_id = :key AND r.transporter_id = :transporter AND o.pk IS NOT NULL"
+                  f"{' FOR UPDATE' if lock else ''}) h ON true")
         holding = "h.slots_held"
     upd = (f"UPDATE {name} t SET status = {_new_status(layout)}, version = o.version + 1, "
            f"{f'slots_filled = {fill}, ' if fill else ''}"
            f"state_changed_at = GREATEST(o.state_changed_at, :at), expires_at = {expires} "
            f"FROM (SELECT {pk} AS pk, {', '.join(_OLD)} FROM {name} WHERE {where} FOR UPDATE) o{holder} "
-           f"WHERE t.{pk} = o.pk AND ({allowed}) "
+           f"WHERE t.{pk} = o.pk AND ({_allowed(layout)}) "
            f"RETURNING {old}, {holding} AS o_holding, t.status, t.version, t.state_changed_at, t.slots_filled, "
            "t.slots_requested, t.expires_at, t.customer_id")
     computed = {"kind": ":kind", "entity_id": ":key", "id_field": ":id_field", "status": "status",
@@ -206,12 +233,12 @@ def decided_statement(layout: DecidedLayout, table: Table, kind_column: bool, li
         if topic is Topic.OFFERED:  # a re-offer, to the notified holding no slot; none once the deadline passed
             # (none either when every notified transporter holds a slot, as build_events leaves it out)
             source = (f"(SELECT upd.*, {_reoffered(layout, everyone_function)} AS listed FROM upd "
-                      f"WHERE ({_edges(edges)}) AND (expires_at IS NULL OR expires_at > :at)) AS u")
+                      f"WHERE ({_edges(layout, edges)}) AND (expires_at IS NULL OR expires_at > :at)) AS u")
             steps.append(row(slot, topic, "listed", source + (" WHERE listed IS NOT NULL" if layout.holder else ""),
                              returning=True))
         else:
             listed = f"{everyone_function}(:kind, :key, CAST(customer_id AS TEXT))"
-            steps.append(row(slot, topic, listed, f"upd WHERE {_edges(edges)}", returning=True))
+            steps.append(row(slot, topic, listed, f"upd WHERE {_edges(layout, edges)}", returning=True))
         announced.append(f"(SELECT recipients FROM {slot})")
     if offers:
         steps.append(f"rec AS (INSERT INTO {recipients.name} (kind, entity_id, transporter_id, notified_at, "
