@@ -170,8 +170,9 @@ def test_the_filling_accept_is_one_statement(postgres_server: object) -> None:
 
 
 def test_events_sent_from_an_in_place_accept_are_the_events_stored(postgres_server: object) -> None:
-    """What receivers get from an in-place accept, fill, re-offering release and release (built from the
-    statement's RETURNING row) is what the outbox holds for the relay (written by the statement's SQL)."""
+    """What receivers get from an in-place accept, fill and release (built from the statement's RETURNING
+    row) is what the outbox holds for the relay (written by the statement's SQL), as for a re-offering
+    release (which the statement leaves to the general path)."""
     from postgres_server import PostgresServer
 
     assert isinstance(postgres_server, PostgresServer)
@@ -188,9 +189,10 @@ def test_events_sent_from_an_in_place_accept_are_the_events_stored(postgres_serv
     recorder_seen = len(recorder.events)
     results = [fast.kind("booking").accept(entity_id, "t1"),
                fast.kind("booking").accept(entity_id, "t2", slots=2),
-               fast.kind("booking").release(entity_id, "t1"),  # from fully_filled: re-offers
+               fast.kind("booking").release(entity_id, "t1"),  # from fully_filled: re-offers, on the general path
                fast.kind("booking").release(entity_id, "t2")]  # from partially_filled
-    assert [r.path for r in results] == [WritePath.IN_PLACE] * 4
+    assert [r.path for r in results] == [WritePath.IN_PLACE, WritePath.IN_PLACE, WritePath.GENERAL,
+                                         WritePath.IN_PLACE]
     sent = recorder.events[recorder_seen:]
     assert [e.topic for e in sent] == [Topic.STATE_CHANGED, Topic.STATE_CHANGED, Topic.FULLY_FILLED,
                                        Topic.STATE_CHANGED, Topic.OFFERED, Topic.STATE_CHANGED]

@@ -355,7 +355,7 @@ class BroadcastLifecycle:
         config = command.config
         given = command.deadline if command.deadline is not None else (
             at + command.ttl if command.ttl is not None else None)
-        request = StatementCommand(
+        request = _statement_command(
             kind=config, trigger=command.trigger, entity_id=entity_id, at=at, deadline=given,
             default_deadline=at + config.default_ttl if config.default_ttl is not None else None,
             transporter_id=command.transporter_id, slots=command.slots,
@@ -408,6 +408,7 @@ class BroadcastLifecycle:
 _context = quick_constructor(CommandContext)
 _change = quick_constructor(Change)
 _result = quick_constructor(CommandResult)
+_statement_command = quick_constructor(StatementCommand)
 
 
 def _expiry_of(config: KindConfig) -> Command:

@@ -11,6 +11,7 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+from .._quick import quick_constructor
 from ..errors import BroadcastError, StoreError, show_id
 from ..events import BroadcastEvent, Recipient, Topic, build_events, build_offer, new_event_id
 from ..kinds import KindConfig
@@ -30,6 +31,9 @@ from .sql.postgresql_functions import EVERYONE_FUNCTION, EVERYONE_SIGNATURE, has
 LIBRARY_TABLES = (history_table, recipients_table, outbox_table, idempotency_table)
 
 __all__ = ["SqlInPlace"]
+
+_new_loaded = quick_constructor(Loaded)
+_new_committed = quick_constructor(Committed)
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +87,10 @@ class SqlInPlace:
         change: Change | None = None
         refused: BroadcastError | None = None
         try:
-            change = plan(Loaded(before, row[9]))
+            change = plan(_new_loaded(before, row[9]))
         except BroadcastError as exc:
             refused = exc
-        if change is None or change.decision.trigger is not trigger or change.decision.to_status.value != row[8]:
+        if change is None or change.decision.trigger is not trigger or change.decision.to_status._value_ != row[8]:
             # Written already: the statement and the table disagree (tests/test_decided.py keeps them together).
             decided = refused if change is None else change.decision.to_status.value
             raise StoreError(f"the {trigger.value} statement of {kind.name} {show_id(entity_id)} wrote {row[8]} "
@@ -95,7 +99,7 @@ class SqlInPlace:
                              "please report it)")
         after = change.after()
         events = self._statement_events(change, after, ids, dict(zip(layout.announced, row[10:], strict=True)))
-        return self._committed(Committed(after, events), after_commit, None)
+        return self._committed(_new_committed(after, events), after_commit, None)
 
     def statement(self, command: StatementCommand) -> tuple[str, dict[str, Any]]:
         """The statement :meth:`decide_in_statement` runs for ``command`` and its parameters (new event

@@ -8,9 +8,9 @@ each guard through ``postgresql_decided.GUARD_SQL``), picks the destination by t
 (``postgresql_decided.BRANCH_SQL``), moves the fill and the holding by the route's ``fill``, writes the
 new state, the history row, the recipients, the outbox rows of each topic the table announces on the
 edge taken, and returns the row as it was before. No row back means the statement refused: the caller
-reads the row and the core decides the refusal. A trigger whose routes have a guard not in
-``GUARD_SQL`` or a branch not in ``BRANCH_SQL`` has no such statement (:func:`decided_layout` returns
-``None``).
+reads the row and the core decides the refusal (or, from a state the statement leaves out, applies
+the command on the general path). A trigger whose routes have a guard not in ``GUARD_SQL`` or a branch
+not in ``BRANCH_SQL`` has no such statement (:func:`decided_layout` returns ``None``).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def decided_layout(trigger: Trigger) -> DecidedLayout | None:
     statement cannot decide (a guard or a branch with no SQL)."""
     if trigger is Trigger.CREATE:
         return None
-    sources = {state: route for (t, state), route in ROUTES.items() if t is trigger}
+    sources = {state: route for (t, state), route in ROUTES.items() if t is trigger and not _reoffers_a_move(route)}
     announced: dict[Topic, list[Edge]] = {}
     for state, route in sources.items():
         if any(guard not in GUARD_SQL for guard in route.guards):
@@ -70,3 +70,12 @@ def decided_layout(trigger: Trigger) -> DecidedLayout | None:
     holder = any(route.fill or HOLDER_GUARDS.intersection(route.guards) for route in sources.values())
     return DecidedLayout(trigger, sources, {topic: tuple(edges) for topic, edges in announced.items()},
                          deadlines.pop(), holder)
+
+
+def _reoffers_a_move(route: Route) -> bool:
+    """Whether ``route`` re-offers the broadcast while moving the command's transporter's holding (a release
+    from fully_filled): the re-offer goes to those holding no slot after the command, which the everyone
+    function lists on a snapshot of its own that may or may not see the holding this very statement
+    moves. Such a from-state is left out of the statement: it refuses there, and the core decides on the
+    row it reads (the general path, which lists the recipients after its write)."""
+    return bool(route.fill) and any(Topic.OFFERED in branch.announces for branch in route.branches)

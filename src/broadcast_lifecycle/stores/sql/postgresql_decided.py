@@ -146,24 +146,6 @@ def _outcome_json() -> str:
             "'fingerprint', CAST(:fingerprint AS TEXT))")
 
 
-def _reoffered(layout: DecidedLayout, everyone_function: str) -> str:
-    """A re-offer's recipients (on ``upd``): the notified transporters holding no slot after the command.
-
-    The function lists them on its own snapshot, which sees whatever of this statement's writes ran
-    before it (the holding this command moves, or not: the order of a statement's data-modifying parts
-    is not defined). So where the command moves its transporter's holding, that transporter is taken
-    from the statement's own figures (its locked row and the fill moved), the others from the function,
-    in notification order: the order of the function's list of every notified transporter."""
-    free = f"{everyone_function}(:kind, :key, NULL)"
-    if not layout.holder:
-        return free
-    every = f"{everyone_function}(:kind, :key, CAST(customer_id AS TEXT))"
-    return (f"(SELECT json_agg(e ORDER BY n) FROM json_array_elements({every}) WITH ORDINALITY AS a(e, n) "
-            "WHERE e->>0 = 'transporter' AND CASE WHEN e->>1 = :transporter "
-            "THEN o_holding + slots_filled - o_slots_filled = 0 "
-            f"ELSE e->>1 IN (SELECT f->>1 FROM json_array_elements({free}) AS f) END)")
-
-
 def decided_statement(layout: DecidedLayout, table: Table, kind_column: bool, library_tables: tuple[Table, ...],
                       dialect: Dialect, everyone_function: str, offers: bool, keyed: bool = False) -> str:
     """The statement of ``layout`` on ``table`` (``:name`` placeholders). ``offers``: the command
@@ -231,14 +213,12 @@ def decided_statement(layout: DecidedLayout, table: Table, kind_column: bool, li
     for topic, edges in layout.announced.items():
         slot = topic.value
         if topic is Topic.OFFERED:  # a re-offer, to the notified holding no slot; none once the deadline passed
-            # (none either when every notified transporter holds a slot, as build_events leaves it out)
-            source = (f"(SELECT upd.*, {_reoffered(layout, everyone_function)} AS listed FROM upd "
-                      f"WHERE ({_edges(layout, edges)}) AND (expires_at IS NULL OR expires_at > :at)) AS u")
-            steps.append(row(slot, topic, "listed", source + (" WHERE listed IS NOT NULL" if layout.holder else ""),
-                             returning=True))
+            listed = f"{everyone_function}(:kind, :key, NULL)"
+            condition = f"({_edges(layout, edges)}) AND (expires_at IS NULL OR expires_at > :at)"
         else:
             listed = f"{everyone_function}(:kind, :key, CAST(customer_id AS TEXT))"
-            steps.append(row(slot, topic, listed, f"upd WHERE {_edges(layout, edges)}", returning=True))
+            condition = _edges(layout, edges)
+        steps.append(row(slot, topic, listed, f"upd WHERE {condition}", returning=True))
         announced.append(f"(SELECT recipients FROM {slot})")
     if offers:
         steps.append(f"rec AS (INSERT INTO {recipients.name} (kind, entity_id, transporter_id, notified_at, "
