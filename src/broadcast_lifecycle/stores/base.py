@@ -41,7 +41,6 @@ __all__ = [
     "Adoption",
     "AfterCommit",
     "BatchNotWritten",
-    "ChangesInPlace",
     "DecidesInBatch",
     "DecidesInStatement",
     "DecidesUnderLock",
