@@ -4,6 +4,7 @@ from every state against the in-memory reference, and racing commands applied ex
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -394,3 +395,17 @@ def test_a_keyed_command_records_its_outcome_in_its_statement(pg_store: SQLAlche
     assert {r.snapshot.version for r in results} == {4}  # type: ignore[attr-defined]
     assert sorted(r.path.value for r in results) == ["in_place", "replayed", "replayed", "replayed"]  # type: ignore[attr-defined]
     assert [h.trigger for h in bookings.history(raced)].count("cancel") == 1
+
+
+def test_a_command_pinned_to_its_time_keeps_every_other_field() -> None:
+    """The decided path pins a command to the statement's time with a quick copy: it equals
+    ``dataclasses.replace`` on a command whose every field differs from its default."""
+    from broadcast_lifecycle.command import Command
+    from broadcast_lifecycle.service import _at
+
+    defaults = Command(config=KINDS[0], trigger=Trigger.ACCEPT)
+    command = Command(config=KINDS[1], trigger=Trigger.RELEASE, actor="ops", reason="r", metadata={"m": 1},
+                      transporter_id="t1", slots=2, recipients=("t2",), deadline=START, ttl=MINUTE, now=START,
+                      idempotency_key="k", fingerprint="f")
+    assert all(getattr(command, f.name) != getattr(defaults, f.name) for f in dataclasses.fields(Command))
+    assert _at(command, START + MINUTE) == dataclasses.replace(command, now=START + MINUTE)
