@@ -200,8 +200,10 @@ class SqlInPlace:
         store, and again after ``create_all``)."""
         if self._everyone_function is None:
             with self._db.cursor(None, write=False) as cur:
-                cur.execute(has_function(EVERYONE_SIGNATURE))
-                (present,) = cur.fetchone()
+                cur.execute(has_function(EVERYONE_SIGNATURE, outbox_table.name))
+                present, tables = cur.fetchone()
+            if not tables:  # nothing is created yet: the command fails on the missing tables, worded for that
+                return False
             if not present:
                 self._warn_missing_function()
             self._everyone_function = bool(present)

@@ -88,6 +88,6 @@ def index_exists(name: str) -> str:
     return f"SELECT to_regclass('{name}')"
 
 
-def has_function(signature: str) -> str:
-    """Whether the function ``signature`` exists (one boolean)."""
-    return f"SELECT to_regprocedure('{signature}') IS NOT NULL"
+def has_function(signature: str, table: str) -> str:
+    """Whether the function ``signature`` exists, and whether ``table`` does (two booleans)."""
+    return f"SELECT to_regprocedure('{signature}') IS NOT NULL, to_regclass('{table}') IS NOT NULL"
