@@ -5,6 +5,7 @@ from every state against the in-memory reference, and racing commands applied ex
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -42,12 +43,13 @@ pytestmark = pytest.mark.postgres
 
 KINDS = (KindConfig("booking"), KindConfig("order", allow_partial_trip=True))
 MINUTE = timedelta(minutes=1)
+_databases = itertools.count(1)
 
 
 @pytest.fixture
 def pg_store(postgres_server: PostgresServer, clock: ManualClock) -> Iterator[SQLAlchemyStore]:
     """A store on a fresh database of the suite's PostgreSQL."""
-    store = SQLAlchemyStore.from_url(postgres_server.create_database(f"decided_{id(clock)}"))
+    store = SQLAlchemyStore.from_url(postgres_server.create_database(f"decided_{next(_databases)}"))
     store.create_all(KINDS)
     yield store
     store.close()
@@ -409,3 +411,64 @@ def test_a_command_pinned_to_its_time_keeps_every_other_field() -> None:
                       idempotency_key="k", fingerprint="f")
     assert all(getattr(command, f.name) != getattr(defaults, f.name) for f in dataclasses.fields(Command))
     assert _at(command, START + MINUTE) == dataclasses.replace(command, now=START + MINUTE)
+
+
+def test_racing_releases_of_one_held_slot_apply_once(pg_store: SQLAlchemyStore, clock: ManualClock) -> None:
+    """Four threads release the one slot a transporter holds at once: exactly one applies; each other is refused
+    by holds_slots, read on the holder's row as the winner left it (not a CHECK constraint's StoreError)."""
+    bookings = BroadcastLifecycle(pg_store, clock=clock, kinds=KINDS).kind("booking")
+    def release_t1(key: Any) -> object:
+        return bookings.release(key, "t1")
+
+    for _ in range(5):
+        entity_id = bookings.create("c1", slots=3).id
+        bookings.start_broadcast(entity_id, ["t1", "t2", "t3"])
+        bookings.activate(entity_id, ttl=timedelta(hours=1))
+        bookings.accept(entity_id, "t1")
+        bookings.accept(entity_id, "t2")  # t2's slot keeps it partially filled whoever wins
+        results = _race(entity_id, [release_t1] * 4)
+        assert sorted(r.code if isinstance(r, TransitionRefused) else "applied" for r in results) == [
+            "applied", "holds_slots", "holds_slots", "holds_slots"]
+        assert [(r.transporter_id, r.slots_held) for r in bookings.recipients(entity_id)] == [
+            ("t1", 0), ("t2", 1), ("t3", 0)]
+
+
+def test_slot_counts_at_the_integer_limit_are_refused_as_in_memory(pg_store: SQLAlchemyStore,
+                                                                   clock: ManualClock) -> None:
+    """Slots near 2**31 - 1: an accept asking for more than is open is refused slots_available, worded as the
+    in-memory store words it (the guard's arithmetic stays inside INTEGER)."""
+    most = 2**31 - 1
+    refusals = []
+    for store in (pg_store, InMemoryStore()):
+        bookings = BroadcastLifecycle(store, clock=clock, kinds=KINDS).kind("booking")
+        entity_id = bookings.create("c1", slots=most).id
+        bookings.start_broadcast(entity_id, ["t1", "t2"])
+        bookings.activate(entity_id, ttl=timedelta(hours=1))
+        bookings.accept(entity_id, "t1")
+        with pytest.raises(TransitionRefused) as refused:
+            bookings.accept(entity_id, "t2", slots=most)
+        refusals.append((type(refused.value), refused.value.code, refused.value.reason))
+        assert bookings.accept(entity_id, "t2", slots=most - 1).snapshot.status is BroadcastStatus.FULLY_FILLED
+    assert refusals[0] == refusals[1] and refusals[0][1] == "slots_available"
+
+
+def test_a_host_row_referencing_the_broadcast_does_not_block_its_commands(postgres_server: PostgresServer,
+                                                                        clock: ManualClock) -> None:
+    """A host transaction that inserted a row referencing the booking (a foreign key: it holds KEY SHARE on
+    the booking's row) and is still open blocks neither an accept, a release nor a cancel of it (each locks
+    the row as a plain UPDATE does)."""
+    url = postgres_server.create_database(f"decided_fk_{next(_databases)}")
+    store = SQLAlchemyStore.from_url(url, connect_args={"options": "-c lock_timeout=10000"})  # a bound, not timing
+    store.create_all(KINDS)
+    bookings = BroadcastLifecycle(store, clock=clock, kinds=KINDS).kind("booking")
+    entity_id = _into(bookings, "active", clock)
+    holder = sorted(r.transporter_id for r in bookings.recipients(entity_id))[0]
+    with store.engine.connect() as host:
+        host.execute(text("CREATE TABLE host_assignment (booking_id INTEGER REFERENCES bl_broadcasts (id))"))
+        host.commit()
+        host.execute(text("INSERT INTO host_assignment VALUES (:id)"), {"id": entity_id})  # left uncommitted
+        assert bookings.accept(entity_id, holder).snapshot.slots_filled == 1
+        assert bookings.release(entity_id, holder).snapshot.slots_filled == 0
+        assert bookings.cancel(entity_id, actor="c1").snapshot.status is BroadcastStatus.CANCELLED
+        host.rollback()
+    store.close()

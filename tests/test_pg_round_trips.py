@@ -5,6 +5,7 @@ the terminal statement's recipients under a concurrent notify_more."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -40,12 +41,14 @@ pytestmark = pytest.mark.postgres
 
 Traced = Callable[[Callable[[], Any]], tuple[int, list[str]]]
 
+_databases = itertools.count(1)
+
 
 @pytest.fixture
 def traced(postgres_server: PostgresServer, clock: ManualClock) -> Iterator[tuple[BroadcastLifecycle, Traced]]:
     """A lifecycle on a one-connection store with no receivers (the events stay in the outbox: no
     mark-delivered write), and a function giving the round trips a call makes and what it sent."""
-    url = postgres_server.create_database(f"round_trips_{id(clock)}")
+    url = postgres_server.create_database(f"round_trips_{next(_databases)}")
     store = SQLAlchemyStore.from_url(url, pool_size=1, max_overflow=0)
     kinds = (KindConfig("booking"), KindConfig("order", one_open_per_customer=True))
     store.create_all(kinds)

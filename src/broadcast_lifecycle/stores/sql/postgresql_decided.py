@@ -30,7 +30,7 @@ GUARD_SQL: Mapping[str, str] = {
     "deadline_in_future": f"{_DEADLINE} > :at",
     "deadline_later": f"o.expires_at IS NOT NULL AND {_DEADLINE} > o.expires_at",
     "transporter_notified": "h.slots_held IS NOT NULL",
-    "slots_available": f"o.slots_filled + {_SLOTS} <= o.slots_requested",
+    "slots_available": f"o.slots_requested - o.slots_filled >= {_SLOTS}",  # (a sum could pass INTEGER's range)
     "holds_slots": f"h.slots_held >= {_SLOTS}",
     "trip_fill_policy": (f"(o.status <> '{BroadcastStatus.PARTIALLY_FILLED.value}' "
                          "OR CAST(:allow_partial_trip AS BOOLEAN))"),
@@ -45,11 +45,12 @@ HOLDER_GUARDS = frozenset({"transporter_notified", "holds_slots"})
 
 _HOLDING_VALUE_GUARDS = frozenset({"holds_slots"})
 """The guards that read the holding's value, which a concurrent command may have moved while the statement
-waited for the broadcast's lock: the statement locks the recipient row for them, so they see the newest (a
-row is never deleted while its broadcast is open, so whether it exists needs no lock)."""
+waited for the broadcast's lock: the statement locks the recipient row for them, so they see the newest. Whether
+the row exists is read from the statement's snapshot, taken before that wait: a transporter notified meanwhile
+is refused by the statement, then decided on the row read again, and applied on the general path."""
 
 BRANCH_SQL: Mapping[str, str] = {
-    "fills_all": f"o.slots_filled + {_SLOTS} = o.slots_requested",
+    "fills_all": f"o.slots_requested - o.slots_filled = {_SLOTS}",
     "empties": f"o.slots_filled - {_SLOTS} = 0",
 }
 """The branch conditions (``guards.BRANCH_TESTS``) as SQL on the locked row; ``tests/test_decided.py``
@@ -161,7 +162,8 @@ def decided_statement(layout: DecidedLayout, table: Table, kind_column: bool, li
     recipients of each announced topic's row in ``layout.announced`` order (NULL where that row was not
     written).
 
-    The row is locked by the ``FOR UPDATE`` subquery before any guard is checked, then (a ``LATERAL``
+    The row is locked by the ``FOR NO KEY UPDATE`` subquery (a host row referencing it does not block it, as
+    for a plain UPDATE) before any guard is checked, then (a ``LATERAL``
     subquery on it, so always second: every writer of a holding locks the broadcast first) the
     transporter's recipient row, so the guards, the old values returned and the update all see the
     newest committed rows; the everyone function (VOLATILE: a snapshot of its own) then sees every
@@ -179,12 +181,12 @@ def decided_statement(layout: DecidedLayout, table: Table, kind_column: bool, li
         lock = any(_HOLDING_VALUE_GUARDS.intersection(route.guards) for route in layout.sources.values())
         holder = (f" LEFT JOIN LATERAL (SELECT slots_held FROM {recipients.name} r WHERE r.kind = :kind "
                   f"AND r.entity_id = :key AND r.transporter_id = :transporter AND o.pk IS NOT NULL"
-                  f"{' FOR UPDATE' if lock else ''}) h ON true")
+                  f"{' FOR NO KEY UPDATE' if lock else ''}) h ON true")
         holding = "h.slots_held"
     upd = (f"UPDATE {name} t SET status = {_new_status(layout)}, version = o.version + 1, "
            f"{f'slots_filled = {fill}, ' if fill else ''}"
            f"state_changed_at = GREATEST(o.state_changed_at, :at), expires_at = {expires} "
-           f"FROM (SELECT {pk} AS pk, {', '.join(_OLD)} FROM {name} WHERE {where} FOR UPDATE) o{holder} "
+           f"FROM (SELECT {pk} AS pk, {', '.join(_OLD)} FROM {name} WHERE {where} FOR NO KEY UPDATE) o{holder} "
            f"WHERE t.{pk} = o.pk AND ({_allowed(layout)}) "
            f"RETURNING {old}, {holding} AS o_holding, t.status, t.version, t.state_changed_at, t.slots_filled, "
            "t.slots_requested, t.expires_at, t.customer_id")
