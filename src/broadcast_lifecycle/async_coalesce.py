@@ -93,6 +93,8 @@ class Coalescer(Generic[K, T, R]):
         group = [waiter for waiter in group if not waiter.outcome.done()]  # cancelled before it began
         try:
             outcomes = self._run_group(loop_key[1], [waiter.item for waiter in group]) if group else []
+            if len(outcomes) != len(group):
+                raise RuntimeError(f"{len(group)} calls in a group got {len(outcomes)} outcomes")
         except Exception as exc:  # run_group gives errors as outcomes: this is a bug, each caller hears it
             self._hand_on(loop_key)
             for waiter in group:
@@ -100,7 +102,7 @@ class Coalescer(Generic[K, T, R]):
                     waiter.outcome.set_exception(error_per_caller(exc))
             return
         self._hand_on(loop_key)
-        for waiter, outcome in zip(group, outcomes, strict=True):
+        for waiter, outcome in zip(group, outcomes, strict=True):  # (lengths checked above)
             if not waiter.outcome.done():  # else its caller was cancelled while the group ran
                 waiter.outcome.set_result(outcome)
 
