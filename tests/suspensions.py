@@ -26,7 +26,11 @@ class Suspensions:
             except StopIteration as stop:
                 return stop.value
             self.count += 1
+            self.suspended()
             try:
                 value, error = (yield yielded), None
             except BaseException as exc:
                 value, error = None, exc
+
+    def suspended(self) -> None:
+        """Called each time the awaitable suspends the task, after ``count`` went up (a subclass's hook)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from conftest import ManualClock
 from sqlalchemy import select, text
+from suspensions import Suspensions
 
 from broadcast_lifecycle import (
     AsyncBroadcastLifecycle,
@@ -29,35 +30,25 @@ from broadcast_lifecycle.stores.schema import outbox_table
 from broadcast_lifecycle.testing import EventRecorder
 
 
-class CancelAt:
+class CancelAt(Suspensions):
     """Awaits ``coro``, cancelling the awaiting task the ``n``-th time ``coro`` suspends (``n=0``: before it
     starts; ``None``: never). The cancellation is the real one: the task cancels the future it waits on."""
 
     def __init__(self, awaitable: Awaitable[Any], n: int | None) -> None:
-        self.coro = awaitable.__await__()
+        super().__init__(awaitable)
         self.n = n
-        self.suspensions = 0
 
     def __await__(self) -> Generator[Any, Any, Any]:
         if self.n == 0:
-            self.coro.close()
+            self.inner.close()
             raise asyncio.CancelledError
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                yielded = self.coro.throw(error) if error is not None else self.coro.send(value)
-            except StopIteration as stop:
-                return stop.value
-            self.suspensions += 1
-            if self.suspensions == self.n:
-                task = asyncio.current_task()
-                assert task is not None
-                task.cancel()  # the task cancels the future yielded below, as when cancelled from outside
-            try:
-                value, error = (yield yielded), None
-            except BaseException as exc:  # the cancellation (or the future's error): into the coroutine
-                value, error = None, exc
+        return (yield from super().__await__())
+
+    def suspended(self) -> None:
+        if self.count == self.n:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # the task cancels the future yielded next, as when cancelled from outside
 
 
 @dataclass(frozen=True)
@@ -171,8 +162,8 @@ async def _cancel_everywhere(url: str, command: Command) -> tuple[int, int]:
     before = await harness.seen(entity_id)
     await uncancelled
     await harness.check(entity_id, before, cancelled=False)
-    assert uncancelled.suspensions > 0
-    for n in range(uncancelled.suspensions + 2):  # the last one never cancels: a run may wait less often
+    assert uncancelled.count > 0
+    for n in range(uncancelled.count + 2):  # the last one never cancels: a run may wait less often
         entity_id = await harness.active()
         before = await harness.seen(entity_id)
         cancelled = False
@@ -180,7 +171,7 @@ async def _cancel_everywhere(url: str, command: Command) -> tuple[int, int]:
             await CancelAt(command(harness, entity_id), n)
         except asyncio.CancelledError:
             cancelled = True
-        assert cancelled or n > 1, f"not cancelled at suspension {n} of {uncancelled.suspensions}"
+        assert cancelled or n > 1, f"not cancelled at suspension {n} of {uncancelled.count}"
         await harness.check(entity_id, before, cancelled)
     await harness.store.close()
     return harness.rolled_back, harness.committed
@@ -226,7 +217,7 @@ def test_cancelled_create_leaves_no_row(async_database_url: str) -> None:
         full = CancelAt(bookings.create("c-full"), None)
         await full
         outcomes = []
-        for n in range(1, full.suspensions + 1):
+        for n in range(1, full.count + 1):
             customer = f"c-{n}"
             with contextlib.suppress(asyncio.CancelledError):
                 await CancelAt(bookings.create(customer), n)
@@ -256,7 +247,7 @@ def test_cancelled_sweep_expires_all_or_none(async_database_url: str) -> None:
         lifecycle = harness.lifecycle
         full = CancelAt(lifecycle.expire_due(), None)
         await full
-        for n in range(1, full.suspensions + 3):
+        for n in range(1, full.count + 3):
             ids = [await harness.active() for _ in range(3)]
             harness.clock.advance(timedelta(minutes=10))
             with contextlib.suppress(asyncio.CancelledError):

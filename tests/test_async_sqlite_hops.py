@@ -56,6 +56,12 @@ async def _open(path: Path, settings: SqliteSettings | None = None) -> tuple[Asy
     return store, bookings, guard, entity_id
 
 
+async def _let_others_run(turns: int = 5) -> None:
+    """Yield to the loop ``turns`` times: every ready task (and callback) gets that many steps."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
 def test_a_command_runs_on_the_loops_thread_without_waiting(tmp_path: Path) -> None:
     """With the write lock free, an accept (read, guard, decide, write) and a cancel never suspend the task and
     the guard runs on the loop's thread; a guard's refusal writes nothing and the next command works."""
@@ -186,12 +192,10 @@ def test_a_command_cancelled_while_waiting_for_the_write_lock_writes_nothing(tmp
         blocker = sqlite3.connect(path, isolation_level=None, timeout=0)
         blocker.execute("BEGIN IMMEDIATE")
         create = asyncio.ensure_future(bookings.create("c-cancelled"))
-        for _ in range(5):
-            await asyncio.sleep(0)
+        await _let_others_run()
         assert not create.done()
         create.cancel()
-        for _ in range(5):  # the cancelled task waits for its hop to end, which waits for the lock
-            await asyncio.sleep(0)
+        await _let_others_run()  # the cancelled task waits for its hop to end, which waits for the lock
         assert not create.done()
         blocker.execute("ROLLBACK")
         with pytest.raises(asyncio.CancelledError):
@@ -250,12 +254,10 @@ def test_a_dispatch_cancelled_while_marking_delivered_returns_once_the_mark_is_w
         accept = asyncio.ensure_future(bookings.accept(entity_id, "t1"))
         while not received:
             await asyncio.sleep(0)
-        for _ in range(5):
-            await asyncio.sleep(0)
+        await _let_others_run()
         assert not accept.done()
         accept.cancel()
-        for _ in range(5):  # the cancelled task waits for the UPDATE to end, which waits for the lock
-            await asyncio.sleep(0)
+        await _let_others_run()  # the cancelled task waits for the UPDATE to end, which waits for the lock
         assert not accept.done()
         mark = "SELECT delivered_at IS NOT NULL FROM bl_outbox WHERE event_id = ?"
         assert blocker.execute(mark, received).fetchone() == (0,)

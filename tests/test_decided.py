@@ -403,7 +403,7 @@ def test_a_command_pinned_to_its_time_keeps_every_other_field() -> None:
     """The decided path pins a command to the statement's time with a quick copy: it equals
     ``dataclasses.replace`` on a command whose every field differs from its default."""
     from broadcast_lifecycle.command import Command
-    from broadcast_lifecycle.service import _at
+    from broadcast_lifecycle.command import pinned_to as _at
 
     defaults = Command(config=KINDS[0], trigger=Trigger.ACCEPT)
     command = Command(config=KINDS[1], trigger=Trigger.RELEASE, actor="ops", reason="r", metadata={"m": 1},

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ._quick import quick_constructor
 from .bus import SignalBus
 from .clock import Clock, require_aware, utc_now
-from .command import Command, command_deadline, new_command
+from .command import SYSTEM_ACTOR, Command, command_deadline, expiry_of, pinned_to
 from .decision import decide, is_overdue
 from .errors import (
     ConcurrentUpdate,
@@ -68,8 +68,6 @@ logger = logging.getLogger(__name__)
 # is read through EnumType.__getattr__, some 60 ns a read.
 _IN_PLACE_PATH, _UNDER_LOCK_PATH = WritePath.IN_PLACE, WritePath.UNDER_LOCK
 
-SYSTEM_ACTOR = "system"
-"""The actor recorded for transitions the library makes on its own (expiry)."""
 
 
 class BroadcastLifecycle:
@@ -251,7 +249,7 @@ class BroadcastLifecycle:
         now = self._now()
         current = self.store.load(kind, entity_id, tx=tx).snapshot
         if current.status in OPEN and current.expires_at is not None and is_overdue(current, now):
-            self._run(_expiry_of(config), entity_id, tx)
+            self._run(expiry_of(config), entity_id, tx)
             raise TransitionRefused(kind, entity_id, current.status.value, "notify_more",
                                     f"expired at {current.expires_at.isoformat()}", code="expired")
         new = NewRecipients(kind=config, entity_id=entity_id, transporters=recipients, at=now,
@@ -285,7 +283,7 @@ class BroadcastLifecycle:
         if path is _IN_PLACE_PATH and self._in_statement is not None:
             at = command.now if command.now is not None else self._now()
             if command.now is None:  # one time for the statement and for deciding on the row it refused
-                command = _at(command, at)
+                command = pinned_to(command, at)
             if key is not None and (replay := self._replay(key, kind, entity_id, trigger.value, command.actor,
                                                            command.fingerprint, tx)):
                 return replay
@@ -410,15 +408,3 @@ _change = quick_constructor(Change)
 _result = quick_constructor(CommandResult)
 _statement_command = quick_constructor(StatementCommand)
 
-
-def _at(c: Command, now: datetime) -> Command:
-    """``c`` pinned to the time ``now``: ``dataclasses.replace`` without the frozen class's ``__init__`` (about
-    3 us a command); ``tests/test_decided.py`` holds the two equal."""
-    return new_command(config=c.config, trigger=c.trigger, actor=c.actor, reason=c.reason, metadata=c.metadata,
-                       transporter_id=c.transporter_id, slots=c.slots, recipients=c.recipients, deadline=c.deadline,
-                       ttl=c.ttl, now=now, idempotency_key=c.idempotency_key, fingerprint=c.fingerprint)
-
-
-def _expiry_of(config: KindConfig) -> Command:
-    """The expiry the library applies on its own when a command finds its broadcast overdue."""
-    return Command(config=config, trigger=Trigger.EXPIRE, actor=SYSTEM_ACTOR)
